@@ -1,0 +1,1 @@
+"""`make bench`: Dovecote's figures, measured side by side in one run."""

@@ -1,0 +1,252 @@
+"""One worker's QoS 1 consume rate (validation + idempotency + ack), vs mosquitto_sub.
+
+Two ways, both side by side in one run, on the same broker:
+
+- live: ``mosquitto_pub -l -q 1`` streams N activities while the consumer runs (PERF.md's
+  method); the rate is N over first-to-last arrival. A consumer faster than the publisher
+  shows the publisher's rate, so this says "keeps up", not "how fast";
+- backlog: N activities queued for an offline persistent session, drained from connect to
+  the last message: each consumer's own ceiling.
+
+"bare paho" is the same asyncio integration with auto-ack and no validation: the part of
+the cost that is paho's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bench.common import REPEATS, heading, median, private_broker
+from shared import activity as act
+from shared import topics
+from shared.config import Settings, parse_mqtt_url
+from shared.mqtt import Connection, Message
+from shared.service import Delivery, Service, Worker, handles
+
+N = 20_000
+BENCH_TOPIC = topics.register(
+    topics.Topic(
+        "events/bench/build",
+        "bench",
+        1,
+        False,
+        act.BuildUpdated,
+        "Bench traffic: a realistic build update.",
+    )
+)
+Consumer = Callable[[str, str, list[bytes], bool], Awaitable[float]]
+
+
+def payloads(n: int) -> list[bytes]:
+    actor = act.service_actor("builder")
+    out = []
+    for i in range(n):
+        build = {
+            "type": "Build",
+            "id": act.new_id(),
+            "name": f"Build #{i}",
+            "state": "running",
+            "progress": i % 100,
+            "startTime": act.now(),
+            "worker": "builder.1",
+        }
+        out.append(act.encode(act.new("Update", actor, build, context=act.new_id())))
+    return out
+
+
+async def make_session(url: str, client_id: str, topic: str) -> None:
+    """Create a persistent session subscribed to ``topic``, then leave it offline."""
+    sub = Connection(parse_mqtt_url(url), client_id, on_message=lambda m: None, clean_session=False)
+    sub.start()
+    await sub.wait_connected(10)
+    fut = sub.subscribe(topic, 1)
+    assert fut is not None
+    await fut
+    await sub.stop()
+
+
+async def mosquitto_pub(url: str, topic: str, data: list[bytes]) -> None:
+    b = parse_mqtt_url(url)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as f:
+        f.write(b"\n".join(data) + b"\n")
+        f.flush()
+        with Path(f.name).open("rb") as lines:  # noqa: ASYNC230 - a file handle for a child
+            proc = await asyncio.create_subprocess_exec(
+                "mosquitto_pub",
+                "-h",
+                b.host,
+                "-p",
+                str(b.port),
+                "-q",
+                "1",
+                "-l",
+                "-t",
+                topic,
+                stdin=lines,
+            )
+            await asyncio.wait_for(proc.wait(), 300)
+
+
+class Clock:
+    def __init__(self, target: int) -> None:
+        self.target, self.count = target, 0
+        self.first = self.last = 0.0
+        self.finished = asyncio.Event()
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.count += 1
+        if self.count == 1:
+            self.first = now
+        if self.count == self.target:
+            self.last = now
+            self.finished.set()
+
+
+class Counter(Service):
+    name = "benchsvc"
+    clock: ClassVar[Clock]
+
+    @handles(BENCH_TOPIC)
+    async def on_build(self, activity: act.BuildUpdated, _: Delivery) -> None:
+        type(self).clock.tick()
+
+
+async def run_consumer(
+    start: Callable[[Clock], Awaitable[Callable[[], Awaitable[None]]]],
+    url: str,
+    topic: str,
+    data: list[bytes],
+    live: bool,
+) -> float:
+    clock = Clock(len(data))
+    began = time.perf_counter()
+    stop = await start(clock)
+    if live:
+        await asyncio.sleep(0.3)  # subscribed
+        await mosquitto_pub(url, topic, data)
+    await asyncio.wait_for(clock.finished.wait(), 300)
+    await stop()
+    elapsed = clock.last - (clock.first if live else began)
+    return (len(data) - (1 if live else 0)) / elapsed
+
+
+async def dovecote_worker(url: str, root: str, data: list[bytes], live: bool) -> float:
+    settings = Settings.from_env({"MQTT_URL": url, "DOVECOTE_ROOT": root, "LOG_LEVEL": "WARNING"})
+    topic = BENCH_TOPIC.address(root)
+    if not live:
+        await make_session(url, f"{root}-benchsvc-1", topic)
+        await preload(url, topic, data)
+
+    async def start(clock: Clock) -> Callable[[], Awaitable[None]]:
+        Counter.clock = clock
+        worker = Worker(Counter, settings)
+        await worker.start()
+        return worker.shutdown
+
+    return await run_consumer(start, url, topic, data, live)
+
+
+async def bare_paho(url: str, root: str, data: list[bytes], live: bool) -> float:
+    topic = f"{root}/events/bench/build"
+    client_id = f"bare-{root}"
+    if not live:
+        await make_session(url, client_id, topic)
+        await preload(url, topic, data)
+
+    async def start(clock: Clock) -> Callable[[], Awaitable[None]]:
+        def count(_: Message) -> None:
+            clock.tick()
+
+        conn = Connection(
+            parse_mqtt_url(url), client_id, on_message=count, clean_session=False, manual_ack=False
+        )
+        conn.subscribe(topic, 1)
+        conn.start()
+        return conn.stop
+
+    return await run_consumer(start, url, topic, data, live)
+
+
+async def c_client(url: str, root: str, data: list[bytes], live: bool) -> float:
+    b = parse_mqtt_url(url)
+    topic = f"{root}/events/bench/build"
+    client_id = f"c-{root}"
+    await make_session(url, client_id, topic)
+    if not live:
+        await preload(url, topic, data)
+    began = time.perf_counter()
+    sub = await asyncio.create_subprocess_exec(
+        "mosquitto_sub",
+        "-h",
+        b.host,
+        "-p",
+        str(b.port),
+        "-c",
+        "-i",
+        client_id,
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-C",
+        str(len(data)),
+        "-F",
+        "%U",
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 20,
+    )
+    if live:
+        await asyncio.sleep(0.3)
+        await mosquitto_pub(url, topic, data)
+    out, _ = await asyncio.wait_for(sub.communicate(), 300)
+    stamps = [float(x) for x in out.split()]
+    assert len(stamps) == len(data), f"mosquitto_sub got {len(stamps)} of {len(data)}"
+    if live:
+        return (len(data) - 1) / (stamps[-1] - stamps[0])
+    return len(data) / (time.perf_counter() - began)
+
+
+async def preload(url: str, topic: str, data: list[bytes]) -> None:
+    await mosquitto_pub(url, topic, data)
+
+
+CONSUMERS: dict[str, Consumer] = {
+    "mosquitto_sub (C)": c_client,
+    "bare paho (our loop, auto-ack)": bare_paho,
+    "dovecote worker (validate+dedupe+ack)": dovecote_worker,
+}
+
+
+async def measure() -> dict[str, Any]:
+    data = payloads(N)
+    results: dict[str, dict[str, list[float]]] = {"live": {}, "backlog": {}}
+    with private_broker() as broker:
+        for _ in range(REPEATS):
+            for mode in ("live", "backlog"):
+                for name, consumer in CONSUMERS.items():
+                    root = f"b{uuid.uuid4().hex[:8]}"
+                    rate = await consumer(broker.url, root, data, mode == "live")
+                    results[mode].setdefault(name, []).append(rate)
+    return {"size": sum(map(len, data)) // len(data), "results": results}
+
+
+def report(r: dict[str, Any]) -> None:
+    heading(f"Consume, QoS 1: {N:,} activities of ~{r['size']} bytes, median of {REPEATS}")
+    for mode, title in (
+        ("live", "live stream from mosquitto_pub (PERF.md's method)"),
+        ("backlog", "draining a backlog (each consumer's ceiling)"),
+    ):
+        rates = r["results"][mode]
+        base = median(rates["mosquitto_sub (C)"])
+        print(f"  {title}")
+        for name, values in rates.items():
+            m = median(values)
+            goal = "   (goal >= 0.60x)" if name.startswith("dovecote") else ""
+            print(f"    {name:40} {m:>9,.0f} msg/s  {m / base:5.2f}x{goal}")

@@ -1,0 +1,1 @@
+"""The builder: the seed's fake CI build, with live progress on the bus."""

@@ -1,0 +1,4 @@
+from services.builder.service import Builder
+from shared.service import run
+
+run(Builder)

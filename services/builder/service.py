@@ -1,0 +1,166 @@
+"""Builder handlers: start and stop commands in, progress and state out.
+
+| listens to                   | publishes                                              |
+|------------------------------|--------------------------------------------------------|
+| commands/builder/start, stop | events/build/started, progress, succeeded, failed,     |
+| state/build, state/builds    | stopped, rejected; state/build and state/builds (retained) |
+
+The builder keeps nothing it cannot rebuild: on start-up its own retained ``state/build``
+and ``state/builds`` tell it the build count, the history and whether a build of this very
+worker was interrupted by a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from services.builder import build as b
+from shared import activity as act
+from shared import topics
+from shared.config import Settings
+from shared.service import Bus, Delivery, Service, handles
+
+FINAL_TOPIC = {
+    "succeeded": topics.BUILD_SUCCEEDED,
+    "failed": topics.BUILD_FAILED,
+    "stopped": topics.BUILD_STOPPED,
+}
+
+
+class Builder(Service):
+    name = "builder"
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        super().__init__(bus, settings)
+        self.tick = settings.get_float("BUILD_TICK_SECONDS", 1.0, 0.0, 60.0)
+        self.current: dict[str, Any] | None = None  # the build this worker runs
+        self.context: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.last_state: dict[str, Any] | None = None  # the federation's, from state/build
+        self.history: list[dict[str, Any]] = []
+        self.total = 0
+        self.worker = f"{self.name}.{bus.instance}"
+
+    @handles(topics.BUILD_START)
+    async def on_start(self, activity: act.StartBuild, _: Delivery) -> None:
+        running = self.current or (
+            self.last_state if self.last_state and self.last_state["state"] == "running" else None
+        )
+        if running is not None:
+            self._reject(activity, f"{running['name']} is already running")
+            return
+        self.total += 1
+        actor = act.to_builtins(activity.actor)
+        self.current = b.new_build(self.total, activity.object.shouldFail, actor, self.worker)
+        self.context = activity.context or activity.id
+        self.log.info(
+            "%s started by %s [context=%s]",
+            self.current["name"],
+            actor.get("name") or actor["id"],
+            self.context,
+        )
+        self._announce(topics.BUILD_STARTED, "Create")
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    @handles(topics.BUILD_STOP, shared=False)  # every worker hears it; the owner acts
+    async def on_stop(self, activity: act.StopBuild, _: Delivery) -> None:
+        wanted = activity.object.id
+        if self.task is None or self.current is None:
+            self.log.info("stop: no build running on this worker")
+            return
+        if wanted is not None and wanted != self.current["id"]:
+            self._reject(activity, f"{wanted} is not the running build")
+            return
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    @handles(topics.BUILD_STATE, shared=False)
+    async def on_state(self, activity: act.BuildUpdated, delivery: Delivery) -> None:
+        state = act.to_builtins(activity.object)
+        if state.get("worker") != self.worker:
+            self.last_state = state  # another worker's build: remember it is running
+        elif delivery.retained and state["state"] == "running" and self.current is None:
+            # Our own build, running when this worker died: say so instead of leaving the
+            # dashboard with a bar that never moves again. (Live echoes of our own
+            # publishes are ignored: this worker knows its build better than the bus.)
+            self.current, self.context = state, activity.context
+            self._finish("failed", "interrupted: the builder restarted mid-build")
+
+    @handles(topics.BUILD_HISTORY, shared=False)
+    async def on_history(self, activity: act.BuildHistoryUpdated, _: Delivery) -> None:
+        if not self.history:
+            self.history = [act.to_builtins(x) for x in activity.object.orderedItems]
+        self.total = max(self.total, activity.object.totalItems)
+
+    async def teardown(self) -> None:
+        if self.task is not None and self.current is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    # --- the fake build ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self.current is not None
+        try:
+            while self.current["state"] == "running":
+                await asyncio.sleep(self.tick)
+                self.current = b.advanced(self.current)
+                if self.current["state"] == "running":
+                    self._announce(topics.BUILD_PROGRESS, "Update")
+            self._finish(self.current["state"])
+        except asyncio.CancelledError:
+            self._finish("stopped")
+            raise
+
+    def _finish(self, state: str, why: str | None = None) -> None:
+        assert self.current is not None
+        build = self.current if self.current["state"] == state else b.finished(self.current, state)
+        self.current = build
+        self.history = b.with_history(self.history, build)
+        self.total = max(self.total, len(self.history))
+        self._announce(FINAL_TOPIC[state], "Update", summary=why)
+        self.bus.publish(
+            topics.BUILD_HISTORY,
+            act.new(
+                "Update",
+                self.bus.actor,
+                {
+                    "type": "OrderedCollection",
+                    "totalItems": self.total,
+                    "orderedItems": self.history,
+                },
+            ),
+        )
+        self.log.info(
+            "%s %s at %d%% [context=%s]", build["name"], state, build["progress"], self.context
+        )
+        self.current, self.task = None, None
+
+    def _announce(self, event: topics.Topic, kind: str, summary: str | None = None) -> None:
+        """Publish the event, then the same build as the retained state for late joiners."""
+        assert self.current is not None
+        self.bus.publish(
+            event,
+            act.new(kind, self.bus.actor, self.current, context=self.context, summary=summary),
+        )
+        state = act.new(
+            "Update", self.bus.actor, self.current, context=self.context, summary=summary
+        )
+        self.bus.publish(topics.BUILD_STATE, state)
+
+    def _reject(self, command: act.Activity, why: str) -> None:
+        self.log.info("refused %s: %s", command.type, why)
+        self.bus.publish(
+            topics.BUILD_REJECTED,
+            act.new(
+                "Reject",
+                self.bus.actor,
+                {"type": command.type, "id": command.id},
+                context=command.context or command.id,
+                summary=why,
+            ),
+        )

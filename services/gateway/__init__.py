@@ -1,0 +1,1 @@
+"""The gateway: the dashboard, websocket push, and the federation's REST resources."""

@@ -1,0 +1,4 @@
+from services.gateway.service import Gateway
+from shared.service import run
+
+run(Gateway)

@@ -1,0 +1,73 @@
+"""Gateway handlers: what browsers may see, forwarded as the bytes the broker sent.
+
+| listens to                                  | publishes                         |
+|---------------------------------------------|-----------------------------------|
+| events/# (every event, also of new services) | commands/builder/start, stop      |
+| state/build, state/builds (retained)        |                                   |
+| services/+/+ (presence, retained)           |                                   |
+
+Commands, dead letters and other users' notifications never reach a browser.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from services.gateway.hub import Hub, envelope
+from services.gateway.users import Directory
+from services.gateway.web import Context, create_app
+from shared import activity as act
+from shared import topics
+from shared.config import Settings
+from shared.service import Bus, Delivery, Service, handles
+
+# Retained state is subscribed topic by topic: RabbitMQ delivers retained messages only
+# to exact-topic subscriptions (BROKERS.md).
+STATE_TOPICS = [t for t in topics.all_topics() if t.kind == "state" and not t.params]
+
+
+class Gateway(Service):
+    name = "gateway"
+    # Browsers rebuild everything from retained state on reconnect: a gateway that was down
+    # has no use for a backlog of stale events, so its session is clean.
+    clean_session = True
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        super().__init__(bus, settings)
+        self.hub = Hub()
+        self.directory = Directory.load(settings.env.get("USERS_FILE"), settings.public_url)
+        self.runner: web.AppRunner | None = None
+
+    @handles("events/#")
+    async def on_event(self, _: act.Activity, delivery: Delivery) -> None:
+        self.hub.broadcast(envelope(delivery.topic, delivery.payload))
+
+    @handles(*STATE_TOPICS, topics.PRESENCE)
+    async def on_state(self, _: act.Activity, delivery: Delivery) -> None:
+        frame = envelope(delivery.topic, delivery.payload)
+        self.hub.remember(delivery.topic, frame)
+        self.hub.broadcast(frame)
+
+    async def setup(self) -> None:
+        ctx = Context(self.hub, self.directory, self._publish, self.bus.root)
+        self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        # reuse_port: several gateway workers can serve one port (SO_REUSEPORT).
+        site = web.TCPSite(self.runner, self.settings.host, self.settings.port, reuse_port=True)
+        await site.start()
+        logging.getLogger("dovecote.gateway").info(
+            "dashboard at %s/ (listening on %s:%d)",
+            self.settings.public_url,
+            self.settings.host,
+            self.settings.port,
+        )
+
+    def _publish(self, entry: topics.Topic, activity: dict[str, object]) -> None:
+        self.bus.publish(entry, activity)
+
+    async def teardown(self) -> None:
+        await self.hub.close_all()
+        if self.runner is not None:
+            await self.runner.cleanup()

@@ -1,0 +1,80 @@
+"""The ``dovecote`` command: run the federation (and, as it grows, watch and poke the bus)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from shared import broker, supervisor
+from shared.config import ConfigError, Settings
+
+DATA_DIR = supervisor.PROJECT / ".dovecote"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    known = supervisor.discover()
+    try:
+        plan = supervisor.parse_plan(args.services, known)
+    except ValueError as exc:
+        print(f"dovecote run: {exc}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    try:
+        choice = broker.choose(env, Path(args.data_dir) / "broker")
+    except broker.BrokerUnavailable as exc:
+        print(f"dovecote run: {exc}", file=sys.stderr)
+        return 1
+    env["MQTT_URL"] = choice.url
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"dovecote run: configuration error: {exc}", file=sys.stderr)
+        if choice.private:
+            choice.private.stop()
+        return 2
+    sup = supervisor.Supervisor(plan, env)
+    sup.say(f"broker: {choice.description}")
+    b = settings.broker
+    sup.say(f"watch the bus:  mosquitto_sub -h {b.host} -p {b.port} -t '{settings.root}/#' -v")
+    if "gateway" in plan:
+        sup.say(f"dashboard:      {settings.public_url}/")
+    sup.say(
+        "workers:        "
+        + ", ".join(f"{s}×{n}" for s, n in plan.items())
+        + "   (Ctrl-C stops everything)"
+    )
+    try:
+        code = asyncio.run(sup.run())
+    finally:
+        if choice.private:
+            sup.say("stopping the private broker")
+            choice.private.stop()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the federation: every service, or a selection")
+    run.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE[=N]",
+        help="e.g. builder resizer=3 gateway=2 (default: every service once)",
+    )
+    run.add_argument(
+        "--data-dir",
+        default=str(DATA_DIR),
+        help="where a private broker keeps its data (default: .dovecote/)",
+    )
+    run.set_defaults(func=cmd_run)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

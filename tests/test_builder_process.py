@@ -1,0 +1,112 @@
+"""The builder as a real process on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shared import activity as act
+from shared.testing import Probe, StartService, wait_until
+
+ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+
+
+def command(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return act.new(kind, ADA, obj)
+
+
+def state_is(state: str, progress: int | None = None) -> Any:
+    return lambda a: (
+        a["object"]["state"] == state and (progress is None or a["object"]["progress"] == progress)
+    )
+
+
+async def test_a_build_runs_ten_ticks_and_leaves_retained_state(
+    start_service: StartService, probe: Probe
+) -> None:
+    start_service("builder")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    start = command("Start", {"type": "Build"})
+    probe.publish("commands/builder/start", start)
+    [done] = await probe.wait_for("events/build/succeeded")
+    assert done["context"] == start["id"]
+    ticks = [a["object"]["progress"] for a in probe.on("events/build/progress")]
+    assert ticks == [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    await probe.wait_for("state/builds", lambda a: a["object"]["totalItems"] == 1)
+    # A late joiner gets the final state, retained, at once.
+    late = await Probe(probe.conn.broker.redacted(), probe.root).start("state/build")
+    [retained] = await late.wait_for("state/build", timeout=5)
+    assert retained["object"]["state"] == "succeeded" and retained["object"]["progress"] == 100
+    await late.stop()
+
+
+async def test_fail_stop_and_refusal(start_service: StartService, probe: Probe) -> None:
+    start_service("builder", BUILD_TICK_SECONDS="0.1")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    probe.publish("commands/builder/start", command("Start", {"type": "Build", "shouldFail": True}))
+    [failed] = await probe.wait_for("events/build/failed")
+    assert failed["object"]["progress"] == 70
+    await probe.wait_for("state/build", state_is("failed", 70))
+
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    second = (await probe.wait_for("events/build/started", count=2))[1]["object"]["id"]
+    await probe.wait_for("events/build/progress", lambda a: a["object"]["id"] == second)
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    [refused] = await probe.wait_for("events/build/rejected")
+    assert "already running" in refused["summary"]
+    probe.publish("commands/builder/stop", command("Stop", {"type": "Build"}))
+    [stopped] = await probe.wait_for("events/build/stopped")
+    assert 0 < stopped["object"]["progress"] < 100
+    history = await probe.wait_for("state/builds", lambda a: a["object"]["totalItems"] == 2)
+    assert [b["state"] for b in history[-1]["object"]["orderedItems"]] == ["stopped", "failed"]
+
+
+async def test_garbage_is_dead_lettered_and_the_builder_keeps_working(
+    start_service: StartService, probe: Probe
+) -> None:
+    builder = start_service("builder")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    probe.publish("commands/builder/start", b"\x00\x01 not json")
+    probe.publish("commands/builder/start", {"type": "Start", "object": "no actor"})
+    probe.publish("commands/builder/reboot", command("Start", {"type": "Build"}))
+    probe.publish("commands/builder/start", b"[" * 300_000)  # over the payload limit
+    letters = await probe.wait_for("deadletter/builder", count=4)
+    reasons = " | ".join(a["summary"] for a in letters)
+    for why in (
+        "malformed JSON",
+        "not a valid StartBuild",
+        "unknown command 'reboot'",
+        "byte limit",
+    ):
+        assert why in reasons
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    await probe.wait_for("events/build/started")
+    assert builder.alive()
+
+
+async def test_killed_mid_build_the_restarted_worker_reports_the_interruption(
+    start_service: StartService, probe: Probe
+) -> None:
+    builder = start_service("builder", BUILD_TICK_SECONDS="0.5")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    await probe.wait_for("state/build", lambda a: a["object"]["progress"] >= 20)
+    builder.kill()
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave", timeout=60)
+    start_service("builder")
+    [failed] = await probe.wait_for("events/build/failed")
+    assert "interrupted" in failed["summary"]
+    await probe.wait_for("state/build", state_is("failed"))
+
+
+async def test_sigterm_mid_build_stops_it_cleanly(
+    start_service: StartService, probe: Probe
+) -> None:
+    builder = start_service("builder", BUILD_TICK_SECONDS="0.5")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    await probe.wait_for("events/build/progress")
+    assert await asyncio.to_thread(builder.stop) == 0
+    await probe.wait_for("events/build/stopped")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave")
+    await wait_until(lambda: "stopped" in builder.log, what="log line")

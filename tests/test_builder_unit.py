@@ -1,0 +1,122 @@
+"""The builder's pure functions and handlers, called directly (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+from services.builder import build as b
+from services.builder.service import Builder
+from shared import activity as act
+from shared import topics
+from shared.config import Settings
+from shared.service import Bus, Delivery
+
+ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+
+
+def test_a_build_takes_ten_ticks_of_ten_percent() -> None:
+    build = b.new_build(1, False, ADA, "builder.1")
+    seen = []
+    while build["state"] == "running":
+        build = b.advanced(build)
+        seen.append(build["progress"])
+    assert seen == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert build["state"] == "succeeded" and build["endTime"]
+
+
+def test_a_build_asked_to_fail_fails_at_seventy() -> None:
+    build = b.new_build(1, True, ADA, "builder.1")
+    while build["state"] == "running":
+        build = b.advanced(build)
+    assert (build["state"], build["progress"]) == ("failed", 70)
+
+
+def test_history_is_newest_first_unique_and_bounded() -> None:
+    history: list[dict[str, Any]] = []
+    builds = [b.new_build(i, False, ADA, "w") for i in range(30)]
+    for x in builds:
+        history = b.with_history(history, x)
+    history = b.with_history(history, b.finished(builds[-1], "succeeded"))
+    assert len(history) == b.HISTORY_SIZE
+    assert history[0]["id"] == builds[-1]["id"] and history[0]["state"] == "succeeded"
+    assert len({h["id"] for h in history}) == len(history)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], int, bool]] = []
+
+    def __call__(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.sent.append((topic, orjson.loads(payload), qos, retain))
+
+    def topics(self) -> list[str]:
+        return [t.split("/", 1)[1] for t, *_ in self.sent]
+
+
+def make_builder(tick: str = "0") -> tuple[Builder, Recorder]:
+    settings = Settings.from_env({"BUILD_TICK_SECONDS": tick})
+    rec = Recorder()
+    return Builder(Bus(rec, "builder", settings), settings), rec
+
+
+def start_command(fail: bool = False) -> tuple[act.StartBuild, Delivery]:
+    a = act.new("Start", ADA, {"type": "Build", "shouldFail": fail}, context="urn:uuid:c1")
+    return topics.BUILD_START.codec.decode(act.encode(a)), Delivery.of(
+        "dovecote", topics.BUILD_START, a
+    )
+
+
+async def test_start_runs_a_build_to_success_publishing_events_and_state() -> None:
+    builder, rec = make_builder()
+    await builder.on_start(*start_command())
+    assert builder.task is not None
+    await builder.task
+    names = rec.topics()
+    assert names[:2] == ["events/build/started", "state/build"]
+    assert names.count("events/build/progress") == 9
+    assert names[-3:] == ["events/build/succeeded", "state/build", "state/builds"]
+    retained = {t for t, _, _, r in rec.sent if r}
+    assert retained == {"dovecote/state/build", "dovecote/state/builds"}
+    qos0 = {t for t, _, q, _ in rec.sent if q == 0}
+    assert qos0 == {"dovecote/events/build/progress"}
+    contexts = {p.get("context") for t, p, _, _ in rec.sent if "/events/" in t}
+    assert contexts == {"urn:uuid:c1"}, "the command's correlation id follows the build"
+
+
+async def test_a_second_start_while_running_is_rejected_with_a_reason() -> None:
+    builder, rec = make_builder(tick="5")
+    await builder.on_start(*start_command())
+    await builder.on_start(*start_command())
+    rejected = [p for t, p, _, _ in rec.sent if t.endswith("events/build/rejected")]
+    assert len(rejected) == 1 and "already running" in rejected[0]["summary"]
+    await builder.teardown()
+
+
+async def test_stop_mid_build_publishes_stopped() -> None:
+    builder, rec = make_builder(tick="0.05")
+    await builder.on_start(*start_command())
+    await asyncio.sleep(0.12)
+    stop = act.new("Stop", ADA, {"type": "Build"})
+    await builder.on_stop(
+        topics.BUILD_STOP.codec.decode(act.encode(stop)),
+        Delivery.of("dovecote", topics.BUILD_STOP, stop),
+    )
+    final = [p for t, p, _, _ in rec.sent if t.endswith("events/build/stopped")]
+    assert len(final) == 1 and 0 < final[0]["object"]["progress"] < 100
+    assert builder.task is None
+
+
+async def test_a_retained_running_state_of_this_worker_means_it_was_interrupted() -> None:
+    builder, rec = make_builder()
+    stale = b.new_build(7, False, ADA, "builder.1")
+    state = act.new("Update", act.service_actor("builder"), {**stale, "progress": 40})
+    await builder.on_state(
+        topics.BUILD_STATE.codec.decode(act.encode(state)),
+        Delivery.of("dovecote", topics.BUILD_STATE, state, retained=True),
+    )
+    failed = [p for t, p, _, _ in rec.sent if t.endswith("events/build/failed")]
+    assert len(failed) == 1 and "interrupted" in failed[0]["summary"]
+    assert failed[0]["object"]["progress"] == 40

@@ -1,0 +1,86 @@
+"""The dashboard in Debian's headless chromium, against real services and a real broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fixtures import Federation
+
+pytestmark = pytest.mark.browser
+
+
+async def progress(page: Any) -> int:
+    return int(await page.get_attribute("#progress", "aria-valuenow"))
+
+
+async def progress_reaches(page: Any, percent: int, timeout: float = 15_000) -> None:
+    await page.wait_for_function(
+        "p => Number(document.querySelector('#progress').getAttribute('aria-valuenow')) >= p",
+        arg=percent,
+        timeout=timeout,
+    )
+
+
+async def test_start_moves_the_bar_to_100_in_every_open_browser(
+    federation: Federation, browser: Any
+) -> None:
+    first = await browser.new_page()
+    second = await browser.new_page()
+    for page in (first, second):
+        await page.goto(federation.url + "/")
+        await page.wait_for_selector("#connection.pill-ok")
+    await first.click("#start")
+    for page in (first, second):
+        await progress_reaches(page, 50)
+    for page in (first, second):
+        await page.wait_for_selector("#progress[aria-valuenow='100']", timeout=15_000)
+        await page.wait_for_selector("#bar.state-succeeded")
+        assert await page.text_content("#build-state") == "succeeded"
+        assert await page.is_enabled("#start") and not await page.is_enabled("#stop")
+        assert "succeeded" in await page.text_content("#history")
+    # Every step was visible on the page's live feed as well.
+    assert "events/build/succeeded" in await first.text_content("#feed")
+
+
+async def test_a_build_asked_to_fail_turns_red_at_70(federation: Federation, browser: Any) -> None:
+    page = await browser.new_page()
+    await page.goto(federation.url + "/")
+    await page.wait_for_selector("#connection.pill-ok")
+    await page.check("#should-fail")
+    await page.click("#start")
+    await page.wait_for_selector("#bar.state-failed", timeout=15_000)
+    assert await progress(page) == 70
+    color = await page.eval_on_selector("#progress", "el => getComputedStyle(el).backgroundColor")
+    r, g, b = (int(x) for x in color[color.index("(") + 1 : -1].split(",")[:3])
+    assert r > 150 and g < 100 and b < 100, f"not red: {color}"
+    assert await page.text_content("#build-state") == "failed"
+
+
+async def test_a_page_opened_mid_build_shows_the_current_progress_at_once(
+    federation: Federation, browser: Any
+) -> None:
+    page = await browser.new_page()
+    await page.goto(federation.url + "/")
+    await page.wait_for_selector("#connection.pill-ok")
+    await page.click("#start")
+    await progress_reaches(page, 40)
+    late = await browser.new_page()
+    # Block the websocket: what the page shows now comes from the retained state alone.
+    await late.route("**/ws", lambda route: route.abort())
+    await late.goto(federation.url + "/", wait_until="domcontentloaded")
+    assert await progress(late) >= 40
+    assert await late.text_content("#build-state") == "running"
+    assert await late.is_enabled("#stop")
+
+
+async def test_stop_mid_build_from_the_page(federation: Federation, browser: Any) -> None:
+    page = await browser.new_page()
+    await page.goto(federation.url + "/")
+    await page.wait_for_selector("#connection.pill-ok")
+    await page.click("#start")
+    await progress_reaches(page, 30)
+    await page.click("#stop")
+    await page.wait_for_selector("#bar.state-stopped", timeout=10_000)
+    assert 30 <= await progress(page) < 100

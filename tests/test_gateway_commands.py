@@ -1,0 +1,46 @@
+"""The gateway's whitelist of browser commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.gateway import commands
+from services.gateway.hub import envelope
+from shared import topics
+
+ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+
+
+def test_start_and_stop_become_registry_commands() -> None:
+    entry, a = commands.parse("build.start", {"shouldFail": True}, ADA)
+    assert entry is topics.BUILD_START
+    assert a["type"] == "Start" and a["object"] == {"type": "Build", "shouldFail": True}
+    assert a["context"] == a["id"], "a command starts its own correlation"
+    entry, a = commands.parse("build.stop", {"id": "urn:uuid:1"}, ADA)
+    assert entry is topics.BUILD_STOP and a["object"]["id"] == "urn:uuid:1"
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "reason"),
+    [
+        ("build.explode", {}, "unknown command"),
+        (None, {}, "unknown command"),
+        (["build.start"], {}, "unknown command"),
+        ("build.start", [], "JSON object"),
+        ("build.start", {"shouldFail": "yes"}, "shouldFail must be bool"),
+        ("build.start", {"rm -rf": True}, "unknown field"),
+        ("build.stop", {"id": 5}, "id must be str"),
+        ("build.stop", {"id": "not an iri"}, "not a valid StopBuild"),
+    ],
+)
+def test_anything_else_is_refused_with_a_reason(name: Any, body: Any, reason: str) -> None:
+    with pytest.raises(commands.CommandError, match=reason):
+        commands.parse(name, body, ADA)
+
+
+def test_envelope_carries_the_payload_bytes_untouched() -> None:
+    payload = b'{"a": 1,   "odd spacing": "\\u00e9"}'
+    frame = envelope("dovecote/events/x", payload)
+    assert frame == b'{"topic":"dovecote/events/x","activity":' + payload + b"}"

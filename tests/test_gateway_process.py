@@ -1,0 +1,205 @@
+"""The gateway as a real process: websocket push, commands, bad input, slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+import pytest
+import websockets
+from websockets.typing import Origin
+
+from shared import activity as act
+from shared.testing import wait_until
+from tests.fixtures import Federation
+
+ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+
+
+def ws_url(fed: Federation, query: str = "") -> str:
+    return fed.url.replace("http://", "ws://") + "/ws" + query
+
+
+class Browserish:
+    """A websocket client that keeps every frame it gets, raw."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.frames: list[bytes] = []
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.conn:
+            self.frames.append(msg.encode() if isinstance(msg, str) else msg)
+
+    def decoded(self) -> list[dict[str, Any]]:
+        return [orjson.loads(f) for f in self.frames]
+
+    def topics(self) -> list[str]:
+        return [f["topic"] for f in self.decoded() if "topic" in f]
+
+    async def wait(self, pred: Any, timeout: float = 15) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            found[:] = [f for f in self.decoded() if pred(f)]
+            return bool(found)
+
+        await wait_until(check, timeout, "a websocket frame")
+        return found[0]
+
+
+async def test_frames_carry_the_brokers_bytes_and_only_browser_topics(
+    federation: Federation,
+) -> None:
+    async with websockets.connect(ws_url(federation)) as conn:
+        page = Browserish(conn)
+        hello = await page.wait(lambda f: f.get("type") == "hello")
+        assert hello["root"] == federation.probe.root
+        await page.wait(lambda f: f.get("topic", "").endswith("/services/builder/1"))
+        await conn.send(orjson.dumps({"command": "build.start"}).decode())
+        await page.wait(lambda f: f.get("type") == "accepted")
+        await page.wait(lambda f: f.get("topic", "").endswith("/events/build/succeeded"))
+        # Garbage on the bus goes to a dead letter, never to a browser.
+        federation.probe.publish("commands/builder/start", b"garbage")
+        await federation.probe.wait_for("deadletter/builder")
+        await asyncio.sleep(0.3)
+    root = federation.probe.root
+    kinds = {t[len(root) + 1 :].split("/")[0] for t in page.topics()}
+    assert kinds <= {"events", "state", "services"}, kinds
+    # Byte for byte what the broker delivered: nothing decoded and re-encoded.
+    bus = {m.payload for m in federation.probe.messages if m.topic.endswith("build/succeeded")}
+    [frame] = [f for f in page.frames if b"/events/build/succeeded" in f]
+    prefix = b'{"topic":"' + f"{root}/events/build/succeeded".encode() + b'","activity":'
+    assert frame.startswith(prefix) and frame.endswith(b"}")
+    assert frame[len(prefix) : -1] in bus
+
+
+async def test_a_late_joiner_gets_the_current_build_at_once(federation: Federation) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{federation.url}/api/builds", json={}) as r:
+            assert r.status == 202
+            command_id = (await r.json())["id"]
+        await federation.probe.wait_for("state/build", lambda a: a["object"]["progress"] >= 30)
+        async with websockets.connect(ws_url(federation)) as conn:
+            page = Browserish(conn)
+            first = await page.wait(lambda f: f.get("topic", "").endswith("/state/build"), 2)
+            assert first["activity"]["object"]["state"] == "running"
+            assert first["activity"]["object"]["progress"] >= 30
+            assert first["activity"]["context"] == command_id
+        async with http.get(f"{federation.url}/") as r:
+            html = await r.text()
+        assert 'aria-valuenow="0"' not in html  # server-rendered, not an empty bar
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs", "status", "reason"),
+    [
+        ("/api/builds", {"data": "shouldFail=1"}, 415, "application/json"),
+        (
+            "/api/builds",
+            {"data": "{oops", "headers": {"Content-Type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
+        ("/api/builds", {"json": {"shouldFail": "yes"}}, 400, "shouldFail must be bool"),
+        ("/api/builds", {"json": {"branch": "main"}}, 400, "unknown field"),
+        ("/api/builds", {"json": [1, 2]}, 400, "JSON object"),
+        ("/api/builds/stop", {"json": {"id": "../../etc"}}, 400, "not a valid StopBuild"),
+        ("/api/builds", {"json": {"pad": "x" * 40_000}}, 413, ""),
+    ],
+)
+async def test_nonsense_posts_get_a_4xx_with_a_reason(
+    federation: Federation, path: str, kwargs: dict[str, Any], status: int, reason: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(federation.url + path, **kwargs) as r:
+            assert r.status == status
+            assert reason in await r.text()
+        async with http.get(federation.url + "/healthz") as r:
+            assert r.status == 200
+    await asyncio.sleep(0.2)
+    assert not any(m.topic.endswith("/commands/builder/start") for m in federation.probe.messages)
+
+
+async def test_websocket_garbage_gets_error_frames_and_the_socket_stays(
+    federation: Federation,
+) -> None:
+    async with websockets.connect(ws_url(federation)) as conn:
+        page = Browserish(conn)
+        await conn.send("this is not json")
+        await conn.send(orjson.dumps({"command": "build.explode"}).decode())
+        await conn.send(orjson.dumps({"command": "build.start", "shouldFail": 3}).decode())
+        await conn.send(b"\x00\x01binary")
+        await conn.send("[]")
+        await wait_until(
+            lambda: sum(f.get("type") == "error" for f in page.decoded()) == 5, 10, "5 errors"
+        )
+        errors = " | ".join(f["error"] for f in page.decoded() if f.get("type") == "error")
+        for why in ("malformed JSON", "unknown command", "shouldFail must be bool", "binary"):
+            assert why in errors
+        await conn.send(orjson.dumps({"command": "build.start"}).decode())
+        await page.wait(lambda f: f.get("type") == "accepted")
+    assert federation.gateway.alive()
+
+
+async def test_cross_origin_websockets_are_refused(federation: Federation) -> None:
+    with pytest.raises(websockets.InvalidStatus) as err:
+        async with websockets.connect(ws_url(federation), origin=Origin("http://evil.example")):
+            pass
+    assert err.value.response.status_code == 403
+
+
+async def test_the_user_directory_is_served_as_as2(federation: Federation) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{federation.url}/users/ada") as r:
+            assert r.content_type == "application/activity+json"
+            ada = await r.json(content_type=None)
+        assert ada["type"] == "Person" and ada["name"] == "Ada Lovelace"
+        async with http.get(ada["followers"]) as r:
+            followers = await r.json(content_type=None)
+        assert {f["name"] for f in followers["items"]} == {"Grace Hopper", "Linus Torvalds"}
+        async with http.get(f"{federation.url}/users/..%2Fetc") as r:
+            assert r.status == 404
+
+
+async def test_a_client_that_stops_reading_is_closed_and_others_keep_up(
+    federation: Federation,
+) -> None:
+    url = urlsplit(federation.url)
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect((url.hostname, url.port))
+    stuck.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: " + url.netloc.encode() + b"\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert b"101" in stuck.recv(200)
+    async with websockets.connect(ws_url(federation), max_size=None) as conn:
+        page = Browserish(conn)
+        async with aiohttp.ClientSession() as http:
+
+            async def sockets() -> int:
+                async with http.get(federation.url + "/healthz") as r:
+                    return int((await r.json())["sockets"])
+
+            assert await sockets() == 2
+            big = act.new("Create", ADA, {"type": "Note", "content": "x" * 2000})
+            for n in range(4000):
+                big["id"] = act.new_id()
+                federation.probe.publish("events/flood/note", big, qos=0)
+                if n % 500 == 0:
+                    await asyncio.sleep(0.05)
+            await wait_until(lambda: len(page.frames) > 3000, 30, "the good client's frames")
+            for _ in range(100):
+                if await sockets() == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert await sockets() == 1, "the stuck socket was not closed"
+    assert "frames unread" in federation.gateway.log
+    stuck.close()

@@ -1,0 +1,280 @@
+"""The service runtime against a real private Mosquitto: delivery, dead letters, presence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import activity as act
+from shared import topics
+from shared.broker import PrivateMosquitto
+from shared.config import Settings
+from shared.service import Delivery, Service, Worker, handles
+from shared.testing import Probe, wait_until
+
+ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+
+
+def start_activity(**extra: Any) -> dict[str, Any]:
+    return act.new("Start", ADA, {"type": "Build"}, **extra)
+
+
+class Recording(Service):
+    """A test service: records what its handlers got; behaviour set per test."""
+
+    name = "recorder"
+    seen: list[tuple[str, str]]
+    behaviour: Callable[[Any], Any] | None = None
+
+    async def setup(self) -> None:
+        self.seen = []
+        self.failures = 0
+
+    @handles(topics.BUILD_START)
+    async def on_start(self, activity: act.StartBuild, delivery: Delivery) -> None:
+        self.seen.append((activity.id, delivery.topic))
+        behaviour = type(self).behaviour
+        if behaviour is not None:
+            await behaviour(self)
+
+    @handles("events/#")
+    async def on_event(self, activity: act.Activity, delivery: Delivery) -> None:
+        self.seen.append((activity.id, delivery.topic))
+
+
+@pytest.fixture
+def settings(broker: PrivateMosquitto, root: str) -> Settings:
+    return Settings.from_env(
+        {"MQTT_URL": broker.url, "DOVECOTE_ROOT": root, "DOVECOTE_MAX_PAYLOAD": "4096"}
+    )
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    Recording.behaviour = None
+    w = Worker(Recording, settings)
+    await w.start()
+    await w.conn.wait_connected(10)
+    await w.conn.flush()
+    await asyncio.sleep(0.1)  # SUBACK
+    yield w
+    await w.shutdown()
+
+
+def seen(w: Worker) -> list[tuple[str, str]]:
+    svc = w.service
+    assert isinstance(svc, Recording)
+    return svc.seen
+
+
+async def test_a_valid_activity_reaches_its_handler_typed(worker: Worker, probe: Probe) -> None:
+    a = start_activity()
+    probe.publish("commands/builder/start", a)
+    await wait_until(lambda: len(seen(worker)) == 1, what="handler call")
+    assert seen(worker)[0] == (a["id"], f"{probe.root}/commands/builder/start")
+
+
+async def test_wildcard_handlers_decode_with_the_registry_type(
+    worker: Worker, probe: Probe
+) -> None:
+    probe.publish("events/anything/new", act.new("Create", ADA, {"type": "Note"}))
+    await wait_until(lambda: len(seen(worker)) == 1, what="wildcard handler call")
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{this is not json", "malformed JSON"),
+        (b'{"type": "Start"}', "not a valid StartBuild"),
+        (b"\xff\xfe\x00binary", "malformed JSON"),
+        (b'{"x": "' + b"a" * 5000 + b'"}', "over the 4096-byte limit"),
+    ],
+)
+async def test_bad_payloads_are_dead_lettered_with_the_reason(
+    worker: Worker, probe: Probe, payload: bytes, reason: str
+) -> None:
+    probe.publish("commands/builder/start", payload)
+    [letter] = await probe.wait_for("deadletter/recorder")
+    assert reason in letter["summary"]
+    parked = letter["object"]
+    assert parked["name"] == f"{probe.root}/commands/builder/start"
+    assert parked["size"] == len(payload)
+    assert letter["type"] == "Flag" and letter["actor"]["name"] == "recorder"
+    # ... and the service keeps going.
+    good = start_activity()
+    probe.publish("commands/builder/start", good)
+    await wait_until(lambda: any(i == good["id"] for i, _ in seen(worker)), what="next message")
+
+
+async def test_an_unknown_command_verb_is_dead_lettered(worker: Worker, probe: Probe) -> None:
+    probe.publish("commands/recorder/explode", start_activity())
+    [letter] = await probe.wait_for("deadletter/recorder")
+    assert "unknown command 'explode'" in letter["summary"]
+
+
+async def test_a_failing_handler_is_retried_then_parked_and_the_stream_goes_on(
+    worker: Worker, probe: Probe
+) -> None:
+    async def explode(svc: Any) -> None:
+        if len(svc.seen) <= 3:
+            raise RuntimeError("boom")
+
+    Recording.behaviour = explode
+    poison = start_activity()
+    probe.publish("commands/builder/start", poison)
+    [letter] = await probe.wait_for("deadletter/recorder", timeout=10)
+    assert letter["object"]["attempts"] == 3
+    assert "boom" in letter["summary"]
+    assert [i for i, _ in seen(worker)] == [poison["id"]] * 3
+    after = start_activity()
+    probe.publish("commands/builder/start", after)
+    await wait_until(lambda: seen(worker)[-1][0] == after["id"], what="the next message")
+
+
+async def test_a_handler_that_fails_once_succeeds_on_retry(worker: Worker, probe: Probe) -> None:
+    async def flaky(svc: Any) -> None:
+        await asyncio.sleep(0)  # suspends: exercises the task path, not the eager one
+        if len(svc.seen) == 1:
+            raise ConnectionError("transient")
+
+    Recording.behaviour = flaky
+    probe.publish("commands/builder/start", start_activity())
+    await wait_until(lambda: len(seen(worker)) == 2, what="the retry")
+    await asyncio.sleep(0.3)
+    assert probe.on("deadletter/recorder") == []
+
+
+async def test_the_same_activity_id_is_handled_once(worker: Worker, probe: Probe) -> None:
+    a = start_activity()
+    for _ in range(3):
+        probe.publish("commands/builder/start", a)
+    b = start_activity()
+    probe.publish("commands/builder/start", b)
+    await wait_until(lambda: any(i == b["id"] for i, _ in seen(worker)), what="the last one")
+    assert [i for i, _ in seen(worker)] == [a["id"], b["id"]]
+
+
+async def test_messages_published_while_a_worker_is_down_arrive_when_it_returns(
+    settings: Settings, probe: Probe
+) -> None:
+    Recording.behaviour = None
+    first = Worker(Recording, settings)
+    await first.start()
+    await first.conn.wait_connected(10)
+    await asyncio.sleep(0.2)
+    await first.shutdown()  # persistent session: the broker queues for it
+    sent = [start_activity() for _ in range(5)]
+    for a in sent:
+        probe.publish("commands/builder/start", a)
+    await probe.conn.flush()
+    again = Worker(Recording, settings)
+    await again.start()
+    await wait_until(lambda: len(seen(again)) == 5, what="the queued messages")
+    assert [i for i, _ in seen(again)] == [a["id"] for a in sent]
+    await again.shutdown()
+
+
+async def test_a_message_whose_handler_never_finished_is_redelivered(
+    settings: Settings, probe: Probe
+) -> None:
+    hang = asyncio.Event()
+
+    async def never(_: Any) -> None:
+        await hang.wait()
+
+    Recording.behaviour = never
+    w = Worker(Recording, settings)
+    await w.start()
+    await w.conn.wait_connected(10)
+    await asyncio.sleep(0.2)
+    a = start_activity()
+    probe.publish("commands/builder/start", a)
+    await wait_until(lambda: len(seen(w)) == 1, what="first delivery")
+    w.conn.drop()  # as if killed: the message was never acknowledged
+    Recording.behaviour = None
+    again = Worker(Recording, settings)
+    await again.start()
+    await wait_until(lambda: len(seen(again)) == 1, what="redelivery")
+    assert seen(again)[0][0] == a["id"]
+    hang.set()
+    await again.shutdown()
+
+
+async def test_presence_online_then_last_will_offline_then_graceful_offline(
+    settings: Settings, probe: Probe
+) -> None:
+    w = Worker(Recording, settings)
+    await w.start()
+    await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Join")
+    w.conn.drop()
+    [will] = await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Leave", timeout=60)
+    assert will["object"]["status"] == "offline"
+    w2 = Worker(Recording, settings)
+    await w2.start()
+    await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Join", count=2)
+    await w2.shutdown()
+    await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Leave", count=2)
+
+
+async def test_reconnects_after_a_broker_restart_and_loses_no_publish(
+    tmp_path: Path, root: str
+) -> None:
+    own = PrivateMosquitto(tmp_path / "broker").start()
+    try:
+        settings = Settings.from_env({"MQTT_URL": own.url, "DOVECOTE_ROOT": root})
+        Recording.behaviour = None
+        w = Worker(Recording, settings)
+        await w.start()
+        await w.conn.wait_connected(10)
+        watcher = await Probe(own.url, root, persistent=True).start("deadletter/#")
+        own.stop()
+        await wait_until(lambda: not w.conn.connected.is_set(), what="disconnect")
+        # Published while the broker is down: kept by paho's queue, sent on reconnect.
+        for n in range(3):
+            w.bus.publish(
+                topics.DEADLETTER,
+                act.new(
+                    "Flag",
+                    w.bus.actor,
+                    {
+                        "type": "Object",
+                        "name": "t",
+                        "mediaType": "application/activity+json",
+                        "content": str(n),
+                        "size": 1,
+                        "attempts": 0,
+                    },
+                ),
+                service="recorder",
+            )
+        own.start()
+        await w.conn.wait_connected(30)
+        await watcher.conn.wait_connected(30)
+        assert w.conn.connects == 2
+        await watcher.wait_for("deadletter/recorder", count=3, timeout=15)
+        probe = await Probe(own.url, root).start()
+        a = start_activity()
+        probe.publish("commands/builder/start", a)
+        await wait_until(
+            lambda: seen(w)[-1:] == [(a["id"], f"{root}/commands/builder/start")],
+            what="delivery after reconnect (resubscribed)",
+        )
+        await probe.stop()
+        await watcher.stop()
+        await w.shutdown()
+    finally:
+        own.stop()
+
+
+def test_a_service_may_only_publish_its_own_topics(settings: Settings) -> None:
+    from shared.service import Bus
+
+    bus = Bus(lambda *a: None, "recorder", settings)
+    with pytest.raises(topics.TopicError, match="may not publish"):
+        bus.publish(topics.BUILD_STATE, act.new("Update", ADA, {}))
+    with pytest.raises(act.InvalidActivity):
+        bus.publish(topics.DEADLETTER, act.new("Flag", ADA, {"type": "Nope"}), service="recorder")

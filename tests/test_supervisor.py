@@ -1,0 +1,106 @@
+"""`dovecote run`: the supervisor as users start it, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.broker import PrivateMosquitto, choose, free_port, mqtt_answers
+from shared.testing import Probe
+
+
+def dovecote(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_run_starts_prefixes_restarts_and_stops_in_order(
+    service_env: dict[str, str], probe: Probe, tmp_path: Path
+) -> None:
+    log = tmp_path / "run.log"
+    sup = dovecote(["run", "builder", "gateway"], service_env, log)
+    try:
+        joins = await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+        await probe.wait_for("services/gateway/1", lambda a: a["type"] == "Join")
+        text = log.read_text()
+        assert "broker: the broker at MQTT_URL (mqtt://127.0.0.1:" in text
+        assert f"dashboard:      {service_env['PUBLIC_URL']}/" in text
+        assert "builder.1  | " in text and "gateway.1  | " in text
+        # kill -9 a worker: the supervisor says so and starts a shiny new one.
+        os.kill(joins[0]["object"]["pid"], signal.SIGKILL)
+        await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave", timeout=60)
+        await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join", count=2)
+        assert "died with exit code -9" in log.read_text()
+        sup.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(sup.wait, 30) == 0
+        leaves = [m.topic for m in probe.messages if b'"Leave"' in m.payload]
+        # The gateway stops first, then the builder.
+        assert leaves[-2:] == [
+            f"{probe.root}/services/gateway/1",
+            f"{probe.root}/services/builder/1",
+        ]
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+
+
+async def test_a_service_that_cannot_start_stops_the_run_with_an_error(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(service_env["PORT"])))
+        taken.listen()
+        log = tmp_path / "run.log"
+        sup = dovecote(["run", "gateway"], service_env, log)
+        code = await asyncio.to_thread(sup.wait, 60)
+    assert code == 1
+    assert "gateway.1 cannot start (died 5 times" in log.read_text()
+
+
+def test_unknown_services_and_bad_counts_are_refused(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    for args, message in (
+        (["run", "teleporter"], "unknown service 'teleporter'"),
+        (["run", "builder=0"], "must be 1-64"),
+    ):
+        sup = dovecote(args, service_env, tmp_path / "x.log")
+        assert sup.wait(20) == 2
+        assert message in (tmp_path / "x.log").read_text()
+
+
+def test_with_no_broker_anywhere_a_private_mosquitto_is_started(tmp_path: Path) -> None:
+    port = free_port()
+    assert not mqtt_answers("localhost", port)
+    said: list[str] = []
+    choice = choose({}, tmp_path / "broker", said.append, local_port=port)
+    try:
+        assert choice.private is not None
+        assert choice.url == f"mqtt://127.0.0.1:{port}"
+        assert "a private Mosquitto on port" in choice.description
+        assert mqtt_answers("127.0.0.1", port)
+        assert "persistence true" in (tmp_path / "broker" / "mosquitto.conf").read_text()
+    finally:
+        if choice.private:
+            choice.private.stop()
+    assert not mqtt_answers("127.0.0.1", port)
+
+
+def test_a_configured_or_answering_broker_is_used_as_is(
+    broker: PrivateMosquitto, tmp_path: Path
+) -> None:
+    assert choose({"MQTT_URL": "mqtt://u:pw@h:1"}, tmp_path).description == (
+        "the broker at MQTT_URL (mqtt://u:***@h:1)"
+    )
+    found = choose({}, tmp_path, local_port=broker.port)
+    assert found.private is None and found.url == f"mqtt://localhost:{broker.port}"
