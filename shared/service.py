@@ -322,7 +322,7 @@ class Worker:
             self._done(activity, msg)
             return
         except Exception as exc:
-            self._spawn(self._retry(handler, activity, delivery, msg, exc))
+            self._spawn(self._retry_then_done(handler, activity, delivery, msg, exc))
             return
         self._spawn(self._complete(_finish(coro, pending), handler, activity, delivery, msg))
 
@@ -338,18 +338,27 @@ class Worker:
             await first
         except Exception as exc:
             await self._retry(handler, activity, delivery, msg, exc)
-            return
+        self._done(activity, msg)
+
+    async def _retry_then_done(
+        self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
+    ) -> None:
+        await self._retry(handler, activity, delivery, msg, error)
         self._done(activity, msg)
 
     async def _retry(
         self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
     ) -> None:
-        attempts = 1
-        delay = _RETRY_DELAY
+        """Try a failed handler again, with backoff; past the limit, park the message.
+
+        Either way the message is then done: a poison message must not block the stream.
+        """
+        name = getattr(handler, "__name__", handler)
+        attempts, delay = 1, _RETRY_DELAY
         while attempts < self.settings.handler_attempts:
             self.log.warning(
                 "handler %s failed on %s (attempt %d): %r [context=%s]",
-                getattr(handler, "__name__", handler),
+                name,
                 msg.topic,
                 attempts,
                 error,
@@ -363,22 +372,21 @@ class Worker:
             except Exception as exc:
                 error = exc
             else:
-                self._done(activity, msg)
                 return
         self.log.error(
             "handler %s failed %d times on %s; dead-lettered: %r [context=%s]",
-            getattr(handler, "__name__", handler),
+            name,
             attempts,
             msg.topic,
             error,
             getattr(activity, "context", None),
         )
-        self._seen.add(activity.id)
-        self._reject(msg, f"handler failed: {error!r}", attempts=attempts)
+        self._park(msg, f"handler {name} failed: {error!r}", attempts)
 
     async def _handle_all(
         self, msg: Message, routes: list[tuple[_Binding, dict[str, str]]]
     ) -> None:
+        """A message more than one handler wants: each runs (and retries) once; one ack."""
         decoded: dict[int, Any] = {}
         for binding, params in routes:
             entry = binding.entry or self._entry_for(msg.topic)
@@ -396,16 +404,21 @@ class Worker:
                 await binding.handler(activity, delivery)
             except Exception as exc:
                 await self._retry(binding.handler, activity, delivery, msg, exc)
-                return
-        if decoded:
-            self._done(next(iter(decoded.values())), msg)
+        for activity in decoded.values():
+            self._seen.add(activity.id)
+        self.conn.ack(msg.mid, msg.qos)
 
     def _done(self, activity: Any, msg: Message) -> None:
         self._seen.add(activity.id)
         self.conn.ack(msg.mid, msg.qos)
 
     def _reject(self, msg: Message, reason: str, attempts: int = 0) -> None:
-        """Park a message on the dead-letter topic with the reason, then acknowledge it."""
+        """Park a message that cannot be handled at all, and acknowledge it."""
+        self._park(msg, reason, attempts)
+        self.conn.ack(msg.mid, msg.qos)
+
+    def _park(self, msg: Message, reason: str, attempts: int) -> None:
+        """Publish the message, with the reason, on this service's dead-letter topic."""
         self.log.warning("dead-lettered a message on %s: %s", msg.topic, reason)
         payload = msg.payload[: self.settings.max_payload_bytes]
         try:
@@ -427,7 +440,6 @@ class Worker:
         )
         if msg.topic != self.deadletter_topic:  # never loop on our own letters
             self.bus.publish(topics.DEADLETTER, letter, service=self.name)
-        self.conn.ack(msg.mid, msg.qos)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

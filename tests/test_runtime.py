@@ -278,3 +278,39 @@ def test_a_service_may_only_publish_its_own_topics(settings: Settings) -> None:
         bus.publish(topics.BUILD_STATE, act.new("Update", ADA, {}))
     with pytest.raises(act.InvalidActivity):
         bus.publish(topics.DEADLETTER, act.new("Flag", ADA, {"type": "Nope"}), service="recorder")
+
+
+class Twice(Service):
+    """Two handlers for one topic: the first always fails, the second must still run."""
+
+    name = "twice"
+
+    async def setup(self) -> None:
+        self.calls: list[str] = []
+
+    @handles(topics.BUILD_STARTED)
+    async def broken(self, activity: act.BuildCreated, delivery: Delivery) -> None:
+        self.calls.append("broken")
+        raise ValueError("always")
+
+    @handles("events/build/#")
+    async def fine(self, activity: act.Activity, delivery: Delivery) -> None:
+        self.calls.append("fine")
+
+
+async def test_every_handler_of_a_message_runs_even_when_one_keeps_failing(
+    settings: Settings, probe: Probe
+) -> None:
+    w = Worker(Twice, settings)
+    await w.start()
+    await w.conn.wait_connected(10)
+    await asyncio.sleep(0.2)
+    build = {"type": "Build", "id": "urn:uuid:1", "name": "B", "state": "running", "progress": 0}
+    probe.publish("events/build/started", act.new("Create", ADA, build))
+    [letter] = await probe.wait_for("deadletter/twice")
+    assert letter["object"]["attempts"] == 3
+    assert "broken" in letter["summary"] and "always" in letter["summary"]
+    svc = w.service
+    assert isinstance(svc, Twice)
+    assert sorted(svc.calls) == ["broken", "broken", "broken", "fine"]
+    await w.shutdown()
