@@ -47,6 +47,8 @@ class Actor(Model):
     # Only people have an inbox of notifications; services and apps need no more than an id.
     followers: Iri | None = None
     icon: Iri | None = None
+    # The user's id in the directory: what a per-user topic level is made of.
+    preferredUsername: Name | None = None
 
 
 class Activity(Model, rename={"context_": "@context"}):
@@ -134,6 +136,113 @@ class BuildHistory(Model):
 class BuildHistoryUpdated(Activity):
     type: Literal["Update"]
     object: BuildHistory
+
+
+# --- images ------------------------------------------------------------------------------
+
+ImageMediaType = Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+Pixels = Annotated[int, Meta(ge=1, le=100_000)]
+
+
+class Image(Model):
+    """An uploaded image. ``id`` and ``url`` are the gateway's REST resource of the original."""
+
+    type: Literal["Image"]
+    id: Iri
+    url: Iri
+    mediaType: ImageMediaType
+    name: Name
+    width: Pixels
+    height: Pixels
+    size: Annotated[int, Meta(ge=1)]  # bytes of the original (an extension property)
+    attributedTo: Actor | None = None
+
+
+class Thumbnail(Model):
+    """One re-encoded, smaller copy of an image (an AS2 ``Link`` with its dimensions)."""
+
+    type: Literal["Link"]
+    href: Iri
+    mediaType: ImageMediaType
+    width: Pixels
+    height: Pixels
+    rel: Literal["preview"] = "preview"
+
+
+class ResizedImage(Model):
+    type: Literal["Image"]
+    id: Iri
+    url: Iri
+    preview: Annotated[list[Thumbnail], Meta(min_length=1, max_length=8)]  # smallest first
+    name: Name | None = None
+
+
+class ImageCreated(Activity):
+    type: Literal["Create"]
+    object: Image
+
+
+class ImageResized(Activity):
+    """The resizer stored thumbnails of an image; ``object.preview`` lists them."""
+
+    type: Literal["Update"]
+    object: ResizedImage
+
+
+# --- notifications and points --------------------------------------------------------------
+
+
+class NotifiedActivity(Model):
+    """What a notification is about: the original activity, cut down to what a page shows."""
+
+    type: Name
+    id: Iri
+    actor: Actor
+    object: Any  # the image or build, as the original carried it
+
+
+class Notification(Activity, kw_only=True):
+    """One notification for one person (``to``), on that person's own topic."""
+
+    type: Literal["Announce"]
+    object: NotifiedActivity
+    to: Annotated[list[Iri], Meta(min_length=1, max_length=1)]  # required, though new
+
+
+class Award(Model):
+    type: Literal["Award"]
+    id: Iri
+    rule: Name  # which rule of the points service gave it, e.g. "upload"
+    points: int
+    total: int  # the person's total after this award
+    cause: Iri  # the id of the activity that earned it
+
+
+class PointsAwarded(Activity):
+    """``target`` is the person who earned the points."""
+
+    type: Literal["Add"]
+    object: Award
+    target: Actor
+
+
+class Standing(Model):
+    type: Literal["Person"]
+    id: Iri
+    points: int
+    name: Name | None = None
+    preferredUsername: Name | None = None
+
+
+class Leaderboard(Model):
+    type: Literal["OrderedCollection"]
+    totalItems: Annotated[int, Meta(ge=0)]
+    orderedItems: Annotated[list[Standing], Meta(max_length=100)]  # most points first
+
+
+class LeaderboardUpdated(Activity):
+    type: Literal["Update"]
+    object: Leaderboard
 
 
 # --- presence and dead letters -----------------------------------------------------------

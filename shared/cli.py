@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dovecote run: {exc}", file=sys.stderr)
         return 1
     env["MQTT_URL"] = choice.url
+    # Services authenticate to each other's REST resources (the resizer storing thumbnails
+    # at the gateway) with this; a run with none configured gets a fresh one of its own.
+    fresh_token = not env.get("DOVECOTE_SERVICE_TOKEN", "").strip()
+    if fresh_token:
+        env["DOVECOTE_SERVICE_TOKEN"] = secrets.token_urlsafe(32)
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
@@ -41,6 +47,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     sup.say(f"watch the bus:  mosquitto_sub -h {b.host} -p {b.port} -t '{settings.root}/#' -v")
     if "gateway" in plan:
         sup.say(f"dashboard:      {settings.public_url}/")
+        sup.say(f"upload:         curl -F file=@cat.jpg '{settings.public_url}/api/images?as=ada'")
+    if fresh_token:
+        sup.say("service token:  a fresh DOVECOTE_SERVICE_TOKEN for this run (set one to keep it)")
     sup.say(
         "workers:        "
         + ", ".join(f"{s}×{n}" for s, n in plan.items())

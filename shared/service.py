@@ -12,7 +12,8 @@ starts gives every handler the same guarantees:
 - ... and handlers run at most once per activity ``id`` while the worker lives (a bounded
   memory of ids), which with an idempotent store makes the effect exactly once;
 - a handler that raises is retried a bounded number of times, then dead-lettered; it never
-  takes the service down.
+  takes the service down. A handler that knows retrying cannot help (a corrupt image, a
+  404) raises ``Unprocessable`` and the message is dead-lettered at once with that reason.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 _MARK = "__dovecote_handles__"
 _SEEN_IDS = 20_000  # per worker; redeliveries arrive within seconds, not after 20k messages
 _RETRY_DELAY = 0.2  # seconds before the 2nd attempt, doubling after
+
+
+class Unprocessable(Exception):
+    """Raised by a handler for a message that no retry can fix; ``str()`` is the reason."""
 
 
 def handles(*targets: Topic | str, shared: bool = True) -> Callable[[F], F]:
@@ -352,10 +357,11 @@ class Worker:
         """Try a failed handler again, with backoff; past the limit, park the message.
 
         Either way the message is then done: a poison message must not block the stream.
+        ``Unprocessable`` is parked at once: no retry can fix it.
         """
         name = getattr(handler, "__name__", handler)
         attempts, delay = 1, _RETRY_DELAY
-        while attempts < self.settings.handler_attempts:
+        while attempts < self.settings.handler_attempts and not isinstance(error, Unprocessable):
             self.log.warning(
                 "handler %s failed on %s (attempt %d): %r [context=%s]",
                 name,
@@ -381,7 +387,8 @@ class Worker:
             error,
             getattr(activity, "context", None),
         )
-        self._park(msg, f"handler {name} failed: {error!r}", attempts)
+        unfixable = isinstance(error, Unprocessable)
+        self._park(msg, str(error) if unfixable else f"handler {name} failed: {error!r}", attempts)
 
     async def _handle_all(
         self, msg: Message, routes: list[tuple[_Binding, dict[str, str]]]
@@ -508,8 +515,9 @@ def run(service_cls: type[Service]) -> None:
     """The whole ``__main__`` of a service: configure, connect, serve until signalled."""
     try:
         settings = Settings.from_env()
+        setup_logging(settings.log_level)
+        worker = Worker(service_cls, settings)  # a service reads its own settings here
     except ConfigError as exc:
         print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    setup_logging(settings.log_level)
-    asyncio.run(Worker(service_cls, settings).run())
+    asyncio.run(worker.run())

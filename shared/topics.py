@@ -282,3 +282,58 @@ DEADLETTER = register(
         "A message the service could not process: original topic, payload, reason, attempts.",
     )
 )
+
+# --- the image pipeline ------------------------------------------------------------------
+
+IMAGE_CREATED = register(
+    Topic(
+        "events/image/created",
+        "gateway",
+        1,
+        False,
+        act.ImageCreated,
+        "A person uploaded an image; the gateway stored the original at `object.url`. "
+        "`context` is the upload's correlation id.",
+    )
+)
+IMAGE_RESIZED = register(
+    Topic(
+        "events/image/resized",
+        "resizer",
+        1,
+        False,
+        act.ImageResized,
+        "Thumbnails of an image are stored; `object.preview` lists their URLs, smallest first.",
+    )
+)
+NOTIFICATION = register(
+    Topic(
+        "users/{user}/notifications",
+        "notifier",
+        1,
+        False,
+        act.Notification,
+        "One notification for one person (someone they follow uploaded, a build finished). "
+        "The gateway sends it to that person's sockets only.",
+    )
+)
+POINTS_AWARDED = register(
+    Topic(
+        "events/points/awarded",
+        "points",
+        1,
+        False,
+        act.PointsAwarded,
+        "A person earned points (`object.rule`, `object.points`, new `object.total`).",
+    )
+)
+LEADERBOARD = register(
+    Topic(
+        "state/leaderboard",
+        "points",
+        1,
+        True,
+        act.LeaderboardUpdated,
+        "The top scorers, most points first, retained for late joiners.",
+    )
+)

@@ -1,10 +1,11 @@
 """Gateway handlers: what browsers may see, forwarded as the bytes the broker sent.
 
-| listens to                                  | publishes                         |
-|---------------------------------------------|-----------------------------------|
+| listens to                                   | publishes                         |
+|----------------------------------------------|-----------------------------------|
 | events/# (every event, also of new services) | commands/builder/start, stop      |
-| state/build, state/builds (retained)        |                                   |
-| services/+/+ (presence, retained)           |                                   |
+| state/* (retained, topic by topic)           | events/image/created (on upload)  |
+| services/+/+ (presence, retained)            |                                   |
+| users/+/notifications (to that user only)    |                                   |
 
 Commands, dead letters and other users' notifications never reach a browser.
 """
@@ -12,14 +13,21 @@ Commands, dead letters and other users' notifications never reach a browser.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from aiohttp import web
 
+from services.gateway import images
+from services.gateway.context import Context, Images
 from services.gateway.hub import Hub, envelope
+from services.gateway.store import ImageStore
 from services.gateway.users import Directory
-from services.gateway.web import Context, create_app
+from services.gateway.web import create_app
 from shared import activity as act
 from shared import topics
+from shared.broker import PROJECT
 from shared.config import Settings
 from shared.service import Bus, Delivery, Service, handles
 
@@ -39,6 +47,19 @@ class Gateway(Service):
         self.hub = Hub()
         self.directory = Directory.load(settings.env.get("USERS_FILE"), settings.public_url)
         self.runner: web.AppRunner | None = None
+        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
+        max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
+        images.bound_pillow(max_pixels)
+        self.images = Images(
+            store=ImageStore(
+                Path(settings.get_str("IMAGES_DIR", str(PROJECT / ".dovecote" / "images")))
+            ),
+            public_url=settings.public_url,
+            max_bytes=settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3),
+            max_pixels=max_pixels,
+            service_token=settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip() or None,
+            pool=self.pool,
+        )
 
     @handles("events/#")
     async def on_event(self, _: act.Activity, delivery: Delivery) -> None:
@@ -50,8 +71,16 @@ class Gateway(Service):
         self.hub.remember(delivery.topic, frame)
         self.hub.broadcast(frame)
 
+    @handles(topics.NOTIFICATION, shared=False)  # every gateway worker: each has its sockets
+    async def on_notification(self, _: act.Notification, delivery: Delivery) -> None:
+        # The topic names the one person it is for: only that person's sockets get it.
+        self.hub.send_to_user(delivery.params["user"], envelope(delivery.topic, delivery.payload))
+
     async def setup(self) -> None:
-        ctx = Context(self.hub, self.directory, self._publish, self.bus.root)
+        self.images.store.open()
+        if self.images.service_token is None:
+            self.log.warning("DOVECOTE_SERVICE_TOKEN is not set: thumbnail uploads are refused")
+        ctx = Context(self.hub, self.directory, self._publish, self.bus.root, self.images)
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False)
         await self.runner.setup()
         # reuse_port: several gateway workers can serve one port (SO_REUSEPORT).
@@ -71,3 +100,4 @@ class Gateway(Service):
         await self.hub.close_all()
         if self.runner is not None:
             await self.runner.cleanup()
+        self.pool.shutdown(wait=True)

@@ -59,6 +59,7 @@ class Directory:
             "type": "Person",
             "id": self.url(user.id),
             "name": user.name,
+            "preferredUsername": user.id,  # the id a per-user topic level is made of
             "followers": f"{self.url(user.id)}/followers",
         }
 
@@ -66,7 +67,6 @@ class Directory:
         return {
             "@context": "https://www.w3.org/ns/activitystreams",
             **self.actor(user),
-            "preferredUsername": user.id,
             "following": f"{self.url(user.id)}/following",
             "icon": {
                 "type": "Image",

@@ -4,39 +4,22 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 import jinja2
 import orjson
 from aiohttp import WSMsgType, web
 
-from services.gateway import commands
-from services.gateway.hub import Hub, notice
-from services.gateway.users import Directory, User
-from shared.topics import Topic
+from services.gateway import commands, gallery
+from services.gateway.context import CTX, USER_COOKIE, Context, current_user, same_origin
+from services.gateway.hub import notice
+from services.gateway.users import User
 
 log = logging.getLogger("dovecote.gateway.web")
 HERE = Path(__file__).parent
-USER_COOKIE = "dovecote_user"
 MAX_COMMAND_BYTES = 16 * 1024
-
-Publish = Callable[[Topic, dict[str, Any]], None]
-
-
-@dataclass
-class Context:
-    hub: Hub
-    directory: Directory
-    publish: Publish
-    root: str
-
-
-CTX = web.AppKey("ctx", Context)
 
 
 def create_app(ctx: Context) -> web.Application:
@@ -57,6 +40,7 @@ def create_app(ctx: Context) -> web.Application:
     app.router.add_get("/users/{user}", get_user)
     app.router.add_get("/users/{user}/followers", get_followers)
     app.router.add_get("/users/{user}/avatar.svg", get_avatar)
+    gallery.add_routes(app)
     app.router.add_static("/static", HERE / "static", name="static", append_version=True)
     app.middlewares.append(security_headers)
     return app
@@ -72,13 +56,6 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
         "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
     )
     return response
-
-
-def current_user(request: web.Request) -> User:
-    """Who the browser says it is (demo users: choosing is all it takes)."""
-    directory = request.app[CTX].directory
-    wanted = request.query.get("as") or request.cookies.get(USER_COOKIE) or ""
-    return directory.users.get(wanted, directory.default)
 
 
 def snapshot(ctx: Context) -> list[Any]:
@@ -102,6 +79,7 @@ async def dashboard(request: web.Request) -> web.Response:
             "build": build,
             "snapshot": frames,
             "root": ctx.root,
+            "gallery": gallery.recent(ctx.images),
         },
     )
     if request.query.get("as") in ctx.directory.users:
@@ -161,15 +139,9 @@ async def stop_build(request: web.Request) -> web.Response:
 # --- the websocket -------------------------------------------------------------------------
 
 
-def _same_origin(request: web.Request) -> bool:
-    """Refuse cross-site websocket hijacking: a page elsewhere must not drive the bus."""
-    origin = request.headers.get("Origin")
-    return origin is None or urlsplit(origin).netloc == request.host
-
-
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[CTX]
-    if not _same_origin(request):
+    if not same_origin(request):
         raise web.HTTPForbidden(text="cross-origin websocket refused")
     user = current_user(request)
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=MAX_COMMAND_BYTES)

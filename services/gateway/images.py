@@ -1,0 +1,118 @@
+"""What the gateway accepts as an image: checked with Pillow before anything is stored.
+
+``inspect`` is pure (bytes in, facts or ``BadImage`` out) and slow enough (a few ms of
+decoding) that the gateway runs it in a thread: Pillow releases the GIL while it decodes,
+so the event loop keeps pushing frames to browsers meanwhile.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+# Web formats only: the ones every browser shows. Pillow tries no other decoder (TIFF,
+# PSD, ...), which also keeps its rarer parsers away from untrusted bytes.
+FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
+TITLE_MAX = 120
+
+
+class BadImage(ValueError):
+    """Bytes the gateway refuses; ``str()`` is the reason, ``status`` the HTTP answer."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    media_type: str
+    width: int
+    height: int
+    size: int
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS[self.media_type]
+
+
+def inspect(data: bytes, max_pixels: int) -> ImageInfo:
+    """The image's facts, after proving it decodes; ``BadImage`` for anything else.
+
+    Dimensions are checked from the header *before* decoding: a decompression bomb (a few
+    KB claiming 50,000 x 50,000 pixels) is refused without allocating its pixels.
+    """
+    if not data:
+        raise BadImage("the file is empty")
+    try:
+        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+            media_type = FORMATS[img.format or ""]
+            width, height = img.size
+            if width * height > max_pixels:
+                raise BadImage(
+                    f"{width}x{height} is {width * height:,} pixels, over the "
+                    f"{max_pixels:,}-pixel limit (decompression bomb?)",
+                    413,
+                )
+            img.verify()  # structure and checksums (PNG CRCs), without decoding
+        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+            # verify() does not decode JPEG data: decode it, at 1/8 scale where the
+            # format allows (JPEG draft mode), so a truncated file is caught cheaply.
+            img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            img.load()
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage(f"not an image, or not one of {', '.join(sorted(FORMATS))}", 415) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own bound (Image.MAX_IMAGE_PIXELS, see ``bound_pillow``) caught it first.
+        raise BadImage(f"decompression bomb refused: {exc}", 413) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadImage(f"the image is damaged or truncated: {exc}") from None
+    return ImageInfo(media_type, width, height, len(data))
+
+
+def bound_pillow(max_pixels: int) -> None:
+    """Process-wide, at start-up: Pillow itself refuses images over ``max_pixels``.
+
+    Defence in depth behind the explicit check in ``inspect``: its warning (between the
+    bound and twice it) becomes an error, so every path answers the same 413.
+    """
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def title(text: str | None, fallback: str = "Untitled") -> str:
+    """A display name from free text (a form field or a client's file name).
+
+    Control and format characters (bidi overrides included) go, whitespace collapses, the
+    length is bounded. The result is only ever shown as text; file names never come
+    from it.
+    """
+    if not text:
+        return fallback
+    kept = "".join(
+        " " if ch.isspace() else ch
+        for ch in unicodedata.normalize("NFC", text)
+        if ch.isspace() or unicodedata.category(ch)[0] != "C"
+    )
+    cleaned = _SPACE.sub(" ", kept).strip()[:TITLE_MAX].strip()
+    return cleaned or fallback
+
+
+def title_from_filename(filename: str | None) -> str | None:
+    """``'holiday/cat.final.JPG'`` -> ``'cat.final'``: the last path part, extension off."""
+    if not filename:
+        return None
+    base = re.split(r"[\\/]", filename)[-1]
+    stem, dot, ext = base.rpartition(".")
+    return stem if dot and stem and len(ext) <= 5 else base

@@ -1,0 +1,1 @@
+"""The notifier: one notification per follower, on that person's own topic."""

@@ -1,0 +1,4 @@
+from services.notifier.service import Notifier
+from shared.service import run
+
+run(Notifier)

@@ -1,0 +1,81 @@
+"""What a notification says and who gets one: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+import msgspec
+
+from shared import activity as act
+from shared.topics import TopicError, check_id
+
+
+class Collection(act.Model):
+    """An AS2 collection of people, as a followers URL returns it (unpaged)."""
+
+    type: Literal["Collection", "OrderedCollection"]
+    items: list[act.Actor] = []
+    orderedItems: list[act.Actor] = []
+
+
+def people(collection: Any) -> list[act.Actor]:
+    """The people in a followers collection; ``ValueError`` if it is not one."""
+    try:
+        parsed = msgspec.convert(collection, Collection)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not an AS2 collection of people: {exc}") from None
+    return [*parsed.items, *parsed.orderedItems]
+
+
+def username(person: act.Actor) -> str | None:
+    """The person's id in the directory (a topic level), or None if they have no valid one."""
+    try:
+        return check_id(person.preferredUsername or "", "user id")
+    except TopicError:
+        return None
+
+
+def name(person: act.Actor) -> str:
+    return person.name or person.preferredUsername or person.id
+
+
+def about(activity: act.Activity) -> dict[str, Any]:
+    """The original activity, cut down to what a notification needs to show and link."""
+    obj = act.to_builtins(activity.object)
+    keep = ("type", "id", "url", "name", "state", "progress", "mediaType", "width", "height")
+    return {
+        "type": activity.type,
+        "id": activity.id,
+        "actor": act.to_builtins(activity.actor),
+        "object": {k: obj[k] for k in keep if k in obj},
+    }
+
+
+def image_summary(activity: act.ImageCreated) -> str:
+    return f"{name(activity.actor)} shared a photo: “{activity.object.name}”"
+
+
+def build_summary(build: act.Build, requester: act.Actor, recipient: act.Actor) -> str:
+    whose = "Your" if recipient.id == requester.id else f"{name(requester)}’s"
+    return f"{whose} build {build.name} {build.state}"
+
+
+def notification(
+    actor: dict[str, Any],
+    recipient: act.Actor,
+    cause: act.Activity,
+    summary: str,
+) -> dict[str, Any]:
+    """One Announce for one person. Its id is derived from the cause and the recipient, so
+    a redelivered cause makes the same notification, which subscribers skip as seen."""
+    note = act.new(
+        "Announce",
+        actor,
+        about(cause),
+        context=cause.context or cause.id,
+        summary=summary,
+        to=[recipient.id],
+    )
+    note["id"] = uuid.uuid5(uuid.NAMESPACE_URL, f"{cause.id} {recipient.id}").urn
+    return note

@@ -1,0 +1,1 @@
+"""Points: awards for what people do, in a durable ledger, and a live leaderboard."""

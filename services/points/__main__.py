@@ -1,0 +1,4 @@
+from services.points.service import Points
+from shared.service import run
+
+run(Points)

@@ -1,0 +1,109 @@
+"""Points handlers: deeds in, awards and the leaderboard out.
+
+| listens to                                  | publishes                                 |
+|---------------------------------------------|-------------------------------------------|
+| events/image/created, events/build/succeeded | events/points/awarded                    |
+|                                             | state/leaderboard (retained)              |
+
+The rules are in ``rules.py``; the ledger (``POINTS_DB``, SQLite) makes an award happen
+once per activity id, however often the broker delivers it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from services.points import rules
+from services.points.ledger import Ledger
+from shared import activity as act
+from shared import topics
+from shared.broker import PROJECT
+from shared.config import Settings
+from shared.service import Bus, Delivery, Service, handles
+
+LEADERS = 10
+
+
+class Points(Service):
+    name = "points"
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        super().__init__(bus, settings)
+        path = settings.get_str("POINTS_DB", str(PROJECT / ".dovecote" / "points.sqlite3"))
+        self.ledger = Ledger(Path(path))
+
+    async def setup(self) -> None:
+        self.ledger.open()
+        self.log.info("ledger %s: %d awards", self.ledger.path, self.ledger.count())
+        # The retained leaderboard is rebuilt from the durable ledger, never the reverse.
+        self.publish_leaderboard(None)
+
+    async def teardown(self) -> None:
+        self.ledger.close()
+
+    @handles(*rules.TOPICS)
+    async def on_deed(self, activity: act.Activity, delivery: Delivery) -> None:
+        for rule, person in rules.earned(delivery.entry, activity):
+            total = self.ledger.record(
+                activity.id,
+                rule.name,
+                person.id,
+                rule.points,
+                username=person.preferredUsername,
+                name=person.name,
+                context=activity.context,
+            )
+            who = person.preferredUsername or person.id
+            if total is None:
+                self.log.info(
+                    "%s for %s already counted [context=%s]", rule.name, who, activity.context
+                )
+                continue
+            self.bus.publish(
+                topics.POINTS_AWARDED,
+                act.new(
+                    "Add",
+                    self.bus.actor,
+                    {
+                        "type": "Award",
+                        "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{activity.id} {rule.name}").urn,
+                        "rule": rule.name,
+                        "points": rule.points,
+                        "total": total,
+                        "cause": activity.id,
+                    },
+                    target=act.to_builtins(person),
+                    context=activity.context,
+                    summary=f"{person.name or who} {rule.summary}: +{rule.points}",
+                ),
+            )
+            self.log.info(
+                "+%d to %s for %s, total %d [context=%s]",
+                rule.points,
+                who,
+                rule.name,
+                total,
+                activity.context,
+            )
+            self.publish_leaderboard(activity.context)
+
+    def publish_leaderboard(self, context: str | None) -> None:
+        leaders = self.ledger.leaderboard(LEADERS)
+        board = {
+            "type": "OrderedCollection",
+            "totalItems": len(leaders),
+            "orderedItems": [
+                {
+                    "type": "Person",
+                    "id": s.person,
+                    "name": s.name,
+                    "preferredUsername": s.username,
+                    "points": s.points,
+                }
+                for s in leaders
+            ],
+        }
+        self.bus.publish(
+            topics.LEADERBOARD, act.new("Update", self.bus.actor, board, context=context)
+        )

@@ -1,0 +1,1 @@
+"""The resizer: thumbnails of every uploaded image, stored back through the gateway."""

@@ -1,0 +1,121 @@
+"""Resizer handlers: an uploaded image in, thumbnails stored and announced.
+
+| listens to           | publishes            |
+|----------------------|----------------------|
+| events/image/created | events/image/resized |
+
+The image's bytes never travel on the bus: the resizer GETs the original by its URL and
+PUTs each thumbnail to ``<url>/thumbnails/<size>`` with the service credential. A URL
+outside the gateway, a 4xx, or bytes that are not an image are ``Unprocessable``: the
+message is dead-lettered at once with the reason and the resizer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from PIL import Image
+
+from services.resizer import thumbnails
+from shared import activity as act
+from shared import topics
+from shared.config import ConfigError, Settings
+from shared.resources import Resources
+from shared.service import Bus, Delivery, Service, Unprocessable, handles
+
+
+def parse_sizes(raw: str) -> list[int]:
+    """``"128,512"`` -> [128, 512]."""
+    try:
+        sizes = sorted({int(part) for part in raw.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(f"THUMBNAIL_SIZES must be numbers like 128,512, got {raw!r}") from None
+    if not sizes or len(sizes) > 8 or not all(16 <= s <= 4096 for s in sizes):
+        raise ConfigError(f"THUMBNAIL_SIZES: 1-8 sizes of 16-4096 px, got {raw!r}")
+    return sizes
+
+
+class Resizer(Service):
+    name = "resizer"
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        super().__init__(bus, settings)
+        self.sizes = parse_sizes(settings.get_str("THUMBNAIL_SIZES", "128,512"))
+        self.max_bytes = settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3)
+        self.max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
+        token = settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip()
+        if not token:
+            raise ConfigError(
+                "DOVECOTE_SERVICE_TOKEN is not set: the gateway accepts thumbnails only with "
+                "it (`make run` makes one for the whole federation)"
+            )
+        self.gateway = Resources(settings.public_url, token)
+        # Pillow bounds images process-wide; over the bound is an error, never a warning.
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Decoding and resizing take ~15 ms for a 2 MP JPEG: on the event loop that would
+        # hold up MQTT acks and the next message. Pillow releases the GIL while it works,
+        # so threads also resize two images at once on two cores.
+        workers = settings.get_int("RESIZER_THREADS", os.cpu_count() or 2, 1, 64)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resize")
+        self.busy = asyncio.Semaphore(workers)  # bounds the originals held in memory
+
+    async def setup(self) -> None:
+        await self.gateway.open()
+
+    async def teardown(self) -> None:
+        await self.gateway.close()
+        self.pool.shutdown(wait=True)
+
+    @handles(topics.IMAGE_CREATED)
+    async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
+        image = activity.object
+        async with self.busy:
+            started = time.perf_counter()
+            data, _type = await self.gateway.get_bytes(image.url, self.max_bytes)
+            fetched = time.perf_counter()
+            try:
+                thumbs = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, thumbnails.make, data, self.sizes, self.max_pixels
+                )
+            except thumbnails.NotAnImage as exc:
+                raise Unprocessable(f"{image.url}: {exc}") from None
+            resized = time.perf_counter()
+        previews: list[dict[str, Any]] = [
+            {
+                "type": "Link",
+                "href": f"{image.url}/thumbnails/{t.size}",
+                "mediaType": t.media_type,
+                "width": t.width,
+                "height": t.height,
+            }
+            for t in thumbs
+        ]
+        await asyncio.gather(
+            *(
+                self.gateway.put(f"{image.url}/thumbnails/{t.size}", t.data, t.media_type)
+                for t in thumbs
+            )
+        )
+        obj: dict[str, Any] = {"type": "Image", "id": image.id, "url": image.url}
+        obj.update(name=image.name, preview=previews)
+        self.bus.publish(
+            topics.IMAGE_RESIZED,
+            act.new("Update", self.bus.actor, obj, context=activity.context),
+        )
+        self.log.info(
+            "resized %s (%dx%d) to %s: fetch %.0f ms, resize %.0f ms, store %.0f ms [context=%s]",
+            image.url,
+            image.width,
+            image.height,
+            ", ".join(f"{t.width}x{t.height}" for t in thumbs),
+            (fetched - started) * 1000,
+            (resized - fetched) * 1000,
+            (time.perf_counter() - resized) * 1000,
+            activity.context,
+        )
