@@ -123,6 +123,10 @@ class Service:
     # A persistent session keeps QoS 1 messages while the worker is down. A service whose
     # state is rebuilt from retained topics (the gateway) can use a clean one instead.
     clean_session: ClassVar[bool] = False
+    # Handlers start on the message's own callback (no Task) for speed. A service whose
+    # handlers await I/O at once turns that off: aiohttp's timeouts, like asyncio.timeout(),
+    # work only inside a Task.
+    eager_handlers: ClassVar[bool] = True
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus
@@ -321,6 +325,9 @@ class Worker:
         suspending, and skipping a Task and a loop turn per message is measurable (PERF.md).
         """
         coro = handler(activity, delivery)
+        if not self.service.eager_handlers:
+            self._spawn(self._complete(coro, handler, activity, delivery, msg))
+            return
         try:
             pending = coro.send(None)
         except StopIteration:

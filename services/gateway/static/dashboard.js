@@ -3,7 +3,10 @@
 "use strict";
 
 const ROOT = document.body.dataset.root;
+const ME = document.body.dataset.user;
 const FEED_SIZE = 40;
+const GALLERY_SIZE = 24;
+const NOTES_SIZE = 30;
 const $ = (id) => document.getElementById(id);
 
 const services = new Map(); // "builder/1" -> presence object
@@ -116,6 +119,152 @@ function addToFeed(topic, a) {
   while (list.children.length > FEED_SIZE) list.lastChild.remove();
 }
 
+// --- photos -----------------------------------------------------------------------------
+
+const tiles = new Map(); // image id (its URL) -> tile element
+
+// Images are served by this gateway: use the path, so the page works whatever host name
+// the gateway's PUBLIC_URL uses (and the CSP's img-src 'self' holds).
+function localPath(href) {
+  try {
+    const u = new URL(href, location.href);
+    return u.pathname.startsWith("/images/") ? u.pathname : null;
+  } catch { return null; }
+}
+
+function showImage(image, published) {
+  if (!image || !image.id) return;
+  let tile = tiles.get(image.id);
+  if (!tile) {
+    const by = image.attributedTo ? image.attributedTo.name || "" : "";
+    tile = el("li", { class: "tile", "data-image": image.id },
+      el("div", { class: "frame pending" },
+        el("span", { class: "spinner", "aria-hidden": "true" }),
+        el("span", { class: "pending-text" }, "resizing…"),
+      ),
+      el("div", { class: "caption" },
+        el("span", { class: "caption-title" }, image.name || "Untitled"),
+        el("span", { class: "caption-by" }, [by, time(published)].filter(Boolean).join(" · ")),
+      ),
+    );
+    tiles.set(image.id, tile);
+    const list = $("gallery");
+    list.querySelector(".gallery-empty")?.remove();
+    list.prepend(tile);
+    while (list.children.length > GALLERY_SIZE) {
+      tiles.delete(list.lastChild.dataset.image);
+      list.lastChild.remove();
+    }
+  }
+  if (image.preview && image.preview.length) showPreview(image);
+}
+
+function showPreview(image) {
+  const tile = tiles.get(image.id);
+  if (!tile) {
+    showImage(image, null); // a page opened after the upload: the tile comes with its preview
+    return;
+  }
+  const previews = (image.preview || [])
+    .map((p) => ({ href: localPath(p.href), width: Number(p.width) || 0 }))
+    .filter((p) => p.href);
+  if (!previews.length) return;
+  const best = previews.find((p) => p.width >= 256) || previews[previews.length - 1];
+  const img = el("img", { alt: image.name || "photo", src: best.href, decoding: "async" });
+  img.srcset = previews.map((p) => `${p.href} ${p.width}w`).join(", ");
+  img.sizes = "(max-width: 820px) 45vw, 220px";
+  const frame = tile.querySelector(".frame");
+  frame.className = "frame ready";
+  frame.replaceChildren(img);
+  tile.classList.add("resized");
+}
+
+async function upload(ev) {
+  ev.preventDefault();
+  const form = $("upload-form");
+  const note = $("upload-note");
+  const button = $("upload-button");
+  if (!$("upload-file").files.length) {
+    note.textContent = "Choose a photo first.";
+    return;
+  }
+  button.disabled = true;
+  note.className = "note note-info";
+  note.textContent = "Uploading…";
+  try {
+    const res = await fetch(`/api/images?as=${encodeURIComponent(ME)}`, {
+      method: "POST",
+      body: new FormData(form),
+    });
+    if (!res.ok) {
+      note.className = "note";
+      note.textContent = `Not uploaded: ${await res.text()}`;
+      return;
+    }
+    note.textContent = "";
+    form.reset();
+    $("upload-file-name").textContent = "Choose a photo (JPEG, PNG, GIF, WebP)";
+  } catch (err) {
+    note.className = "note";
+    note.textContent = `Not uploaded: ${err}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// --- notifications (this user's own topic only) -------------------------------------------
+
+let unread = 0;
+function addNotification(a) {
+  const list = $("notifications");
+  list.querySelector(".empty")?.remove();
+  const about = a.object || {};
+  const obj = about.object || {};
+  const kind = obj.type === "Image" ? "photo" : obj.type === "Build" ? `build-${obj.state}` : "other";
+  const item = el("li", { class: `note-item note-${kind}` },
+    el("span", { class: "note-icon", "aria-hidden": "true" }, kind === "photo" ? "▣" : "⚙"),
+    el("span", { class: "note-text" }, a.summary || `${about.type || "Something"} happened`),
+    el("time", {}, time(a.published)),
+  );
+  const href = obj.type === "Image" ? localPath(obj.url) : null;
+  if (href) item.append(el("a", { class: "note-link", href, target: "_blank", rel: "noopener" }, "open"));
+  list.prepend(item);
+  while (list.children.length > NOTES_SIZE) list.lastChild.remove();
+  unread += 1;
+  const count = $("notes-count");
+  count.textContent = String(unread);
+  count.hidden = false;
+}
+
+// --- leaderboard --------------------------------------------------------------------------
+
+const lastPoints = new Map();
+function showLeaderboard(board) {
+  const list = $("leaderboard");
+  list.replaceChildren();
+  const items = board.orderedItems || [];
+  if (!items.length) list.append(el("li", { class: "empty" }, "No points yet"));
+  const top = Math.max(1, ...items.map((s) => s.points));
+  let mine = 0;
+  items.forEach((s, i) => {
+    const me = s.preferredUsername === ME;
+    if (me) mine = s.points;
+    const before = lastPoints.get(s.id);
+    const bar = el("span", { class: "leader-bar" });
+    bar.style.width = `${Math.round((100 * Math.max(0, s.points)) / top)}%`;
+    const row = el("li", { class: `leader${me ? " me" : ""}`, "data-user": s.preferredUsername || "" },
+      el("span", { class: "rank" }, String(i + 1)),
+      el("span", { class: "leader-name" }, s.name || s.preferredUsername || s.id),
+      el("span", { class: "leader-points" }, String(s.points)),
+      bar,
+    );
+    if (before !== undefined && before !== s.points) row.classList.add("bump");
+    lastPoints.set(s.id, s.points);
+    list.append(row);
+  });
+  $("my-points-value").textContent = String(mine);
+}
+
 // --- frames -----------------------------------------------------------------------------
 
 function apply(frame) {
@@ -124,12 +273,16 @@ function apply(frame) {
   const a = frame.activity;
   if (topic === "state/build") showBuild(a.object, a.summary);
   else if (topic === "state/builds") showHistory(a.object);
+  else if (topic === "state/leaderboard") showLeaderboard(a.object);
+  else if (topic === `users/${ME}/notifications`) addNotification(a);
   else if (topic.startsWith("services/")) {
     services.set(topic.slice("services/".length), a.object);
     showServices();
   } else if (topic.startsWith("events/")) {
     addToFeed(frame.topic, a);
     if (topic === "events/build/rejected") $("build-note").textContent = a.summary || "refused";
+    else if (topic === "events/image/created") showImage(a.object, a.published);
+    else if (topic === "events/image/resized") showPreview(a.object);
   }
 }
 
@@ -189,6 +342,13 @@ $("user-select").addEventListener("change", (ev) => {
   location.search = `?as=${encodeURIComponent(ev.target.value)}`;
 });
 
+$("upload-form").addEventListener("submit", upload);
+$("upload-file").addEventListener("change", (ev) => {
+  const file = ev.target.files[0];
+  $("upload-file-name").textContent = file ? file.name : "Choose a photo";
+});
+
 // The state the server rendered with, then live frames.
+for (const image of JSON.parse($("gallery-data").textContent).reverse()) showImage(image, null);
 for (const frame of JSON.parse($("snapshot").textContent)) apply(frame);
 connect();
