@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -76,3 +78,54 @@ async def browser() -> AsyncIterator[Any]:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         await b.close()
+
+
+@dataclass
+class Pipeline:
+    """Gateway, resizer, notifier and points as real processes, sharing one image store."""
+
+    url: str
+    probe: Probe
+    images_dir: Path
+    points_db: Path
+    token: str
+    services: dict[str, ServiceProcess]
+    start: Callable[[str], ServiceProcess]  # (re)start a service with the pipeline's env
+
+    def users_url(self, user: str) -> str:
+        return f"{self.url}/users/{user}"
+
+    def stored_files(self) -> list[Path]:
+        return sorted(p for p in self.images_dir.rglob("*") if p.is_file())
+
+
+PIPELINE = ("resizer", "notifier", "points", "gateway")
+
+
+async def joined(probe: Probe, service: str, count: int = 1) -> None:
+    await probe.wait_for(f"services/{service}/1", lambda a: a["type"] == "Join", count=count)
+
+
+@pytest.fixture
+async def pipeline(
+    start_service: StartService, service_env: dict[str, str], probe: Probe, tmp_path: Path
+) -> Pipeline:
+    token = secrets.token_urlsafe(24)
+    env = {
+        "IMAGES_DIR": str(tmp_path / "images"),
+        "POINTS_DB": str(tmp_path / "points.sqlite3"),
+        "DOVECOTE_SERVICE_TOKEN": token,
+        "IMAGE_MAX_BYTES": str(2 * 1024 * 1024),
+    }
+
+    def start(name: str) -> ServiceProcess:
+        return start_service(name, **env)
+
+    services = {name: start(name) for name in PIPELINE}
+    url = service_env["PUBLIC_URL"]
+    await wait_http(f"{url}/healthz")
+    for name in PIPELINE:
+        await joined(probe, name)
+    return Pipeline(
+        url, probe, tmp_path / "images", tmp_path / "points.sqlite3", token, services, start
+    )

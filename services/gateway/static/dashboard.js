@@ -295,7 +295,8 @@ function notice(frame) {
 let delay = 500;
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/ws`);
+  // Say who this page is for: another tab may have chosen someone else since (the cookie).
+  const ws = new WebSocket(`${proto}://${location.host}/ws?as=${encodeURIComponent(ME)}`);
   const status = $("connection");
   ws.onopen = () => {
     delay = 500;

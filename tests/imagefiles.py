@@ -1,0 +1,67 @@
+"""Image files for tests, made with Pillow on the spot: photos, damaged files, bombs."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zlib
+
+from PIL import Image, ImageDraw
+
+
+def photo(
+    width: int = 640,
+    height: int = 480,
+    *,
+    seed: int = 1,
+    fmt: str = "JPEG",
+    orientation: int | None = None,
+    mode: str = "RGB",
+) -> bytes:
+    """A picture with some detail (circles on a colour), optionally with EXIF orientation."""
+    rnd = random.Random(seed)
+    background = (*(rnd.randrange(40, 200) for _ in range(3)), 255 if mode == "RGBA" else 0)
+    image = Image.new(mode, (width, height), background[: len(mode)])
+    draw = ImageDraw.Draw(image)
+    for _ in range(20):
+        x, y, s = rnd.randrange(width), rnd.randrange(height), rnd.randrange(10, 200)
+        fill = (*(rnd.randrange(256) for _ in range(3)), 128)
+        draw.ellipse((x, y, x + s, y + s), fill=fill[: len(mode)])
+    out = io.BytesIO()
+    kwargs: dict[str, object] = {}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kwargs["exif"] = exif
+    image.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def marked(width: int = 400, height: int = 200) -> bytes:
+    """A JPEG whose left half is red and right half blue, stored rotated (orientation 6):
+    shown upright, it is ``height`` wide and ``width`` tall, red on top."""
+    image = Image.new("RGB", (width, height), (0, 0, 255))
+    ImageDraw.Draw(image).rectangle((0, 0, width // 2, height), fill=(255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif, quality=95)
+    return out.getvalue()
+
+
+def truncated(data: bytes | None = None) -> bytes:
+    data = data or photo(800, 600)
+    return data[: len(data) // 2]
+
+
+def bomb(width: int = 50_000, height: int = 50_000) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
+    out = io.BytesIO()
+    Image.new("1", (1, 1)).save(out, "PNG")
+    png = bytearray(out.getvalue())
+    # IHDR is the first chunk: 8-byte signature, length, b"IHDR", 13 bytes of data, CRC.
+    assert png[12:16] == b"IHDR"
+    png[16:24] = struct.pack(">II", width, height)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)

@@ -1,0 +1,167 @@
+"""Upload checks, the image store and thumbnails: pure functions on real image files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from services.gateway import images
+from services.gateway.store import BadName, ImageStore, new_id, valid_id, valid_size
+from services.resizer import thumbnails
+from tests import imagefiles
+
+MP = 40_000_000
+
+
+def test_a_photo_is_accepted_with_its_facts() -> None:
+    data = imagefiles.photo(640, 480)
+    info = images.inspect(data, MP)
+    assert (info.media_type, info.width, info.height, info.size) == (
+        "image/jpeg",
+        640,
+        480,
+        len(data),
+    )
+    assert info.extension == "jpg"
+    png = images.inspect(imagefiles.photo(30, 20, fmt="PNG", mode="RGBA"), MP)
+    assert (png.media_type, png.extension) == ("image/png", "png")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "reason"),
+    [
+        (b"", 400, "empty"),
+        (b"#!/bin/sh\nrm -rf /\n", 415, "not an image"),
+        (imagefiles.truncated(), 400, "truncated"),
+        (imagefiles.truncated(imagefiles.photo(300, 300, fmt="PNG")), 400, "truncated"),
+        (imagefiles.bomb(8000, 8000), 413, "pixel limit"),  # our check, from the header
+        (imagefiles.bomb(), 413, "decompression bomb"),  # Pillow's own, far over its bound
+        (imagefiles.photo(64, 64, fmt="BMP"), 415, "not one of"),
+    ],
+    ids=["empty", "script", "truncated-jpeg", "truncated-png", "bomb", "huge-bomb", "bmp"],
+)
+def test_bad_uploads_are_refused_with_a_reason(data: bytes, status: int, reason: str) -> None:
+    with pytest.raises(images.BadImage) as err:
+        images.inspect(data, MP)
+    assert err.value.status == status
+    assert reason in str(err.value)
+
+
+def test_pillows_own_bound_answers_a_bomb_too() -> None:
+    # Between Pillow's bound and twice it Pillow warns (an error here), above it raises.
+    saved = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = 1000
+        for size in (40, 100):  # 1,600 px: the warning; 10,000 px: the error
+            with pytest.raises(images.BadImage) as err:
+                images.inspect(imagefiles.photo(size, size), MP)
+            assert err.value.status == 413 and "decompression bomb" in str(err.value)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+@pytest.mark.parametrize(
+    ("raw", "fallback_from", "expected"),
+    [
+        ("  My\tcat \n", None, "My cat"),
+        ("\u202egnp.exe\x00", None, "gnp.exe"),  # bidi override and NUL go
+        ("", "../../etc/passwd", "passwd"),
+        (None, "C:\\Users\\me\\holiday.final.JPG", "holiday.final"),
+        (None, None, "Untitled"),
+        ("x" * 500, None, "x" * images.TITLE_MAX),
+    ],
+)
+def test_titles_are_sanitised_text(
+    raw: str | None, fallback_from: str | None, expected: str
+) -> None:
+    assert images.title(raw or images.title_from_filename(fallback_from)) == expected
+
+
+@pytest.mark.parametrize("bad", ["..", "../etc", ".hidden", "a/b", "A", "x" * 65, "%2e%2e", ""])
+def test_ids_with_path_tricks_are_refused(bad: str) -> None:
+    with pytest.raises(BadName):
+        valid_id(bad)
+
+
+@pytest.mark.parametrize("bad", ["0128", "1", "12345", "128.jpg", "-5", "../1"])
+def test_thumbnail_sizes_are_plain_numbers(bad: str) -> None:
+    with pytest.raises(BadName):
+        valid_size(bad)
+
+
+def test_the_store_writes_whole_files_and_finds_them(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path).open()
+    image_id = new_id()
+    store.save_original(image_id, "jpg", b"bytes", {"id": f"http://x/images/{image_id}"})
+    found = store.original(image_id)
+    assert found is not None and found.media_type == "image/jpeg"
+    assert found.path.read_bytes() == b"bytes"
+    store.save_thumbnail(image_id, 128, "jpg", b"small")
+    store.save_thumbnail(image_id, 128, "webp", b"smaller")  # replaces, not beside
+    thumb = store.thumbnail(image_id, 128)
+    assert thumb is not None and thumb.media_type == "image/webp"
+    assert store.thumbnail_sizes(image_id) == [128]
+    assert [i["id"] for i in store.recent(5)] == [f"http://x/images/{image_id}"]
+    assert not [p for p in store.files() if p.name.startswith(".tmp")]
+    store.discard_original(image_id)
+    assert store.original(image_id) is None and store.recent(5) == []
+
+
+def _decode(thumb: thumbnails.Thumb) -> Image.Image:
+    image = Image.open(io.BytesIO(thumb.data))
+    image.load()
+    return image
+
+
+def test_thumbnails_keep_the_aspect_ratio_and_are_reencoded() -> None:
+    thumbs = thumbnails.make(imagefiles.photo(1600, 1200, orientation=1), [128, 512], MP)
+    assert [(t.size, t.width, t.height) for t in thumbs] == [(128, 128, 96), (512, 512, 384)]
+    for t in thumbs:
+        image = _decode(t)
+        assert image.format == "JPEG" and t.media_type == "image/jpeg"
+        assert image.size == (t.width, t.height)
+        assert 0x0112 not in image.getexif()  # metadata dropped with the orientation applied
+
+
+def test_exif_orientation_is_applied() -> None:
+    [thumb] = thumbnails.make(imagefiles.marked(400, 200), [128], MP)
+    assert (thumb.width, thumb.height) == (64, 128)  # portrait once rotated
+    image = _decode(thumb).convert("RGB")
+    top, bottom = image.getpixel((32, 10)), image.getpixel((32, 118))
+    assert isinstance(top, tuple) and isinstance(bottom, tuple)
+    assert top[0] > 200 and top[2] < 60, f"top should be red, is {top}"
+    assert bottom[2] > 200 and bottom[0] < 60, f"bottom should be blue, is {bottom}"
+
+
+def test_small_images_are_never_enlarged_and_alpha_is_kept() -> None:
+    thumbs = thumbnails.make(imagefiles.photo(100, 50, fmt="PNG", mode="RGBA"), [128, 512], MP)
+    assert [(t.width, t.height, t.media_type) for t in thumbs] == [
+        (100, 50, "image/webp"),
+        (100, 50, "image/webp"),
+    ]
+    assert _decode(thumbs[0]).mode == "RGBA"
+
+
+def test_a_jpeg_is_decoded_at_reduced_scale() -> None:
+    assert thumbnails.draft_target(1632, 1224, 512) == (512, 384)
+    src = Image.open(io.BytesIO(imagefiles.photo(1632, 1224)))
+    src.draft("RGB", thumbnails.draft_target(1632, 1224, 512))
+    assert src.size == (816, 612)  # libjpeg decoded at 1/2 scale, not 1632x1224
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"garbage",
+        imagefiles.truncated(),
+        imagefiles.bomb(8000, 8000),
+        imagefiles.photo(8, 8, fmt="BMP"),
+    ],
+    ids=["garbage", "truncated", "bomb", "bmp"],
+)
+def test_bad_images_at_the_resizer_say_why(data: bytes) -> None:
+    with pytest.raises(thumbnails.NotAnImage):
+        thumbnails.make(data, [128], MP)

@@ -1,0 +1,72 @@
+"""What the notifier says, and to whom: pure functions called directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.notifier import messages
+from shared import activity as act
+from shared import topics
+
+ADA = {
+    "type": "Person",
+    "id": "http://gw/users/ada",
+    "name": "Ada Lovelace",
+    "preferredUsername": "ada",
+    "followers": "http://gw/users/ada/followers",
+}
+GRACE = {**ADA, "id": "http://gw/users/grace", "name": "Grace", "preferredUsername": "grace"}
+IMAGE = {
+    "type": "Image",
+    "id": "http://gw/images/abc",
+    "url": "http://gw/images/abc",
+    "mediaType": "image/jpeg",
+    "name": "cat <b>",
+    "width": 10,
+    "height": 10,
+    "size": 100,
+}
+
+
+def created() -> Any:
+    return topics.IMAGE_CREATED.codec.decode(
+        act.encode(act.new("Create", ADA, IMAGE, context="urn:uuid:ctx"))
+    )
+
+
+def test_followers_collections_are_read_as_people() -> None:
+    found = messages.people({"type": "Collection", "totalItems": 1, "items": [GRACE]})
+    assert [p.preferredUsername for p in found] == ["grace"]
+    ordered = messages.people({"type": "OrderedCollection", "orderedItems": [GRACE]})
+    assert [p.id for p in ordered] == [GRACE["id"]]
+    with pytest.raises(ValueError, match="not an AS2 collection"):
+        messages.people({"type": "Note", "items": "nope"})
+
+
+@pytest.mark.parametrize("bad", [None, "", "../ada", "Ada", "ada/notifications", "+", "#"])
+def test_a_person_without_a_valid_user_id_gets_no_topic(bad: str | None) -> None:
+    person = act.Actor(id="http://gw/users/x", type="Person", preferredUsername=bad)
+    assert messages.username(person) is None
+
+
+def test_a_notification_is_valid_addressed_and_stable_across_redelivery() -> None:
+    cause = created()
+    grace = act.Actor(id=GRACE["id"], type="Person", name="Grace", preferredUsername="grace")
+    summary = messages.image_summary(cause)
+    assert summary == "Ada Lovelace shared a photo: “cat <b>”"
+    first = messages.notification(act.service_actor("notifier"), grace, cause, summary)
+    again = messages.notification(act.service_actor("notifier"), grace, cause, summary)
+    topics.NOTIFICATION.codec.decode(act.encode(first))  # valid for its topic
+    assert first["id"] == again["id"]  # a redelivered cause makes the same notification
+    assert first["to"] == [GRACE["id"]] and first["context"] == "urn:uuid:ctx"
+    assert first["object"]["object"]["url"] == IMAGE["url"]
+
+
+def test_build_summaries_speak_to_the_requester_and_about_them_to_others() -> None:
+    build = act.Build(type="Build", id="urn:uuid:b", name="Build #3", state="failed", progress=70)
+    ada = act.Actor(id=ADA["id"], type="Person", name="Ada Lovelace")
+    grace = act.Actor(id=GRACE["id"], type="Person", name="Grace")
+    assert messages.build_summary(build, ada, ada) == "Your build Build #3 failed"
+    assert messages.build_summary(build, ada, grace) == "Ada Lovelace’s build Build #3 failed"
