@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import common, consume, wslatency
+from bench import common, consume, pipeline, wslatency
 
-SECTIONS = {"consume": consume, "wslatency": wslatency}
+SECTIONS = {"consume": consume, "wslatency": wslatency, "pipeline": pipeline}
 
 
 def main(argv: list[str]) -> int:

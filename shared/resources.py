@@ -63,10 +63,12 @@ class Resources:
                 _raise_for(r, url)
                 if (r.content_length or 0) > limit:
                     raise Unprocessable(f"{url} is {r.content_length} bytes, over {limit}")
-                body = await r.content.read(limit + 1)
-                if len(body) > limit:
-                    raise Unprocessable(f"{url} is over the {limit}-byte limit")
-                return body, r.content_type
+                body = bytearray()
+                async for chunk in r.content.iter_chunked(64 * 1024):  # read() may stop short
+                    body += chunk
+                    if len(body) > limit:
+                        raise Unprocessable(f"{url} is over the {limit}-byte limit")
+                return bytes(body), r.content_type
 
         body: tuple[bytes, str] = await self._retrying(attempt, url)
         return body

@@ -18,8 +18,10 @@ def photo(
     fmt: str = "JPEG",
     orientation: int | None = None,
     mode: str = "RGB",
+    grain: bool = False,
 ) -> bytes:
-    """A picture with some detail (circles on a colour), optionally with EXIF orientation."""
+    """A picture with some detail (circles on a colour), optionally with EXIF orientation;
+    ``grain`` makes it as big as a real photo of that size (hundreds of KB)."""
     rnd = random.Random(seed)
     background = (*(rnd.randrange(40, 200) for _ in range(3)), 255 if mode == "RGBA" else 0)
     image = Image.new(mode, (width, height), background[: len(mode)])
@@ -28,6 +30,9 @@ def photo(
         x, y, s = rnd.randrange(width), rnd.randrange(height), rnd.randrange(10, 200)
         fill = (*(rnd.randrange(256) for _ in range(3)), 128)
         draw.ellipse((x, y, x + s, y + s), fill=fill[: len(mode)])
+    if grain:
+        noise = Image.effect_noise((width, height), 40).convert(mode)
+        image = Image.blend(image, noise, 0.2)
     out = io.BytesIO()
     kwargs: dict[str, object] = {}
     if orientation is not None:
