@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -56,9 +55,8 @@ class Resizer(Service):
                 "it (`make run` makes one for the whole federation)"
             )
         self.gateway = Resources(settings.public_url, token)
-        # Pillow bounds images process-wide; over the bound is an error, never a warning.
+        # Pillow's own bound, behind the explicit check in thumbnails.make.
         Image.MAX_IMAGE_PIXELS = self.max_pixels
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
         # Decoding and resizing take ~15 ms for a 2 MP JPEG: on the event loop that would
         # hold up MQTT acks and the next message. Pillow releases the GIL while it works,
         # so threads also resize two images at once on two cores.
