@@ -13,7 +13,7 @@ from shared import activity as act
 from shared import topics
 from shared.broker import PrivateMosquitto
 from shared.config import Settings
-from shared.service import Delivery, Service, Worker, handles
+from shared.service import Delivery, Service, Unprocessable, Worker, handles
 from shared.testing import Probe, wait_until
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
@@ -133,6 +133,44 @@ async def test_a_failing_handler_is_retried_then_parked_and_the_stream_goes_on(
     after = start_activity()
     probe.publish("commands/builder/start", after)
     await wait_until(lambda: seen(worker)[-1][0] == after["id"], what="the next message")
+
+
+async def test_an_unprocessable_message_is_parked_at_once_with_its_reason(
+    worker: Worker, probe: Probe
+) -> None:
+    async def refuse(svc: Any) -> None:
+        raise Unprocessable("http://gw/images/x: not an image")
+
+    Recording.behaviour = refuse
+    probe.publish("commands/builder/start", start_activity())
+    [letter] = await probe.wait_for("deadletter/recorder", timeout=10)
+    assert letter["summary"] == "http://gw/images/x: not an image"
+    assert letter["object"]["attempts"] == 1 and len(seen(worker)) == 1  # no retries
+
+
+async def test_handlers_run_inside_a_task_when_the_service_asks(settings: Settings) -> None:
+    class Lazy(Recording):
+        eager_handlers = False
+
+    async def needs_a_task(svc: Any) -> None:
+        assert asyncio.current_task() is not None  # aiohttp's timeouts need one
+        async with asyncio.timeout(5):
+            pass
+
+    Recording.behaviour = needs_a_task
+    w = Worker(Lazy, settings)
+    await w.start()
+    try:
+        await w.conn.wait_connected(10)
+        await asyncio.sleep(0.2)  # SUBACK
+        probe = await Probe(settings.mqtt_url, settings.root).start()
+        probe.publish("commands/builder/start", start_activity())
+        await wait_until(lambda: len(seen(w)) == 1, what="the handler")
+        await asyncio.sleep(0.5)
+        assert len(seen(w)) == 1, "the first attempt failed and was retried"
+        await probe.stop()
+    finally:
+        await w.shutdown()
 
 
 async def test_a_handler_that_fails_once_succeeds_on_retry(worker: Worker, probe: Probe) -> None:
