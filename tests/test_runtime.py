@@ -155,7 +155,7 @@ async def test_handlers_run_inside_a_task_when_the_service_asks(settings: Settin
     async def needs_a_task(svc: Any) -> None:
         assert asyncio.current_task() is not None  # aiohttp's timeouts need one
         async with asyncio.timeout(5):
-            pass
+            await asyncio.sleep(0)
 
     Recording.behaviour = needs_a_task
     w = Worker(Lazy, settings)
