@@ -145,8 +145,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with tmp.open("xb") as f:
             f.write(data)
-        # No fsync: this guards readers and crashes of the gateway against half files; a
-        # power cut may still lose the last upload, which was never acknowledged as durable.
+        # No fsync: the rename guards readers and a crashed gateway against half files; a
+        # power cut may still lose uploads of the last seconds (the page cache's, not ours).
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
