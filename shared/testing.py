@@ -173,7 +173,7 @@ def root() -> str:
 
 
 @pytest.fixture
-def service_env(broker: PrivateMosquitto, root: str) -> dict[str, str]:
+def service_env(broker: PrivateMosquitto, root: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
     env.update(
         MQTT_URL=broker.url,
@@ -182,6 +182,9 @@ def service_env(broker: PrivateMosquitto, root: str) -> dict[str, str]:
         BUILD_TICK_SECONDS="0.2",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        # Stores in the test's own folder, never the project's .dovecote/.
+        IMAGES_DIR=str(tmp_path / "images"),
+        POINTS_DB=str(tmp_path / "points.sqlite3"),
     )
     env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
     return env
