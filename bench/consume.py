@@ -111,6 +111,7 @@ class Clock:
 
 class Counter(Service):
     name = "benchsvc"
+    eager_handlers = True
     clock: ClassVar[Clock]
 
     @handles(BENCH_TOPIC)

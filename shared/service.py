@@ -123,10 +123,12 @@ class Service:
     # A persistent session keeps QoS 1 messages while the worker is down. A service whose
     # state is rebuilt from retained topics (the gateway) can use a clean one instead.
     clean_session: ClassVar[bool] = False
-    # Handlers start on the message's own callback (no Task) for speed. A service whose
-    # handlers await I/O at once turns that off: aiohttp's timeouts, like asyncio.timeout(),
-    # work only inside a Task.
-    eager_handlers: ClassVar[bool] = True
+    # Each message's handler runs in its own asyncio Task. A service whose handlers rarely
+    # await (the gateway forwarding bytes, SQLite writes) may start them eagerly on the
+    # message's own callback instead: no Task and no loop turn per message, but no
+    # ``asyncio.current_task()`` before the first suspension, so ``asyncio.timeout()`` and
+    # aiohttp's client timeouts fail there. Safe by default, fast by choice.
+    eager_handlers: ClassVar[bool] = False
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus

@@ -193,8 +193,8 @@ async def test_a_client_that_stops_reading_is_closed_and_others_keep_up(
             for n in range(4000):
                 big["id"] = act.new_id()
                 federation.probe.publish("events/flood/note", big, qos=0)
-                if n % 500 == 0:
-                    await asyncio.sleep(0.05)
+                if n % 100 == 0:  # ~2,000 frames/s: a reading client keeps up, even on a
+                    await asyncio.sleep(0.05)  # busy CI machine; a stuck one cannot
             await wait_until(lambda: len(page.frames) > 3000, 30, "the good client's frames")
             for _ in range(100):
                 if await sockets() == 1:

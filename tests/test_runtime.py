@@ -27,6 +27,7 @@ class Recording(Service):
     """A test service: records what its handlers got; behaviour set per test."""
 
     name = "recorder"
+    eager_handlers = True  # the fast path; the Task path is tested by a subclass below
     seen: list[tuple[str, str]]
     behaviour: Callable[[Any], Any] | None = None
 

@@ -31,6 +31,7 @@ FINAL_TOPIC = {
 
 class Builder(Service):
     name = "builder"
+    eager_handlers = True  # handlers only publish and start the build task
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)

@@ -38,6 +38,7 @@ STATE_TOPICS = [t for t in topics.all_topics() if t.kind == "state" and not t.pa
 
 class Gateway(Service):
     name = "gateway"
+    eager_handlers = True  # forwarding bytes never awaits: no Task per message
     # Browsers rebuild everything from retained state on reconnect: a gateway that was down
     # has no use for a backlog of stale events, so its session is clean.
     clean_session = True

@@ -21,7 +21,6 @@ from shared.service import Bus, Delivery, Service, Unprocessable, handles
 
 class Notifier(Service):
     name = "notifier"
-    eager_handlers = False  # every handler awaits HTTP at once: run each in a Task
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)

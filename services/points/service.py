@@ -27,6 +27,7 @@ LEADERS = 10
 
 class Points(Service):
     name = "points"
+    eager_handlers = True  # SQLite is synchronous: handlers never suspend
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)

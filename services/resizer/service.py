@@ -41,7 +41,6 @@ def parse_sizes(raw: str) -> list[int]:
 
 class Resizer(Service):
     name = "resizer"
-    eager_handlers = False  # every handler awaits HTTP at once: run each in a Task
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
