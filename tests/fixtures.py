@@ -54,10 +54,19 @@ async def wait_http(url: str, timeout: float = 15.0) -> None:
 
 @pytest.fixture
 async def federation(
-    start_service: StartService, service_env: dict[str, str], probe: Probe
+    request: pytest.FixtureRequest,
+    start_service: StartService,
+    service_env: dict[str, str],
+    probe: Probe,
 ) -> Federation:
-    """Builder and gateway as real processes on the private broker, gateway answering."""
-    builder = start_service("builder")
+    """Builder and gateway as real processes on the private broker, gateway answering.
+
+    ``@pytest.mark.build_tick(seconds)`` slows the build for tests that act mid-build.
+    """
+    tick = request.node.get_closest_marker("build_tick")
+    builder = start_service(
+        "builder", **({"BUILD_TICK_SECONDS": str(tick.args[0])} if tick else {})
+    )
     gateway = start_service("gateway")
     url = service_env["PUBLIC_URL"]
     await wait_http(f"{url}/healthz")

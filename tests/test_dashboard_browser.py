@@ -58,6 +58,7 @@ async def test_a_build_asked_to_fail_turns_red_at_70(federation: Federation, bro
     assert await page.text_content("#build-state") == "failed"
 
 
+@pytest.mark.build_tick(0.5)
 async def test_a_page_opened_mid_build_shows_the_current_progress_at_once(
     federation: Federation, browser: Any
 ) -> None:
@@ -73,8 +74,17 @@ async def test_a_page_opened_mid_build_shows_the_current_progress_at_once(
     assert await progress(late) >= 40
     assert await late.text_content("#build-state") == "running"
     assert await late.is_enabled("#stop")
+    # Even with no script at all, the bar is drawn at its width (the CSP allows that style).
+    bare = await (await browser.new_context(java_script_enabled=False)).new_page()
+    await bare.goto(federation.url + "/")
+    bar, fill = (
+        await bare.locator("#bar").bounding_box(),
+        await bare.locator("#progress").bounding_box(),
+    )
+    assert fill["width"] >= 0.35 * bar["width"]
 
 
+@pytest.mark.build_tick(0.6)  # room to click Stop before the end, even on a busy machine
 async def test_stop_mid_build_from_the_page(federation: Federation, browser: Any) -> None:
     page = await browser.new_page()
     await page.goto(federation.url + "/")

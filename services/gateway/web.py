@@ -53,7 +53,9 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; "
-        "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        # style attributes only for the server-rendered progress width (no <style>, no JS)
+        "style-src 'self'; style-src-attr 'unsafe-inline'; script-src 'self'; "
+        "frame-ancestors 'none'",
     )
     return response
 
