@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
+# The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on docs/asyncapi.yaml.
+PARSER_STAMP := tests/asyncapi/node_modules/.package-lock.json
 
 .PHONY: run test lint bench docs system-deps clean
 
@@ -12,7 +14,7 @@ run: $(RUN_STAMP)
 	$(BIN)/dovecote run $(services)
 
 ## test: the whole suite (real broker, real processes, real headless chromium)
-test: $(DEV_STAMP) system-deps
+test: $(DEV_STAMP) system-deps $(PARSER_STAMP)
 	$(BIN)/pytest
 
 ## lint: ruff (lint + format) and mypy --strict
@@ -25,7 +27,7 @@ lint: $(DEV_STAMP)
 bench: $(DEV_STAMP) system-deps
 	$(BIN)/python -m bench
 
-## docs: regenerate docs/topics.md and docs/schemas/ from the topic registry
+## docs: regenerate docs/topics.md, docs/asyncapi.yaml and docs/schemas/ from the registry
 docs: $(DEV_STAMP)
 	$(BIN)/python -m shared.docs
 
@@ -41,9 +43,15 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
-# Tests start their own Mosquitto and drive Debian's chromium; install both if missing.
+# Tests start their own Mosquitto, drive Debian's chromium and run the AsyncAPI parser
+# with node; install what is missing.
 system-deps:
-	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium
+	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium npm:npm
+
+# --ignore-scripts: nothing the parser needs runs at install time (one dependency's
+# postinstall only sends usage analytics).
+$(PARSER_STAMP): tests/asyncapi/package.json tests/asyncapi/package-lock.json | system-deps
+	npm ci --prefix tests/asyncapi --ignore-scripts --no-audit --no-fund --loglevel=error
 
 clean:
-	rm -rf $(VENV) .dovecote .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .dovecote .pytest_cache .mypy_cache .ruff_cache tests/asyncapi/node_modules

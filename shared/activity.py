@@ -348,3 +348,19 @@ def json_schema(kind: type[Activity]) -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(kind)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
+
+
+def json_schema_components(
+    kinds: list[type[Activity]], ref_template: str = "#/components/schemas/{name}"
+) -> dict[str, Any]:
+    """The same schemas as ``json_schema()``, as one set of named components whose ``$ref``s
+    point at ``ref_template`` (AsyncAPI's ``components/schemas``), shared between types."""
+    names = [k.__name__ for k in kinds]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two payload types share a name: {sorted(names)}")
+    try:
+        _, components = msgspec.json.schema_components(kinds, ref_template=ref_template)
+    except KeyError as exc:  # msgspec's way of saying two nested types share a name
+        clash = getattr(exc.args[0], "__qualname__", exc.args[0])
+        raise ValueError(f"two different types are named like {clash}: rename one") from None
+    return dict(components)

@@ -1,7 +1,9 @@
-"""Generates ``docs/topics.md`` from the topic registry: ``python -m shared.docs``.
+"""Generates the published contract from the topic registry: ``python -m shared.docs``.
 
-``--check`` exits non-zero when the committed file differs from what the registry says
-(CI runs it through the test suite), so the documentation cannot drift from the code.
+Writes ``docs/topics.md`` (for people), ``docs/asyncapi.yaml`` (AsyncAPI 3.0, for tools)
+and ``docs/schemas/*.json``. ``--check`` exits non-zero when a committed file differs from
+what the registry says (CI runs it through the test suite), so the documentation cannot
+drift from the code. An AsyncAPI document that fails ``asyncapi.check()`` is never written.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from pathlib import Path
 import orjson
 
 from shared import activity as act
-from shared import topics
+from shared import asyncapi, topics
 
 PROJECT = Path(__file__).resolve().parent.parent
 TOPICS_MD = PROJECT / "docs" / "topics.md"
 SCHEMA_DIR = PROJECT / "docs" / "schemas"
+ASYNCAPI_YAML = PROJECT / "docs" / "asyncapi.yaml"
 
 
 def load_service_topics() -> None:
@@ -37,6 +40,7 @@ def topics_markdown(root: str = "dovecote") -> str:
         "Payloads are W3C Activity Streams 2.0 activities (`application/activity+json`,",
         "UTF-8); each payload type's JSON Schema is in [`schemas/`](schemas/). `{name}` is one",
         "topic level holding a sanitised id: 1-64 of `a-z 0-9 _ -`, never `/ + # .` or spaces.",
+        "The same registry generates [`asyncapi.yaml`](asyncapi.yaml) (AsyncAPI 3.0) for tools.",
         "",
         "| topic | publisher | QoS | retained | payload | meaning |",
         "|---|---|:-:|:-:|---|---|",
@@ -69,9 +73,17 @@ def schemas() -> dict[str, bytes]:
     }
 
 
+class InvalidContract(ValueError):
+    """The generated AsyncAPI document fails the project's check."""
+
+
 def expected_files() -> dict[Path, bytes]:
     load_service_topics()
-    files = {TOPICS_MD: topics_markdown().encode()}
+    doc = asyncapi.document()
+    problems = asyncapi.check(doc)
+    if problems:
+        raise InvalidContract("the AsyncAPI document is invalid:\n  " + "\n  ".join(problems))
+    files = {TOPICS_MD: topics_markdown().encode(), ASYNCAPI_YAML: asyncapi.render(doc).encode()}
     files.update({SCHEMA_DIR / name: body for name, body in schemas().items()})
     return files
 
@@ -81,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the docs are stale")
     args = parser.parse_args(argv)
     stale = []
-    for path, body in expected_files().items():
+    try:
+        files = expected_files()
+    except InvalidContract as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for path, body in files.items():
         if path.exists() and path.read_bytes() == body:
             continue
         if args.check:

@@ -8,6 +8,10 @@ Also a pytest plugin (``pytest_plugins = ["shared.testing"]``) with the fixtures
 - ``start_service``: runs ``python -m services.<name>`` as a real process, stopped after;
 - ``probe``: a bus client that records what is published and waits for it
   (Nameko's ``entrypoint_waiter``, on a real broker).
+
+The plugin is registered for every pytest run in the project's environment (a ``pytest11``
+entry point in pyproject.toml), so a service's own tests in ``services/<name>/`` use these
+fixtures with no conftest. ``docs/adding-a-service.md`` shows how.
 """
 
 from __future__ import annotations
@@ -143,6 +147,16 @@ class Probe:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+
+    async def wait_online(
+        self, service: str, instance: str = "1", timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Wait for a worker's presence Join. A worker subscribes before it announces itself,
+        so from then on what is published reaches it."""
+        joins = await self.wait_for(
+            f"services/{service}/{instance}", lambda a: a["type"] == "Join", timeout
+        )
+        return joins[-1]
 
     async def stop(self) -> None:
         await self.conn.stop(2)

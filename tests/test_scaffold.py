@@ -1,0 +1,146 @@
+"""``dovecote new-service``: in a temporary copy of the repo, scaffold a service, then run its
+own test (green), lint it, run it under the supervisor, and show nothing else changed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared import scaffold
+from shared.broker import PROJECT
+from shared.testing import Probe
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def repo_copy(dest: Path) -> Path:
+    """Every file git knows or would add (tracked + untracked, not ignored), as it is now."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = PROJECT / rel
+        if src.is_file():  # tracked but deleted in the worktree: not part of "now"
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+async def run(args: list[str], cwd: Path, env: dict[str, str], expect: int = 0) -> tuple[str, str]:
+    """Run a command to its end without blocking the event loop (the probe lives on it)."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    stdout, stderr = out.decode(), err.decode()
+    assert proc.returncode == expect, f"{args} exited {proc.returncode}:\n{stdout}\n{stderr}"
+    return stdout, stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("Tweeter", "not a valid service name"),
+        ("my-svc", "not a valid service name"),
+        ("1st", "not a valid service name"),
+        ("a/b", "not a valid service name"),
+        ("a.b", "not a valid service name"),
+        ("", "not a valid service name"),
+        ("x" * 33, "not a valid service name"),
+        ("odd_", "not a valid service name"),
+        ("class", "is a Python keyword"),
+        ("builder", "services/builder already exists"),
+        ("gateway", "services/gateway already exists"),
+    ],
+)
+def test_bad_or_taken_names_are_refused(name: str, why: str) -> None:
+    with pytest.raises(scaffold.ScaffoldError, match=why):
+        scaffold.check_name(name)
+
+
+def test_the_template_renders_every_file_with_the_names_filled_in() -> None:
+    files = scaffold.render("image_tagger")
+    assert sorted(files) == [
+        "__init__.py",
+        "__main__.py",
+        "service.py",
+        "test_image_tagger.py",
+        "topics.py",
+    ]
+    assert "class ImageTagger(Service):" in files["service.py"]
+    assert '"events/image_tagger/noted"' in files["topics.py"]
+    assert all("$" not in text for text in files.values())
+
+
+@pytest.mark.slow
+async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation(
+    tmp_path: Path, service_env: dict[str, str], probe: Probe
+) -> None:
+    repo = repo_copy(tmp_path / "repo")
+    env = {**service_env, "PYTHONPATH": str(repo)}  # the copy's code, not the worktree's
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    await run([*git, "init", "-q"], repo, env)
+    await run([*git, "add", "-A"], repo, env)
+    await run([*git, "commit", "-qm", "before"], repo, env)
+
+    cli = [sys.executable, "-m", "shared.cli"]
+    out, _ = await run([*cli, "new-service", "hello"], repo, env)
+    assert "created services/hello/service.py" in out and "wrote docs/asyncapi.yaml" in out
+
+    # One new folder; the rest of the change is the regenerated contract. No service edited.
+    changed, _ = await run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
+    assert sorted(line[3:] for line in changed.splitlines()) == [
+        "docs/asyncapi.yaml",
+        "docs/schemas/HelloNoteCreated.json",
+        "docs/topics.md",
+        "services/hello/__init__.py",
+        "services/hello/__main__.py",
+        "services/hello/service.py",
+        "services/hello/test_hello.py",
+        "services/hello/topics.py",
+    ]
+
+    _, err = await run([*cli, "new-service", "hello"], repo, env, expect=2)
+    assert "dovecote new-service: services/hello already exists" in err
+    _, err = await run([*cli, "new-service", "Hello-World"], repo, env, expect=2)
+    assert "'Hello-World' is not a valid service name" in err
+
+    # The generated code meets the project's own bar, and its own test is green.
+    await run([str(VENV_BIN / "ruff"), "check", "services/hello"], repo, env)
+    await run([str(VENV_BIN / "ruff"), "format", "--check", "services/hello"], repo, env)
+    await run([str(VENV_BIN / "mypy"), "services/hello"], repo, env)
+    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    out, _ = await run([*pytest_cmd, "services/hello", "tests/test_docs.py"], repo, env)
+    assert "4 passed" in out, out
+    await run([sys.executable, "-m", "shared.asyncapi"], repo, env)
+
+    # ... and that test can fail: break the service, and it says what went wrong.
+    service_py = repo / "services/hello/service.py"
+    original = service_py.read_text()
+    service_py.write_text(original.replace('f"{build.name} succeeded"', '"?"'))
+    out, _ = await run([*pytest_cmd, "services/hello"], repo, env, expect=1)
+    assert "2 failed" in out and "'Build #7 succeeded'" in out, out
+    service_py.write_text(original)
+
+    # The supervisor found it with no list to edit: `dovecote run hello` starts it.
+    sup = await asyncio.create_subprocess_exec(
+        *cli, "run", "hello", cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        await probe.wait_online("hello", timeout=30)
+    finally:
+        sup.send_signal(signal.SIGINT)
+        out_bytes, _ = await asyncio.wait_for(sup.communicate(), 30)
+    text = out_bytes.decode()
+    assert sup.returncode == 0, text
+    assert "workers:        hello×1" in text
+    await probe.wait_for("services/hello/1", lambda a: a["type"] == "Leave")
