@@ -9,7 +9,6 @@ drift from the code. An AsyncAPI document that fails ``asyncapi.check()`` is nev
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
@@ -24,10 +23,7 @@ SCHEMA_DIR = PROJECT / "docs" / "schemas"
 ASYNCAPI_YAML = PROJECT / "docs" / "asyncapi.yaml"
 
 
-def load_service_topics() -> None:
-    """Import ``services/<name>/topics.py`` wherever a service declares topics of its own."""
-    for path in sorted((PROJECT / "services").glob("*/topics.py")):
-        importlib.import_module(f"services.{path.parent.name}.topics")
+load_service_topics = topics.load_service_topics
 
 
 def topics_markdown(root: str = "dovecote") -> str:

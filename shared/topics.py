@@ -16,9 +16,11 @@ here. Rules for every topic (see DESIGN.md):
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared import activity as act
 
@@ -149,6 +151,16 @@ def register(topic: Topic) -> Topic:
 
 def all_topics() -> Iterator[Topic]:
     return iter(sorted(_REGISTRY.values(), key=lambda t: t.pattern))
+
+
+def load_service_topics() -> None:
+    """Import ``services/<name>/topics.py`` wherever a service declares topics of its own.
+
+    For tools that need the whole registry (docs, ``dovecote tail`` and ``publish``); a
+    service needs only its own topics and shared ones, which its imports already load.
+    """
+    for path in sorted((Path(__file__).resolve().parent.parent / "services").glob("*/topics.py")):
+        importlib.import_module(f"services.{path.parent.name}.topics")
 
 
 def lookup(root: str, topic: str) -> tuple[Topic, dict[str, str]] | None:
