@@ -218,7 +218,11 @@ def start_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Start
 
     yield start
     for proc in reversed(started):
-        proc.stop()
+        code = proc.stop()
+        # pytest shows a test's captured output only when it fails: then, what each
+        # service said is right there in the report.
+        tail = "\n".join(proc.log.splitlines()[-40:])
+        print(f"--- {proc.name}.{proc.instance} (exit code {code}), {proc.log_path}:\n{tail}")
 
 
 @pytest.fixture
