@@ -1,0 +1,4 @@
+from services.tweeter.service import Tweeter
+from shared.service import run
+
+run(Tweeter)

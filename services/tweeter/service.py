@@ -1,0 +1,54 @@
+"""The tweeter: a short public post for every uploaded image (the seed's sixth subscriber).
+
+- listens to ``events/image/created`` (the gateway's, one per upload);
+- publishes ``events/tweet/created``, its own topic (``topics.py``): a Note whose text is
+  also the activity's ``summary``, which is what the dashboard's live feed shows.
+
+It keeps nothing: the tweet's id is made from the image's, so a redelivered upload (at
+least once) makes the same tweet, and subscribers that deduplicate on ids see it once.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from services.tweeter import topics as own
+from shared import activity as act
+from shared import topics
+from shared.service import Delivery, Service, handles
+
+
+def tweet_text(image: act.Image, who: str) -> str:
+    """Who shared which title, its size and its URL; the title is cut to fit 280."""
+    tail = f"” ({image.width}×{image.height}) {image.url}"
+    head = f"{who} shared “"
+    room = own.TWEET_LENGTH - len(head) - len(tail)
+    title = image.name if len(image.name) <= room else image.name[: max(room - 1, 0)] + "…"
+    return (head + title + tail)[: own.TWEET_LENGTH]
+
+
+def tweet_id(image_id: str) -> str:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"tweet:{image_id}").urn
+
+
+class Tweeter(Service):
+    name = "tweeter"
+
+    @handles(topics.IMAGE_CREATED)
+    async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
+        image, uploader = activity.object, activity.actor
+        text = tweet_text(image, uploader.name or uploader.id)
+        tweet = {
+            "type": "Note",
+            "id": tweet_id(image.id),
+            "content": text,
+            "inReplyTo": activity.id,
+            "url": image.url,
+            "attributedTo": act.to_builtins(uploader),
+        }
+        context = activity.context or activity.id
+        self.bus.publish(
+            own.TWEETED,
+            act.new("Create", self.bus.actor, tweet, context=context, summary=text),
+        )
+        self.log.info("tweeted about %s [context=%s]", image.id, context)

@@ -1,0 +1,46 @@
+"""The topic the tweeter publishes, declared by the tweeter itself.
+
+Nothing else needs editing: ``make docs`` finds this module and documents the topic in
+docs/topics.md and docs/asyncapi.yaml; the runtime lets the tweeter, and only the tweeter
+(the ``publisher``), publish it; the gateway forwards every ``events/#`` topic to the
+dashboard's live feed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta
+
+from shared import activity as act
+from shared.topics import Topic, register
+
+TWEET_LENGTH = 280
+
+
+class Tweet(act.Model):
+    """A short public post about an upload: an AS2 Note."""
+
+    type: Literal["Note"]
+    id: act.Iri  # made from the image's id: a redelivered upload makes the same tweet
+    content: Annotated[str, Meta(max_length=TWEET_LENGTH)]
+    inReplyTo: act.Iri  # the Create activity of the upload
+    url: act.Iri  # the image
+    attributedTo: act.Actor | None = None  # who uploaded it
+
+
+class TweetCreated(act.Activity):
+    type: Literal["Create"]
+    object: Tweet
+
+
+TWEETED = register(
+    Topic(
+        "events/tweet/created",
+        "tweeter",
+        1,
+        False,
+        TweetCreated,
+        "The tweeter posted a Note (at most 280 characters) about an uploaded image.",
+    )
+)
