@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidContract as exc:
         print(exc, file=sys.stderr)
         return 1
+    # A schema no topic uses any more (a payload renamed or a topic removed) must go too.
+    for path in sorted(set(SCHEMA_DIR.glob("*.json")) - set(files)):
+        if args.check:
+            stale.append(path.relative_to(PROJECT))
+        else:
+            path.unlink()
+            print(f"removed {path.relative_to(PROJECT)}")
     for path, body in files.items():
         if path.exists() and path.read_bytes() == body:
             continue

@@ -118,9 +118,10 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     await run([str(VENV_BIN / "ruff"), "check", "services/hello"], repo, env)
     await run([str(VENV_BIN / "ruff"), "format", "--check", "services/hello"], repo, env)
     await run([str(VENV_BIN / "mypy"), "services/hello"], repo, env)
-    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v"]
     out, _ = await run([*pytest_cmd, "services/hello", "tests/test_docs.py"], repo, env)
-    assert "4 passed" in out, out
+    assert "services/hello/test_hello.py::test_a_successful_build_gets_a_note PASSED" in out
+    assert "test_docs.py::test_committed_docs_match_the_registry PASSED" in out
     await run([sys.executable, "-m", "shared.asyncapi"], repo, env)
 
     # ... and that test can fail: break the service, and it says what went wrong.
