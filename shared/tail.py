@@ -60,8 +60,10 @@ def summarize(obj: Any) -> str:
         return _short(str(obj), 60)
     label = obj.get("name") or obj.get("content") or obj.get("id")
     words = [str(obj.get("type", "Object"))]
-    if isinstance(label, str):
-        words.append(repr(_short(label, 40)) if label != obj.get("id") else short_id(label))
+    if isinstance(label, str) and label == obj.get("id"):
+        words.append(short_id(label))
+    elif isinstance(label, str):  # a note's text is what it is about: give it more room
+        words.append(repr(_short(label, 40 if label == obj.get("name") else 80)))
     fields = [k for k in _FIRST if k in obj] + [k for k in obj if k not in _FIRST]
     extras = []
     for key in fields:
@@ -117,7 +119,8 @@ def describe(msg: Message, root: str, style: Style = PLAIN) -> str:
         style("1", a["type"].ljust(6)),
         f"{actor} → {summarize(a['object'])}",
     ]
-    if a.get("summary"):
+    obj = a["object"] if isinstance(a["object"], dict) else {}
+    if a.get("summary") and a["summary"] not in (obj.get("content"), obj.get("name")):
         parts.append(f"“{_short(a['summary'], 60)}”")
     if a.get("context"):
         parts.append(style("2", f"ctx {short_id(a['context'])}"))

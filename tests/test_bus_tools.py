@@ -235,5 +235,7 @@ def test_summaries_pick_the_telling_fields() -> None:
         "Build state=running 40%"
     )
     assert summarize("urn:x") == "urn:x"
+    note = {"type": "Note", "content": "a fairly long note that takes more than forty characters"}
+    assert summarize(note) == f"Note {note['content']!r}"
     cleared = Message("t1/state/build", b"", 1, True, 1)
     assert describe(cleared, "t1").endswith("state/build  (empty: a cleared retained topic)")
