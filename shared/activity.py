@@ -356,8 +356,8 @@ def json_schema_components(
     """The same schemas as ``json_schema()``, as one set of named components whose ``$ref``s
     point at ``ref_template`` (AsyncAPI's ``components/schemas``), shared between types."""
     names = [k.__name__ for k in kinds]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two payload types share a name: {sorted(names)}")
+    if clashes := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"different payload types share a name: {', '.join(clashes)}")
     try:
         _, components = msgspec.json.schema_components(kinds, ref_template=ref_template)
     except KeyError as exc:  # msgspec's way of saying two nested types share a name
