@@ -110,3 +110,19 @@ async def test_sigterm_mid_build_stops_it_cleanly(
     await probe.wait_for("events/build/stopped")
     await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave")
     await wait_until(lambda: "stopped" in builder.log, what="log line")
+
+
+async def test_a_start_queued_while_the_builder_was_down_continues_the_numbering(
+    start_service: StartService, probe: Probe
+) -> None:
+    builder = start_service("builder", BUILD_TICK_SECONDS="0.05")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    await probe.wait_for("state/builds", lambda a: a["object"]["totalItems"] == 1)
+    assert await asyncio.to_thread(builder.stop) == 0
+    # Queued in the builder's persistent session; delivered before its retained history.
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    await probe.conn.flush()
+    start_service("builder", BUILD_TICK_SECONDS="0.05")
+    [_, second] = await probe.wait_for("events/build/started", count=2)
+    assert second["object"]["name"] == "Build #2"

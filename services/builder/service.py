@@ -22,6 +22,8 @@ from shared import topics
 from shared.config import Settings
 from shared.service import Bus, Delivery, Service, handles
 
+RESTORE_WAIT = 2.0  # seconds a first command waits for the retained history
+
 FINAL_TOPIC = {
     "succeeded": topics.BUILD_SUCCEEDED,
     "failed": topics.BUILD_FAILED,
@@ -43,9 +45,16 @@ class Builder(Service):
         self.history: list[dict[str, Any]] = []
         self.total = 0
         self.worker = f"{self.name}.{bus.instance}"
+        self.restored = asyncio.Event()  # our retained history has arrived (or never will)
 
     @handles(topics.BUILD_START)
     async def on_start(self, activity: act.StartBuild, _: Delivery) -> None:
+        if not self.restored.is_set():
+            # A command queued while we were down arrives before the retained history
+            # (sent only after we resubscribe): wait for it, or numbering starts over.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.restored.wait(), RESTORE_WAIT)
+            self.restored.set()
         running = self.current or (
             self.last_state if self.last_state and self.last_state["state"] == "running" else None
         )
@@ -92,6 +101,7 @@ class Builder(Service):
 
     @handles(topics.BUILD_HISTORY, shared=False)
     async def on_history(self, activity: act.BuildHistoryUpdated, _: Delivery) -> None:
+        self.restored.set()
         if not self.history:
             self.history = [act.to_builtins(x) for x in activity.object.orderedItems]
         self.total = max(self.total, activity.object.totalItems)
