@@ -148,7 +148,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     user = current_user(request)
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=MAX_COMMAND_BYTES)
     await ws.prepare(request)
-    client = ctx.hub.join(ws, request, user.id)
+    try:
+        client = ctx.hub.join(ws, request, user.id)
+    except ConnectionResetError:
+        return ws
     client.push(notice("hello", root=ctx.root, user=user.id))
     for frame in ctx.hub.snapshot():
         client.push(frame)
