@@ -47,8 +47,17 @@ class Step:
     closed: int
     p50: float
     p99: float
-    cpu: float  # server CPU seconds during the step
+    cpu_each: list[float]  # CPU seconds of each server process during the step
     seconds: float  # of publishing
+
+    @property
+    def cpu(self) -> float:
+        return sum(self.cpu_each)
+
+    @property
+    def busy(self) -> float:
+        """The server's CPU use during the step, in cores."""
+        return self.cpu / (self.seconds + GRACE)
 
     @property
     def expected(self) -> int:
@@ -78,10 +87,10 @@ async def run_step(
 ) -> Step:
     rate = target / n
     await fleet.step(step)
-    cpu = server.cpu_seconds()
+    before = server.cpu_each()
     sent = await pub.run(step, rate, seconds)
     await asyncio.sleep(GRACE)
-    cpu = server.cpu_seconds() - cpu
+    cpu_each = [after - b for after, b in zip(server.cpu_each(), before, strict=True)]
     tally: Tally = await fleet.report()
     return Step(
         n,
@@ -92,7 +101,7 @@ async def run_step(
         tally.closed,
         tally.percentile(50),
         tally.percentile(99),
-        cpu,
+        cpu_each,
         seconds,
     )
 
@@ -239,14 +248,14 @@ def report(r: dict[str, Any]) -> None:
         print(f"  N = {n} sockets")
         print(
             f"    {'server':12} {'msg/s':>7} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'us CPU/deliv':>12}  held"
+            f"{'us CPU/deliv':>12} {'busy':>5}  held"
         )
         for name, steps in servers.items():
             for s in steps:
                 print(
                     f"    {name:12} {s.rate:7.0f} {s.delivered_per_s:8.0f} {s.p50:7.1f} "
-                    f"{s.p99:7.1f} {s.us_per_delivery:12.1f}  {'yes' if s.held else 'NO'}"
-                    + (f" ({s.closed} closed)" if s.closed else "")
+                    f"{s.p99:7.1f} {s.us_per_delivery:12.1f} {s.busy:5.0%}  "
+                    f"{'yes' if s.held else 'NO'}" + (f" ({s.closed} closed)" if s.closed else "")
                 )
 
     names = list(fanout[SIZES[0]])
@@ -292,11 +301,20 @@ def report(r: dict[str, Any]) -> None:
             ".1f",
             "goal <= 15 KB",
         )
-    one, two = best(fanout[SIZES[-1]]["Dovecote"]), best(fanout[SIZES[-1]]["Dovecote ×2"])
-    if one and two:
+    n = SIZES[-1]
+    one, two = best(fanout[n]["Dovecote"]), best(fanout[n]["Dovecote ×2"])
+    one_ref, two_ref = at(fanout[n]["Dovecote"], REFERENCE), at(fanout[n]["Dovecote ×2"], REFERENCE)
+    if one and two and one_ref and two_ref:
+        split = "/".join(f"{c / two_ref.cpu:.0%}" for c in two_ref.cpu_each)
         print(
-            f"  2 gateway workers vs 1, SO_REUSEPORT, N={SIZES[-1]}: max held "
+            f"  2 gateway workers vs 1 (SO_REUSEPORT), N={n}: max held "
             f"{two.delivered_per_s:,.0f} vs {one.delivered_per_s:,.0f} deliveries/s = "
-            f"{two.delivered_per_s / one.delivered_per_s:.2f}x ({os.cpu_count()} cores, shared "
-            "with the broker and the load processes)"
+            f"{two.delivered_per_s / one.delivered_per_s:.2f}x; "
+            f"@{REFERENCE // 1000}k/s {two_ref.us_per_delivery:.1f} vs "
+            f"{one_ref.us_per_delivery:.1f} us CPU/delivery, work split {split}"
+        )
+        print(
+            f"    (1 worker was {one.busy:.0%} busy at its max held step: on {os.cpu_count()} "
+            "cores the load processes, which spend more per frame than the gateway, run out of "
+            "CPU first; the split says what more cores would give)"
         )

@@ -61,14 +61,14 @@ class Server:
     engineio: bool
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
 
-    def cpu_seconds(self) -> float:
-        """utime + stime of every process of this server, from /proc/<pid>/stat."""
-        total = 0
+    def cpu_each(self) -> list[float]:
+        """utime + stime of each process of this server (seconds), from /proc/<pid>/stat."""
+        seconds = []
         for p in self.processes:
             stat = Path(f"/proc/{p.pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
-        return total / TICK
+            seconds.append((int(fields[11]) + int(fields[12])) / TICK)  # stat(5) fields 14, 15
+        return seconds
 
     def rss_bytes(self) -> int:
         total = 0
