@@ -6,7 +6,6 @@ generator does not measure itself (PERF.md). Each message carries its send time.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bench.common import heading, private_broker
@@ -23,8 +22,8 @@ LOADERS = 2
 async def light_load(server: Server, pub: Publisher) -> Step:
     fleet = await Fleet.open(server.ws_url, SOCKETS, LOADERS, server.engineio)
     try:
-        await asyncio.sleep(0.5)
-        return await run_step(server, fleet, pub, SOCKETS, 0, SOCKETS * RATE, SECONDS)
+        await run_step(server, fleet, pub, SOCKETS, 0, SOCKETS * RATE, 1.0)  # warm-up
+        return await run_step(server, fleet, pub, SOCKETS, 1, SOCKETS * RATE, SECONDS)
     finally:
         await fleet.close()
 

@@ -84,12 +84,12 @@ async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway:
         websockets.connect(gateway.url, max_size=None) as a,
         websockets.connect(gateway.url + "?as=grace", max_size=None) as b,
     ):
-        await wait_until(lambda: len(gateway.hub.clients) == 2, 5, "two sockets")
+        await wait_until(lambda: len(gateway.hub.clients) == 2, 15, "two sockets")
         hello = orjson.loads(await a.recv())
         assert hello["type"] == "hello"
         await b.recv()
         for n in range(50):
-            gateway.hub.broadcast(bus_frame(n, pad=n * 997))  # 0 .. 48 KB: all 3 header sizes
+            gateway.hub.broadcast(bus_frame(n, pad=n * 1500))  # 0 .. 73 KB: every header size
             if n % 10 == 0:  # aiohttp writes its own frames between ours
                 await next(iter(gateway.hub.clients)).ws.ping(b"p")
             if n == 25:
@@ -102,6 +102,19 @@ async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway:
     assert orjson.loads(got_b[26]) == {"type": "for-grace"}
 
 
+def raw_socket(gateway: Gateway) -> socket.socket:
+    """A websocket client that reads nothing unless told: a browser tab gone to sleep."""
+    port = int(gateway.url.split(":")[2].split("/")[0])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    return sock
+
+
 def notice_frame() -> bytes:
     return orjson.dumps({"type": "for-grace"})
 
@@ -110,15 +123,12 @@ async def test_a_lagging_socket_is_held_back_then_gets_everything_in_order(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hub_module, "HIGH_WATER", 16 * 1024)
-    host, port = "127.0.0.1", int(gateway.url.split(":")[2].split("/")[0])
-    slow = socket.socket()
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.connect((host, port))
-    slow.sendall(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    await wait_until(lambda: len(gateway.hub.clients) == 1, 5, "the socket joined")
+    with raw_socket(gateway) as slow:
+        await lagging_then_reading(gateway, slow)
+
+
+async def lagging_then_reading(gateway: Gateway, slow: socket.socket) -> None:
+    await wait_until(lambda: len(gateway.hub.clients) == 1, 15, "the socket joined")
     [client] = gateway.hub.clients
     count = 0
     while client.backlog is None and count < 5000:  # fill the kernel and transport buffers
@@ -143,11 +153,10 @@ async def test_a_lagging_socket_is_held_back_then_gets_everything_in_order(
         if not chunk:
             break
         received += chunk
-    slow.close()
     assert received.startswith(b"HTTP/1.1 101")
     frames = parse_frames(bytes(received[received.find(b"\r\n\r\n") + 4 :]))
     assert numbers([f.data for f in frames if f.opcode is Opcode.TEXT]) == list(range(count))
-    await wait_until(lambda: client.backlog is None, 5, "the backlog drained")
+    await wait_until(lambda: client.backlog is None, 15, "the backlog drained")
 
 
 async def test_a_socket_that_never_reads_is_closed_and_forgotten(
@@ -155,19 +164,11 @@ async def test_a_socket_that_never_reads_is_closed_and_forgotten(
 ) -> None:
     monkeypatch.setattr(hub_module, "HIGH_WATER", 16 * 1024)
     monkeypatch.setattr(hub_module, "QUEUE_BYTES", 256 * 1024)
-    port = int(gateway.url.split(":")[2].split("/")[0])
-    stuck = socket.socket()
-    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stuck.connect(("127.0.0.1", port))
-    stuck.sendall(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    await wait_until(lambda: len(gateway.hub.clients) == 1, 5, "the socket joined")
-    for n in range(2000):
-        gateway.hub.broadcast(bus_frame(n, pad=8000))
-        await asyncio.sleep(0)
-        if not gateway.hub.clients:
-            break
-    assert not gateway.hub.clients and not gateway.hub.by_user
-    stuck.close()
+    with raw_socket(gateway):
+        await wait_until(lambda: len(gateway.hub.clients) == 1, 15, "the socket joined")
+        for n in range(2000):
+            gateway.hub.broadcast(bus_frame(n, pad=8000))
+            await asyncio.sleep(0)
+            if not gateway.hub.clients:
+                break
+        assert not gateway.hub.clients and not gateway.hub.by_user
