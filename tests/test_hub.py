@@ -20,10 +20,11 @@ from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from services.gateway import hub as hub_module
+from services.gateway.context import Context
 from services.gateway.frames import text_frame
 from services.gateway.hub import Hub, envelope
 from services.gateway.users import Directory
-from services.gateway.web import Context, create_app
+from services.gateway.web import create_app
 from shared.broker import free_port
 from shared.testing import wait_until
 
