@@ -122,6 +122,7 @@ async def start_dovecote(broker_url: str, root: str, workers: int = 1) -> Server
             "PORT": str(port),
             "HOST": "127.0.0.1",
             "LOG_LEVEL": "WARNING",
+            "DOVECOTE_SERVICE_TOKEN": "bench",  # else a warning per start (uploads unused)
         }
         server.processes.append(
             await asyncio.create_subprocess_exec(
