@@ -23,9 +23,12 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## bench: throughput and latency figures, side by side in one run
+## bench: throughput and latency figures, side by side in one run (sections=... picks some:
+##        make bench sections="gateway"; sections are consume, wslatency, gateway)
 bench: $(DEV_STAMP) system-deps
-	$(BIN)/python -m bench
+	@command -v node >/dev/null && command -v npm >/dev/null || echo "bench: no Node.js/npm:" \
+	  "the socket.io and ws peers will be skipped (sudo apt-get install -y nodejs npm)"
+	$(BIN)/python -m bench $(sections)
 
 ## docs: regenerate docs/topics.md, docs/asyncapi.yaml and docs/schemas/ from the registry
 docs: $(DEV_STAMP)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import common, consume, pipeline, wslatency
+from bench import common, consume, gateway, pipeline, wslatency
 
-SECTIONS = {"consume": consume, "wslatency": wslatency, "pipeline": pipeline}
+SECTIONS = {"consume": consume, "wslatency": wslatency, "pipeline": pipeline, "gateway": gateway}
 
 
 def main(argv: list[str]) -> int:

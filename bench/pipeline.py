@@ -28,7 +28,7 @@ import websockets
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.common import heading, median, percentile, private_broker
-from bench.wslatency import wait_http
+from bench.servers import wait_http
 from shared.broker import PROJECT, free_port
 
 UPLOADS = int(os.environ.get("BENCH_UPLOADS", "10"))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp_jinja2
 import jinja2
@@ -47,7 +48,14 @@ def create_app(ctx: Context) -> web.Application:
 
 
 @web.middleware
-async def security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+def security_headers(request: web.Request, handler: Any) -> Awaitable[web.StreamResponse]:
+    if request.path == "/ws":
+        # A socket's headers left with the upgrade; skipping saves a frame held per socket.
+        return cast(Awaitable[web.StreamResponse], handler(request))
+    return _with_security_headers(request, handler)
+
+
+async def _with_security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
     response: web.StreamResponse = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault(
@@ -148,7 +156,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     user = current_user(request)
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=MAX_COMMAND_BYTES)
     await ws.prepare(request)
-    client = ctx.hub.join(ws, request, user.id)
+    try:
+        client = ctx.hub.join(ws, request, user.id)
+    except ConnectionResetError:
+        return ws
     client.push(notice("hello", root=ctx.root, user=user.id))
     for frame in ctx.hub.snapshot():
         client.push(frame)

@@ -1,0 +1,175 @@
+"""The hub's fan-out in process: shared frames written under aiohttp, lagging sockets, order.
+
+The gateway's real web app runs in this test's event loop (no broker needed: the hub is
+driven directly); clients are a real websockets client or a raw socket that stops reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+from aiohttp import web
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from services.gateway import hub as hub_module
+from services.gateway.context import Context
+from services.gateway.frames import text_frame
+from services.gateway.hub import Hub, envelope
+from services.gateway.users import Directory
+from services.gateway.web import create_app
+from shared.broker import free_port
+from shared.testing import wait_until
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """Frames as an independent implementation (the websockets library) reads them."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    frames = []
+    while reader.buffer:
+        parser: Generator[None, None, Frame] = Frame.parse(reader.read_exact, mask=False)
+        try:
+            next(parser)
+        except StopIteration as done:
+            frames.append(done.value)
+    return frames
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
+def test_text_frames_parse_back_at_every_length_boundary(size: int) -> None:
+    payload = b"x" * size
+    [frame] = parse_frames(text_frame(payload))
+    assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == payload
+
+
+@dataclass
+class Gateway:
+    hub: Hub
+    url: str
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    hub = Hub()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    ctx = Context(hub, Directory.load(None, base), lambda entry, activity: None, "t")
+    runner = web.AppRunner(create_app(ctx), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield Gateway(hub, f"ws://127.0.0.1:{port}/ws")
+    await hub.close_all()
+    await runner.cleanup()
+
+
+def bus_frame(n: int, pad: int = 0) -> bytes:
+    return envelope("t/events/test", orjson.dumps({"n": n, "pad": "x" * pad}))
+
+
+def numbers(frames: list[Any]) -> list[int]:
+    decoded = [orjson.loads(f) for f in frames]
+    return [d["activity"]["n"] for d in decoded if "activity" in d]
+
+
+async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway: Gateway) -> None:
+    async with (
+        websockets.connect(gateway.url, max_size=None) as a,
+        websockets.connect(gateway.url + "?as=grace", max_size=None) as b,
+    ):
+        await wait_until(lambda: len(gateway.hub.clients) == 2, 15, "two sockets")
+        hello = orjson.loads(await a.recv())
+        assert hello["type"] == "hello"
+        await b.recv()
+        for n in range(50):
+            gateway.hub.broadcast(bus_frame(n, pad=n * 1500))  # 0 .. 73 KB: every header size
+            if n % 10 == 0:  # aiohttp writes its own frames between ours
+                await next(iter(gateway.hub.clients)).ws.ping(b"p")
+            if n == 25:
+                gateway.hub.send_to_user("grace", notice_frame())
+        got_a = [await asyncio.wait_for(a.recv(), 5) for _ in range(50)]
+        got_b = [await asyncio.wait_for(b.recv(), 5) for _ in range(51)]
+    assert numbers(got_a) == list(range(50))
+    assert numbers(got_b) == list(range(50))
+    # Per-user frames keep their place among the broadcasts.
+    assert orjson.loads(got_b[26]) == {"type": "for-grace"}
+
+
+def raw_socket(gateway: Gateway) -> socket.socket:
+    """A websocket client that reads nothing unless told: a browser tab gone to sleep."""
+    port = int(gateway.url.split(":")[2].split("/")[0])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    return sock
+
+
+def notice_frame() -> bytes:
+    return orjson.dumps({"type": "for-grace"})
+
+
+async def test_a_lagging_socket_is_held_back_then_gets_everything_in_order(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "HIGH_WATER", 16 * 1024)
+    with raw_socket(gateway) as slow:
+        await lagging_then_reading(gateway, slow)
+
+
+async def lagging_then_reading(gateway: Gateway, slow: socket.socket) -> None:
+    await wait_until(lambda: len(gateway.hub.clients) == 1, 15, "the socket joined")
+    [client] = gateway.hub.clients
+    count = 0
+    while client.backlog is None and count < 5000:  # fill the kernel and transport buffers
+        gateway.hub.broadcast(bus_frame(count, pad=8000))
+        count += 1
+        await asyncio.sleep(0)
+    assert client.backlog is not None, "the socket never lagged"
+    for n in range(count, count + 20):
+        gateway.hub.broadcast(bus_frame(n, pad=8000))
+    count += 20
+    gateway.hub.flush()
+    assert client.held > 0 and client in gateway.hub.clients
+
+    received = bytearray()
+    slow.setblocking(False)
+    loop = asyncio.get_running_loop()
+    while True:  # read until the gateway has nothing more to send
+        try:
+            chunk = await asyncio.wait_for(loop.sock_recv(slow, 1 << 16), 1)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 101")
+    frames = parse_frames(bytes(received[received.find(b"\r\n\r\n") + 4 :]))
+    assert numbers([f.data for f in frames if f.opcode is Opcode.TEXT]) == list(range(count))
+    await wait_until(lambda: client.backlog is None, 15, "the backlog drained")
+
+
+async def test_a_socket_that_never_reads_is_closed_and_forgotten(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "HIGH_WATER", 16 * 1024)
+    monkeypatch.setattr(hub_module, "QUEUE_BYTES", 256 * 1024)
+    with raw_socket(gateway):
+        await wait_until(lambda: len(gateway.hub.clients) == 1, 15, "the socket joined")
+        for n in range(2000):
+            gateway.hub.broadcast(bus_frame(n, pad=8000))
+            await asyncio.sleep(0)
+            if not gateway.hub.clients:
+                break
+        assert not gateway.hub.clients and not gateway.hub.by_user
