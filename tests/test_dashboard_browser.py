@@ -52,6 +52,12 @@ async def test_a_build_asked_to_fail_turns_red_at_70(federation: Federation, bro
     await page.click("#start")
     await page.wait_for_selector("#bar.state-failed", timeout=15_000)
     assert await progress(page) == 70
+    # The colour eases over 0.2 s: wait for the bar to be red, then check how red.
+    await page.wait_for_function(
+        "() => { const [r, g, b] = getComputedStyle(document.querySelector('#progress'))"
+        ".backgroundColor.match(/\\d+/g).map(Number); return r > 150 && g < 100 && b < 100; }",
+        timeout=3_000,
+    )
     color = await page.eval_on_selector("#progress", "el => getComputedStyle(el).backgroundColor")
     r, g, b = (int(x) for x in color[color.index("(") + 1 : -1].split(",")[:3])
     assert r > 150 and g < 100 and b < 100, f"not red: {color}"
