@@ -151,6 +151,7 @@ class Connection:
         self._keepalive = keepalive
         self._backoff = backoff
         self._subscriptions: dict[str, int] = {}
+        self._unsubscribe_on_connect: set[str] = set()
         self._pending_subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._unacked_out: set[int] = set()
         self._drained: asyncio.Event | None = None
@@ -222,6 +223,21 @@ class Connection:
         if not self.connected.is_set():
             return None
         return self._send_subscribe([(topic_filter, qos)])
+
+    def unsubscribe(self, *filters: str) -> None:
+        """Forget filters, now (if connected) and on later reconnects.
+
+        Also for filters this process never subscribed: a persistent session keeps the
+        subscriptions of a previous run, which may have used another form of a filter.
+        """
+        for f in filters:
+            self._subscriptions.pop(f, None)
+        if not filters:
+            return
+        if self.connected.is_set():
+            self._client.unsubscribe(list(filters))
+        else:
+            self._unsubscribe_on_connect.update(filters)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Queue a message. QoS 1 survives a disconnect (queued, bounded); QoS 0 does not."""
@@ -329,6 +345,9 @@ class Connection:
         )
         self.connected.set()
         self._schedule_misc()
+        if self._unsubscribe_on_connect:  # before SUBSCRIBE: the broker acts in order
+            self._client.unsubscribe(sorted(self._unsubscribe_on_connect))
+            self._unsubscribe_on_connect.clear()
         if self._subscriptions:
             self._send_subscribe(list(self._subscriptions.items()))
         if self._on_connected is not None:

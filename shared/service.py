@@ -10,7 +10,11 @@ starts gives every handler the same guarantees:
 - QoS 1 messages are acknowledged only after their handler finished, so a killed worker gets
   them again from its persistent session (at least once) ...
 - ... and handlers run at most once per activity ``id`` while the worker lives (a bounded
-  memory of ids), which with an idempotent store makes the effect exactly once;
+  memory of ids, and a copy arriving while the first is still being handled waits for it),
+  which with an idempotent store makes the effect exactly once;
+- N workers of a service form a pool: ``shared=True`` handlers get each message in one
+  worker only (``shared.pool``), after a start-up check of what the broker really delivers
+  (``shared.capabilities``);
 - a handler that raises is retried a bounded number of times, then dead-lettered; it never
   takes the service down. A handler that knows retrying cannot help (a corrupt image, a
   404) raises ``Unprocessable`` and the message is dead-lettered at once with that reason.
@@ -30,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from shared import activity as act
-from shared import topics
+from shared import capabilities, pool, topics
+from shared.capabilities import Capabilities
 from shared.config import ConfigError, Settings
 from shared.logs import setup_logging
 from shared.mqtt import Connection, Message, Will
@@ -52,8 +57,9 @@ def handles(*targets: Topic | str, shared: bool = True) -> Callable[[F], F]:
     """Mark a method as the handler of one or more topics.
 
     A target is a registry ``Topic`` (its parameters become ``+``) or a filter relative to
-    the root such as ``"events/#"``. ``shared=False`` means every worker of a pool gets the
-    message, not just one.
+    the root such as ``"events/#"``. ``shared=True`` (the default): the workers of a pool
+    share these messages, each is handled by one of them. ``shared=False``: every worker gets
+    every message (commands aimed at whichever worker holds something, state it must know).
     """
 
     def mark(fn: F) -> F:
@@ -209,6 +215,7 @@ class _Binding:
     filter: str  # absolute
     entry: Topic | None
     handler: Handler
+    shared: bool
 
 
 class Worker:
@@ -225,6 +232,7 @@ class Worker:
         )
         self.deadletter_topic = topics.DEADLETTER.address(self.root, service=self.name)
         self.inbox = f"{self.root}/commands/{self.name}/#"
+        self.query_topic = topics.PRESENCE_QUERY.address(self.root)
         self.conn = Connection(
             settings.broker,
             self.client_id,
@@ -239,23 +247,32 @@ class Worker:
         self._bindings: list[_Binding] = []
         self._routes: dict[str, list[tuple[_Binding, dict[str, str]]]] = {}
         self._seen = SeenIds()
+        # activity id -> (mid, qos) of copies that arrived while the first was in a handler
+        self._inflight: dict[str, list[tuple[int, int]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.caps: Capabilities | None = None
+        self.plan: pool.Plan | None = None
+        self._ask_presence = False
         self.stopping = asyncio.Event()
         self._plan_subscriptions()
 
     # --- subscriptions and routing ---------------------------------------------------------
 
     def _plan_subscriptions(self) -> None:
-        filters = {self.inbox}
-        for rel, entry, _shared, handler in self.service.bindings():
-            absolute = f"{self.root}/{rel}"
-            self._bindings.append(_Binding(absolute, entry, handler))
-            filters.add(absolute)
-        # Overlapping subscriptions make a broker deliver a message once per match: keep
-        # only filters that no other filter covers, and route locally.
-        self.filters = sorted(
-            f for f in filters if not any(g != f and topics.matches(g, f) for g in filters)
+        for rel, entry, shared, handler in self.service.bindings():
+            self._bindings.append(_Binding(f"{self.root}/{rel}", entry, handler, shared))
+        named = [(b.filter, getattr(b.handler, "__name__", "?")) for b in self._bindings]
+        pool.check(
+            [n for n, b in zip(named, self._bindings, strict=True) if b.shared],
+            [n for n, b in zip(named, self._bindings, strict=True) if not b.shared],
         )
+        # The command inbox is pooled: an unknown command is dead-lettered once, not N times.
+        self.pooled = pool.minimal([self.inbox, *(b.filter for b in self._bindings if b.shared)])
+        self.plain = pool.minimal(
+            [self.query_topic, *(b.filter for b in self._bindings if not b.shared)]
+        )
+        # What this worker would subscribe to where shared subscriptions work (for logs).
+        self.filters = [f"$share/{self.name}/{f}" for f in self.pooled] + self.plain
 
     def _route(self, topic: str) -> list[tuple[_Binding, dict[str, str]]]:
         routes = self._routes.get(topic)
@@ -279,6 +296,9 @@ class Worker:
     def _on_message(self, msg: Message) -> None:
         if msg.retain and not msg.payload:
             self.conn.ack(msg.mid, msg.qos)  # a cleared retained topic: nothing to do
+            return
+        if msg.topic == self.query_topic:
+            self._answer_presence_query(msg)
             return
         routes = self._route(msg.topic)
         if not routes:
@@ -307,12 +327,31 @@ class Worker:
         except act.InvalidActivity as exc:
             self._reject(msg, str(exc))
             return
-        if activity.id in self._seen:
-            self.log.debug("duplicate %s on %s skipped", activity.id, msg.topic)
-            self.conn.ack(msg.mid, msg.qos)
+        if self._duplicate(activity.id, msg):
             return
         delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
         self._run_eagerly(binding.handler, activity, delivery, msg)
+
+    def _duplicate(self, activity_id: str, msg: Message) -> bool:
+        """Skip a copy of an activity handled already, or being handled right now.
+
+        A copy of one still in a handler is acknowledged only when that handler is done:
+        acknowledged earlier, a crash now would lose the activity.
+        """
+        if activity_id in self._seen:
+            self.log.debug("duplicate %s on %s skipped", activity_id, msg.topic)
+            self.conn.ack(msg.mid, msg.qos)
+            return True
+        waiting = self._inflight.get(activity_id)
+        if waiting is not None:
+            waiting.append((msg.mid, msg.qos))
+            return True
+        return False
+
+    def _settle(self, activity_id: str) -> None:
+        """Acknowledge the copies that waited for this activity's handler."""
+        for mid, qos in self._inflight.pop(activity_id, ()):
+            self.conn.ack(mid, qos)
 
     def _entry_for(self, topic: str) -> Topic | None:
         found = topics.lookup(self.root, topic)
@@ -336,8 +375,10 @@ class Worker:
             self._done(activity, msg)
             return
         except Exception as exc:
+            self._inflight.setdefault(activity.id, [])
             self._spawn(self._retry_then_done(handler, activity, delivery, msg, exc))
             return
+        self._inflight.setdefault(activity.id, [])
         self._spawn(self._complete(_finish(coro, pending), handler, activity, delivery, msg))
 
     async def _complete(
@@ -411,7 +452,13 @@ class Worker:
                 activity = decoded.get(id(codec)) or codec.decode(msg.payload)
             except act.InvalidActivity as exc:
                 self._reject(msg, str(exc))
+                if decoded:
+                    self._settle(next(iter(decoded.values())).id)
                 return
+            if not decoded:
+                if self._duplicate(activity.id, msg):
+                    return
+                self._inflight.setdefault(activity.id, [])
             decoded[id(codec)] = activity
             if activity.id in self._seen:
                 continue
@@ -423,10 +470,13 @@ class Worker:
         for activity in decoded.values():
             self._seen.add(activity.id)
         self.conn.ack(msg.mid, msg.qos)
+        for activity in decoded.values():
+            self._settle(activity.id)
 
     def _done(self, activity: Any, msg: Message) -> None:
         self._seen.add(activity.id)
         self.conn.ack(msg.mid, msg.qos)
+        self._settle(activity.id)
 
     def _reject(self, msg: Message, reason: str, attempts: int = 0) -> None:
         """Park a message that cannot be handled at all, and acknowledge it."""
@@ -483,27 +533,88 @@ class Worker:
 
     def _on_connected(self, session_present: bool) -> None:
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
+        if self._ask_presence:
+            # Sent after this connection's SUBSCRIBE: the answers match it.
+            question = act.new(
+                "Question", self.bus.actor, {"type": "Collection", "name": "services online"}
+            )
+            self.bus.publish(topics.PRESENCE_QUERY, question)
+
+    def _answer_presence_query(self, msg: Message) -> None:
+        """Someone cannot see retained presence through a wildcard: say we are here."""
+        self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
+        self.conn.ack(msg.mid, msg.qos)
 
     async def start(self) -> None:
-        """Open the service's resources, then connect (and keep reconnecting)."""
+        """Open the service's resources, check the broker, then subscribe and connect."""
         await self.service.setup()
-        for f in self.filters:
+        broker = self.settings.broker.redacted()
+        self.caps = await capabilities.probe(self.settings.broker, self.root, self.client_id)
+        self.plan = plan = pool.plan(
+            self.name, self.settings.instance, self.pooled, self.plain, self.caps
+        )
+        self.conn.unsubscribe(*plan.unsubscribe)
+        for f in plan.subscribe:
             self.conn.subscribe(f, 1)
+        sample = topics.PRESENCE.address(self.root, service="x", instance="1")
+        self._ask_presence = not self.caps.retained_to_wildcards and any(
+            f != sample and topics.matches(f, sample) for f in plan.subscribe
+        )
         self.conn.start()
         self.log.info(
-            "%s worker %s starting; broker %s; subscribed to %s",
+            "%s worker %s starting; broker %s (%s); subscribed to %s",
             self.name,
             self.settings.instance,
-            self.settings.broker.redacted(),
-            ", ".join(self.filters),
+            broker,
+            self.caps.describe(),
+            ", ".join(plan.subscribe),
         )
+        if not self.caps.shared_subscriptions and plan.pooled:
+            if plan.standby:
+                self.log.warning(
+                    "broker %s does not deliver shared subscriptions ($share): this worker "
+                    "(%s) stands by and handles only %s; worker %s of %s handles %s alone. "
+                    "Nothing is lost or handled twice; to spread the load, use a broker with "
+                    "shared subscriptions (see docs/brokers.md)",
+                    broker,
+                    self.settings.instance,
+                    ", ".join(self.plain),
+                    pool.LEADER,
+                    self.name,
+                    ", ".join(plan.pooled),
+                )
+            else:
+                self.log.warning(
+                    "broker %s does not deliver shared subscriptions ($share): this worker "
+                    "handles %s alone; other workers of %s stand by (see docs/brokers.md)",
+                    broker,
+                    ", ".join(plan.pooled),
+                    self.name,
+                )
+        if self._ask_presence:
+            self.log.info(
+                "broker %s does not deliver retained messages to wildcards: asking "
+                "every worker to announce itself on %s",
+                broker,
+                self.query_topic,
+            )
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        await self.start()
-        await self.stopping.wait()
+        # A signal while still waiting for the broker must stop us too.
+        starting = loop.create_task(self.start())
+        stopping = loop.create_task(self.stopping.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        elif starting.exception() is not None:
+            stopping.cancel()
+            starting.result()  # why this worker cannot start: exit with it, as before
+        await stopping
         await self.shutdown()
 
     async def shutdown(self) -> None:

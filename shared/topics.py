@@ -349,3 +349,29 @@ LEADERBOARD = register(
         "The top scorers, most points first, retained for late joiners.",
     )
 )
+
+# --- the runtime's own: presence fallback and broker checks ----------------------------
+
+PRESENCE_QUERY = register(
+    Topic(
+        "services/query",
+        "*",
+        1,
+        False,
+        act.Activity,
+        "Who is online? Every worker answers by publishing its presence Join again. Sent by "
+        "a subscriber of services/+/+ on a broker that does not deliver retained messages "
+        "to wildcard subscriptions (RabbitMQ), where it would otherwise see nobody.",
+    )
+)
+PROBE = register(
+    Topic(
+        "services/probe/{token}/{check}",
+        "*",
+        1,
+        False,
+        act.Activity,
+        "A worker's start-up check of what the broker really delivers (shared subscriptions, "
+        "retained messages to wildcards); the retained one is cleared at once.",
+    )
+)

@@ -62,11 +62,11 @@ class Gateway(Service):
             pool=self.pool,
         )
 
-    @handles("events/#")
+    @handles("events/#", shared=False)  # every worker serves its own browsers
     async def on_event(self, _: act.Activity, delivery: Delivery) -> None:
         self.hub.broadcast(envelope(delivery.topic, delivery.payload))
 
-    @handles(*STATE_TOPICS, topics.PRESENCE)
+    @handles(*STATE_TOPICS, topics.PRESENCE, shared=False)
     async def on_state(self, _: act.Activity, delivery: Delivery) -> None:
         frame = envelope(delivery.topic, delivery.payload)
         self.hub.remember(delivery.topic, frame)
