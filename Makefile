@@ -49,7 +49,7 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 # Tests start their own Mosquitto, drive Debian's chromium and run the AsyncAPI parser
 # with node; install what is missing.
 system-deps:
-	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium npm:npm
+	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium npm:npm rabbitmq-server:rabbitmq-server
 
 # --ignore-scripts: nothing the parser needs runs at install time (one dependency's
 # postinstall only sends usage analytics).

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEV_CONF = PROJECT / "deploy" / "mosquitto" / "dev.conf"
@@ -115,6 +116,7 @@ def try_install(say: Callable[[str], None] = print) -> bool:
 class PrivateMosquitto:
     """A Mosquitto of our own: config rendered from dev.conf, data under ``directory``."""
 
+    kind: ClassVar[str] = "mosquitto"
     directory: Path
     port: int = 0
     ws_port: int = 0
@@ -204,6 +206,7 @@ class PrivateRabbitMQ:
     data and log folders (BROKERS.md). First boot takes ~10-20 s.
     """
 
+    kind: ClassVar[str] = "rabbitmq"
     directory: Path
     host: str = "127.0.0.1"
     port: int = 0

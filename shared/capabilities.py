@@ -5,8 +5,8 @@ delivers retained messages to exact-topic subscriptions only (BROKERS.md). A wor
 the broker itself, on a short-lived clean-session connection, under its own topic root:
 
 1. publish a retained message to ``services/probe/<token>/retained``;
-2. subscribe ``services/probe/<token>/+`` (a wildcard) and ``$share/<group>/.../probe/<token>s/shared``
-   (a topic the wildcard does not match);
+2. subscribe ``services/probe/<token>/+`` (a wildcard) and
+   ``$share/<group>/<root>/services/probe/<token>s/shared`` (a topic the wildcard misses);
 3. publish to ``services/probe/<token>s/shared``, then to ``services/probe/<token>/marker``;
 4. once the marker has arrived (same connection, so the broker has routed the earlier
    publishes by then), see what else came; clear the retained message.

@@ -2,7 +2,10 @@
 
 Also a pytest plugin (``pytest_plugins = ["shared.testing"]``) with the fixtures:
 
-- ``broker``: a private Mosquitto on a free port, one per test session;
+- ``broker``: a private broker on free ports, one per test session and kind: a Mosquitto
+  and a RabbitMQ node with the MQTT plugin (``--broker=mosquitto|rabbitmq|both``, default
+  both, or ``DOVECOTE_TEST_BROKER``); every test that uses it runs once per broker, and
+  ``@pytest.mark.brokers("mosquitto")`` limits one to the brokers named;
 - ``root``: a fresh topic root per test, so tests sharing the broker never see each other;
 - ``service_env``: the environment a service needs to join that broker under that root;
 - ``start_service``: runs ``python -m services.<name>`` as a real process, stopped after;
@@ -31,7 +34,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.broker import PROJECT, PrivateMosquitto, free_port
+from shared.broker import PROJECT, BrokerUnavailable, PrivateMosquitto, PrivateRabbitMQ, free_port
 from shared.config import parse_mqtt_url
 from shared.mqtt import Connection, Message
 
@@ -173,10 +176,49 @@ async def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str
 # --- pytest plugin -------------------------------------------------------------------------
 
 
+BROKERS = ("mosquitto", "rabbitmq")
+TestBroker = PrivateMosquitto | PrivateRabbitMQ
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=[*BROKERS, "both"],
+        default=os.environ.get("DOVECOTE_TEST_BROKER", "both"),
+        help="which private broker(s) the tests run against (default: both)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "brokers(*kinds): run only against these brokers")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("broker")
+    kinds = list(BROKERS) if chosen == "both" else [chosen]
+    only = metafunc.definition.get_closest_marker("brokers")
+    if only is not None:
+        kinds = [k for k in kinds if k in only.args]
+    # Session scope: pytest groups the tests by broker, each broker starts once.
+    metafunc.parametrize("broker", kinds, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateMosquitto]:
-    """A private Mosquitto for the test session, on free ports, with the dev config."""
-    b = PrivateMosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestBroker]:
+    """A private broker for the test session, on free ports, with the project's dev config."""
+    kind = getattr(request, "param", "mosquitto")
+    b: TestBroker
+    try:
+        if kind == "rabbitmq":
+            b = PrivateRabbitMQ(tmp_path_factory.mktemp("rabbitmq")).start()
+        else:
+            b = PrivateMosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    except BrokerUnavailable as exc:
+        pytest.fail(f"cannot start a private {kind}: {exc}")
     yield b
     b.stop()
 
@@ -187,7 +229,7 @@ def root() -> str:
 
 
 @pytest.fixture
-def service_env(broker: PrivateMosquitto, root: str, tmp_path: Path) -> dict[str, str]:
+def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
     env.update(
         MQTT_URL=broker.url,
@@ -226,7 +268,7 @@ def start_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[Start
 
 
 @pytest.fixture
-async def probe(broker: PrivateMosquitto, root: str) -> AsyncIterator[Probe]:
+async def probe(broker: TestBroker, root: str) -> AsyncIterator[Probe]:
     p = await Probe(broker.url, root).start()
     yield p
     await p.stop()

@@ -14,7 +14,7 @@ from shared import topics
 from shared.broker import PrivateMosquitto
 from shared.config import Settings
 from shared.service import Delivery, Service, Unprocessable, Worker, handles
-from shared.testing import Probe, wait_until
+from shared.testing import Probe, TestBroker, wait_until
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 
@@ -48,7 +48,7 @@ class Recording(Service):
 
 
 @pytest.fixture
-def settings(broker: PrivateMosquitto, root: str) -> Settings:
+def settings(broker: TestBroker, root: str) -> Settings:
     return Settings.from_env(
         {"MQTT_URL": broker.url, "DOVECOTE_ROOT": root, "DOVECOTE_MAX_PAYLOAD": "4096"}
     )

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.broker import PrivateMosquitto, choose, free_port, mqtt_answers
-from shared.testing import Probe
+from shared.broker import choose, free_port, mqtt_answers
+from shared.testing import Probe, TestBroker
 
 
 def dovecote(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -96,9 +96,7 @@ def test_with_no_broker_anywhere_a_private_mosquitto_is_started(tmp_path: Path) 
     assert not mqtt_answers("127.0.0.1", port)
 
 
-def test_a_configured_or_answering_broker_is_used_as_is(
-    broker: PrivateMosquitto, tmp_path: Path
-) -> None:
+def test_a_configured_or_answering_broker_is_used_as_is(broker: TestBroker, tmp_path: Path) -> None:
     assert choose({"MQTT_URL": "mqtt://u:pw@h:1"}, tmp_path).description == (
         "the broker at MQTT_URL (mqtt://u:***@h:1)"
     )
