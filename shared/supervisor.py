@@ -76,8 +76,12 @@ class Supervisor:
         env: Mapping[str, str],
         say: Callable[[str], None] | None = None,
         color: bool | None = None,
+        package: str = "services",
+        handle_signals: bool = True,
     ) -> None:
         self.env = dict(env)
+        self.package = package  # workers run as ``python -m <package>.<service>``
+        self.handle_signals = handle_signals
         self.color = sys.stdout.isatty() if color is None else color
         self.workers = [
             Worker(service, str(i + 1), COLORS[n % len(COLORS)])
@@ -99,8 +103,9 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stopping.set)
+        if self.handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stopping.set)
         for w in self.workers:
             await self._spawn(w)
         watchers = [loop.create_task(self._watch(w)) for w in self.workers]
@@ -118,7 +123,7 @@ class Supervisor:
         w.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            f"services.{w.service}",
+            f"{self.package}.{w.service}",
             cwd=PROJECT,
             env=env,
             stdout=asyncio.subprocess.PIPE,

@@ -1,0 +1,1 @@
+"""A test service for worker pools: counts items into SQLite, idempotently, with some work."""

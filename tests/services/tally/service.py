@@ -1,0 +1,65 @@
+"""Tally: each ``events/tally/item`` costs some work, then one row in a shared SQLite ledger.
+
+The ledger is the idempotent store of the runtime's promise: a row per activity id (an
+``INSERT ... ON CONFLICT``), with how many times a handler ran for it and which worker ran it
+first. Tests read it to prove each item was handled, by whom, and how often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+
+from shared import activity as act
+from shared import topics
+from shared.config import Settings
+from shared.service import Bus, Delivery, Service, handles
+
+ITEM = topics.register(
+    topics.Topic(
+        "events/tally/item",
+        "tests",
+        1,
+        False,
+        act.Activity,
+        "Test traffic for worker pools (tests/services/tally).",
+    )
+)
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS tally (id TEXT PRIMARY KEY, worker TEXT, pid INTEGER, runs INTEGER)"
+)
+
+
+def open_ledger(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(SCHEMA)
+    return db
+
+
+class Tally(Service):
+    name = "tally"
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        super().__init__(bus, settings)
+        self.ledger_path = settings.get_str("TALLY_DB", "tally.sqlite")
+        self.work = settings.get_float("TALLY_WORK_SECONDS", 0.005, 0.0, 10.0)
+        self.db: sqlite3.Connection | None = None
+
+    async def setup(self) -> None:
+        self.db = open_ledger(self.ledger_path)
+
+    @handles(ITEM)
+    async def on_item(self, activity: act.Activity, _: Delivery) -> None:
+        await asyncio.sleep(self.work)  # the work: I/O-like, so three workers overlap
+        assert self.db is not None
+        self.db.execute(
+            "INSERT INTO tally VALUES (?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET runs = runs + 1",
+            (activity.id, self.bus.instance, os.getpid()),
+        )
+
+    async def teardown(self) -> None:
+        if self.db is not None:
+            self.db.close()
