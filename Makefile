@@ -30,9 +30,10 @@ bench: $(DEV_STAMP) system-deps
 	  "the socket.io and ws peers will be skipped (sudo apt-get install -y nodejs npm)"
 	$(BIN)/python -m bench $(sections)
 
-## docs: regenerate docs/topics.md, docs/asyncapi.yaml and docs/schemas/ from the registry
+## docs: regenerate docs/topics.md, docs/asyncapi.yaml, docs/schemas/ and deploy/'s ACLs from the registry
 docs: $(DEV_STAMP)
 	$(BIN)/python -m shared.docs
+	$(BIN)/python -m shared.acl
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -15,6 +15,7 @@ from shared import activity as act
 from shared import topics
 from shared.config import Settings
 from shared.service import Bus, Delivery, Service, handles
+from tests.services.tally.ledger import open_ledger
 
 ITEM = topics.register(
     topics.Topic(
@@ -26,17 +27,6 @@ ITEM = topics.register(
         "Test traffic for worker pools (tests/services/tally).",
     )
 )
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS tally (id TEXT PRIMARY KEY, worker TEXT, pid INTEGER, runs INTEGER)"
-)
-
-
-def open_ledger(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(SCHEMA)
-    return db
 
 
 class Tally(Service):

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Dovecote's RabbitMQ users and permissions, generated from the topic registry by
+# `python -m shared.acl` (make docs): do not edit. Run once on a node of the cluster
+# (users and permissions are cluster-wide), with each password in the environment:
+#   DOVECOTE_PW_<SERVICE>=... sh permissions.sh
+# Topic permissions are matched against the AMQP routing key, where MQTT's / is a .
+set -eu
+VHOST=dovecote
+rabbitmqctl add_vhost "$VHOST" 2>/dev/null || true
+
+user() {  # name, password, write regex
+  rabbitmqctl add_user "$1" "$2" 2>/dev/null || rabbitmqctl change_password "$1" "$2"
+  # configure: its own MQTT session queues; write/read: amq.topic only
+  rabbitmqctl set_permissions -p "$VHOST" "$1" "^mqtt-subscription-.*" "^(amq\.topic|mqtt-subscription-.*)$" "^(amq\.topic|mqtt-subscription-.*)$"
+  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$3" '^(dovecote\..*)$'
+}
+
+user observer "$DOVECOTE_PW_OBSERVER" '^$'
+user builder "$DOVECOTE_PW_BUILDER" '^(dovecote\.deadletter\.builder|dovecote\.events\.build\.failed|dovecote\.events\.build\.progress|dovecote\.events\.build\.rejected|dovecote\.events\.build\.started|dovecote\.events\.build\.stopped|dovecote\.events\.build\.succeeded|dovecote\.services\.builder\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.state\.build|dovecote\.state\.builds)$'
+user gateway "$DOVECOTE_PW_GATEWAY" '^(dovecote\.commands\.builder\.start|dovecote\.commands\.builder\.stop|dovecote\.deadletter\.gateway|dovecote\.services\.gateway\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query)$'

@@ -1,0 +1,127 @@
+"""Broker permissions generated from the topic registry: each service publishes only its own.
+
+``python -m shared.acl`` (run by ``make docs``) writes
+
+- ``deploy/mosquitto/acl``: a Mosquitto ``acl_file`` with one ``user`` block per service;
+- ``deploy/rabbitmq/permissions.sh``: the ``rabbitmqctl`` commands for RabbitMQ's users,
+  vhost permissions and topic permissions (matched against the dotted AMQP form);
+
+and ``--check`` fails when the committed files differ (a test runs it). A service may read
+everything under the root, and write the topics whose registry publisher is that service,
+plus the topics every service publishes (``*``) with its own name filled in. The user
+``observer`` may only read (dashboards, ``mosquitto_sub``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from shared import topics
+from shared.docs import PROJECT, load_service_topics
+from shared.supervisor import discover
+
+MOSQUITTO_ACL = PROJECT / "deploy" / "mosquitto" / "acl"
+RABBITMQ_PERMISSIONS = PROJECT / "deploy" / "rabbitmq" / "permissions.sh"
+OBSERVER = "observer"
+
+
+def services() -> list[str]:
+    """Every service folder: each is a user of the broker."""
+    return sorted(discover())
+
+
+def writable(service: str, root: str) -> list[str]:
+    """The MQTT filters ``service`` may publish to."""
+    out: list[str] = []
+    for t in topics.all_topics():
+        if t.publisher not in (service, "*"):
+            continue
+        params = {p: (service if p == "service" else "+") for p in t.params}
+        levels = [params[lv[1:-1]] if lv.startswith("{") else lv for lv in t.levels]
+        out.append("/".join([root, *levels]))
+    return sorted(set(out))
+
+
+def mosquitto_acl(root: str = "dovecote") -> str:
+    lines = [
+        "# Dovecote's Mosquitto ACL, generated from the topic registry by",
+        "# `python -m shared.acl` (make docs): do not edit. Each service connects as the",
+        "# user of its own name (MQTT_URL=mqtt://<service>:<password>@host) and may publish",
+        "# only its own topics. Mosquitto checks a $share/<group>/<filter> subscription",
+        "# against <filter>. A denied publish from an MQTT 3.1.1 client still gets its",
+        "# PUBACK and is dropped; the broker log says 'Denied PUBLISH'.",
+        "",
+        f"user {OBSERVER}",
+        f"topic read {root}/#",
+    ]
+    for service in services():
+        lines += ["", f"user {service}", f"topic read {root}/#"]
+        lines += [f"topic write {f}" for f in writable(service, root)]
+    return "\n".join(lines) + "\n"
+
+
+def _amqp_regex(filters: list[str]) -> str:
+    """MQTT filters as one regex over RabbitMQ's routing keys (``/`` becomes ``.``)."""
+    alts = []
+    for f in filters:
+        parts = [
+            "[^.]+" if lv == "+" else ".*" if lv == "#" else re.escape(lv) for lv in f.split("/")
+        ]
+        alts.append(r"\.".join(parts))
+    return "^(" + "|".join(alts) + ")$"
+
+
+def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str:
+    read_all = _amqp_regex([f"{root}/#"])
+    lines = [
+        "#!/bin/sh",
+        "# Dovecote's RabbitMQ users and permissions, generated from the topic registry by",
+        "# `python -m shared.acl` (make docs): do not edit. Run once on a node of the cluster",
+        "# (users and permissions are cluster-wide), with each password in the environment:",
+        "#   DOVECOTE_PW_<SERVICE>=... sh permissions.sh",
+        "# Topic permissions are matched against the AMQP routing key, where MQTT's / is a .",
+        "set -eu",
+        f"VHOST={vhost}",
+        'rabbitmqctl add_vhost "$VHOST" 2>/dev/null || true',
+        "",
+        "user() {  # name, password, write regex",
+        '  rabbitmqctl add_user "$1" "$2" 2>/dev/null || rabbitmqctl change_password "$1" "$2"',
+        "  # configure: its own MQTT session queues; write/read: amq.topic only",
+        '  rabbitmqctl set_permissions -p "$VHOST" "$1" "^mqtt-subscription-.*" '
+        '"^(amq\\.topic|mqtt-subscription-.*)$" "^(amq\\.topic|mqtt-subscription-.*)$"',
+        '  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$3" '
+        f"'{read_all}'",
+        "}",
+        "",
+        f'user {OBSERVER} "$DOVECOTE_PW_{OBSERVER.upper()}" \'^$\'',
+    ]
+    for service in services():
+        regex = _amqp_regex(writable(service, root))
+        lines.append(f"user {service} \"$DOVECOTE_PW_{service.upper()}\" '{regex}'")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if the files are stale")
+    args = parser.parse_args(argv)
+    load_service_topics()
+    stale = []
+    files = {MOSQUITTO_ACL: mosquitto_acl(), RABBITMQ_PERMISSIONS: rabbitmq_permissions()}
+    for path, text in files.items():
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(str(path.relative_to(PROJECT)))
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"stale: {', '.join(stale)}; run `make docs`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
