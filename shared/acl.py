@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from shared import topics
 from shared.docs import PROJECT, load_service_topics
@@ -92,11 +91,10 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         "  # configure: its own MQTT session queues; write/read: amq.topic only",
         '  rabbitmqctl set_permissions -p "$VHOST" "$1" "^mqtt-subscription-.*" '
         '"^(amq\\.topic|mqtt-subscription-.*)$" "^(amq\\.topic|mqtt-subscription-.*)$"',
-        '  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$3" '
-        f"'{read_all}'",
+        f'  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$3" \'{read_all}\'',
         "}",
         "",
-        f'user {OBSERVER} "$DOVECOTE_PW_{OBSERVER.upper()}" \'^$\'',
+        f"user {OBSERVER} \"$DOVECOTE_PW_{OBSERVER.upper()}\" '^$'",
     ]
     for service in services():
         regex = _amqp_regex(writable(service, root))

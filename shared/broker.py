@@ -122,6 +122,7 @@ class PrivateMosquitto:
     ws_port: int = 0
     host: str = "127.0.0.1"
     extra_config: str = ""
+    config_text: str | None = None  # a whole config (e.g. production.conf, adapted) instead
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -138,7 +139,7 @@ class PrivateMosquitto:
         data.mkdir(exist_ok=True)
         self.port = self.port or free_port(self.host)
         self.ws_port = self.ws_port or free_port(self.host)
-        conf = DEV_CONF.read_text()
+        conf = DEV_CONF.read_text() if self.config_text is None else self.config_text
         for key, value in {
             "@DIR@": str(self.directory),
             "@DATA_DIR@": str(data),
