@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,3 +134,16 @@ async def test_production_mosquitto_lets_a_service_publish_only_its_own_topics(
     finally:
         builder.stop()
         await observer.stop()
+
+
+def test_the_env_example_lists_every_variable_the_code_reads() -> None:
+    read = re.compile(
+        r'(?:get_(?:str|int|float)\(|env\.get\(|_(?:int|float)\(env, )"([A-Z][A-Z0-9_]+)"'
+    )
+    names = set()
+    for path in [PROJECT / "shared" / "config.py", *(PROJECT / "services").rglob("*.py")]:
+        names |= set(read.findall(path.read_text()))
+    assert {"MQTT_URL", "DOVECOTE_INSTANCE", "PORT", "BUILD_TICK_SECONDS"} <= names
+    example = (PROJECT / "deploy" / "dovecote.env.example").read_text()
+    listed = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
+    assert names - listed == set(), "add them to deploy/dovecote.env.example"

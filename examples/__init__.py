@@ -1,0 +1,1 @@
+"""Short programs that take part in Dovecote from outside its runtime."""
