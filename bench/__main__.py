@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import common, consume, gateway, pipeline, wslatency
+from bench import common, consume, gateway, pipeline, pool, wslatency
 
-SECTIONS = {"consume": consume, "wslatency": wslatency, "pipeline": pipeline, "gateway": gateway}
+SECTIONS = {
+    "consume": consume,
+    "wslatency": wslatency,
+    "pipeline": pipeline,
+    "gateway": gateway,
+    "pool": pool,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,52 @@
+"""The bench's pooled service: ``python -m bench.pool_worker`` (one worker per process).
+
+Its handler does CPU work a real service would, so that the pool and not the broker is
+measured: it zlib-compresses 192 KiB (level 6, ~2 ms here), about what decoding and
+thumbnailing a small JPEG with Pillow costs. Then it says so on ``events/bench/worked``
+(QoS 0) for the bench to count.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from shared import activity as act
+from shared import topics
+from shared.service import Delivery, Service, handles, run
+
+WORK = topics.register(
+    topics.Topic(
+        "events/bench/work",
+        "bench",
+        1,
+        False,
+        act.Activity,
+        "Bench traffic: one unit of work for the pooled bench service.",
+    )
+)
+WORKED = topics.register(
+    topics.Topic(
+        "events/bench/worked",
+        "benchpool",
+        0,
+        False,
+        act.Activity,
+        "Bench traffic: the pooled bench service finished one unit of work.",
+    )
+)
+BLOB = (b"Dovecote thumbnails are made of pixels. " * 6000)[: 192 * 1024]
+
+
+class BenchPool(Service):
+    name = "benchpool"
+
+    @handles(WORK)
+    async def on_work(self, activity: act.Activity, _: Delivery) -> None:
+        size = len(zlib.compress(BLOB + activity.id.encode(), 6))
+        done = act.new("Update", self.bus.actor, {"type": "Note", "name": activity.id})
+        done["result"] = {"type": "Object", "name": self.bus.instance, "size": size}
+        self.bus.publish(WORKED, done)
+
+
+if __name__ == "__main__":
+    run(BenchPool)
