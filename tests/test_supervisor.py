@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
+import websockets
+
 from shared.broker import choose, free_port, mqtt_answers
 from shared.testing import Probe, TestBroker
 
@@ -102,3 +105,43 @@ def test_a_configured_or_answering_broker_is_used_as_is(broker: TestBroker, tmp_
     )
     found = choose({}, tmp_path, local_port=broker.port)
     assert found.private is None and found.url == f"mqtt://localhost:{broker.port}"
+
+
+async def test_two_gateway_workers_share_one_port_and_every_browser_sees_the_build(
+    service_env: dict[str, str], probe: Probe, tmp_path: Path
+) -> None:
+    log = tmp_path / "run.log"
+    sup = dovecote(["run", "builder", "gateway=2"], service_env, log)
+    try:
+        joins = [
+            (await probe.wait_for(f"services/gateway/{n}", lambda a: a["type"] == "Join"))[0]
+            for n in ("1", "2")
+        ]
+        assert joins[0]["object"]["pid"] != joins[1]["object"]["pid"]
+        await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+        ws = service_env["PUBLIC_URL"].replace("http://", "ws://") + "/ws"
+        # The kernel spreads connections over both listeners (SO_REUSEPORT); whichever
+        # worker holds a browser forwards it the whole build.
+        pages = [await websockets.connect(ws) for _ in range(8)]
+        try:
+            await pages[0].send(orjson.dumps({"command": "build.start"}).decode())
+
+            async def until_succeeded(page: websockets.ClientConnection) -> None:
+                async for frame in page:
+                    if b"/events/build/succeeded" in (
+                        frame if isinstance(frame, bytes) else frame.encode()
+                    ):
+                        return
+
+            await asyncio.wait_for(asyncio.gather(*map(until_succeeded, pages)), 30)
+        finally:
+            for page in pages:
+                await page.close()
+        assert "gateway.1  | " in log.read_text() and "gateway.2  | " in log.read_text()
+        sup.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(sup.wait, 30) == 0
+        leaves = [m.topic.rsplit("/", 2)[-2] for m in probe.messages if b'"Leave"' in m.payload]
+        assert leaves[-3:] == ["gateway", "gateway", "builder"]  # gateways stop first
+    finally:
+        if sup.poll() is None:
+            sup.kill()
