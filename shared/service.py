@@ -546,10 +546,14 @@ class Worker:
         self.conn.ack(msg.mid, msg.qos)
 
     async def start(self) -> None:
-        """Open the service's resources, check the broker, then subscribe and connect."""
-        await self.service.setup()
+        """Check the broker, open the service's resources, then subscribe and connect.
+
+        The check comes first: once ``setup`` has opened a server (the gateway's port), the
+        subscriptions should follow at once, not a broker round trip later.
+        """
         broker = self.settings.broker.redacted()
         self.caps = await capabilities.probe(self.settings.broker, self.root, self.client_id)
+        await self.service.setup()
         self.plan = plan = pool.plan(
             self.name, self.settings.instance, self.pooled, self.plain, self.caps
         )

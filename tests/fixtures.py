@@ -71,6 +71,7 @@ async def federation(
     url = service_env["PUBLIC_URL"]
     await wait_http(f"{url}/healthz")
     await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    await probe.wait_for("services/gateway/1", lambda a: a["type"] == "Join")  # subscribed
     return Federation(url, probe, gateway, builder)
 
 
