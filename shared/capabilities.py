@@ -66,7 +66,12 @@ async def probe(
             marker.set()
 
     conn = Connection(
-        broker, f"{client_id}-probe", on_message=record, clean_session=True, manual_ack=False
+        broker,
+        f"{client_id}-probe",
+        on_message=record,
+        clean_session=True,
+        manual_ack=False,
+        quiet=True,
     )
     conn.start()
     try:

@@ -143,8 +143,10 @@ class Connection:
         max_queued: int = 10_000,
         manual_ack: bool = True,
         backoff: Backoff = Backoff(),
+        quiet: bool = False,
     ) -> None:
         self.broker = broker
+        self._connect_level = logging.DEBUG if quiet else logging.INFO  # a short-lived helper
         self.client_id = client_id
         self._on_message = on_message
         self._on_connected = on_connected
@@ -337,7 +339,8 @@ class Connection:
             log.error("%s: broker refused the connection: %s", self.client_id, reason)
             return
         self.connects += 1
-        log.info(
+        log.log(
+            self._connect_level,
             "%s: connected to %s (session %s)",
             self.client_id,
             self.broker.redacted(),

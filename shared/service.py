@@ -573,7 +573,8 @@ class Worker:
             self.caps.describe(),
             ", ".join(plan.subscribe),
         )
-        if not self.caps.shared_subscriptions and plan.pooled:
+        # The inbox alone (no shared handler, e.g. the gateway) is nothing to warn about.
+        if not self.caps.shared_subscriptions and any(b.shared for b in self._bindings):
             if plan.standby:
                 self.log.warning(
                     "broker %s does not deliver shared subscriptions ($share): this worker "

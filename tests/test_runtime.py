@@ -353,3 +353,23 @@ async def test_every_handler_of_a_message_runs_even_when_one_keeps_failing(
     assert isinstance(svc, Twice)
     assert sorted(svc.calls) == ["broken", "broken", "broken", "fine"]
     await w.shutdown()
+
+
+async def test_copies_arriving_while_the_first_is_in_its_handler_are_not_handled_again(
+    worker: Worker, probe: Probe
+) -> None:
+    """A pooled and a plain subscription can both deliver one message to a worker."""
+
+    async def slow(_: Any) -> None:
+        await asyncio.sleep(0.3)
+
+    Recording.behaviour = slow
+    a = start_activity()
+    for _ in range(3):
+        probe.publish("commands/builder/start", a)
+    b = start_activity()
+    probe.publish("commands/builder/start", b)
+    await wait_until(lambda: any(i == b["id"] for i, _ in seen(worker)), what="the last one")
+    await asyncio.sleep(0.5)
+    assert sorted(i for i, _ in seen(worker)) == sorted([a["id"], b["id"]])
+    assert worker._inflight == {}  # the waiting copies were acknowledged with the first
