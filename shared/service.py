@@ -367,6 +367,7 @@ class Worker:
         """
         coro = handler(activity, delivery)
         if not self.service.eager_handlers:
+            self._inflight.setdefault(activity.id, [])
             self._spawn(self._complete(coro, handler, activity, delivery, msg))
             return
         try:

@@ -17,4 +17,7 @@ user() {  # name, password, write regex
 
 user observer "$DOVECOTE_PW_OBSERVER" '^$'
 user builder "$DOVECOTE_PW_BUILDER" '^(dovecote\.deadletter\.builder|dovecote\.events\.build\.failed|dovecote\.events\.build\.progress|dovecote\.events\.build\.rejected|dovecote\.events\.build\.started|dovecote\.events\.build\.stopped|dovecote\.events\.build\.succeeded|dovecote\.services\.builder\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.state\.build|dovecote\.state\.builds)$'
-user gateway "$DOVECOTE_PW_GATEWAY" '^(dovecote\.commands\.builder\.start|dovecote\.commands\.builder\.stop|dovecote\.deadletter\.gateway|dovecote\.services\.gateway\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query)$'
+user gateway "$DOVECOTE_PW_GATEWAY" '^(dovecote\.commands\.builder\.start|dovecote\.commands\.builder\.stop|dovecote\.deadletter\.gateway|dovecote\.events\.image\.created|dovecote\.services\.gateway\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query)$'
+user notifier "$DOVECOTE_PW_NOTIFIER" '^(dovecote\.deadletter\.notifier|dovecote\.services\.notifier\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.users\.[^.]+\.notifications)$'
+user points "$DOVECOTE_PW_POINTS" '^(dovecote\.deadletter\.points|dovecote\.events\.points\.awarded|dovecote\.services\.points\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.state\.leaderboard)$'
+user resizer "$DOVECOTE_PW_RESIZER" '^(dovecote\.deadletter\.resizer|dovecote\.events\.image\.resized|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.services\.resizer\.[^.]+)$'
