@@ -135,7 +135,7 @@ async def test_kill_9_a_worker_under_load_it_is_respawned_and_nothing_is_lost(
     # What the killed worker held (queued for its session, or in its handlers unacked)
     # came back to the same instance, started anew by the supervisor.
     assert left > 0 and any(r[2] == reborn for r in rows)
-    # Handled twice: only what was in flight at the kill, which the broker's window per
-    # client bounds (Mosquitto 20, RabbitMQ's MQTT prefetch 10; seen 21 once on Mosquitto,
-    # which counts a message being written to the socket apart from its window).
-    assert sum(r[3] for r in rows) - len(sent) <= 40
+    # Handled twice: only items the killed process had handled without its ack reaching
+    # the broker, re-run by its successor; never one item given to two live workers. (How
+    # many varies: 0 to ~120 of 2,400 were seen; the ledger's key keeps the effect single.)
+    assert {r[2] for r in rows if r[3] > 1} <= {killed}
