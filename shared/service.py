@@ -589,8 +589,8 @@ class Worker:
                     self.name,
                     ", ".join(plan.pooled),
                 )
-            else:
-                self.log.warning(
+            else:  # a pool of one is fine: worth knowing, not a warning
+                self.log.info(
                     "broker %s does not deliver shared subscriptions ($share): this worker "
                     "handles %s alone; other workers of %s stand by (see docs/brokers.md)",
                     broker,
