@@ -21,3 +21,4 @@ user gateway "$DOVECOTE_PW_GATEWAY" '^(dovecote\.commands\.builder\.start|doveco
 user notifier "$DOVECOTE_PW_NOTIFIER" '^(dovecote\.deadletter\.notifier|dovecote\.services\.notifier\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.users\.[^.]+\.notifications)$'
 user points "$DOVECOTE_PW_POINTS" '^(dovecote\.deadletter\.points|dovecote\.events\.points\.awarded|dovecote\.services\.points\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.state\.leaderboard)$'
 user resizer "$DOVECOTE_PW_RESIZER" '^(dovecote\.deadletter\.resizer|dovecote\.events\.image\.resized|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.services\.resizer\.[^.]+)$'
+user tweeter "$DOVECOTE_PW_TWEETER" '^(dovecote\.deadletter\.tweeter|dovecote\.events\.tweet\.created|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.services\.tweeter\.[^.]+)$'
