@@ -82,6 +82,7 @@ def test_the_template_renders_every_file_with_the_names_filled_in() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.brokers("mosquitto")  # it proves the scaffold; the broker is not the point
 async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation(
     tmp_path: Path, service_env: dict[str, str], probe: Probe
 ) -> None:
@@ -118,9 +119,11 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     await run([str(VENV_BIN / "ruff"), "check", "services/hello"], repo, env)
     await run([str(VENV_BIN / "ruff"), "format", "--check", "services/hello"], repo, env)
     await run([str(VENV_BIN / "mypy"), "services/hello"], repo, env)
+    # One broker is enough to prove the scaffolded test (the outer test picks which).
     pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v"]
+    pytest_cmd += ["--broker=mosquitto"]
     out, _ = await run([*pytest_cmd, "services/hello", "tests/test_docs.py"], repo, env)
-    assert "services/hello/test_hello.py::test_a_successful_build_gets_a_note PASSED" in out
+    assert "test_hello.py::test_a_successful_build_gets_a_note[mosquitto] PASSED" in out
     assert "test_docs.py::test_committed_docs_match_the_registry PASSED" in out
     await run([sys.executable, "-m", "shared.asyncapi"], repo, env)
 
