@@ -27,7 +27,7 @@ from shared import topics
 from shared.config import BrokerAddress, parse_mqtt_url
 from shared.mqtt import Connection, Message
 
-GRACE = 0.5  # after the marker, how long a late shared or retained copy may still come
+GRACE = 0.25  # after the marker, how long a late shared or retained copy may still come
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 import websockets
 
 from shared.broker import choose, free_port, mqtt_answers
@@ -62,6 +63,7 @@ async def test_run_starts_prefixes_restarts_and_stops_in_order(
             sup.kill()
 
 
+@pytest.mark.brokers("mosquitto")  # the port is taken: the broker plays no part
 async def test_a_service_that_cannot_start_stops_the_run_with_an_error(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
