@@ -1,6 +1,6 @@
 """A pool of 1 vs 2 workers of one service on the same burst, side by side in one run.
 
-Each worker is its own process (``bench.pool_worker``: ~2 ms of CPU per message), joined
+Each worker is its own process (``bench.pool_worker``: ~1.5 ms of CPU per message), joined
 to one ``$share`` group on a private Mosquitto. The workers connect first; then
 ``mosquitto_pub`` publishes a QoS 1 burst of N activities and the rate is N over the time
 from the start of the burst to the last "worked" report. Goal: 2 workers >= 1.5x one
@@ -99,7 +99,7 @@ async def measure() -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> None:
     heading(
-        f"Worker pool: {N:,} QoS 1 activities, ~2 ms of CPU each (zlib, 192 KiB), "
+        f"Worker pool: {N:,} QoS 1 activities, ~1.5 ms of CPU each (zlib, 512 KiB), "
         f"$share on Mosquitto, median of {REPEATS}"
     )
     base = median(r["rates"][1])
