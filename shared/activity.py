@@ -316,6 +316,13 @@ def new_id() -> str:
     return uuid.uuid4().urn
 
 
+def derived_id(cause: str, *parts: str) -> str:
+    """The id of an activity made *because of* another: the same on every redelivery of the
+    cause, so a handler that runs twice (a crash before its ack) publishes the same activity
+    twice, which subscribers skip as seen, instead of two different ones."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, " ".join((cause, *parts))).urn
+
+
 def new(
     type: str,
     actor: Mapping[str, Any],

@@ -156,6 +156,7 @@ class Connection:
         self._unsubscribe_on_connect: set[str] = set()
         self._pending_subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._unacked_out: set[int] = set()
+        self._on_acked: dict[int, Callable[[], None]] = {}  # mid -> what to do on PUBACK
         self._drained: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -241,13 +242,26 @@ class Connection:
         else:
             self._unsubscribe_on_connect.update(filters)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        """Queue a message. QoS 1 survives a disconnect (queued, bounded); QoS 0 does not."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        on_acked: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue a message. QoS 1 survives a disconnect (queued, bounded); QoS 0 does not.
+
+        ``on_acked`` runs on the loop when the broker has acknowledged a QoS 1 message (for
+        an outbox: the message is the broker's responsibility from then on).
+        """
         info = self._client.publish(topic, payload, qos, retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             raise BusError(f"outgoing queue full; {topic} not published")
         if qos > 0:
             self._unacked_out.add(info.mid)
+            if on_acked is not None:
+                self._on_acked[info.mid] = on_acked
             if self._drained is not None:
                 self._drained.clear()
 
@@ -396,6 +410,9 @@ class Connection:
         self, client: paho.Client, _u: Any, mid: int, _reason: Any, _p: Any
     ) -> None:
         self._unacked_out.discard(mid)
+        done = self._on_acked.pop(mid, None)
+        if done is not None:
+            done()
         if not self._unacked_out and self._drained is not None:
             self._drained.set()
 

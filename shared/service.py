@@ -25,20 +25,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from shared import activity as act
 from shared import capabilities, pool, topics
+from shared.broker import PROJECT
 from shared.capabilities import Capabilities
 from shared.config import ConfigError, Settings
 from shared.logs import setup_logging
-from shared.mqtt import Connection, Message, Will
+from shared.mqtt import BusError, Connection, Message, Will
+from shared.outbox import Outbox
 from shared.topics import Topic
 
 Handler = Callable[[Any, "Delivery"], Coroutine[Any, Any, None]]
@@ -97,10 +101,17 @@ Send = Callable[[str, bytes, int, bool], None]  # topic, payload, qos, retain
 
 
 class Bus:
-    """What a service may do on the bus: publish registered topics, as itself."""
+    """What a service may do on the bus: publish registered topics, as itself.
 
-    def __init__(self, send: Send, service: str, settings: Settings) -> None:
+    ``durable`` sends through the worker's outbox (``shared.outbox``), for services that set
+    ``Service.outbox``: what was promised outside the bus (a 201, a 202) survives a crash.
+    """
+
+    def __init__(
+        self, send: Send, service: str, settings: Settings, durable: Send | None = None
+    ) -> None:
         self._send = send
+        self._durable = durable
         self.service = service
         self.settings = settings
         self.root = settings.root
@@ -110,15 +121,26 @@ class Bus:
     def address(self, entry: Topic, **params: str) -> str:
         return entry.address(self.root, **params)
 
-    def publish(self, entry: Topic, activity: dict[str, Any], **params: str) -> bytes:
-        """Validate against the registry, encode with orjson, and send. Returns the bytes."""
+    def publish(
+        self, entry: Topic, activity: dict[str, Any], *, durable: bool = False, **params: str
+    ) -> bytes:
+        """Validate against the registry, encode with orjson, and send. Returns the bytes.
+
+        ``durable=True``: written to the outbox first; ``OutboxFull`` (a ``BusError``) when it
+        is full, and nothing is sent.
+        """
         if entry.publisher not in ("*", self.service):
             raise topics.TopicError(
                 f"{self.service} may not publish {entry.pattern} (publisher: {entry.publisher})"
             )
         payload = act.encode(activity)
         entry.codec.decode(payload)  # a bug here must fail loudly, not reach subscribers
-        self._send(entry.address(self.root, **params), payload, entry.qos, entry.retain)
+        send = self._send
+        if durable:
+            if self._durable is None:
+                raise BusError(f"{self.service} has no outbox: set `outbox = True` on it")
+            send = self._durable
+        send(entry.address(self.root, **params), payload, entry.qos, entry.retain)
         return payload
 
 
@@ -135,6 +157,9 @@ class Service:
     # ``asyncio.current_task()`` before the first suspension, so ``asyncio.timeout()`` and
     # aiohttp's client timeouts fail there. Safe by default, fast by choice.
     eager_handlers: ClassVar[bool] = False
+    # A durable outbox (``shared.outbox``) for ``bus.publish(..., durable=True)``: for what a
+    # service promised outside the bus before the broker acknowledged it (the gateway's 201).
+    outbox: ClassVar[bool] = False
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus
@@ -242,7 +267,15 @@ class Worker:
             will=Will(self.presence_topic, self._presence("Leave", "offline")),
             on_connected=self._on_connected,
         )
-        self.bus = Bus(self.conn.publish, self.name, settings)
+        self.outbox: Outbox | None = None
+        if service_cls.outbox:
+            folder = settings.get_str("DOVECOTE_OUTBOX_DIR", str(PROJECT / ".dovecote" / "outbox"))
+            self.outbox = Outbox(
+                Path(folder) / f"{self.client_id}.sqlite3",
+                settings.get_int("DOVECOTE_OUTBOX_LIMIT", 10_000, 1, 1_000_000),
+            )
+        durable = self._publish_durable if self.outbox is not None else None
+        self.bus = Bus(self.conn.publish, self.name, settings, durable)
         self.service = service_cls(self.bus, settings)
         self._bindings: list[_Binding] = []
         self._routes: dict[str, list[tuple[_Binding, dict[str, str]]]] = {}
@@ -508,6 +541,34 @@ class Worker:
         if msg.topic != self.deadletter_topic:  # never loop on our own letters
             self.bus.publish(topics.DEADLETTER, letter, service=self.name)
 
+    def _publish_durable(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        """Outbox first, then the broker; the row goes when the broker acknowledges it."""
+        outbox = self.outbox
+        assert outbox is not None
+        seq = outbox.add(topic, payload, qos, retain)
+        try:
+            self.conn.publish(topic, payload, qos, retain, on_acked=lambda: outbox.remove(seq))
+        except BusError:
+            outbox.remove(seq)
+            raise
+
+    def _resend_outbox(self) -> None:
+        """What a previous run of this worker promised and the broker never acknowledged."""
+        if self.outbox is None:
+            return
+        outbox = self.outbox
+        left = outbox.open()
+        for p in left:
+            done = functools.partial(outbox.remove, p.seq)
+            self.conn.publish(p.topic, p.payload, p.qos, p.retain, on_acked=done)
+        if left:
+            self.log.warning(
+                "sending again %d message(s) from the outbox %s that the broker had not "
+                "acknowledged when this worker last stopped",
+                len(left),
+                self.outbox.path,
+            )
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -554,6 +615,7 @@ class Worker:
         """
         broker = self.settings.broker.redacted()
         self.caps = await capabilities.probe(self.settings.broker, self.root, self.client_id)
+        self._resend_outbox()  # queued in paho; out as soon as the connection is up
         await self.service.setup()
         self.plan = plan = pool.plan(
             self.name, self.settings.instance, self.pooled, self.plain, self.caps
@@ -631,6 +693,15 @@ class Worker:
         with contextlib.suppress(Exception):
             self.conn.publish(self.presence_topic, self._presence("Leave", "offline"), 1, True)
         await self.conn.stop()
+        if self.outbox is not None:
+            if len(self.outbox):
+                self.log.warning(
+                    "%d message(s) not acknowledged by the broker stay in the outbox %s; "
+                    "they are sent at the next start",
+                    len(self.outbox),
+                    self.outbox.path,
+                )
+            self.outbox.close()
         self.log.info("stopped")
 
 

@@ -241,6 +241,7 @@ def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]
         # Stores in the test's own folder, never the project's .dovecote/.
         IMAGES_DIR=str(tmp_path / "images"),
         POINTS_DB=str(tmp_path / "points.sqlite3"),
+        DOVECOTE_OUTBOX_DIR=str(tmp_path / "outbox"),
     )
     env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
     return env

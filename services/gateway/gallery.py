@@ -27,6 +27,7 @@ from services.gateway.context import CTX, Images, current_user, same_origin
 from services.gateway.store import BadName, NotFound, StoredFile, new_id, valid_id, valid_size
 from shared import activity as act
 from shared import topics
+from shared.mqtt import BusError
 
 log = logging.getLogger("dovecote.gateway.images")
 CHUNK = 64 * 1024
@@ -57,6 +58,13 @@ def refuse(status: int, reason: str) -> web.HTTPException:
         503: web.HTTPServiceUnavailable,
     }
     return kinds[status](text=reason)
+
+
+def unavailable(exc: BusError) -> web.HTTPException:
+    """503 with the reason: the event could not be accepted for delivery; try again later."""
+    error = refuse(503, f"cannot accept this now: {exc}")
+    error.headers["Retry-After"] = "10"
+    return error
 
 
 def _images(request: web.Request) -> Images:
@@ -107,6 +115,9 @@ async def upload(request: web.Request) -> web.Response:
     )
     try:
         ctx.publish(topics.IMAGE_CREATED, activity)
+    except BusError as exc:  # the outbox is full (a long broker outage): refuse, keep nothing
+        await loop.run_in_executor(images.pool, store.discard_original, image_id)
+        raise unavailable(exc) from None
     except Exception:
         await loop.run_in_executor(images.pool, store.discard_original, image_id)
         raise

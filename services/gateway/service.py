@@ -42,6 +42,10 @@ class Gateway(Service):
     # Browsers rebuild everything from retained state on reconnect: a gateway that was down
     # has no use for a backlog of stale events, so its session is clean.
     clean_session = True
+    # An upload answered 201 and a command answered 202 are promises made to a browser:
+    # their events go through a durable outbox, so a crash before the broker's PUBACK (a
+    # broker outage, a kill -9) cannot lose them. Bounded: when full, the gateway says 503.
+    outbox = True
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
@@ -95,7 +99,7 @@ class Gateway(Service):
         )
 
     def _publish(self, entry: topics.Topic, activity: dict[str, object]) -> None:
-        self.bus.publish(entry, activity)
+        self.bus.publish(entry, activity, durable=True)
 
     async def teardown(self) -> None:
         await self.hub.close_all()

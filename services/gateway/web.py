@@ -17,6 +17,7 @@ from services.gateway import commands, gallery
 from services.gateway.context import CTX, USER_COOKIE, Context, current_user, same_origin
 from services.gateway.hub import notice
 from services.gateway.users import User
+from shared.mqtt import BusError
 
 log = logging.getLogger("dovecote.gateway.web")
 HERE = Path(__file__).parent
@@ -132,7 +133,10 @@ def _submit(request: web.Request, name: str, body: object) -> web.Response:
         entry, activity = commands.parse(name, body, ctx.directory.actor(user))
     except commands.CommandError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
-    ctx.publish(entry, activity)
+    try:
+        ctx.publish(entry, activity)
+    except BusError as exc:
+        raise gallery.unavailable(exc) from None
     return web.json_response(
         {"id": activity["id"], "topic": f"{ctx.root}/{entry.pattern}"}, status=202
     )
@@ -184,7 +188,10 @@ def _command_frame(ctx: Context, user: User, text: str) -> bytes:
         entry, activity = commands.parse(name, body, ctx.directory.actor(user))
     except commands.CommandError as exc:
         return notice("error", error=str(exc))
-    ctx.publish(entry, activity)
+    try:
+        ctx.publish(entry, activity)
+    except BusError as exc:
+        return notice("error", error=f"cannot accept this now: {exc}")
     return notice("accepted", id=activity["id"], command=name)
 
 

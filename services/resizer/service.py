@@ -102,10 +102,9 @@ class Resizer(Service):
         )
         obj: dict[str, Any] = {"type": "Image", "id": image.id, "url": image.url}
         obj.update(name=image.name, preview=previews)
-        self.bus.publish(
-            topics.IMAGE_RESIZED,
-            act.new("Update", self.bus.actor, obj, context=activity.context),
-        )
+        update = act.new("Update", self.bus.actor, obj, context=activity.context)
+        update["id"] = act.derived_id(activity.id, "resized")  # once in effect, however often
+        self.bus.publish(topics.IMAGE_RESIZED, update)
         self.log.info(
             "resized %s (%dx%d) to %s: fetch %.0f ms, resize %.0f ms, store %.0f ms [context=%s]",
             image.url,

@@ -47,8 +47,7 @@ class Tweeter(Service):
             "attributedTo": act.to_builtins(uploader),
         }
         context = activity.context or activity.id
-        self.bus.publish(
-            own.TWEETED,
-            act.new("Create", self.bus.actor, tweet, context=context, summary=text),
-        )
+        created = act.new("Create", self.bus.actor, tweet, context=context, summary=text)
+        created["id"] = act.derived_id(activity.id, "tweeted")  # a redelivery: the same tweet
+        self.bus.publish(own.TWEETED, created)
         self.log.info("tweeted about %s [context=%s]", image.id, context)
