@@ -9,7 +9,8 @@
 and ``--check`` fails when the committed files differ (a test runs it). A service may read
 everything under the root, and write the topics whose registry publisher is that service,
 plus the topics every service publishes (``*``) with its own name filled in. The user
-``observer`` may only read (dashboards, ``mosquitto_sub``).
+``observer`` may only read (dashboards, ``mosquitto_sub``); the user ``operator`` may read,
+and write the operators' commands (``dovecote deadletter``), nothing else.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.supervisor import discover
 MOSQUITTO_ACL = PROJECT / "deploy" / "mosquitto" / "acl"
 RABBITMQ_PERMISSIONS = PROJECT / "deploy" / "rabbitmq" / "permissions.sh"
 OBSERVER = "observer"
+OPERATOR = "operator"  # the person at `dovecote deadletter`: publisher "operator" topics
 
 
 def services() -> list[str]:
@@ -33,10 +35,11 @@ def services() -> list[str]:
 
 
 def writable(service: str, root: str) -> list[str]:
-    """The MQTT filters ``service`` may publish to."""
+    """The MQTT filters ``service`` (or the operator) may publish to."""
     out: list[str] = []
+    mine = (OPERATOR,) if service == OPERATOR else (service, "*")
     for t in topics.all_topics():
-        if t.publisher not in (service, "*"):
+        if t.publisher not in mine:
             continue
         params = {p: (service if p == "service" else "+") for p in t.params}
         levels = [params[lv[1:-1]] if lv.startswith("{") else lv for lv in t.levels]
@@ -55,6 +58,10 @@ def mosquitto_acl(root: str = "dovecote") -> str:
         "",
         f"user {OBSERVER}",
         f"topic read {root}/#",
+        "",
+        f"user {OPERATOR}",
+        f"topic read {root}/#",
+        *(f"topic write {f}" for f in writable(OPERATOR, root)),
     ]
     for service in services():
         lines += ["", f"user {service}", f"topic read {root}/#"]
@@ -95,6 +102,8 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         "}",
         "",
         f"user {OBSERVER} \"$DOVECOTE_PW_{OBSERVER.upper()}\" '^$'",
+        f'user {OPERATOR} "$DOVECOTE_PW_{OPERATOR.upper()}" '
+        f"'{_amqp_regex(writable(OPERATOR, root))}'",
     ]
     for service in services():
         regex = _amqp_regex(writable(service, root))

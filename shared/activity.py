@@ -279,6 +279,69 @@ class DeadLetter(Activity):
     object: ParkedMessage
 
 
+class Redelivery(Activity):
+    """Un-park a dead letter: the service that parked it handles the original payload again,
+    as if it had just arrived on its original topic (``object.object.name``)."""
+
+    type: Literal["Undo"]
+    object: DeadLetter
+
+
+class LetterQuery(Model):
+    type: Literal["Collection"]
+    service: Name | None = None  # only this service's letters
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+class ListDeadLetters(Activity):
+    """An operator asks the deadletters service what it holds (``dovecote deadletter list``)."""
+
+    type: Literal["View"]
+    object: LetterQuery
+
+
+class LetterSelection(Model):
+    type: Literal["Collection"]
+    items: Annotated[list[Iri], Meta(max_length=1000)] = []  # letter ids
+    service: Name | None = None  # with ``all``: only this service's letters
+    all: bool = False  # every letter not replayed yet
+
+
+class ReplayDeadLetters(Activity):
+    """An operator asks for letters to be replayed (``dovecote deadletter replay``)."""
+
+    type: Literal["Undo"]
+    object: LetterSelection
+
+
+class LetterSummary(Model):
+    type: Literal["Flag"]
+    id: Iri
+    service: Name
+    topic: Annotated[str, Meta(max_length=65535)]  # the original topic
+    summary: Text  # the reason
+    attempts: int
+    size: int
+    published: Published  # when the service parked it
+    replays: int = 0  # how often it was replayed
+    lastReplayed: Published | None = None
+
+
+class LetterReport(Model):
+    type: Literal["OrderedCollection"]
+    totalItems: int  # letters held that match, beyond those listed
+    orderedItems: list[LetterSummary] = []
+    missing: list[Iri] = []  # asked-for letter ids the service does not hold
+
+
+class DeadLetterReply(Activity, kw_only=True):
+    """The deadletters service's answer to one operator command (``inReplyTo`` its id)."""
+
+    type: Literal["Accept", "Reject"]
+    object: LetterReport
+    inReplyTo: Iri
+
+
 # --- codec -------------------------------------------------------------------------------
 
 

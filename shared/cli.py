@@ -9,7 +9,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from shared import broker, publish, scaffold, supervisor, tail
+from shared import broker, deadletter, publish, scaffold, supervisor, tail
 from shared.config import ConfigError, Settings
 
 DATA_DIR = supervisor.PROJECT / ".dovecote"
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where a private broker keeps its data (default: .dovecote/)",
     )
     run.set_defaults(func=cmd_run)
-    for command in (scaffold, tail, publish):  # each module adds its own subcommand
+    for command in (scaffold, tail, publish, deadletter):  # each module adds its own subcommand
         command.add_command(sub)
     args = parser.parse_args(argv)
     code: int = args.func(args)

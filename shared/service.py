@@ -200,6 +200,9 @@ class SeenIds:
         if len(self._ids) > self._size:
             del self._ids[next(iter(self._ids))]
 
+    def discard(self, activity_id: str) -> None:
+        self._ids.pop(activity_id, None)
+
 
 def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> Generator[Any, Any, None]:
     """Drive a coroutine that already ran its first step (see ``Worker._run_eagerly``)."""
@@ -258,6 +261,7 @@ class Worker:
         self.deadletter_topic = topics.DEADLETTER.address(self.root, service=self.name)
         self.inbox = f"{self.root}/commands/{self.name}/#"
         self.query_topic = topics.PRESENCE_QUERY.address(self.root)
+        self.redeliver_topic = topics.REDELIVER.address(self.root, service=self.name)
         self.conn = Connection(
             settings.broker,
             self.client_id,
@@ -333,6 +337,10 @@ class Worker:
         if msg.topic == self.query_topic:
             self._answer_presence_query(msg)
             return
+        if msg.topic == self.redeliver_topic:
+            msg = self._unpark(msg)
+            if not msg.topic:
+                return
         routes = self._route(msg.topic)
         if not routes:
             reason = (
@@ -364,6 +372,46 @@ class Worker:
             return
         delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
         self._run_eagerly(binding.handler, activity, delivery, msg)
+
+    def _unpark(self, msg: Message) -> Message:
+        """A dead letter sent back (``dovecote deadletter replay``): the original message.
+
+        It then goes through the whole path again, decoding included, as if it had just
+        arrived on its original topic; its ack is the redelivery command's. An id remembered
+        as handled is forgotten first: the operator wants it handled again. Returns a message
+        with an empty topic when there is nothing to run (the command was dead-lettered).
+        """
+        nothing = Message("", b"", 0, False, 0)
+        try:
+            command = topics.REDELIVER.codec.decode(msg.payload)
+        except act.InvalidActivity as exc:
+            self._reject(msg, str(exc))
+            return nothing
+        if command.id in self._seen:  # the same redelivery twice: once is what was asked
+            self.conn.ack(msg.mid, msg.qos)
+            return nothing
+        self._seen.add(command.id)
+        parked = command.object.object
+        if parked.mediaType == "application/octet-stream;base64":
+            try:
+                payload = base64.b64decode(parked.content, validate=True)
+            except ValueError:
+                self._reject(msg, "the dead letter's base64 content is damaged")
+                return nothing
+        else:
+            payload = parked.content.encode()
+        if len(payload) != parked.size:
+            self._reject(msg, f"cannot redeliver a letter cut short ({parked.size} bytes)")
+            return nothing
+        if not parked.name.startswith(f"{self.root}/") or parked.name == self.redeliver_topic:
+            self._reject(msg, f"cannot redeliver a message of {parked.name!r} here")
+            return nothing
+        with contextlib.suppress(act.InvalidActivity):
+            self._seen.discard(_GENERIC.decode(payload).id)
+        self.log.info(
+            "redelivering dead letter %s (%s) on %s", command.object.id, command.id, parked.name
+        )
+        return Message(parked.name, payload, msg.qos, False, msg.mid)
 
     def _duplicate(self, activity_id: str, msg: Message) -> bool:
         """Skip a copy of an activity handled already, or being handled right now.

@@ -295,6 +295,50 @@ DEADLETTER = register(
     )
 )
 
+REDELIVER = register(
+    Topic(
+        "commands/{service}/redeliver",
+        "deadletters",
+        1,
+        False,
+        act.Redelivery,
+        "Handle a dead letter again: the runtime of the service that parked it runs the "
+        "original payload through the handler of its original topic (only that service sees "
+        "it; no one else's topic is republished).",
+    )
+)
+DEADLETTER_LIST = register(
+    Topic(
+        "commands/deadletters/list",
+        "operator",
+        1,
+        False,
+        act.ListDeadLetters,
+        "`dovecote deadletter list`: which dead letters the deadletters service holds.",
+    )
+)
+DEADLETTER_REPLAY = register(
+    Topic(
+        "commands/deadletters/replay",
+        "operator",
+        1,
+        False,
+        act.ReplayDeadLetters,
+        "`dovecote deadletter replay`: send letters back to the services that parked them.",
+    )
+)
+DEADLETTER_REPLY = register(
+    Topic(
+        "replies/deadletters/{request}",
+        "deadletters",
+        1,
+        False,
+        act.DeadLetterReply,
+        "The deadletters service's answer to one operator command; `{request}` is the "
+        "command's uuid in hex, which the asking tool subscribed to first.",
+    )
+)
+
 # --- the image pipeline ------------------------------------------------------------------
 
 IMAGE_CREATED = register(

@@ -16,7 +16,9 @@ user() {  # name, password, write regex
 }
 
 user observer "$DOVECOTE_PW_OBSERVER" '^$'
+user operator "$DOVECOTE_PW_OPERATOR" '^(dovecote\.commands\.deadletters\.list|dovecote\.commands\.deadletters\.replay)$'
 user builder "$DOVECOTE_PW_BUILDER" '^(dovecote\.deadletter\.builder|dovecote\.events\.build\.failed|dovecote\.events\.build\.progress|dovecote\.events\.build\.rejected|dovecote\.events\.build\.started|dovecote\.events\.build\.stopped|dovecote\.events\.build\.succeeded|dovecote\.services\.builder\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.state\.build|dovecote\.state\.builds)$'
+user deadletters "$DOVECOTE_PW_DEADLETTERS" '^(dovecote\.commands\.deadletters\.redeliver|dovecote\.deadletter\.deadletters|dovecote\.replies\.deadletters\.[^.]+|dovecote\.services\.deadletters\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query)$'
 user gateway "$DOVECOTE_PW_GATEWAY" '^(dovecote\.commands\.builder\.start|dovecote\.commands\.builder\.stop|dovecote\.deadletter\.gateway|dovecote\.events\.image\.created|dovecote\.services\.gateway\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query)$'
 user notifier "$DOVECOTE_PW_NOTIFIER" '^(dovecote\.deadletter\.notifier|dovecote\.services\.notifier\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.users\.[^.]+\.notifications)$'
 user points "$DOVECOTE_PW_POINTS" '^(dovecote\.deadletter\.points|dovecote\.events\.points\.awarded|dovecote\.services\.points\.[^.]+|dovecote\.services\.probe\.[^.]+\.[^.]+|dovecote\.services\.query|dovecote\.state\.leaderboard)$'
