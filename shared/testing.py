@@ -42,8 +42,11 @@ from shared.mqtt import Connection, Message
 class ServiceProcess:
     """One service worker as a real OS process, its output in a log file."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, package: str = "services"
+    ) -> None:
         self.name = name
+        self.package = package  # run as ``python -m <package>.<name>``
         self.env = env
         self.instance = env.get("DOVECOTE_INSTANCE", "1")
         self.log_path = log_dir / f"{name}.{self.instance}.log"
@@ -52,7 +55,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            [sys.executable, "-m", f"{self.package}.{self.name}"],
             cwd=PROJECT,
             env=self.env,
             stdout=log,
@@ -241,6 +244,7 @@ def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]
         # Stores in the test's own folder, never the project's .dovecote/.
         IMAGES_DIR=str(tmp_path / "images"),
         POINTS_DB=str(tmp_path / "points.sqlite3"),
+        DEADLETTERS_DB=str(tmp_path / "deadletters.sqlite3"),
         DOVECOTE_OUTBOX_DIR=str(tmp_path / "outbox"),
     )
     env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
@@ -254,8 +258,8 @@ StartService = Callable[..., ServiceProcess]
 def start_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[StartService]:
     started: list[ServiceProcess] = []
 
-    def start(name: str, **env: str) -> ServiceProcess:
-        proc = ServiceProcess(name, {**service_env, **env}, tmp_path).start()
+    def start(name: str, package: str = "services", **env: str) -> ServiceProcess:
+        proc = ServiceProcess(name, {**service_env, **env}, tmp_path, package).start()
         started.append(proc)
         return proc
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from pathlib import Path
 
 from shared import activity as act
 from shared import topics
@@ -36,6 +37,9 @@ class Tally(Service):
         super().__init__(bus, settings)
         self.ledger_path = settings.get_str("TALLY_DB", "tally.sqlite")
         self.work = settings.get_float("TALLY_WORK_SECONDS", 0.005, 0.0, 10.0)
+        # A poison message for dead-letter tests: an item whose content is "poison" fails
+        # while this file exists (the bug), and succeeds once it is gone (the fix).
+        self.poison = Path(settings.get_str("TALLY_POISON_FILE", "/nonexistent/poison"))
         self.db: sqlite3.Connection | None = None
 
     async def setup(self) -> None:
@@ -44,6 +48,9 @@ class Tally(Service):
     @handles(ITEM)
     async def on_item(self, activity: act.Activity, _: Delivery) -> None:
         await asyncio.sleep(self.work)  # the work: I/O-like, so three workers overlap
+        obj = activity.object
+        if isinstance(obj, dict) and obj.get("content") == "poison" and self.poison.exists():
+            raise RuntimeError(f"poisoned while {self.poison} exists")
         assert self.db is not None
         self.db.execute(
             "INSERT INTO tally VALUES (?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET runs = runs + 1",
