@@ -73,7 +73,7 @@ async def test_a_poison_message_is_parked_kept_listed_and_replayed_while_the_str
     # 1. One poison in a stream of 200: parked after 3 attempts, the other 199 handled.
     good = [item() for _ in range(199)]
     first = item("poison")
-    for a in good[:100] + [first] + good[100:]:
+    for a in [*good[:100], first, *good[100:]]:
         probe.publish("events/tally/item", a)
     [letter] = await probe.wait_for("deadletter/tally", timeout=60)
     assert letter["object"]["attempts"] == 3
