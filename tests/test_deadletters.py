@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -23,7 +24,7 @@ ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 TALLY = "tests.services"
 
 
-def item(content: str = "count me") -> dict[str, object]:
+def item(content: str = "count me") -> dict[str, Any]:
     return act.new("Create", ADA, {"type": "Note", "content": content})
 
 
