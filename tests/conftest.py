@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["shared.testing", "tests.fixtures"]
+pytest_plugins = ["shared.testing", "tests.fixtures", "tests.chaos"]

@@ -1,0 +1,451 @@
+"""The fault suite's harness: real traffic in, faults injected, every effect accounted for.
+
+A pytest plugin (``tests/conftest.py`` loads it) with
+
+- ``--chaos=short|long`` (or ``DOVECOTE_CHAOS``): short in ``make test``, long in
+  ``make chaos`` (more time, more traffic, more kills);
+- the fault table: each fault test adds rows (fault injected | activities sent | processed |
+  lost | duplicated in effect | raw redeliveries absorbed), printed in pytest's terminal
+  summary and written to ``.dovecote/chaos/<scale>.md``;
+- ``Traffic``: uploads through the gateway's real HTTP API and build results on the bus;
+- ``account()``: what each service was asked to do against what the real stores and the bus
+  say it did: the points ledger (SQLite), every image's thumbnails (GET from the gateway),
+  and each follower's notifications and each tweet as seen on the bus by a probe with a
+  persistent session. "Duplicated in effect" counts distinct effects beyond one per cause
+  (two different notification ids for one follower and one upload, an award counted twice);
+  "raw redeliveries" counts copies with the same id, which subscribers skip as seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import sqlite3
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from shared import activity as act
+from shared.broker import PROJECT
+from shared.testing import Probe, ServiceProcess
+from tests.imagefiles import photo
+
+REPORT_DIR = PROJECT / ".dovecote" / "chaos"
+USERS = ("ada", "grace", "linus")
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    seconds: float  # how long traffic flows
+    uploads_per_s: float
+    builds_per_s: float
+    kill_every: float  # seconds between two kill -9s
+    settle: float  # seconds allowed, after the traffic, for every effect to show
+
+
+SCALES = {
+    "short": Scale("short", 12.0, 12.0, 12.0, 1.0, 90.0),
+    "long": Scale("long", 150.0, 15.0, 15.0, 0.7, 300.0),
+}
+
+
+@dataclass
+class FaultRow:
+    fault: str
+    sent: int
+    processed: int
+    lost: int
+    duplicated: int
+    raw: int | None = None  # same-id copies delivered again, absorbed by deduplication
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0
+
+
+ROWS: list[FaultRow] = []
+
+
+def record(*rows: FaultRow) -> None:
+    """Add rows to the table, then fail the test if any shows a loss or a duplicate."""
+    ROWS.extend(rows)
+    bad = [r for r in rows if not r.ok]
+    assert not bad, "\n" + render(bad)
+
+
+def render(rows: list[FaultRow]) -> str:
+    head = (
+        "| fault injected | activities sent | processed | lost | duplicated in effect "
+        "| raw redeliveries (absorbed) |"
+    )
+    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        raw = "n/a" if r.raw is None else str(r.raw)
+        lines.append(
+            f"| {r.fault} | {r.sent} | {r.processed} | {r.lost} | {r.duplicated} | {raw} |"
+        )
+    return "\n".join(lines)
+
+
+# --- the pytest plugin -----------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos",
+        choices=sorted(SCALES),
+        default=os.environ.get("DOVECOTE_CHAOS", "short"),
+        help="size of the fault suite: short (make test) or long (make chaos)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "chaos: the fault suite (kills, restarts, poison)")
+
+
+@pytest.fixture
+def scale(request: pytest.FixtureRequest) -> Scale:
+    return SCALES[request.config.getoption("chaos")]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not ROWS:
+        return
+    name = config.getoption("chaos")
+    table = render(ROWS)
+    terminalreporter.write_sep("=", f"fault suite ({name} run)")
+    terminalreporter.write_line(table)
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    path = REPORT_DIR / f"{name}.md"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    path.write_text(f"Fault suite, {name} run, {stamp}\n\n{table}\n")
+    terminalreporter.write_line(f"(written to {path})")
+
+
+# --- traffic ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    activity: str  # the Create Image's id, from the 201
+    image: str  # the image's id
+    url: str
+    user: str
+
+
+@dataclass(frozen=True)
+class BuildDone:
+    activity: str
+    user: str
+
+
+@dataclass
+class Traffic:
+    """Uploads through the gateway's HTTP API and build results on the bus, at a steady rate.
+
+    Only what the system accepted counts as sent: an upload answered 201 (one refused
+    while the gateway is down was never promised), a build result the probe published.
+    """
+
+    url: str
+    probe: Probe
+    followers: dict[str, list[str]] = field(default_factory=dict)
+    uploads: list[Upload] = field(default_factory=list)
+    builds: list[BuildDone] = field(default_factory=list)
+    refused: int = 0
+    on_201: Callable[[Upload], None] | None = None
+    _images: list[bytes] = field(default_factory=list)
+
+    async def prepare(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            for user in USERS:
+                async with http.get(f"{self.url}/users/{user}/followers") as r:
+                    body = orjson.loads(await r.read())
+                self.followers[user] = [p["preferredUsername"] for p in body["items"]]
+        self._images = [photo(16, 12, seed=s, fmt="PNG") for s in range(8)]  # tiny: fast
+
+    def person(self, user: str) -> dict[str, Any]:
+        base = f"{self.url}/users/{user}"
+        return {
+            "type": "Person",
+            "id": base,
+            "name": user.title(),
+            "preferredUsername": user,
+            "followers": f"{base}/followers",
+        }
+
+    async def run(self, seconds: float, uploads_per_s: float, builds_per_s: float) -> None:
+        rnd = random.Random(6)
+        busy = asyncio.Semaphore(6)
+        tasks: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            loop = asyncio.get_running_loop()
+            start, n_up, n_build = loop.time(), 0, 0
+            while (now := loop.time() - start) < seconds:
+                while n_up < now * uploads_per_s:
+                    n_up += 1
+                    user = rnd.choice(USERS)
+                    await busy.acquire()
+                    task = loop.create_task(self._upload(http, user, n_up, busy))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while n_build < now * builds_per_s:
+                    n_build += 1
+                    self._build(rnd.choice(USERS), n_build)
+                await asyncio.sleep(0.02)
+            if tasks:
+                await asyncio.wait(set(tasks))
+
+    async def _upload(
+        self, http: aiohttp.ClientSession, user: str, n: int, busy: asyncio.Semaphore
+    ) -> None:
+        form = aiohttp.FormData()
+        data = self._images[n % len(self._images)]
+        form.add_field("file", io.BytesIO(data), filename=f"p{n}.png", content_type="image/png")
+        form.add_field("title", f"chaos {n}")
+        try:
+            async with http.post(f"{self.url}/api/images?as={user}", data=form) as r:
+                body = await r.read()
+                if r.status != 201:
+                    self.refused += 1
+                    return
+            got = orjson.loads(body)
+            upload = Upload(got["activity"], got["id"], got["url"], user)
+            self.uploads.append(upload)
+            if self.on_201 is not None:
+                self.on_201(upload)
+        except (aiohttp.ClientError, TimeoutError):
+            self.refused += 1  # the gateway was down: nothing was promised
+        finally:
+            busy.release()
+
+    def _build(self, user: str, n: int) -> None:
+        requester = self.person(user)
+        build = {
+            "type": "Build",
+            "id": act.new_id(),
+            "name": f"Build #{n}",
+            "state": "succeeded",
+            "progress": 100,
+            "attributedTo": requester,
+        }
+        done = act.new(
+            "Update", act.service_actor("builder"), build, context=act.new_id(), summary="ok"
+        )
+        self.probe.publish("events/build/succeeded", done)
+        self.builds.append(BuildDone(done["id"], user))
+
+    # --- what should have happened --------------------------------------------------------
+
+    def expected_awards(self) -> dict[tuple[str, str], tuple[str, int]]:
+        """(cause, rule) -> (person URL, points)."""
+        out = {(u.activity, "upload"): (f"{self.url}/users/{u.user}", 10) for u in self.uploads}
+        for b in self.builds:
+            out[(b.activity, "build")] = (f"{self.url}/users/{b.user}", 5)
+        return out
+
+    def expected_notifications(self) -> set[tuple[str, str]]:
+        """(cause, recipient) pairs: followers of an uploader; a build's requester and theirs."""
+        pairs = {(u.activity, f) for u in self.uploads for f in self.followers[u.user]}
+        for b in self.builds:
+            pairs |= {(b.activity, r) for r in [b.user, *self.followers[b.user]]}
+        return pairs
+
+
+# --- what did happen ----------------------------------------------------------------------
+
+
+def _by_id(probe: Probe, rel_topic_suffix: str) -> list[dict[str, Any]]:
+    out = []
+    for m in probe.messages:
+        if m.topic.endswith(rel_topic_suffix) and m.payload:
+            out.append(orjson.loads(m.payload))
+    return out
+
+
+def ledger_rows(db: Path) -> list[tuple[str, str, str, int]]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        return list(conn.execute("SELECT cause, rule, person, points FROM awards"))
+    finally:
+        conn.close()
+
+
+@dataclass
+class Accounts:
+    awards: FaultRow
+    thumbnails: FaultRow
+    notifications: FaultRow
+    tweets: FaultRow
+
+    def rows(self) -> list[FaultRow]:
+        return [self.awards, self.thumbnails, self.notifications, self.tweets]
+
+    @property
+    def complete(self) -> bool:
+        return all(r.lost == 0 for r in self.rows())
+
+
+def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> Accounts:
+    """Everything but the thumbnails' GETs (cheap: polled while waiting)."""
+    # Points: the ledger is the truth. Its key (cause, rule) keeps an award single; the bus
+    # shows whether the service announced one award twice under different ids.
+    expected = traffic.expected_awards()
+    rows = ledger_rows(points_db)
+    counted = Counter((c, r) for c, r, _, _ in rows if (c, r) in expected)
+    awarded: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for a in _by_id(probe, "/events/points/awarded"):
+        awarded[(a["object"]["cause"], a["object"]["rule"])].add(a["id"])
+    awards = FaultRow(
+        f"{fault}: points awarded",
+        len(expected),
+        len(counted),
+        len(expected) - len(counted),
+        sum(n - 1 for n in counted.values()) + sum(len(i) - 1 for i in awarded.values()),
+        None,
+    )
+
+    # Thumbnails, as announced on the bus (the GETs come in ``account_thumbnails``).
+    resized: dict[str, set[str]] = defaultdict(set)
+    copies = 0
+    for a in _by_id(probe, "/events/image/resized"):
+        resized[a["object"]["url"]].add(a["id"])
+        copies += 1
+    urls = {u.url for u in traffic.uploads}
+    done = urls & set(resized)
+    thumbs = FaultRow(
+        f"{fault}: thumbnails",
+        len(urls),
+        len(done),
+        len(urls - done),
+        sum(len(resized[u]) - 1 for u in done),
+        copies - sum(len(resized[u]) for u in resized),
+    )
+
+    # Notifications: one per (cause, follower); distinct ids beyond one are duplicates.
+    pairs = traffic.expected_notifications()
+    seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+    copies = 0
+    for m in probe.messages:
+        if m.topic.endswith("/notifications") and m.payload:
+            note = orjson.loads(m.payload)
+            seen[(note["object"]["id"], m.topic.split("/")[-2])].add(note["id"])
+            copies += 1
+    got = pairs & set(seen)
+    notes = FaultRow(
+        f"{fault}: notifications",
+        len(pairs),
+        len(got),
+        len(pairs - got),
+        sum(len(seen[p]) - 1 for p in got),
+        copies - sum(len(ids) for ids in seen.values()),
+    )
+
+    # Tweets: one per upload.
+    tweeted: dict[str, set[str]] = defaultdict(set)
+    copies = 0
+    for a in _by_id(probe, "/events/tweet/created"):
+        tweeted[a["object"]["inReplyTo"]].add(a["id"])
+        copies += 1
+    causes = {u.activity for u in traffic.uploads}
+    done = causes & set(tweeted)
+    tweets = FaultRow(
+        f"{fault}: tweets",
+        len(causes),
+        len(done),
+        len(causes - done),
+        sum(len(tweeted[c]) - 1 for c in done),
+        copies - sum(len(ids) for ids in tweeted.values()),
+    )
+    return Accounts(awards, thumbs, notes, tweets)
+
+
+async def account_thumbnails(traffic: Traffic, row: FaultRow, sizes: int = 2) -> FaultRow:
+    """GET every image's thumbnails from the gateway: ``processed`` = images with all of them."""
+    busy = asyncio.Semaphore(8)
+
+    async def whole(http: aiohttp.ClientSession, upload: Upload) -> bool:
+        async with busy:
+            async with http.get(f"{upload.url}/thumbnails") as r:
+                if r.status != 200:
+                    return False
+                listed = orjson.loads(await r.read())["items"]
+            if len(listed) != sizes:
+                return False
+            for link in listed:
+                async with http.get(link["href"]) as r:
+                    if r.status != 200 or not r.content_type.startswith("image/"):
+                        return False
+                    await r.read()
+            return True
+
+    async with aiohttp.ClientSession() as http:
+        ok = await asyncio.gather(*(whole(http, u) for u in traffic.uploads))
+    stored = sum(ok)
+    return FaultRow(row.fault, row.sent, stored, row.sent - stored, row.duplicated, row.raw)
+
+
+async def settle(
+    traffic: Traffic, probe: Probe, points_db: Path, fault: str, timeout: float
+) -> Accounts:
+    """Wait until every effect shows (or the time is up), then account."""
+    deadline = time.monotonic() + timeout
+    while True:
+        accounts = account_bus(traffic, probe, points_db, fault)
+        if accounts.complete or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # a late duplicate would show by now
+    accounts = account_bus(traffic, probe, points_db, fault)
+    accounts.thumbnails = await account_thumbnails(traffic, accounts.thumbnails)
+    return accounts
+
+
+# --- faults --------------------------------------------------------------------------------
+
+
+@dataclass
+class Killer:
+    """kill -9 one service after another, round robin, and start a new process at once."""
+
+    procs: dict[str, ServiceProcess]
+    start: Callable[[str], ServiceProcess]
+    every: float
+    kills: Counter[str] = field(default_factory=Counter)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        rnd = random.Random(9)
+        names = sorted(self.procs)
+        n = 0
+        while not stop.is_set():
+            with_jitter = self.every * rnd.uniform(0.6, 1.4)
+            try:
+                await asyncio.wait_for(stop.wait(), with_jitter)
+                return
+            except TimeoutError:
+                pass
+            name = names[n % len(names)]
+            n += 1
+            self.procs[name].kill()
+            self.kills[name] += 1
+            await asyncio.sleep(rnd.uniform(0.0, 0.3))
+            self.procs[name] = self.start(name)
+
+    def describe(self) -> str:
+        return (
+            f"kill -9 ×{sum(self.kills.values())} ("
+            + ", ".join(f"{k} ×{v}" for k, v in sorted(self.kills.items()))
+            + ")"
+        )
