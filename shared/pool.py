@@ -13,6 +13,12 @@ filters alone and the others stand by, keeping their per-worker (plain) filters.
 lost, because worker 1's persistent session queues what arrives while it is down and the
 supervisor (or systemd) brings the same instance back, and nothing is processed twice.
 
+A worker told that it is alone (``DOVECOTE_POOL_SIZE=1``, which ``dovecote run`` sets for a
+service of one worker) subscribes plainly even where ``$share`` works: Mosquitto 2.0.11 does
+not restore shared subscriptions from its persistence file, so after a broker restart every
+message published to a ``$share`` group before its workers reconnect is dropped (measured:
+the plain subscription of the same session got it). A plain subscription is restored.
+
 A persistent session remembers the subscriptions of a previous run, which may have used the
 other form of a filter (plain before pools existed, or ``$share`` on another broker): the
 plan also lists those forms, to be unsubscribed before subscribing.
@@ -96,19 +102,21 @@ def plan(
     pooled: Iterable[str],
     plain: Iterable[str],
     caps: Capabilities,
+    alone: bool = False,
 ) -> Plan:
+    """What to subscribe and unsubscribe. ``alone``: this is the pool's only worker."""
     pooled_, plain_ = minimal(pooled), minimal(plain)
     shared = [f"$share/{service}/{f}" for f in pooled_]
     plain_forms_of_pooled = [f for f in pooled_ if f not in plain_]
     shared_forms_of_plain = [f"$share/{service}/{f}" for f in plain_]
-    if caps.shared_subscriptions:
+    if caps.shared_subscriptions and not alone:
         return Plan(
             shared + plain_,
             plain_forms_of_pooled + shared_forms_of_plain,
             standby=False,
             pooled=pooled_,
         )
-    if instance == LEADER:
+    if instance == LEADER or alone:
         return Plan(minimal([*pooled_, *plain_]), shared + shared_forms_of_plain, False, pooled_)
     return Plan(
         plain_,

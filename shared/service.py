@@ -665,8 +665,11 @@ class Worker:
         self.caps = await capabilities.probe(self.settings.broker, self.root, self.client_id)
         self._resend_outbox()  # queued in paho; out as soon as the connection is up
         await self.service.setup()
+        # 1: the only worker of its service (``dovecote run`` says so): plain subscriptions,
+        # which survive a Mosquitto restart where $share ones do not (shared/pool.py).
+        alone = self.settings.get_int("DOVECOTE_POOL_SIZE", 0, 0, 64) == 1
         self.plan = plan = pool.plan(
-            self.name, self.settings.instance, self.pooled, self.plain, self.caps
+            self.name, self.settings.instance, self.pooled, self.plain, self.caps, alone
         )
         self.conn.unsubscribe(*plan.unsubscribe)
         for f in plan.subscribe:
@@ -685,7 +688,11 @@ class Worker:
             ", ".join(plan.subscribe),
         )
         # The inbox alone (no shared handler, e.g. the gateway) is nothing to warn about.
-        if not self.caps.shared_subscriptions and any(b.shared for b in self._bindings):
+        if (
+            not self.caps.shared_subscriptions
+            and not alone
+            and any(b.shared for b in self._bindings)
+        ):
             if plan.standby:
                 self.log.warning(
                     "broker %s does not deliver shared subscriptions ($share): this worker "

@@ -119,7 +119,13 @@ class Supervisor:
         return 0
 
     async def _spawn(self, w: Worker) -> None:
-        env = {**self.env, "DOVECOTE_INSTANCE": w.instance, "PYTHONUNBUFFERED": "1"}
+        size = sum(1 for o in self.workers if o.service == w.service)
+        env = {
+            **self.env,
+            "DOVECOTE_INSTANCE": w.instance,
+            "DOVECOTE_POOL_SIZE": str(size),  # 1: plain subscriptions (shared/pool.py)
+            "PYTHONUNBUFFERED": "1",
+        }
         w.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -67,6 +67,7 @@ async def pipeline_on(
         "DOVECOTE_SERVICE_TOKEN": secrets.token_urlsafe(24),
         "RESIZER_THREADS": "2",
         "LOG_LEVEL": "WARNING",  # thousands of messages: the logs say only what went wrong
+        "DOVECOTE_POOL_SIZE": "1",  # as `dovecote run` says it (shared/pool.py)
     }
 
     def start(name: str) -> ServiceProcess:

@@ -70,3 +70,13 @@ def test_a_pooled_handler_overlapping_a_plain_one_is_refused() -> None:
     with pytest.raises(PoolError, match="every worker would run on_any"):
         check([("r/events/#", "on_any")], [("r/events/build/+", "on_build")])
     check([("r/events/image/#", "on_image")], [("r/events/build/+", "on_build")])
+
+
+def test_a_worker_alone_subscribes_plainly_even_where_share_works() -> None:
+    # Mosquitto 2.0.11 restores plain subscriptions after a restart, $share ones not.
+    p = plan("builder", "1", POOLED, PLAIN, FULL, alone=True)
+    assert p.subscribe == ["r/commands/builder/#", "r/services/query", "r/state/build"]
+    assert "$share/builder/r/commands/builder/#" in p.unsubscribe  # a pool's earlier form
+    assert not p.standby
+    shared = plan("builder", "1", POOLED, PLAIN, FULL)
+    assert "r/commands/builder/#" in shared.unsubscribe  # and back again when it grows
