@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 # The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on docs/asyncapi.yaml.
 PARSER_STAMP := tests/asyncapi/node_modules/.package-lock.json
 
-.PHONY: run test lint bench docs system-deps clean
+.PHONY: run test lint bench chaos docs system-deps clean
 
 ## run: the whole federation (services=... picks some: make run services="builder gateway=2")
 run: $(RUN_STAMP)
@@ -22,6 +22,13 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+## chaos: the long fault suite (~10 min): services killed with -9 again and again under
+##        load, a broker restart mid-stream, poison messages, a pool worker killed, and the
+##        hostile-input fuzz run at full size (tests marked fuzz, FUZZ_EXAMPLES); prints the
+##        fault table and writes it to .dovecote/chaos/long.md (make test runs a short one)
+chaos: $(DEV_STAMP) system-deps
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(BIN)/pytest -m "chaos or fuzz" --chaos=long
 
 ## bench: throughput and latency figures, side by side in one run (sections=... picks some:
 ##        make bench sections="gateway"; sections are consume, wslatency, gateway)

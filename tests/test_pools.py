@@ -20,6 +20,7 @@ import pytest
 from shared import activity as act
 from shared.supervisor import Supervisor
 from shared.testing import Probe, TestBroker, wait_until
+from tests.chaos import FaultRow, record
 from tests.services.tally.ledger import open_ledger
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
@@ -105,6 +106,7 @@ async def test_three_workers_share_a_burst_each_item_handled_once(
             assert pool.said(label, "stands by")
 
 
+@pytest.mark.chaos
 @pytest.mark.parametrize("pool", ["0.1"], indirect=True)
 async def test_kill_9_a_worker_under_load_it_is_respawned_and_nothing_is_lost(
     broker: TestBroker, pool: Pool, probe: Probe
@@ -139,3 +141,13 @@ async def test_kill_9_a_worker_under_load_it_is_respawned_and_nothing_is_lost(
     # the broker, re-run by its successor; never one item given to two live workers. (How
     # many varies: 0 to ~120 of 2,400 were seen; the ledger's key keeps the effect single.)
     assert {r[2] for r in rows if r[3] > 1} <= {killed}
+    record(
+        FaultRow(
+            f"kill -9 one of 3 pool workers under load (tally, {broker.kind})",
+            len(sent),
+            len(rows),
+            len(sent - {r[0] for r in rows}),
+            len(rows) - len({r[0] for r in rows}),  # the ledger's key: once in effect
+            sum(r[3] - 1 for r in rows),  # handler runs beyond the first, all by the killed pid
+        )
+    )
