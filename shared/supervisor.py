@@ -6,7 +6,7 @@ persistent session) is stable across restarts. Lines a worker prints are prefixe
 ``<service>.<instance> |``. A worker that dies is restarted with backoff; a service whose
 workers cannot start at all (they keep dying within seconds) stops the whole run with a
 non-zero exit. On SIGINT/SIGTERM the gateway stops first (no new browser commands), then
-the other services, each given time to finish what it holds.
+the other services all at once, each given time to finish what it holds.
 """
 
 from __future__ import annotations
@@ -177,9 +177,16 @@ class Supervisor:
             await self._spawn(w)
 
     async def _stop_all(self) -> None:
-        """Gateway first, then the rest in reverse start order."""
-        for w in reversed(self.workers):
-            await self._stop(w)
+        """Gateway first (no new browser commands), then every other worker at once.
+
+        At once, not one after the other: a worker in the middle of its handlers may take
+        seconds (up to 5 for its handlers, 5 for the broker's acks), and one after the other
+        those seconds added up past what a person or systemd waits after SIGTERM.
+        """
+        gateways = [w for w in self.workers if w.service == "gateway"]
+        others = [w for w in self.workers if w.service != "gateway"]
+        for group in (gateways, others):
+            await asyncio.gather(*(self._stop(w) for w in reversed(group)))
 
     async def _stop(self, w: Worker) -> None:
         p = w.process

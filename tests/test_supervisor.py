@@ -50,7 +50,7 @@ async def test_run_starts_prefixes_restarts_and_stops_in_order(
             "services/builder/1", lambda a: a["type"] == "Join" and a["object"]["pid"] != killed
         )
         assert "died with exit code -9" in log.read_text()
-        sup.send_signal(signal.SIGINT)
+        sup.send_signal(signal.SIGTERM)  # what systemd and `kill` send (Ctrl-C: SIGINT, same path)
         assert await asyncio.to_thread(sup.wait, 30) == 0
         leaves = [m.topic for m in probe.messages if b'"Leave"' in m.payload]
         # The gateway stops first, then the builder.
