@@ -84,7 +84,8 @@ class Topic:
 
     @property
     def kind(self) -> str:
-        """The first level: events, commands, state, users, services or deadletter."""
+        """The first level: events, commands, state, users, services, deadletter or replies
+        (answers to one request, on a topic the asker subscribed to first)."""
         return self.levels[0]
 
     def address(self, root: str, **params: str) -> str:

@@ -149,3 +149,13 @@ async def test_a_poison_message_is_parked_kept_listed_and_replayed_while_the_str
     # 4. An unknown id is said to be unknown, and nothing is replayed.
     code, out, err = await cli(env, "replay", "urn:uuid:00000000-0000-4000-8000-000000000000")
     assert code == 1 and "not held" in err
+
+
+@pytest.mark.brokers("mosquitto")
+async def test_the_tool_says_so_when_no_deadletters_service_answers(
+    service_env: dict[str, str],
+) -> None:
+    code, _, err = await cli(service_env, "list", "--timeout", "1")
+    assert code == 1 and "no answer from the deadletters service within 1 s" in err
+    code, _, err = await cli(service_env, "replay", "--service", "tally")
+    assert code == 2 and "give letter ids, or --all" in err

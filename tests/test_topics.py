@@ -85,7 +85,8 @@ def test_every_registered_topic_is_well_formed() -> None:
     entries = list(topics.all_topics())
     assert len(entries) >= 10
     for t in entries:
-        assert t.kind in {"events", "commands", "state", "services", "deadletter", "users"}
+        kinds = {"events", "commands", "state", "services", "deadletter", "users", "replies"}
+        assert t.kind in kinds
         assert "." not in t.pattern
         if t.kind == "state":
             assert t.retain, f"{t.pattern}: state is retained for late joiners"
