@@ -23,12 +23,14 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## chaos: the long fault suite (~10 min): services killed with -9 again and again under
-##        load, a broker restart mid-stream, poison messages, a pool worker killed, and the
-##        hostile-input fuzz run at full size (tests marked fuzz, FUZZ_EXAMPLES); prints the
-##        fault table and writes it to .dovecote/chaos/long.md (make test runs a short one)
+## chaos: the long fault suite: services killed with -9 again and again under load, a broker
+##        restart mid-stream, poison messages, a pool worker killed (~10 min), and the
+##        hostile-input fuzz run at full size (tests marked fuzz: FUZZ_EXAMPLES=100000 and a
+##        random FUZZ_SEED unless set); prints the fault table and writes it to
+##        .dovecote/chaos/long.md (make test runs a short version of each)
 chaos: $(DEV_STAMP) system-deps
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(BIN)/pytest -m "chaos or fuzz" --chaos=long
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100000} FUZZ_SEED=$${FUZZ_SEED:-random} \
+	  $(BIN)/pytest -m "chaos or fuzz" --chaos=long
 
 ## bench: throughput and latency figures, side by side in one run (sections=... picks some:
 ##        make bench sections="gateway"; sections are consume, wslatency, gateway)
