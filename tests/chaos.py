@@ -111,6 +111,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "chaos: the fault suite (kills, restarts, poison)")
+    # `make chaos` selects "chaos or fuzz": known here even where no fuzz test exists yet.
+    config.addinivalue_line("markers", "fuzz: the hostile-input fuzz run (FUZZ_EXAMPLES)")
 
 
 @pytest.fixture
