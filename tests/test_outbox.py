@@ -81,6 +81,7 @@ def outbox_rows(folder: Path) -> int:
         db.close()
 
 
+@pytest.mark.brokers("mosquitto")  # its own Mosquitto: once is enough
 async def test_gateway_killed_after_201_and_202_while_the_broker_is_down_loses_nothing(
     own_broker: PrivateMosquitto,
     start_service: StartService,
