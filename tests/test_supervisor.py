@@ -15,7 +15,7 @@ import pytest
 import websockets
 
 from shared.broker import choose, free_port, mqtt_answers
-from shared.testing import Probe, TestBroker
+from shared.testing import Probe, TestBroker, wait_until
 
 
 def dovecote(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -36,10 +36,15 @@ async def test_run_starts_prefixes_restarts_and_stops_in_order(
     try:
         joins = await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
         await probe.wait_for("services/gateway/1", lambda a: a["type"] == "Join")
+        # The workers' lines pass through the supervisor's pipes: allow them a moment.
+        await wait_until(
+            lambda: "builder.1  | " in log.read_text() and "gateway.1  | " in log.read_text(),
+            10,
+            "both workers' prefixed lines",
+        )
         text = log.read_text()
         assert "broker: the broker at MQTT_URL (mqtt://127.0.0.1:" in text
         assert f"dashboard:      {service_env['PUBLIC_URL']}/" in text
-        assert "builder.1  | " in text and "gateway.1  | " in text
         # kill -9 a worker: the supervisor says so and starts a shiny new one.
         os.kill(joins[0]["object"]["pid"], signal.SIGKILL)
         await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave", timeout=60)
