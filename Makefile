@@ -15,7 +15,7 @@ run: $(RUN_STAMP)
 
 ## test: the whole suite (real broker, real processes, real headless chromium)
 test: $(DEV_STAMP) system-deps $(PARSER_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $${TEST_WORKERS:-3} --dist loadgroup
 
 ## lint: ruff (lint + format) and mypy --strict
 lint: $(DEV_STAMP)

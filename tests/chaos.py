@@ -26,7 +26,7 @@ import sqlite3
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +73,15 @@ class FaultRow:
         return self.lost == 0 and self.duplicated == 0
 
 
-ROWS: list[FaultRow] = []
+# Rows recorded in this process and not yet attached to a test report. Reports carry them to
+# the process that prints the table: the same one, or pytest-xdist's controller.
+_PENDING: list[FaultRow] = []
+TABLE: list[FaultRow] = []
 
 
 def record(*rows: FaultRow) -> None:
     """Add rows to the table, then fail the test if any shows a loss or a duplicate."""
-    ROWS.extend(rows)
+    _PENDING.extend(rows)
     bad = [r for r in rows if not r.ok]
     assert not bad, "\n" + render(bad)
 
@@ -120,11 +123,27 @@ def scale(request: pytest.FixtureRequest) -> Scale:
     return SCALES[request.config.getoption("chaos")]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    if _PENDING:
+        report = outcome.get_result()
+        report.user_properties.append(("fault_rows", [asdict(r) for r in _PENDING]))
+        _PENDING.clear()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if name == "fault_rows":
+            rows: list[dict[str, Any]] = value  # type: ignore[assignment]
+            TABLE.extend(FaultRow(**row) for row in rows)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not ROWS:
+    if not TABLE or hasattr(config, "workerinput"):  # xdist workers report to the controller
         return
     name = config.getoption("chaos")
-    table = render(ROWS)
+    table = render(TABLE)
     terminalreporter.write_sep("=", f"fault suite ({name} run)")
     terminalreporter.write_line(table)
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
