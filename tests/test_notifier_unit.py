@@ -68,5 +68,9 @@ def test_build_summaries_speak_to_the_requester_and_about_them_to_others() -> No
     build = act.Build(type="Build", id="urn:uuid:b", name="Build #3", state="failed", progress=70)
     ada = act.Actor(id=ADA["id"], type="Person", name="Ada Lovelace")
     grace = act.Actor(id=GRACE["id"], type="Person", name="Grace")
-    assert messages.build_summary(build, ada, ada) == "Your build Build #3 failed"
-    assert messages.build_summary(build, ada, grace) == "Ada Lovelace’s build Build #3 failed"
+    assert messages.build_summary(build, ada, ada) == "Your Build #3 failed"
+    assert messages.build_summary(build, ada, grace) == "Ada Lovelace’s Build #3 failed"
+    nightly = act.Build(
+        type="Build", id="urn:uuid:n", name="nightly", state="succeeded", progress=100
+    )
+    assert messages.build_summary(nightly, ada, ada) == "Your build nightly succeeded"

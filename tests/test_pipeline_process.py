@@ -325,11 +325,11 @@ async def test_a_finished_build_notifies_and_a_successful_one_earns_points(
             assert r.status == 202
         await probe.wait_for("events/build/failed")
     [own_ok, own_failed] = await probe.wait_for("users/grace/notifications", count=2)
-    assert own_ok["summary"].startswith("Your build") and own_ok["summary"].endswith("succeeded")
+    assert own_ok["summary"].startswith("Your Build #") and own_ok["summary"].endswith("succeeded")
     assert own_failed["summary"].endswith("failed")
     for follower in ("ada", "linus"):  # both follow grace
         notes = await probe.wait_for(f"users/{follower}/notifications", count=2)
-        assert all("Grace Hopper’s build" in n["summary"] for n in notes)
+        assert all("Grace Hopper’s Build #" in n["summary"] for n in notes)
     [award] = await probe.wait_for("events/points/awarded")
     assert (award["object"]["rule"], award["target"]["preferredUsername"]) == ("build", "grace")
     await asyncio.sleep(0.5)

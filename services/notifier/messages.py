@@ -58,7 +58,9 @@ def image_summary(activity: act.ImageCreated) -> str:
 
 def build_summary(build: act.Build, requester: act.Actor, recipient: act.Actor) -> str:
     whose = "Your" if recipient.id == requester.id else f"{name(requester)}’s"
-    return f"{whose} build {build.name} {build.state}"
+    # The builder names builds "Build #7": no "build Build #7".
+    what = build.name if build.name.lower().startswith("build") else f"build {build.name}"
+    return f"{whose} {what} {build.state}"
 
 
 def notification(

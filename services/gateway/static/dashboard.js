@@ -113,7 +113,7 @@ function addToFeed(topic, a) {
       el("code", {}, rel(topic)),
       el("span", { class: "feed-type" }, a.type),
       el("span", { class: "feed-what" }, `${who} · ${what}`),
-      el("span", { class: "feed-detail" }, detail),
+      el("span", { class: "feed-detail", title: detail }, detail),
     ),
   );
   while (list.children.length > FEED_SIZE) list.lastChild.remove();
