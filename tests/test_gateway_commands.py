@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from services.gateway import commands
@@ -42,5 +43,6 @@ def test_anything_else_is_refused_with_a_reason(name: Any, body: Any, reason: st
 
 def test_envelope_carries_the_payload_bytes_untouched() -> None:
     payload = b'{"a": 1,   "odd spacing": "\\u00e9"}'
-    frame = envelope("dovecote/events/x", payload)
-    assert frame == b'{"topic":"dovecote/events/x","activity":' + payload + b"}"
+    frame = envelope(42, "dovecote/events/x", payload)
+    assert frame == b'{"seq":42,"topic":"dovecote/events/x","activity":' + payload + b"}"
+    assert orjson.loads(frame)["activity"] == orjson.loads(payload)

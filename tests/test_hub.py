@@ -22,7 +22,7 @@ from websockets.streams import StreamReader
 from services.gateway import hub as hub_module
 from services.gateway.context import Context
 from services.gateway.frames import text_frame
-from services.gateway.hub import Hub, envelope
+from services.gateway.hub import Hub
 from services.gateway.users import Directory
 from services.gateway.web import create_app
 from shared.broker import free_port
@@ -71,13 +71,17 @@ async def gateway() -> AsyncIterator[Gateway]:
     await runner.cleanup()
 
 
-def bus_frame(n: int, pad: int = 0) -> bytes:
-    return envelope("t/events/test", orjson.dumps({"n": n, "pad": "x" * pad}))
+def send(hub: Hub, n: int, pad: int = 0) -> None:
+    """Broadcast bus message number ``n``, ``pad`` bytes bigger than it need be."""
+    hub.broadcast("t/events/test", orjson.dumps({"n": n, "pad": "x" * pad}))
+
+
+GRACES = "t/users/grace/notifications"
 
 
 def numbers(frames: list[Any]) -> list[int]:
     decoded = [orjson.loads(f) for f in frames]
-    return [d["activity"]["n"] for d in decoded if "activity" in d]
+    return [d["activity"]["n"] for d in decoded if d.get("topic") == "t/events/test"]
 
 
 async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway: Gateway) -> None:
@@ -90,17 +94,18 @@ async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway:
         assert hello["type"] == "hello"
         await b.recv()
         for n in range(50):
-            gateway.hub.broadcast(bus_frame(n, pad=n * 1500))  # 0 .. 73 KB: every header size
+            send(gateway.hub, n, pad=n * 1500)  # 0 .. 73 KB: every header size
             if n % 10 == 0:  # aiohttp writes its own frames between ours
                 await next(iter(gateway.hub.clients)).ws.ping(b"p")
             if n == 25:
-                gateway.hub.send_to_user("grace", notice_frame())
+                gateway.hub.send_to_user("grace", GRACES, orjson.dumps({"for": "grace"}))
         got_a = [await asyncio.wait_for(a.recv(), 5) for _ in range(50)]
         got_b = [await asyncio.wait_for(b.recv(), 5) for _ in range(51)]
     assert numbers(got_a) == list(range(50))
     assert numbers(got_b) == list(range(50))
-    # Per-user frames keep their place among the broadcasts.
-    assert orjson.loads(got_b[26]) == {"type": "for-grace"}
+    # Per-user frames keep their place among the broadcasts, numbered in the same sequence.
+    assert orjson.loads(got_b[26]) == {"seq": 27, "topic": GRACES, "activity": {"for": "grace"}}
+    assert [orjson.loads(f)["seq"] for f in got_a] == [*range(1, 27), *range(28, 52)]
 
 
 def raw_socket(gateway: Gateway) -> socket.socket:
@@ -116,10 +121,6 @@ def raw_socket(gateway: Gateway) -> socket.socket:
     return sock
 
 
-def notice_frame() -> bytes:
-    return orjson.dumps({"type": "for-grace"})
-
-
 async def test_a_lagging_socket_is_held_back_then_gets_everything_in_order(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,12 +134,12 @@ async def lagging_then_reading(gateway: Gateway, slow: socket.socket) -> None:
     [client] = gateway.hub.clients
     count = 0
     while client.backlog is None and count < 5000:  # fill the kernel and transport buffers
-        gateway.hub.broadcast(bus_frame(count, pad=8000))
+        send(gateway.hub, count, pad=8000)
         count += 1
         await asyncio.sleep(0)
     assert client.backlog is not None, "the socket never lagged"
     for n in range(count, count + 20):
-        gateway.hub.broadcast(bus_frame(n, pad=8000))
+        send(gateway.hub, n, pad=8000)
     count += 20
     gateway.hub.flush()
     assert client.held > 0 and client in gateway.hub.clients
@@ -168,7 +169,7 @@ async def test_a_socket_that_never_reads_is_closed_and_forgotten(
     with raw_socket(gateway):
         await wait_until(lambda: len(gateway.hub.clients) == 1, 15, "the socket joined")
         for n in range(2000):
-            gateway.hub.broadcast(bus_frame(n, pad=8000))
+            send(gateway.hub, n, pad=8000)
             await asyncio.sleep(0)
             if not gateway.hub.clients:
                 break

@@ -39,6 +39,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"  # ids are never reused
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/images", upload)
+    app.router.add_get("/api/images/recent", recent_images)
     app.router.add_get("/images/{id}", get_original)
     app.router.add_get("/images/{id}/thumbnails", list_thumbnails)
     app.router.add_get("/images/{id}/thumbnails/{size}", get_thumbnail)
@@ -269,6 +270,14 @@ async def put_thumbnail(request: web.Request) -> web.Response:
         raise refuse(404, "no such image") from None
     url = f"{images.public_url}/images/{image_id}/thumbnails/{size}"
     return web.Response(status=201, text=url, headers={"Location": url})
+
+
+async def recent_images(request: web.Request) -> web.Response:
+    """The gallery as a page first paints it: what a page that could not resume reloads."""
+    images = request.app[CTX].images
+    pool = images.pool if images is not None else None
+    found = await asyncio.get_running_loop().run_in_executor(pool, recent, images)
+    return web.Response(body=orjson.dumps(found), content_type="application/json")
 
 
 def recent(images: Images | None, limit: int = 12) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """The websocket hub: which browser gets which bus message, and how fast.
 
 A frame is built once per bus message by gluing the broker's payload bytes into a small JSON
-envelope, ``{"topic": ..., "activity": <payload as received>}``, then framed once
-(``frames.text_frame``): nothing is decoded, re-encoded or re-framed per socket.
+envelope, ``{"seq": n, "topic": ..., "activity": <payload as received>}``, then framed once
+(``frames.text_frame``): nothing is decoded, re-encoded or re-framed per socket. ``seq``
+numbers the frames of this process; the replay ring (``replay.py``) keeps the newest, so a
+page that reconnects gets what it missed (docs/websocket.md has the protocol).
 
 Fan-out writes those bytes straight to each socket's transport, and frames broadcast in one
 event-loop turn (a burst read from the broker) go out joined, one write per socket: the
@@ -29,6 +31,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 
 from services.gateway.frames import text_frame
+from services.gateway.replay import ReplayRing
 
 log = logging.getLogger("dovecote.gateway.hub")
 
@@ -36,11 +39,12 @@ HIGH_WATER = 64 * 1024  # bytes in a transport's buffer before frames wait in ou
 QUEUE_BYTES = 1024 * 1024  # bytes held back for one socket before it counts as stuck
 DRAIN_EVERY = 0.01  # seconds between attempts to drain the sockets that lag
 SLOW_CLOSE_CODE = WSCloseCode.TRY_AGAIN_LATER  # 1013
+REPLAY_BYTES = 4 * 1024 * 1024  # default budget of the replay ring (GATEWAY_REPLAY_BYTES)
 
 
-def envelope(topic: str, payload: bytes) -> bytes:
+def envelope(seq: int, topic: str, payload: bytes) -> bytes:
     """The frame for one bus message; ``payload`` is already valid JSON (it was validated)."""
-    return b'{"topic":' + orjson.dumps(topic) + b',"activity":' + payload + b"}"
+    return b'{"seq":%d,"topic":%b,"activity":%b}' % (seq, orjson.dumps(topic), payload)
 
 
 def notice(kind: str, **fields: object) -> bytes:
@@ -103,9 +107,11 @@ class Client:
 
 
 class Hub:
-    """Every connected browser, and the retained frames a newcomer needs first."""
+    """Every connected browser, the retained frames a newcomer needs first, and the newest
+    frames for a browser that comes back."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay_bytes: int = REPLAY_BYTES) -> None:
+        self.ring = ReplayRing(replay_bytes)
         self.clients: set[Client] = set()
         self.by_user: dict[str, set[Client]] = {}
         self.retained: dict[str, bytes] = {}  # topic -> latest frame (state, presence)
@@ -140,21 +146,44 @@ class Hub:
     def snapshot(self) -> Iterable[bytes]:
         return list(self.retained.values())
 
-    def remember(self, topic: str, frame: bytes) -> None:
-        self.retained[topic] = frame
+    def welcome(self, client: Client, resume: tuple[str, int] | None, **hello: object) -> None:
+        """A socket's first frames: hello, then what it missed since ``resume`` (epoch, seq),
+        or, for a newcomer or one that cannot resume, the retained state. Call right after
+        ``join``, with no await between: from ``hello``'s seq on, the broadcasts are its own."""
+        ring = self.ring
+        if resume is not None:
+            reason = ring.why_not(*resume)
+            if reason is None:
+                client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=True, **hello))
+                missed = ring.after(resume[1], client.user)
+                if missed and not client.write(b"".join(missed)):
+                    self.drop_stuck(client)
+                return
+            client.push(notice("cannot-resume", reason=reason))
+        client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=False, **hello))
+        for frame in self.snapshot():
+            client.push(frame)
 
-    def broadcast(self, frame: bytes) -> None:
-        """Send to every socket: at the end of this loop turn, with the rest of the burst."""
+    def broadcast(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Send to every socket: at the end of this loop turn, with the rest of the burst.
+        ``retain``: also the frame a newcomer gets first (state, presence)."""
+        frame = envelope(self.ring.seq + 1, topic, payload)
+        data = text_frame(frame)
+        self.ring.add(None, data)
+        if retain:
+            self.retained[topic] = frame
         if not self._batch:
             asyncio.get_running_loop().call_soon(self.flush)
-        self._batch.append(text_frame(frame))
+        self._batch.append(data)
 
-    def send_to_user(self, user: str, frame: bytes) -> None:
+    def send_to_user(self, user: str, topic: str, payload: bytes) -> None:
+        """Send to that person's sockets only (now, and on a replay)."""
+        data = text_frame(envelope(self.ring.seq + 1, topic, payload))
+        self.ring.add(user, data)  # numbered and held even if none is connected right now
         clients = self.by_user.get(user)
         if not clients:
             return
         self.flush()
-        data = text_frame(frame)
         stuck = [client for client in clients if not client.write(data)]
         for client in stuck:
             self.drop_stuck(client)

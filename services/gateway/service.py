@@ -21,7 +21,7 @@ from aiohttp import web
 
 from services.gateway import images
 from services.gateway.context import Context, Images
-from services.gateway.hub import Hub, envelope
+from services.gateway.hub import REPLAY_BYTES, Hub
 from services.gateway.store import ImageStore
 from services.gateway.users import Directory
 from services.gateway.web import create_app
@@ -49,7 +49,8 @@ class Gateway(Service):
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
-        self.hub = Hub()
+        # Bytes of recent frames held for pages that reconnect (0: no page ever resumes).
+        self.hub = Hub(settings.get_int("GATEWAY_REPLAY_BYTES", REPLAY_BYTES, 0, 1024**3))
         self.directory = Directory.load(settings.env.get("USERS_FILE"), settings.public_url)
         self.runner: web.AppRunner | None = None
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
@@ -68,18 +69,16 @@ class Gateway(Service):
 
     @handles("events/#", shared=False)  # every worker serves its own browsers
     async def on_event(self, _: act.Activity, delivery: Delivery) -> None:
-        self.hub.broadcast(envelope(delivery.topic, delivery.payload))
+        self.hub.broadcast(delivery.topic, delivery.payload)
 
     @handles(*STATE_TOPICS, topics.PRESENCE, shared=False)
     async def on_state(self, _: act.Activity, delivery: Delivery) -> None:
-        frame = envelope(delivery.topic, delivery.payload)
-        self.hub.remember(delivery.topic, frame)
-        self.hub.broadcast(frame)
+        self.hub.broadcast(delivery.topic, delivery.payload, retain=True)
 
     @handles(topics.NOTIFICATION, shared=False)  # every gateway worker: each has its sockets
     async def on_notification(self, _: act.Notification, delivery: Delivery) -> None:
         # The topic names the one person it is for: only that person's sockets get it.
-        self.hub.send_to_user(delivery.params["user"], envelope(delivery.topic, delivery.payload))
+        self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
 
     async def setup(self) -> None:
         self.images.store.open()

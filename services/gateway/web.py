@@ -77,6 +77,7 @@ async def dashboard(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     user = current_user(request)
     frames = snapshot(ctx)
+    ring = ctx.hub.ring  # read with the snapshot (no await between): the page resumes here
     build = next(
         (f["activity"]["object"] for f in frames if f["topic"] == f"{ctx.root}/state/build"),
         None,
@@ -90,6 +91,8 @@ async def dashboard(request: web.Request) -> web.Response:
             "build": build,
             "snapshot": frames,
             "root": ctx.root,
+            "epoch": ring.epoch,
+            "seq": ring.seq,
             "gallery": gallery.recent(ctx.images),
         },
     )
@@ -153,20 +156,33 @@ async def stop_build(request: web.Request) -> web.Response:
 # --- the websocket -------------------------------------------------------------------------
 
 
+def resume_point(request: web.Request) -> tuple[str, int] | None:
+    """``?since=<seq>&epoch=<epoch>``: the last frame a page saw, or None for a newcomer."""
+    since, epoch = request.query.get("since"), request.query.get("epoch")
+    if since is None and epoch is None:
+        return None
+    if since is None or not epoch:
+        raise web.HTTPBadRequest(text="send since and epoch together (docs/websocket.md)")
+    if not since.isascii() or not since.isdigit() or len(since) > 18:
+        raise web.HTTPBadRequest(
+            text=f"since must be a frame's seq (a whole number): {since[:40]!r}"
+        )
+    return epoch[:64], int(since)
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[CTX]
     if not same_origin(request):
         raise web.HTTPForbidden(text="cross-origin websocket refused")
     user = current_user(request)
+    resume = resume_point(request)
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=MAX_COMMAND_BYTES)
     await ws.prepare(request)
     try:
         client = ctx.hub.join(ws, request, user.id)
     except ConnectionResetError:
         return ws
-    client.push(notice("hello", root=ctx.root, user=user.id))
-    for frame in ctx.hub.snapshot():
-        client.push(frame)
+    ctx.hub.welcome(client, resume, root=ctx.root, user=user.id)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:

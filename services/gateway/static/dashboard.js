@@ -288,6 +288,32 @@ function apply(frame) {
 
 function notice(frame) {
   if (frame.type === "error") $("build-note").textContent = `Error: ${frame.error}`;
+  else if (frame.type === "hello") {
+    epoch = frame.epoch;
+    if (!frame.resumed) lastSeq = frame.seq; // a fresh start: the state follows, then seq+1
+  } else if (frame.type === "cannot-resume") reloadState(frame.reason);
+}
+
+// --- resuming: the gateway numbers its frames (docs/websocket.md) --------------------------
+
+// Where this page resumes from: first the moment the server rendered it, then the last
+// numbered frame it applied. A reconnect sends both; the gateway replays what followed.
+let epoch = document.body.dataset.epoch || null;
+let lastSeq = Number(document.body.dataset.seq || 0);
+let reloads = 0;
+
+// The gateway could not replay what this page missed (it restarted, or the page was away
+// too long): the retained state (build, history, leaderboard, presence) follows on the
+// socket; what is not retained is fetched again or marked as a gap.
+async function reloadState(reason) {
+  reloads += 1;
+  document.body.dataset.reloads = String(reloads);
+  const list = $("feed");
+  list.prepend(el("li", { class: "feed-gap" }, el("span", {}, `missed events: ${reason}`)));
+  try {
+    const res = await fetch("/api/images/recent");
+    if (res.ok) for (const image of (await res.json()).reverse()) showImage(image, null);
+  } catch { /* the gallery catches up with the next upload */ }
 }
 
 // --- the socket, reconnecting with backoff ------------------------------------------------
@@ -296,7 +322,9 @@ let delay = 500;
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   // Say who this page is for: another tab may have chosen someone else since (the cookie).
-  const ws = new WebSocket(`${proto}://${location.host}/ws?as=${encodeURIComponent(ME)}`);
+  let url = `${proto}://${location.host}/ws?as=${encodeURIComponent(ME)}`;
+  if (epoch) url += `&since=${lastSeq}&epoch=${encodeURIComponent(epoch)}`;
+  const ws = new WebSocket(url);
   const status = $("connection");
   ws.onopen = () => {
     delay = 500;
@@ -307,11 +335,13 @@ function connect() {
     let frame;
     try { frame = JSON.parse(ev.data); } catch { return; }
     apply(frame);
+    // After applying: a page dropped mid-frame asks for this frame again.
+    if (typeof frame.seq === "number" && frame.seq > lastSeq) lastSeq = frame.seq;
   };
   ws.onclose = () => {
     status.textContent = "reconnecting…";
     status.className = "pill pill-wait";
-    setTimeout(connect, delay);
+    setTimeout(connect, delay + Math.random() * delay * 0.5); // jitter: not all at once
     delay = Math.min(delay * 2, 10000);
   };
 }
