@@ -174,3 +174,23 @@ async def test_a_socket_that_never_reads_is_closed_and_forgotten(
             if not gateway.hub.clients:
                 break
         assert not gateway.hub.clients and not gateway.hub.by_user
+
+
+async def test_a_page_that_missed_more_than_a_socket_may_hold_reloads_instead(
+    gateway: Gateway,
+) -> None:
+    async with websockets.connect(gateway.url) as away:
+        hello = orjson.loads(await away.recv())
+    for n in range(150):  # 1.2 MB while it is away: more than QUEUE_BYTES
+        send(gateway.hub, n, pad=8000)
+    gateway.hub.flush()
+    back = f"{gateway.url}?epoch={hello['epoch']}&since="
+    async with websockets.connect(back + str(hello["seq"])) as conn:
+        first = orjson.loads(await conn.recv())
+        assert first["type"] == "cannot-resume" and "KiB missed" in first["reason"]
+        assert orjson.loads(await conn.recv())["resumed"] is False
+    # Had it seen up to number 140 (seq 141), the last nine would be its whole replay.
+    async with websockets.connect(back + str(hello["seq"] + 141)) as conn:
+        assert orjson.loads(await conn.recv())["resumed"] is True
+        got = [await asyncio.wait_for(conn.recv(), 5) for _ in range(9)]
+        assert numbers(got) == list(range(141, 150))

@@ -153,11 +153,14 @@ class Hub:
         ring = self.ring
         if resume is not None:
             reason = ring.why_not(*resume)
+            missed = ring.after(resume[1], client.user) if reason is None else []
+            size = sum(map(len, missed))
+            if size > QUEUE_BYTES:  # no more than a lagging socket may hold
+                reason = f"{size // 1024} KiB missed: more than a socket may be sent at once"
             if reason is None:
                 client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=True, **hello))
-                missed = ring.after(resume[1], client.user)
-                if missed and not client.write(b"".join(missed)):
-                    self.drop_stuck(client)
+                if missed:
+                    client.write(b"".join(missed))
                 return
             client.push(notice("cannot-resume", reason=reason))
         client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=False, **hello))
