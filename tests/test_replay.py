@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
+from aiohttp import WSCloseCode
+
 from services.gateway.replay import ENTRY_OVERHEAD, ReplayRing
+from shared.broker import PROJECT
 
 
 def frame(n: int, size: int = 10) -> bytes:
@@ -75,3 +80,16 @@ def test_a_replay_holds_only_the_frames_for_everyone_and_for_that_person() -> No
     assert ring.after(0, "grace") == [b"all-1", b"grace-2", b"all-4", b"grace-5"]
     assert ring.after(2, "linus") == [b"all-4"]
     assert ring.after(0, "gr") == [b"all-1", b"all-4"]  # a prefix is another person
+
+
+def test_the_protocol_doc_has_every_gateway_frame_and_close_code() -> None:
+    code = "".join(p.read_text() for p in (PROJECT / "services" / "gateway").glob("*.py"))
+    doc = (PROJECT / "docs" / "websocket.md").read_text()
+    kinds = set(re.findall(r'notice\(\s*"([a-z-]+)"', code))
+    assert {"hello", "cannot-resume", "error", "accepted"} <= kinds
+    closes = {int(getattr(WSCloseCode, name)) for name in re.findall(r"WSCloseCode\.(\w+)", code)}
+    assert 1013 in closes and 1001 in closes
+    for kind in kinds:
+        assert f"| `{kind}` |" in doc, kind
+    for close in closes:
+        assert f"| {close} |" in doc, close
