@@ -166,7 +166,7 @@ async def test_a_socket_that_never_reads_is_closed_and_forgotten(
 ) -> None:
     monkeypatch.setattr(hub_module, "HIGH_WATER", 16 * 1024)
     monkeypatch.setattr(hub_module, "QUEUE_BYTES", 256 * 1024)
-    with raw_socket(gateway):
+    with raw_socket(gateway) as stuck:
         await wait_until(lambda: len(gateway.hub.clients) == 1, 15, "the socket joined")
         for n in range(2000):
             send(gateway.hub, n, pad=8000)
@@ -174,6 +174,20 @@ async def test_a_socket_that_never_reads_is_closed_and_forgotten(
             if not gateway.hub.clients:
                 break
         assert not gateway.hub.clients and not gateway.hub.by_user
+        # Had it woken up now, it would read what its socket held, then the documented code.
+        received = await read_to_the_end(stuck)
+    frames = parse_frames(received[received.find(b"\r\n\r\n") + 4 :])
+    assert frames[-1].opcode is Opcode.CLOSE
+    assert int.from_bytes(frames[-1].data[:2], "big") == 1013 == hub_module.SLOW_CLOSE_CODE
+
+
+async def read_to_the_end(sock: socket.socket) -> bytes:
+    received = bytearray()
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    while chunk := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 5):
+        received += chunk
+    return bytes(received)
 
 
 async def test_a_page_that_missed_more_than_a_socket_may_hold_reloads_instead(
