@@ -153,7 +153,7 @@ async def test_a_gateway_restart_mid_build_makes_the_page_reload_its_state(
     await page.wait_for_function("() => document.body.dataset.reloads === '1'", timeout=20_000)
     await finished(page)
     gap = await page.text_content("#feed .feed-gap")
-    assert gap is not None and "gateway restarted" in gap
+    assert gap is not None and "the gateway restarted" in gap
     assert await page.text_content("#build-state") == "succeeded"
     assert "succeeded" in await page.text_content("#history")
     # Reloaded in place: the page kept its script state, and its feed goes on after the gap.

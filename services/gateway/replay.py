@@ -46,7 +46,7 @@ class ReplayRing:
     def why_not(self, epoch: str, since: int) -> str | None:
         """Why a page that saw up to ``since`` under ``epoch`` cannot resume; None if it can."""
         if epoch != self.epoch:
-            return "the gateway restarted (another epoch): reload the state"
+            return "another epoch: the gateway restarted, or this is another of its workers"
         if since > self.seq:
             return f"seq {since} was never sent (the newest is {self.seq})"
         if since + 1 < self.first:
