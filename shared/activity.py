@@ -359,6 +359,10 @@ class Codec:
             raise InvalidActivity(f"not a valid {self.kind.__name__}: {exc}") from None
         except msgspec.DecodeError as exc:
             raise InvalidActivity(f"malformed JSON: {exc}") from None
+        except RecursionError:
+            # msgspec recurses once per level of an `Any` field (object, target, result):
+            # a payload nested a few thousand levels deep is hostile, not an activity.
+            raise InvalidActivity("malformed JSON: nested too deeply") from None
 
 
 def encode(activity: Mapping[str, Any]) -> bytes:

@@ -651,7 +651,16 @@ class Worker:
             self.bus.publish(topics.PRESENCE_QUERY, question)
 
     def _answer_presence_query(self, msg: Message) -> None:
-        """Someone cannot see retained presence through a wildcard: say we are here."""
+        """Someone cannot see retained presence through a wildcard: say we are here.
+
+        Only an activity is a question: garbage is parked with its reason like any other
+        payload, not answered (a flood of junk must not make every worker republish).
+        """
+        try:
+            topics.PRESENCE_QUERY.codec.decode(msg.payload)
+        except act.InvalidActivity as exc:
+            self._reject(msg, str(exc))
+            return
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
         self.conn.ack(msg.mid, msg.qos)
 

@@ -74,3 +74,12 @@ def test_json_schema_is_generated_from_the_same_types() -> None:
     start_def = schema["$defs"]["StartBuild"]
     assert set(start_def["required"]) >= {"@context", "id", "type", "actor", "object", "published"}
     assert start_def["properties"]["type"] == {"enum": ["Start"]}
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_payload_nested_too_deeply_is_invalid_not_a_recursion_error(depth: int) -> None:
+    deep = start(type="Reject", object=None, target=None)
+    payload = act.encode(deep).replace(b'"target":null', b'"target":' + b"[" * depth + b"]" * depth)
+    for codec in (topics.PRESENCE_QUERY.codec, topics.BUILD_REJECTED.codec):
+        with pytest.raises(act.InvalidActivity, match="nested too deeply"):
+            codec.decode(payload)

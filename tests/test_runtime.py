@@ -93,6 +93,13 @@ async def test_wildcard_handlers_decode_with_the_registry_type(
         (b'{"type": "Start"}', "not a valid StartBuild"),
         (b"\xff\xfe\x00binary", "malformed JSON"),
         (b'{"x": "' + b"a" * 5000 + b'"}', "over the 4096-byte limit"),
+        # 1,500 levels in an `Any` field: msgspec's RecursionError, once uncaught (fuzz).
+        (
+            act.encode(start_activity(target=0)).replace(
+                b'"target":0', b'"target":' + b"[" * 1500 + b"]" * 1500
+            ),
+            "nested too deeply",
+        ),
     ],
 )
 async def test_bad_payloads_are_dead_lettered_with_the_reason(
@@ -109,6 +116,21 @@ async def test_bad_payloads_are_dead_lettered_with_the_reason(
     good = start_activity()
     probe.publish("commands/builder/start", good)
     await wait_until(lambda: any(i == good["id"] for i, _ in seen(worker)), what="next message")
+
+
+async def test_a_garbage_presence_query_is_parked_not_answered(
+    worker: Worker, probe: Probe
+) -> None:
+    """Found by the fuzz run: anything on services/query made every worker republish."""
+    await probe.wait_online("recorder")
+    probe.publish("services/query", b"\x00garbage")
+    [letter] = await probe.wait_for("deadletter/recorder")
+    assert "malformed JSON" in letter["summary"]
+    assert letter["object"]["name"] == f"{probe.root}/services/query"
+    question = act.new("Question", ADA, {"type": "Collection", "name": "services online"})
+    probe.publish("services/query", question)
+    await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Join", count=2)
+    assert len(probe.on("services/recorder/1")) == 2  # the garbage got no answer
 
 
 async def test_an_unknown_command_verb_is_dead_lettered(worker: Worker, probe: Probe) -> None:
