@@ -172,17 +172,35 @@ class Service:
     async def teardown(self) -> None:
         """Release resources; may still publish (the connection closes after this)."""
 
-    def bindings(self) -> list[tuple[str, Topic | None, bool, Handler]]:
-        """(filter relative to root, registry entry or None, shared, bound handler)."""
-        found: list[tuple[str, Topic | None, bool, Handler]] = []
-        for attr in dir(type(self)):
-            fn = getattr(type(self), attr, None)
+    @classmethod
+    def handled(cls) -> list[tuple[str, Topic | None, bool, str]]:
+        """(filter relative to root, registry entry or None, shared, handler's name): what
+        the handlers of this class listen to, known without an instance (tools, the fuzz)."""
+        found: list[tuple[str, Topic | None, bool, str]] = []
+        for attr in dir(cls):
+            fn = getattr(cls, attr, None)
             for target, shared in getattr(fn, _MARK, ()):
                 if isinstance(target, Topic):
-                    found.append((target.relative_filter, target, shared, getattr(self, attr)))
+                    found.append((target.relative_filter, target, shared, attr))
                 else:
-                    found.append((target, None, shared, getattr(self, attr)))
+                    found.append((target, None, shared, attr))
         return found
+
+    @classmethod
+    def filters(cls, root: str) -> list[str]:
+        """Every filter a worker of this service subscribes to: its handlers', and the
+        runtime's own (the command inbox, the presence query)."""
+        own = [inbox(root, cls.name), topics.PRESENCE_QUERY.address(root)]
+        return own + [f"{root}/{rel}" for rel, *_ in cls.handled()]
+
+    def bindings(self) -> list[tuple[str, Topic | None, bool, Handler]]:
+        """(filter relative to root, registry entry or None, shared, bound handler)."""
+        return [(f, e, s, getattr(self, attr)) for f, e, s, attr in self.handled()]
+
+
+def inbox(root: str, service: str) -> str:
+    """A service's command inbox: every command to it, its unknown verbs included."""
+    return f"{root}/commands/{service}/#"
 
 
 class SeenIds:
@@ -259,7 +277,7 @@ class Worker:
             self.root, service=self.name, instance=settings.instance
         )
         self.deadletter_topic = topics.DEADLETTER.address(self.root, service=self.name)
-        self.inbox = f"{self.root}/commands/{self.name}/#"
+        self.inbox = inbox(self.root, self.name)
         self.query_topic = topics.PRESENCE_QUERY.address(self.root)
         self.redeliver_topic = topics.REDELIVER.address(self.root, service=self.name)
         self.conn = Connection(

@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from services.gateway import images
+from services.gateway.badrequests import quiet_client_faults
 from services.gateway.context import Context, Images
 from services.gateway.hub import REPLAY_BYTES, Hub
 from services.gateway.store import ImageStore
@@ -84,6 +85,7 @@ class Gateway(Service):
         self.images.store.open()
         if self.images.service_token is None:
             self.log.warning("DOVECOTE_SERVICE_TOKEN is not set: thumbnail uploads are refused")
+        quiet_client_faults()
         ctx = Context(self.hub, self.directory, self._publish, self.bus.root, self.images)
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False)
         await self.runner.setup()
