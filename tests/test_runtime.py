@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,26 @@ async def test_a_garbage_presence_query_is_parked_not_answered(
     probe.publish("services/query", question)
     await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Join", count=2)
     assert len(probe.on("services/recorder/1")) == 2  # the garbage got no answer
+
+
+@pytest.mark.parametrize("char", [b"\x01", b"\xff", b"a"])
+async def test_a_letter_fits_the_payload_limit_however_its_payload_encodes(
+    worker: Worker, probe: Probe, char: bytes
+) -> None:
+    """Found by the fuzz run: control characters (6 bytes each in JSON) or bytes that are
+    not UTF-8 (base64) made the letter of a payload at the limit too big to be kept."""
+    payload = char * 4000  # under the 4096-byte limit: refused as malformed, not as big
+    probe.publish("commands/builder/start", payload)
+    await probe.wait_for("deadletter/recorder")
+    [raw] = [m.payload for m in probe.messages if m.topic.endswith("/deadletter/recorder")]
+    assert len(raw) <= 4096, "the deadletters service would refuse this letter"
+    parked = topics.DEADLETTER.codec.decode(raw).object
+    assert parked.size == 4000
+    if parked.mediaType.endswith("base64"):
+        kept = base64.b64decode(parked.content)
+    else:
+        kept = parked.content.encode()
+    assert kept and payload.startswith(kept)
 
 
 async def test_an_unknown_command_verb_is_dead_lettered(worker: Worker, probe: Probe) -> None:
