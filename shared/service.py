@@ -594,23 +594,31 @@ class Worker:
         self.log.warning("dead-lettered a message on %s: %s", msg.topic, reason)
         if msg.topic == self.deadletter_topic:  # never loop on our own letters
             return
+        try:
+            msg.payload.decode("utf-8")
+            text = True
+        except UnicodeDecodeError:
+            text = False
         limit = self.settings.max_payload_bytes
+        envelope = len(act.encode(self._letter(msg, reason, attempts, 0, text)))
         keep = limit
-        for _ in range(8):
-            letter = self._letter(msg, reason, attempts, keep)
+        while True:
+            letter = self._letter(msg, reason, attempts, keep, text)
             size = len(act.encode(letter))
             if size <= limit or keep == 0:
                 break
-            # What the envelope takes is fixed; the content's bytes per payload byte are not.
-            envelope = len(act.encode(self._letter(msg, reason, attempts, 0)))
-            keep = max(0, (limit - envelope) * keep // max(size - envelope, 1) - 16)
+            # The envelope's bytes are fixed; the content's bytes per payload byte are not.
+            shrunk = (limit - envelope) * keep // max(size - envelope, 1) - 16
+            keep = max(0, min(keep - 1, shrunk))
         self.bus.publish(topics.DEADLETTER, letter, service=self.name)
 
-    def _letter(self, msg: Message, reason: str, attempts: int, keep: int) -> dict[str, Any]:
+    def _letter(
+        self, msg: Message, reason: str, attempts: int, keep: int, text: bool
+    ) -> dict[str, Any]:
         payload = msg.payload[:keep]
-        try:
-            content, media = payload.decode("utf-8"), "application/activity+json"
-        except UnicodeDecodeError:
+        if text:  # a cut may split a character: its bytes go, the rest is still a prefix
+            content, media = payload.decode("utf-8", "ignore"), "application/activity+json"
+        else:
             content, media = base64.b64encode(payload).decode(), "application/octet-stream;base64"
         return act.new(
             "Flag",
