@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 import pytest
 import websockets
+import yarl
 from websockets.typing import Origin
 
 from shared import activity as act
@@ -128,6 +129,17 @@ async def test_nonsense_posts_get_a_4xx_with_a_reason(
             assert r.status == 200
     await asyncio.sleep(0.2)
     assert not any(m.topic.endswith("/commands/builder/start") for m in federation.probe.messages)
+
+
+async def test_a_missing_static_file_is_a_404_with_a_reason(federation: Federation) -> None:
+    """Found by the fuzz run: aiohttp's own 404 for a missing static file had no body."""
+    async with aiohttp.ClientSession() as http:
+        for path in ("/static/nope.js", "/static/..%2f..%2fweb.py", "/static/a%00b"):
+            async with http.get(yarl.URL(federation.url + path, encoded=True)) as r:
+                assert r.status == 404, path
+                assert "no such file" in await r.text(), path
+        async with http.get(f"{federation.url}/static/dashboard.js") as r:
+            assert r.status == 200 and "javascript" in r.content_type
 
 
 async def test_websocket_garbage_gets_error_frames_and_the_socket_stays(
