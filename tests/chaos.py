@@ -35,7 +35,9 @@ import orjson
 import pytest
 
 from shared import activity as act
+from shared import topics
 from shared.broker import PROJECT
+from shared.mqtt import Message
 from shared.testing import Probe, ServiceProcess
 from tests.imagefiles import photo
 
@@ -286,10 +288,26 @@ class Traffic:
 # --- what did happen ----------------------------------------------------------------------
 
 
+def _valid(probe: Probe, m: Message) -> bool:
+    """A message its topic's payload type accepts: garbage on the bus (the fuzz run
+    publishes it on these very topics) is nobody's effect."""
+    if not m.payload:
+        return False
+    topics.load_service_topics()
+    found = topics.lookup(probe.root, m.topic)
+    if found is None:
+        return False
+    try:
+        found[0].codec.decode(m.payload)
+    except act.InvalidActivity:
+        return False
+    return True
+
+
 def _by_id(probe: Probe, rel_topic_suffix: str) -> list[dict[str, Any]]:
     out = []
     for m in probe.messages:
-        if m.topic.endswith(rel_topic_suffix) and m.payload:
+        if m.topic.endswith(rel_topic_suffix) and _valid(probe, m):
             out.append(orjson.loads(m.payload))
     return out
 
@@ -360,7 +378,7 @@ def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> 
     seen: dict[tuple[str, str], set[str]] = defaultdict(set)
     copies = 0
     for m in probe.messages:
-        if m.topic.endswith("/notifications") and m.payload:
+        if m.topic.endswith("/notifications") and _valid(probe, m):
             note = orjson.loads(m.payload)
             seen[(note["object"]["id"], m.topic.split("/")[-2])].add(note["id"])
             copies += 1
