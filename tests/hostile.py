@@ -73,6 +73,12 @@ def corpus(strategy: st.SearchStrategy[T], n: int, seed: int) -> list[T]:
     return out[:n]
 
 
+def corpus_of(name: str, n: int, seed: int) -> list[Any]:
+    """``corpus()`` of the strategy named ``name`` in this module (for another process)."""
+    strategy: st.SearchStrategy[Any] = globals()[name]
+    return corpus(strategy, n, seed)
+
+
 def weighted(*branches: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
     """One of the branches, each ``weight`` times as likely (cheap ones often, huge rarely)."""
     pool = [s for weight, s in branches for _ in range(weight)]
