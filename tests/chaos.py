@@ -293,7 +293,6 @@ def _valid(probe: Probe, m: Message) -> bool:
     publishes it on these very topics) is nobody's effect."""
     if not m.payload:
         return False
-    topics.load_service_topics()
     found = topics.lookup(probe.root, m.topic)
     if found is None:
         return False
@@ -339,6 +338,7 @@ class Accounts:
 
 def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> Accounts:
     """Everything but the thumbnails' GETs (cheap: polled while waiting)."""
+    topics.load_service_topics()  # the tweeter's topic, for ``_valid``
     # Points: the ledger is the truth. Its key (cause, rule) keeps an award single; the bus
     # shows whether the service announced one award twice under different ids.
     expected = traffic.expected_awards()
