@@ -15,15 +15,16 @@ Hypothesis makes the inputs (``tests/hostile.py``): ``FUZZ_EXAMPLES`` of them in
 default, ``random`` for a new one; the seed is printed, so a failure can be replayed).
 ``make chaos`` runs 100,000 with a random seed.
 
-Mosquitto only: the rejection path is the runtime's, the same on both brokers, and the
-fuzz's cost (tens of MB of payloads) is better spent once; RabbitMQ's own behaviour under
-bad input is the subject of tests/test_brokers.py.
+Mosquitto only: what is under test is the runtime's and the gateway's rejection path, the
+same code on both brokers, and the fuzz's cost (tens of MB of payloads, ~30 s) is better
+spent once than twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import importlib
 import inspect
 import multiprocessing
@@ -296,7 +297,8 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
         storm_s = time.monotonic() - started
 
         want = sum(rejections.expected.values())
-        await wait_until(lambda: letters.take() >= want, 120, "every letter")
+        with contextlib.suppress(AssertionError):  # then the rows say which inputs have none
+            await wait_until(lambda: letters.take() >= want, 90, "every letter")
         accounts = await settle(traffic, probe, tmp_path / "points.sqlite3", "fuzz", 90)
         await asyncio.sleep(1.0)  # a second letter for one input would show by now
         letters.take()
@@ -314,11 +316,11 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
                 f"{sorted(Counter(r[:70] for r in lines).items())}"
             )
 
-        lost = [k for k, c in rejections.expected.items() if got[k] < c]
-        doubled = [k for k, c in rejections.expected.items() if got[k] > c]
+        lost = {k for k, c in rejections.expected.items() if got[k] < c}
+        doubled = {k for k, c in rejections.expected.items() if got[k] > c}
         inputs_lost = sum(1 for keys in rejections.by_input if any(k in lost for k in keys))
         inputs_doubled = sum(1 for keys in rejections.by_input if any(k in doubled for k in keys))
-        sample_lost = [(k, rejections.payloads[k][0][:120]) for k in lost[:5]]
+        sample_lost = [(k, rejections.payloads[k][0][:120]) for k in sorted(lost)[:5]]
         print(
             f"\nbus fuzz: {len(payloads)} hostile payloads on {len(sent_topics)} topics "
             f"({len(targets.topics)} subscribed + hostile levels), {want} letters expected, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -123,15 +124,20 @@ async def test_a_garbage_presence_query_is_parked_not_answered(
     worker: Worker, probe: Probe
 ) -> None:
     """Found by the fuzz run: anything on services/query made every worker republish."""
-    await probe.wait_online("recorder")
+    # The retained Join reaches "#" on Mosquitto only (at once); RabbitMQ never sends it.
+    with contextlib.suppress(AssertionError):
+        await probe.wait_online("recorder", timeout=1)
+    start = len(probe.messages)
     probe.publish("services/query", b"\x00garbage")
     [letter] = await probe.wait_for("deadletter/recorder")
     assert "malformed JSON" in letter["summary"]
     assert letter["object"]["name"] == f"{probe.root}/services/query"
     question = act.new("Question", ADA, {"type": "Collection", "name": "services online"})
     probe.publish("services/query", question)
-    await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Join", count=2)
-    assert len(probe.on("services/recorder/1")) == 2  # the garbage got no answer
+    await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Join")
+    await asyncio.sleep(0.3)  # a second answer would show by now
+    since = [m.topic for m in probe.messages[start:]]
+    assert since.count(f"{probe.root}/services/recorder/1") == 1, "garbage was answered"
 
 
 @pytest.mark.parametrize("char", [b"\x01", b"\xff", b"a"])
