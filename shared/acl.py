@@ -41,7 +41,11 @@ def writable(service: str, root: str) -> list[str]:
     for t in topics.all_topics():
         if t.publisher not in mine:
             continue
-        params = {p: (service if p == "service" else "+") for p in t.params}
+        # Its own name fills {service} only in the topics every service publishes (its
+        # presence, its dead letters); in a topic of its own, {service} names another
+        # service (the deadletters' commands/{service}/redeliver), so any is allowed.
+        own_slot = t.publisher == "*"
+        params = {p: (service if own_slot and p == "service" else "+") for p in t.params}
         levels = [params[lv[1:-1]] if lv.startswith("{") else lv for lv in t.levels]
         out.append("/".join([root, *levels]))
     return sorted(set(out))
@@ -54,7 +58,7 @@ def mosquitto_acl(root: str = "dovecote") -> str:
         "# user of its own name (MQTT_URL=mqtt://<service>:<password>@host) and may publish",
         "# only its own topics. Mosquitto checks a $share/<group>/<filter> subscription",
         "# against <filter>. A denied publish from an MQTT 3.1.1 client still gets its",
-        "# PUBACK and is dropped; the broker log says 'Denied PUBLISH'.",
+        "# PUBACK and is dropped; at log_type debug the broker logs 'Denied PUBLISH'.",
         "",
         f"user {OBSERVER}",
         f"topic read {root}/#",

@@ -5,22 +5,29 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
+import orjson
 import pytest
 
-from shared import acl
+from shared import acl, topics
 from shared import activity as act
 from shared.broker import PROJECT, PrivateMosquitto, free_port
 from shared.config import parse_mqtt_url
 from shared.mqtt import Connection
 from shared.testing import Probe, ServiceProcess
+from tests import imagefiles
+from tests.fixtures import wait_http
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
-USERS = ("builder", "gateway", "observer")
+ROOT = "dovecote"  # the committed ACL is written for the default root
+SERVICES = acl.services()  # every service folder: no list to keep in step
+USERS = (*SERVICES, acl.OBSERVER, acl.OPERATOR)
 
 
 def test_the_committed_acls_match_the_registry() -> None:
@@ -36,6 +43,9 @@ def test_every_service_may_write_its_own_topics_and_no_one_elses() -> None:
     assert "d/commands/builder/start" in gateway and "d/commands/builder/start" not in builder
     assert "d/services/builder/+" in builder and "d/services/gateway/+" in gateway
     assert "d/deadletter/gateway" not in builder
+    # {service} in the deadletters' own command topic names any service, not itself.
+    assert "d/commands/+/redeliver" in acl.writable("deadletters", "d")
+    assert not any("redeliver" in f for f in builder + gateway)
 
 
 def production_config(d: Path, port: int, ws_port: int) -> str:
@@ -56,16 +66,18 @@ def production_config(d: Path, port: int, ws_port: int) -> str:
 
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[PrivateMosquitto]:
-    """A private Mosquitto running the production config, passwords and the project's ACL."""
+    """A private Mosquitto running the production config, passwords and the project's ACL.
+
+    Plus debug logging, the only level at which Mosquitto logs a denied publish.
+    """
     passwd = tmp_path / "passwd"
     for n, user in enumerate(USERS):
         flags = ["-c", "-b"] if n == 0 else ["-b"]
         subprocess.run(["mosquitto_passwd", *flags, str(passwd), user, f"pw-{user}"], check=True)
     (tmp_path / "acl").write_text(acl.MOSQUITTO_ACL.read_text())
     port, ws_port = free_port(), free_port()
-    b = PrivateMosquitto(
-        tmp_path, port=port, ws_port=ws_port, config_text=production_config(tmp_path, port, ws_port)
-    ).start()
+    config = production_config(tmp_path, port, ws_port) + "log_type debug\n"
+    b = PrivateMosquitto(tmp_path, port=port, ws_port=ws_port, config_text=config).start()
     yield b
     b.stop()
 
@@ -86,42 +98,155 @@ async def connect(b: PrivateMosquitto, user: str, password: str | None = None) -
     return conn
 
 
-async def test_production_mosquitto_lets_a_service_publish_only_its_own_topics(
+def federation_env(tmp_path: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
+    return env | {
+        "DOVECOTE_ROOT": ROOT,
+        "PORT": str(port),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "BUILD_TICK_SECONDS": "0.05",
+        "PYTHONUNBUFFERED": "1",
+        "IMAGES_DIR": str(tmp_path / "images"),
+        "POINTS_DB": str(tmp_path / "points.sqlite3"),
+        "DEADLETTERS_DB": str(tmp_path / "deadletters.sqlite3"),
+        "DOVECOTE_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "DOVECOTE_SERVICE_TOKEN": secrets.token_urlsafe(24),
+        "DOVECOTE_HANDLER_ATTEMPTS": "1",
+    }
+
+
+def forgeries(user: str) -> list[str]:
+    """One concrete topic of every registry entry that ``user`` does not own.
+
+    Ownership is read from the registry, not from the generated ACL: an entry's publisher
+    owns it; an entry every service publishes (``*``) is owned by the service its
+    ``{service}`` level names (presence, dead letters), or by everyone when it has none.
+    """
+    other = next(s for s in SERVICES if s != user)
+    out = []
+    for t in topics.all_topics():
+        if t.publisher == user or (t.publisher == "*" and "service" not in t.params):
+            continue
+        params = {p: (other if p == "service" else "forged") for p in t.params}
+        out.append(t.address(ROOT, **params))
+    return out
+
+
+async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "deadletter",
+        *args,
+        env=env,
+        cwd=PROJECT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.slow
+async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_forge(
     secured: PrivateMosquitto, tmp_path: Path
 ) -> None:
-    observer = await Probe(url(secured, "observer"), "dovecote").start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
-    env |= {"MQTT_URL": url(secured, "builder"), "DOVECOTE_ROOT": "dovecote"}
-    env |= {"BUILD_TICK_SECONDS": "0.05", "PYTHONUNBUFFERED": "1"}
-    builder = ServiceProcess("builder", env, tmp_path).start()
+    """Each service as a real process with its own credentials on the committed ACL.
+
+    Not too tight: an upload and a build go end to end through every service, and an
+    operator's replay of a dead letter reaches the service that parked it, with no publish
+    denied on the way. Not too loose: every user's credentials then try every topic that
+    user does not own, and none of those messages reaches anyone.
+    """
+    topics.load_service_topics()
+    observer = await Probe(url(secured, acl.OBSERVER), ROOT).start()
+    env = federation_env(tmp_path, free_port())
+    web = env["PUBLIC_URL"]
+    procs = [
+        ServiceProcess(s, env | {"MQTT_URL": url(secured, s)}, tmp_path).start() for s in SERVICES
+    ]
     try:
-        # Presence, the capability probe and $share subscriptions all pass the ACL.
-        await observer.wait_for("services/builder/1", lambda a: a["type"] == "Join")
-        assert "shared subscriptions: yes" in builder.log
+        for s in SERVICES:  # presence, the capability probes and subscriptions passed
+            await observer.wait_online(s, timeout=30)
+        await wait_http(f"{web}/healthz")
+
+        # An upload: thumbnails, followers' notifications, points and a tweet.
+        form = aiohttp.FormData()
+        form.add_field("file", imagefiles.photo(800, 600), filename="cat.jpg")
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{web}/api/images?as=ada", data=form) as r:
+                assert r.status == 201, await r.text()
+                image = (await r.json())["url"]
+            [resized] = await observer.wait_for("events/image/resized", timeout=30)
+            assert resized["object"]["id"] == image and resized["object"]["preview"]
+            await observer.wait_for("users/grace/notifications")
+            await observer.wait_for("users/linus/notifications")
+            await observer.wait_for("events/tweet/created")
+            [award] = await observer.wait_for("events/points/awarded")
+            assert award["object"]["points"] == 10
+            await observer.wait_for("state/leaderboard")
+            # A build, asked for in a browser: progress, success, notification, points.
+            async with http.post(f"{web}/api/builds?as=grace", json={}) as r:
+                assert r.status == 202, await r.text()
+            await observer.wait_for("events/build/succeeded", timeout=30)
+            await observer.wait_for("users/grace/notifications")
+            await observer.wait_for("events/points/awarded", count=2)
+        assert observer.on("events/build/progress"), "QoS 0 progress ticks got through"
+
+        # A dead letter, kept, listed and replayed by the operator's credentials: the
+        # deadletters service may send commands/<another service>/redeliver.
         gateway = await connect(secured, "gateway")
         await gateway.wait_connected(10)
-        gateway.publish(
-            "dovecote/commands/builder/start", act.encode(act.new("Start", ADA, {"type": "Build"}))
-        )
-        await observer.wait_for("events/build/succeeded", timeout=20)
+        gateway.publish(f"{ROOT}/commands/builder/start", b"not an activity")
+        await observer.wait_for("deadletter/builder")
+        operator = env | {"MQTT_URL": url(secured, acl.OPERATOR)}
+        for _ in range(40):  # the deadletters service keeps it a moment later
+            code, out, err = await deadletter_cli(operator, "list", "--json")
+            assert code == 0, err
+            if orjson.loads(out)["totalItems"]:
+                break
+            await asyncio.sleep(0.25)
+        code, out, err = await deadletter_cli(operator, "replay", "--all", "--service", "builder")
+        assert code == 0 and "replayed 1 letter(s)" in out, (out, err)
+        await observer.wait_for("commands/builder/redeliver")
+        await observer.wait_for("deadletter/builder", count=2)  # still garbage, parked again
+        await gateway.stop()
+        log = secured.log_file.read_text()
+        assert "Denied PUBLISH" not in log, "the ACL refused a service its own topic"
 
-        # The builder's credentials cannot forge the gateway's command, nor a gateway
-        # presence; the observer cannot publish at all. Each then publishes a topic it
-        # may: once that has arrived, a forged one would have arrived before it.
-        rogue = await connect(secured, "builder")
-        await rogue.wait_connected(10)
-        forged = act.encode(act.new("Start", ADA, {"type": "Build"}))
-        rogue.publish("dovecote/commands/builder/start", forged)
-        rogue.publish("dovecote/services/gateway/1", forged)
-        marker = act.encode(act.new("Flag", ADA, {"type": "Note"}))
-        rogue.publish("dovecote/deadletter/builder", marker)
-        await observer.wait_for("deadletter/builder", lambda a: a["type"] == "Flag")
-        observer.publish("state/build", forged)
+        # Every user tries every topic it does not own; then a topic it does, on the same
+        # connection: once that has arrived, a forged one would have arrived before it.
+        tried = 0
+        for user in USERS:
+            rogue = await connect(secured, user)
+            await rogue.wait_connected(10)
+            forged = act.encode(
+                act.new("Flag", ADA, {"type": "Note", "content": f"forged by {user}"})
+            )
+            for topic in forgeries(user):
+                rogue.publish(topic, forged)
+                tried += 1
+            if user != acl.OBSERVER:  # the observer may publish nothing at all
+                marker = act.new("Flag", ADA, {"type": "Note", "content": f"marker {user}"})
+                rogue.publish(
+                    f"{ROOT}/services/query"
+                    if user in SERVICES
+                    else f"{ROOT}/commands/deadletters/list",
+                    act.encode(marker),
+                )
+                await observer.wait_for(
+                    "services/query" if user in SERVICES else "commands/deadletters/list",
+                    lambda a, m=marker: a["id"] == m["id"],
+                )
+            await rogue.stop()
         await asyncio.sleep(0.5)
-        assert len(observer.on("commands/builder/start")) == 1  # the gateway's, not forged
-        assert observer.on("services/gateway/1") == []
-        assert all(a["type"] == "Update" for a in observer.on("state/build"))
-        assert len(observer.on("events/build/started")) == 1  # no second build
+        assert tried > 10 * len(USERS)
+        denied = secured.log_file.read_text().count("Denied PUBLISH")
+        assert denied == tried, f"{tried} forgeries tried, {denied} denied"
+        leaked = [m.topic for m in observer.messages if b"forged by" in m.payload]
+        assert leaked == [], f"forged messages got through: {leaked}"
+        assert all(p.alive() for p in procs)
 
         # Wrong password or none: no connection at all.
         intruder = await connect(secured, "gateway", "wrong")
@@ -129,10 +254,11 @@ async def test_production_mosquitto_lets_a_service_publish_only_its_own_topics(
             await intruder.wait_connected(1.5)
         await intruder.stop(1)
         assert "disconnected, not authorised" in secured.log_file.read_text()
-        await rogue.stop()
-        await gateway.stop()
     finally:
-        builder.stop()
+        for p in procs:
+            code = p.stop()
+            tail = "\n".join(p.log.splitlines()[-30:])
+            print(f"--- {p.name} (exit code {code}):\n{tail}")
         await observer.stop()
 
 
