@@ -8,8 +8,9 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -132,6 +133,10 @@ def forgeries(user: str) -> list[str]:
     return out
 
 
+def has_id(wanted: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda a: bool(a["id"] == wanted)
+
+
 async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -145,7 +150,8 @@ async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.slow
@@ -229,16 +235,9 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
                 tried += 1
             if user != acl.OBSERVER:  # the observer may publish nothing at all
                 marker = act.new("Flag", ADA, {"type": "Note", "content": f"marker {user}"})
-                rogue.publish(
-                    f"{ROOT}/services/query"
-                    if user in SERVICES
-                    else f"{ROOT}/commands/deadletters/list",
-                    act.encode(marker),
-                )
-                await observer.wait_for(
-                    "services/query" if user in SERVICES else "commands/deadletters/list",
-                    lambda a, m=marker: a["id"] == m["id"],
-                )
+                allowed = "services/query" if user in SERVICES else "commands/deadletters/list"
+                rogue.publish(f"{ROOT}/{allowed}", act.encode(marker))
+                await observer.wait_for(allowed, has_id(marker["id"]))
             await rogue.stop()
         await asyncio.sleep(0.5)
         assert tried > 10 * len(USERS)
@@ -256,9 +255,9 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
         assert "disconnected, not authorised" in secured.log_file.read_text()
     finally:
         for p in procs:
-            code = p.stop()
+            exit_code = p.stop()
             tail = "\n".join(p.log.splitlines()[-30:])
-            print(f"--- {p.name} (exit code {code}):\n{tail}")
+            print(f"--- {p.name} (exit code {exit_code}):\n{tail}")
         await observer.stop()
 
 
