@@ -219,3 +219,95 @@ async def test_a_client_that_stops_reading_is_closed_and_others_keep_up(
             assert await sockets() == 1, "the stuck socket was not closed"
     assert "frames unread" in federation.gateway.log
     stuck.close()
+
+
+REFUSED_FRAMES: list[tuple[dict[str, Any], str]] = [
+    # No command subscribes or publishes: the hub decides what a socket sees.
+    ({"command": "subscribe", "topic": "users/grace/notifications"}, "unknown command"),
+    ({"command": "subscribe", "topic": "#"}, "unknown command"),
+    ({"command": "publish", "topic": "events/image/created", "activity": {}}, "unknown command"),
+    ({"command": {"$ne": None}}, "unknown command"),
+    ({"command": "build.start "}, "unknown command"),
+    ({"command": "__proto__"}, "unknown command"),
+    # The actor, type, topic and correlation are the gateway's to set, never the page's.
+    ({"command": "build.start", "actor": {"type": "Person", "id": "x"}}, "unknown field"),
+    ({"command": "build.start", "topic": "commands/builder/stop"}, "unknown field"),
+    ({"command": "build.start", "type": "Delete"}, "unknown field"),
+    ({"command": "build.start", "context": "urn:uuid:1", "id": "urn:uuid:2"}, "unknown field"),
+    ({"command": "build.stop", "object": {"type": "Build"}}, "unknown field"),
+]
+
+
+@pytest.mark.brokers("mosquitto")
+async def test_a_socket_can_send_only_whitelisted_commands_as_itself(
+    federation: Federation,
+) -> None:
+    probe, root = federation.probe, federation.probe.root
+    async with websockets.connect(ws_url(federation, "?as=grace")) as conn:
+        page = Browserish(conn)
+        await page.wait(lambda f: f.get("type") == "hello")
+        for frame, _ in REFUSED_FRAMES:
+            await conn.send(orjson.dumps(frame).decode())
+        n = len(REFUSED_FRAMES)
+        await wait_until(
+            lambda: sum(f.get("type") == "error" for f in page.decoded()) == n, 10, "errors"
+        )
+        errors = [f["error"] for f in page.decoded() if f.get("type") == "error"]
+        for (frame, why), error in zip(REFUSED_FRAMES, errors, strict=True):
+            assert why in error, (frame, error)
+        await asyncio.sleep(0.3)
+        assert not [m.topic for m in probe.messages if m.topic.startswith(f"{root}/commands/")]
+        # A whitelisted command goes out in the socket's user's name.
+        await conn.send(orjson.dumps({"command": "build.start"}).decode())
+        await page.wait(lambda f: f.get("type") == "accepted")
+    [start] = await probe.wait_for("commands/builder/start")
+    assert start["actor"]["preferredUsername"] == "grace"
+    assert start["actor"]["id"].endswith("/users/grace")
+    assert not [t for t in page.topics() if "/users/" in t or "/commands/" in t]
+    assert len(probe.on("commands/builder/start")) == 1
+
+
+@pytest.mark.brokers("mosquitto")
+async def test_someone_not_in_the_directory_is_refused_not_made_the_default_user(
+    federation: Federation,
+) -> None:
+    for who in ("mallory", "../grace", "Grace", ""):
+        with pytest.raises(websockets.InvalidStatus) as err:
+            async with websockets.connect(ws_url(federation, f"?as={who}")):
+                pass
+        assert err.value.response.status_code == 400, who
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{federation.url}/api/builds?as=mallory", json={}) as r:
+            assert r.status == 400 and "no such user" in await r.text()
+        async with http.get(f"{federation.url}/?as=mallory") as r:
+            assert r.status == 400 and "no such user" in await r.text()
+        # The forged actor in a body is refused too; the right one is the asker's.
+        grace = {"type": "Person", "id": f"{federation.url}/users/grace", "name": "Grace"}
+        async with http.post(f"{federation.url}/api/builds?as=ada", json={"actor": grace}) as r:
+            assert r.status == 400 and "unknown field(s): actor" in await r.text()
+    await asyncio.sleep(0.3)
+    assert not federation.probe.on("commands/builder/start")
+
+
+@pytest.mark.brokers("mosquitto")
+async def test_error_answers_carry_the_security_headers_too(federation: Federation) -> None:
+    base = federation.url
+    cases: list[tuple[str, str, dict[str, Any], int]] = [
+        ("GET", "/no/such/page", {}, 404),
+        ("DELETE", "/", {}, 405),
+        ("GET", "/?as=<script>", {}, 400),
+        ("GET", "/ws", {}, 400),  # no upgrade: an ordinary request, an ordinary answer
+        ("GET", "/images/..%2F..%2Fetc", {}, 400),
+        ("GET", "/images/0123456789abcdef0123456789abcdef", {}, 404),
+        ("POST", "/api/builds", {"data": "x"}, 415),
+        ("POST", "/api/builds", {"json": {"pad": "x" * 40_000}}, 413),
+        # (this gateway has no DOVECOTE_SERVICE_TOKEN: thumbnail uploads are off)
+        ("PUT", "/images/0123456789abcdef0123456789abcdef/thumbnails/128", {}, 503),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for method, path, kwargs, status in cases:
+            async with http.request(method, base + path, **kwargs) as r:
+                assert r.status == status, (method, path, r.status)
+                csp = r.headers.get("Content-Security-Policy", "")
+                assert "script-src 'self'" in csp, (method, path, r.status)
+                assert r.headers.get("X-Content-Type-Options") == "nosniff", (method, path)

@@ -45,10 +45,20 @@ CTX = web.AppKey("ctx", Context)
 
 
 def current_user(request: web.Request) -> User:
-    """Who the browser says it is (demo users: choosing is all it takes)."""
+    """Who the browser says it is (demo users: choosing is all it takes).
+
+    Asking for someone who is not in the directory is refused, never answered with the
+    default user: that socket would get another person's notifications. A stale cookie
+    (the directory changed) falls back to the default.
+    """
     directory = request.app[CTX].directory
-    wanted = request.query.get("as") or request.cookies.get(USER_COOKIE) or ""
-    return directory.users.get(wanted, directory.default)
+    asked = request.query.get("as")
+    if asked is not None:
+        user = directory.users.get(asked)
+        if user is None:
+            raise web.HTTPBadRequest(text=f"no such user {asked[:64]!r}")
+        return user
+    return directory.users.get(request.cookies.get(USER_COOKIE) or "", directory.default)
 
 
 def same_origin(request: web.Request) -> bool:

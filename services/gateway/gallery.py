@@ -86,6 +86,7 @@ async def upload(request: web.Request) -> web.Response:
         raise refuse(415, "send multipart/form-data with a `file` field: curl -F file=@cat.jpg")
     if (request.content_length or 0) > images.max_bytes + FORM_OVERHEAD:
         raise refuse(413, f"uploads are limited to {images.max_bytes:,} bytes")
+    user = current_user(request)  # before reading: an unknown user is refused at once
     data, filename, title = await _read_form(request, images.max_bytes)
     loop = asyncio.get_running_loop()
     try:
@@ -93,7 +94,6 @@ async def upload(request: web.Request) -> web.Response:
     except img.BadImage as exc:
         raise refuse(exc.status, str(exc)) from None
 
-    user = current_user(request)
     actor = ctx.directory.actor(user)
     image_id = new_id()
     url = f"{images.public_url}/images/{image_id}"

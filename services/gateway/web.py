@@ -48,28 +48,52 @@ def create_app(ctx: Context) -> web.Application:
     return app
 
 
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; "
+        # style attributes only for the server-rendered progress width (no <style>, no JS)
+        "style-src 'self'; style-src-attr 'unsafe-inline'; script-src 'self'; "
+        "frame-ancestors 'none'"
+    ),
+}
+
+
 @web.middleware
 def security_headers(request: web.Request, handler: Any) -> Awaitable[web.StreamResponse]:
-    if request.path == "/ws":
+    if request.path == "/ws" and request.headers.get("Upgrade", "").lower() == "websocket":
         # A socket's headers left with the upgrade; skipping saves a frame held per socket.
         return cast(Awaitable[web.StreamResponse], handler(request))
     return _with_security_headers(request, handler)
 
 
 async def _with_security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-    resource = request.match_info.route.resource
-    if resource is not None and resource.name == "static":
-        _check_static(request.match_info.get("filename", ""))
-    response: web.StreamResponse = await handler(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; "
-        # style attributes only for the server-rendered progress width (no <style>, no JS)
-        "style-src 'self'; style-src-attr 'unsafe-inline'; script-src 'self'; "
-        "frame-ancestors 'none'",
-    )
+    """Every answer carries them, errors too: a 404 or a 500 page is a page as well."""
+    try:
+        resource = request.match_info.route.resource
+        if resource is not None and resource.name == "static":
+            _check_static(request.match_info.get("filename", ""))
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        _add_security_headers(exc.headers)
+        raise
+    except Exception as exc:
+        # aiohttp's own 500 (504) page would go out without them: answer it here instead.
+        log.exception("error handling %s %s", request.method, request.path)
+        error: web.HTTPException = (
+            web.HTTPGatewayTimeout(text="timed out: see the gateway's log")
+            if isinstance(exc, TimeoutError)
+            else web.HTTPInternalServerError(text="internal error: see the gateway's log")
+        )
+        _add_security_headers(error.headers)
+        raise error from None
+    _add_security_headers(response.headers)
     return response
+
+
+def _add_security_headers(headers: Any) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
 
 
 def _check_static(filename: str) -> None:
