@@ -70,3 +70,32 @@ def bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     png[16:24] = struct.pack(">II", width, height)
     png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
     return bytes(png)
+
+
+SCRIPT = b"<html><body><script>window.__xss=7</script></body></html>"
+
+
+def polyglots() -> dict[str, tuple[bytes, str]]:
+    """Files that claim to be images, or are images that are something else too:
+    name -> (bytes, the content type a hostile client declares)."""
+    jpeg_magic = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
+    return {
+        "svg with script": (
+            b'<svg xmlns="http://www.w3.org/2000/svg" onload="window.__xss=1">'
+            b"<script>window.__xss=2</script></svg>",
+            "image/svg+xml",
+        ),
+        "html behind jpeg magic": (jpeg_magic + SCRIPT, "image/jpeg"),
+        "html behind png magic": (b"\x89PNG\r\n\x1a\n" + SCRIPT, "image/png"),
+        "javascript behind gif magic": (
+            b"GIF89a/*\x01\x00\x01\x00*/=1;window.__xss=3//",
+            "image/gif",
+        ),
+        "html with a jpeg type": (SCRIPT, "image/jpeg"),
+        "pdf": (b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\n%%EOF", "image/jpeg"),
+    }
+
+
+def jpeg_with_html(width: int = 320, height: int = 240) -> bytes:
+    """A valid JPEG with an HTML page after its end: an image to Pillow and to browsers."""
+    return photo(width, height) + SCRIPT

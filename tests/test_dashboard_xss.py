@@ -115,11 +115,12 @@ async def test_hostile_names_titles_and_bus_activities_show_as_text(
     assert await mallory.text_content("#upload-button") == f"Upload as {MALLORY}"
     assert EVE in await texts(eve, "#user-select option")
 
-    # Mallory uploads a file whose name is markup; Eve types markup as the title.
-    jpeg = imagefiles.photo(640, 480)
+    # Mallory uploads a file whose name is markup (a JPEG that is an HTML page as well);
+    # Eve types markup as the title.
+    jpeg, polyglot = imagefiles.photo(640, 480), imagefiles.jpeg_with_html(640, 480)
     await mallory.set_input_files(
         "#upload-file",
-        files=[{"name": f"{FILE_TITLE}.jpg", "mimeType": "image/jpeg", "buffer": jpeg}],
+        files=[{"name": f"{FILE_TITLE}.jpg", "mimeType": "text/html", "buffer": polyglot}],
     )
     await mallory.click("#upload-button")
     await probe.wait_for("events/image/resized")
@@ -180,4 +181,11 @@ async def test_hostile_names_titles_and_bus_activities_show_as_text(
 
     for page in (mallory, eve, trent):
         await assert_nothing_ran(page)
+
+    # The polyglot opened on its own is shown as the image it is; its HTML never runs.
+    original = probe.on("events/image/created")[0]["object"]["url"]
+    response = await trent.goto(original)
+    assert response.headers["content-type"] == "image/jpeg"
+    assert await trent.evaluate("window.__xss") is None
+    assert await trent.locator("script").count() == 0
     assert dialogs == []

@@ -32,10 +32,11 @@ async def upload(
     user: str = "ada",
     title: str | None = None,
     filename: str = "photo.jpg",
+    content_type: str = "image/jpeg",
     headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     form = aiohttp.FormData()
-    form.add_field("file", io.BytesIO(data), filename=filename, content_type="image/jpeg")
+    form.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
     if title is not None:
         form.add_field("title", title)
     async with (
@@ -146,6 +147,33 @@ async def test_bad_uploads_get_a_4xx_and_nothing_is_stored_or_published(
     assert len(stored) == 2 and {f.rsplit(".", 1)[1] for f in stored} == {"jpg", "json"}
     assert not any("passwd" in str(f) or ".tmp" in f.name for f in p.stored_files())
     assert p.services["gateway"].alive()
+
+
+@pytest.mark.brokers("mosquitto")
+async def test_uploads_are_judged_by_their_bytes_not_their_name_or_declared_type(
+    pipeline: Pipeline,
+) -> None:
+    p = pipeline
+    for what, (data, declared) in imagefiles.polyglots().items():
+        status, text = await upload(p, data, filename="x.jpg", content_type=declared)
+        assert status in (400, 415), (what, status, text)
+        assert "not an image" in text or "damaged" in text, (what, text)
+    # A real image that is an HTML page too, declared as HTML: stored and served as the
+    # JPEG its bytes are, never as a page that could run in this origin.
+    polyglot = imagefiles.jpeg_with_html()
+    status, body = await upload(p, polyglot, filename="page.html", content_type="text/html")
+    assert status == 201, body
+    url = orjson.loads(body)["url"]
+    [created] = await p.probe.wait_for("events/image/created")
+    assert created["object"]["mediaType"] == "image/jpeg"
+    async with aiohttp.ClientSession() as http, http.get(url) as r:
+        assert r.content_type == "image/jpeg" and await r.read() == polyglot
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    stored = {f.suffix for f in p.stored_files() if "originals" in f.parts}
+    assert stored == {".jpg", ".json"}
+    await asyncio.sleep(0.3)
+    assert len(p.probe.on("events/image/created")) == 1  # only the real image was announced
 
 
 async def test_image_resources_refuse_path_tricks_and_unauthenticated_writes(
