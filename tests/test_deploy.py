@@ -154,6 +154,86 @@ async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str
     return proc.returncode, out.decode(), err.decode()
 
 
+UrlFor = Callable[[str], str]  # a user's name -> the MQTT_URL with its credentials
+
+
+def start_federation(env: dict[str, str], url_for: UrlFor, logs: Path) -> list[ServiceProcess]:
+    return [ServiceProcess(s, env | {"MQTT_URL": url_for(s)}, logs).start() for s in SERVICES]
+
+
+def stop_federation(procs: list[ServiceProcess]) -> None:
+    for p in procs:
+        exit_code = p.stop()
+        tail = "\n".join(p.log.splitlines()[-30:])
+        print(f"--- {p.name} (exit code {exit_code}):\n{tail}")
+
+
+async def end_to_end(observer: Probe, env: dict[str, str], url_for: UrlFor) -> None:
+    """Every service's part of an upload, a build and a dead letter's replay, each with
+    its own credentials: the permissions are not too tight."""
+    web = env["PUBLIC_URL"]
+    for s in SERVICES:  # presence, the capability probes and subscriptions passed
+        await observer.wait_online(s, timeout=30)
+    await wait_http(f"{web}/healthz")
+
+    # An upload: thumbnails, followers' notifications, points and a tweet.
+    form = aiohttp.FormData()
+    form.add_field("file", imagefiles.photo(800, 600), filename="cat.jpg")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{web}/api/images?as=ada", data=form) as r:
+            assert r.status == 201, await r.text()
+            image = (await r.json())["url"]
+        [resized] = await observer.wait_for("events/image/resized", timeout=30)
+        assert resized["object"]["id"] == image and resized["object"]["preview"]
+        await observer.wait_for("users/grace/notifications")
+        await observer.wait_for("users/linus/notifications")
+        await observer.wait_for("events/tweet/created")
+        [award] = await observer.wait_for("events/points/awarded")
+        assert award["object"]["points"] == 10
+        await observer.wait_for("state/leaderboard")
+        # A build, asked for in a browser: progress, success, notification, points.
+        async with http.post(f"{web}/api/builds?as=grace", json={}) as r:
+            assert r.status == 202, await r.text()
+        await observer.wait_for("events/build/succeeded", timeout=30)
+        await observer.wait_for("users/grace/notifications")
+        await observer.wait_for("events/points/awarded", count=2)
+    assert observer.on("events/build/progress"), "QoS 0 progress ticks got through"
+
+    # A dead letter, kept, listed and replayed by the operator's credentials: the
+    # deadletters service may send commands/<another service>/redeliver.
+    gateway = Connection(
+        parse_mqtt_url(url_for("gateway")),
+        "test-gateway",
+        on_message=lambda m: None,
+        clean_session=True,
+        manual_ack=False,
+    )
+    gateway.start()
+    await gateway.wait_connected(10)
+    gateway.publish(f"{ROOT}/commands/builder/start", b"not an activity")
+    await observer.wait_for("deadletter/builder")
+    await gateway.stop()
+    operator = env | {"MQTT_URL": url_for(acl.OPERATOR)}
+    for _ in range(40):  # the deadletters service keeps it a moment later
+        code, out, err = await deadletter_cli(operator, "list", "--json")
+        assert code == 0, err
+        if orjson.loads(out)["totalItems"]:
+            break
+        await asyncio.sleep(0.25)
+    code, out, err = await deadletter_cli(operator, "replay", "--all", "--service", "builder")
+    assert code == 0 and "replayed 1 letter(s)" in out, (out, err)
+    await observer.wait_for("commands/builder/redeliver")
+    await observer.wait_for("deadletter/builder", count=2)  # still garbage, parked again
+
+
+def forged_by(user: str) -> bytes:
+    return act.encode(act.new("Flag", ADA, {"type": "Note", "content": f"forged by {user}"}))
+
+
+def leaked(observer: Probe) -> list[str]:
+    return [m.topic for m in observer.messages if b"forged by" in m.payload]
+
+
 @pytest.mark.slow
 async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_forge(
     secured: PrivateMosquitto, tmp_path: Path
@@ -168,56 +248,9 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
     topics.load_service_topics()
     observer = await Probe(url(secured, acl.OBSERVER), ROOT).start()
     env = federation_env(tmp_path, free_port())
-    web = env["PUBLIC_URL"]
-    procs = [
-        ServiceProcess(s, env | {"MQTT_URL": url(secured, s)}, tmp_path).start() for s in SERVICES
-    ]
+    procs = start_federation(env, lambda user: url(secured, user), tmp_path)
     try:
-        for s in SERVICES:  # presence, the capability probes and subscriptions passed
-            await observer.wait_online(s, timeout=30)
-        await wait_http(f"{web}/healthz")
-
-        # An upload: thumbnails, followers' notifications, points and a tweet.
-        form = aiohttp.FormData()
-        form.add_field("file", imagefiles.photo(800, 600), filename="cat.jpg")
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{web}/api/images?as=ada", data=form) as r:
-                assert r.status == 201, await r.text()
-                image = (await r.json())["url"]
-            [resized] = await observer.wait_for("events/image/resized", timeout=30)
-            assert resized["object"]["id"] == image and resized["object"]["preview"]
-            await observer.wait_for("users/grace/notifications")
-            await observer.wait_for("users/linus/notifications")
-            await observer.wait_for("events/tweet/created")
-            [award] = await observer.wait_for("events/points/awarded")
-            assert award["object"]["points"] == 10
-            await observer.wait_for("state/leaderboard")
-            # A build, asked for in a browser: progress, success, notification, points.
-            async with http.post(f"{web}/api/builds?as=grace", json={}) as r:
-                assert r.status == 202, await r.text()
-            await observer.wait_for("events/build/succeeded", timeout=30)
-            await observer.wait_for("users/grace/notifications")
-            await observer.wait_for("events/points/awarded", count=2)
-        assert observer.on("events/build/progress"), "QoS 0 progress ticks got through"
-
-        # A dead letter, kept, listed and replayed by the operator's credentials: the
-        # deadletters service may send commands/<another service>/redeliver.
-        gateway = await connect(secured, "gateway")
-        await gateway.wait_connected(10)
-        gateway.publish(f"{ROOT}/commands/builder/start", b"not an activity")
-        await observer.wait_for("deadletter/builder")
-        operator = env | {"MQTT_URL": url(secured, acl.OPERATOR)}
-        for _ in range(40):  # the deadletters service keeps it a moment later
-            code, out, err = await deadletter_cli(operator, "list", "--json")
-            assert code == 0, err
-            if orjson.loads(out)["totalItems"]:
-                break
-            await asyncio.sleep(0.25)
-        code, out, err = await deadletter_cli(operator, "replay", "--all", "--service", "builder")
-        assert code == 0 and "replayed 1 letter(s)" in out, (out, err)
-        await observer.wait_for("commands/builder/redeliver")
-        await observer.wait_for("deadletter/builder", count=2)  # still garbage, parked again
-        await gateway.stop()
+        await end_to_end(observer, env, lambda user: url(secured, user))
         log = secured.log_file.read_text()
         assert "Denied PUBLISH" not in log, "the ACL refused a service its own topic"
 
@@ -227,11 +260,8 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
         for user in USERS:
             rogue = await connect(secured, user)
             await rogue.wait_connected(10)
-            forged = act.encode(
-                act.new("Flag", ADA, {"type": "Note", "content": f"forged by {user}"})
-            )
             for topic in forgeries(user):
-                rogue.publish(topic, forged)
+                rogue.publish(topic, forged_by(user))
                 tried += 1
             if user != acl.OBSERVER:  # the observer may publish nothing at all
                 marker = act.new("Flag", ADA, {"type": "Note", "content": f"marker {user}"})
@@ -243,8 +273,7 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
         assert tried > 10 * len(USERS)
         denied = secured.log_file.read_text().count("Denied PUBLISH")
         assert denied == tried, f"{tried} forgeries tried, {denied} denied"
-        leaked = [m.topic for m in observer.messages if b"forged by" in m.payload]
-        assert leaked == [], f"forged messages got through: {leaked}"
+        assert leaked(observer) == [], "forged messages got through"
         assert all(p.alive() for p in procs)
 
         # Wrong password or none: no connection at all.
@@ -254,10 +283,7 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
         await intruder.stop(1)
         assert "disconnected, not authorised" in secured.log_file.read_text()
     finally:
-        for p in procs:
-            exit_code = p.stop()
-            tail = "\n".join(p.log.splitlines()[-30:])
-            print(f"--- {p.name} (exit code {exit_code}):\n{tail}")
+        stop_federation(procs)
         await observer.stop()
 
 
