@@ -85,7 +85,10 @@ def _amqp_regex(filters: list[str]) -> str:
 
 
 def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str:
-    read_all = _amqp_regex([f"{root}/#"])
+    # RabbitMQ 3.10 takes $share/<group>/<filter> literally and checks its read permission
+    # as such: allowed, or a worker's start-up probe for shared subscriptions (shared/
+    # capabilities.py) has its connection closed, and the worker cannot start.
+    read_all = _amqp_regex([f"{root}/#", f"$share/+/{root}/#"])
     lines = [
         "#!/bin/sh",
         "# Dovecote's RabbitMQ users and permissions, generated from the topic registry by",

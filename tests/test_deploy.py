@@ -18,10 +18,10 @@ import pytest
 
 from shared import acl, topics
 from shared import activity as act
-from shared.broker import PROJECT, PrivateMosquitto, free_port
+from shared.broker import PROJECT, PrivateMosquitto, PrivateRabbitMQ, free_port
 from shared.config import parse_mqtt_url
 from shared.mqtt import Connection
-from shared.testing import Probe, ServiceProcess
+from shared.testing import Probe, ServiceProcess, TestBroker
 from tests import imagefiles
 from tests.fixtures import wait_http
 
@@ -298,3 +298,67 @@ def test_the_env_example_lists_every_variable_the_code_reads() -> None:
     example = (PROJECT / "deploy" / "dovecote.env.example").read_text()
     listed = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
     assert names - listed == set(), "add them to deploy/dovecote.env.example"
+
+
+def rabbitmq_users(b: PrivateRabbitMQ, tmp_path: Path) -> UrlFor:
+    """Run deploy/rabbitmq/permissions.sh as it is, against this node (a ``rabbitmqctl``
+    on PATH that names it); each user then logs in to vhost ``dovecote`` as ``dovecote:<user>``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "rabbitmqctl"
+    shim.write_text(f'#!/bin/sh\nexec /usr/lib/rabbitmq/bin/rabbitmqctl -n {b.name} "$@"\n')
+    shim.chmod(0o755)
+    env = b.env | {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env |= {f"DOVECOTE_PW_{u.upper()}": f"pw-{u}" for u in USERS}
+    done = subprocess.run(
+        ["sh", str(acl.RABBITMQ_PERMISSIONS)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return lambda user: f"mqtt://dovecote%3A{user}:pw-{user}@{b.host}:{b.port}"
+
+
+@pytest.mark.slow
+@pytest.mark.brokers("rabbitmq")
+async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one_can_forge(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    """The same federation on RabbitMQ, with the generated permissions script's users.
+
+    RabbitMQ closes a connection that publishes where it may not write: each forgery goes
+    on its own connection, which must be closed by the broker, its message seen by no one.
+    """
+    assert isinstance(broker, PrivateRabbitMQ)
+    topics.load_service_topics()
+    url_for = rabbitmq_users(broker, tmp_path)
+    observer = await Probe(url_for(acl.OBSERVER), ROOT).start()
+    env = federation_env(tmp_path, free_port())
+    procs = start_federation(env, url_for, tmp_path)
+    try:
+        await end_to_end(observer, env, url_for)
+        tried = 0
+        for user in USERS:
+            for topic in forgeries(user):
+                rogue = Connection(
+                    parse_mqtt_url(url_for(user)),
+                    f"rogue-{user}-{tried}",
+                    on_message=lambda m: None,
+                    clean_session=True,
+                    manual_ack=False,
+                )
+                rogue.start()
+                await rogue.wait_connected(10)
+                rogue.disconnected.clear()
+                rogue.publish(topic, forged_by(user), qos=0)
+                try:  # refused: the broker closes the connection
+                    await asyncio.wait_for(rogue.disconnected.wait(), 5)
+                except TimeoutError:
+                    raise AssertionError(f"{user} may publish {topic}") from None
+                await rogue.stop(1)
+                tried += 1
+        await asyncio.sleep(0.5)
+        assert tried > 10 * len(USERS)
+        assert leaked(observer) == [], "forged messages got through"
+        assert all(p.alive() for p in procs)
+    finally:
+        stop_federation(procs)
+        await observer.stop()

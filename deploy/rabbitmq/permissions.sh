@@ -12,7 +12,7 @@ user() {  # name, password, write regex
   rabbitmqctl add_user "$1" "$2" 2>/dev/null || rabbitmqctl change_password "$1" "$2"
   # configure: its own MQTT session queues; write/read: amq.topic only
   rabbitmqctl set_permissions -p "$VHOST" "$1" "^mqtt-subscription-.*" "^(amq\.topic|mqtt-subscription-.*)$" "^(amq\.topic|mqtt-subscription-.*)$"
-  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$3" '^(dovecote\..*)$'
+  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$3" '^(dovecote\..*|\$share\.[^.]+\.dovecote\..*)$'
 }
 
 user observer "$DOVECOTE_PW_OBSERVER" '^$'
