@@ -298,7 +298,10 @@ class Connection:
                 await asyncio.wait_for(self.disconnected.wait(), timeout)
             except TimeoutError:
                 log.warning("%s: broker did not see a clean disconnect", self.client_id)
+        sock = self._sock  # paho closed it if it disconnected; else (still connecting) we do
         self._teardown_socket()
+        if sock is not None:
+            sock._sock.close()
         if self._misc_handle is not None:
             self._misc_handle.cancel()
 
@@ -445,7 +448,8 @@ class Connection:
     def _watch(self, sock: _BufferedSocket) -> None:
         assert self._loop is not None
         if self._stopping:
-            return  # a connect that finished after stop(): let paho's socket be
+            sock._sock.close()  # a connect that finished after stop(): nobody will read it
+            return
         self._sock = sock
         self._fd = sock.fileno()
         self._loop.add_reader(self._fd, self._readable)
