@@ -157,8 +157,22 @@ async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str
 UrlFor = Callable[[str], str]  # a user's name -> the MQTT_URL with its credentials
 
 
-def start_federation(env: dict[str, str], url_for: UrlFor, logs: Path) -> list[ServiceProcess]:
-    return [ServiceProcess(s, env | {"MQTT_URL": url_for(s)}, logs).start() for s in SERVICES]
+async def start_federation(
+    env: dict[str, str], url_for: UrlFor, logs: Path
+) -> list[ServiceProcess]:
+    """The gateway first, answering before the rest start: its free port is taken before
+    the others' many outgoing connections could take it as their ephemeral port."""
+    order = ["gateway", *(s for s in SERVICES if s != "gateway")]
+    procs = []
+    try:
+        for s in order:
+            procs.append(ServiceProcess(s, env | {"MQTT_URL": url_for(s)}, logs).start())
+            if s == "gateway":
+                await wait_http(f"{env['PUBLIC_URL']}/healthz")
+    except BaseException:
+        stop_federation(procs)
+        raise
+    return procs
 
 
 def stop_federation(procs: list[ServiceProcess]) -> None:
@@ -248,7 +262,7 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
     topics.load_service_topics()
     observer = await Probe(url(secured, acl.OBSERVER), ROOT).start()
     env = federation_env(tmp_path, free_port())
-    procs = start_federation(env, lambda user: url(secured, user), tmp_path)
+    procs = await start_federation(env, lambda user: url(secured, user), tmp_path)
     try:
         await end_to_end(observer, env, lambda user: url(secured, user))
         log = secured.log_file.read_text()
@@ -332,7 +346,7 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
     url_for = rabbitmq_users(broker, tmp_path)
     observer = await Probe(url_for(acl.OBSERVER), ROOT).start()
     env = federation_env(tmp_path, free_port())
-    procs = start_federation(env, url_for, tmp_path)
+    procs = await start_federation(env, url_for, tmp_path)
     try:
         await end_to_end(observer, env, url_for)
         tried = 0
