@@ -149,7 +149,7 @@ async def test_hostile_names_titles_and_bus_activities_show_as_text(
     await eve.wait_for_selector("#notifications .note-item >> nth=1", timeout=15_000)
     notes = " ".join(await texts(eve, "#notifications .note-text"))
     assert f"{MALLORY} shared a photo: “{FILE_TITLE}”" in notes
-    assert f"{MALLORY}’s build" in notes
+    assert f"{MALLORY}’s Build #" in notes
 
     # Straight on the bus, past every service: a notification and a leaderboard.
     [real] = probe.on("users/eve/notifications")[:1]

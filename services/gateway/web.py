@@ -77,6 +77,8 @@ async def _with_security_headers(request: web.Request, handler: Any) -> web.Stre
     except web.HTTPException as exc:
         _add_security_headers(exc.headers)
         raise
+    except ConnectionError:
+        raise  # the client went away mid-request: no one to answer, nothing to log
     except Exception as exc:
         # aiohttp's own 500 (504) page would go out without them: answer it here instead.
         log.exception("error handling %s %s", request.method, request.path)
