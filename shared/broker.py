@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,10 +33,37 @@ class BrokerUnavailable(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port free to listen on, outside the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` comes from that range, and so does the local
+    port of every outgoing connection: between picking it and a server binding it, another
+    process's connection can take it (seen with tests in parallel). Below the range, only
+    listeners compete, and a random pick makes two of them unlikely to meet.
+    """
+    low, high = _ephemeral_range()
+    pick = random.SystemRandom()
+    for _ in range(200):
+        port = pick.randrange(10_000, 65_535)
+        if low <= port <= high:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # everything tried was taken: let the kernel choose
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 # MQTT 3.1.1 CONNECT: clean session, keepalive 5 s, client id "dovecote-probe".
