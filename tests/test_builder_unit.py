@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from services.builder import build as b
+from services.builder import service as builder_service
 from services.builder.service import Builder
 from shared import activity as act
 from shared import topics
@@ -111,14 +113,35 @@ async def test_stop_mid_build_publishes_stopped() -> None:
     assert builder.task is None
 
 
-async def test_a_retained_running_state_of_this_worker_means_it_was_interrupted() -> None:
-    builder, rec = make_builder()
-    stale = b.new_build(7, False, ADA, "builder.1")
-    state = act.new("Update", act.service_actor("builder"), {**stale, "progress": 40})
-    await builder.on_state(
-        topics.BUILD_STATE.codec.decode(act.encode(state)),
-        Delivery.of("dovecote", topics.BUILD_STATE, state, retained=True),
+def own_state(builder: Builder, state: dict[str, Any], retained: bool) -> tuple[Any, Delivery]:
+    update = act.new("Update", act.service_actor("builder"), state)
+    return (
+        topics.BUILD_STATE.codec.decode(act.encode(update)),
+        Delivery.of("dovecote", topics.BUILD_STATE, update, retained=retained),
     )
+
+
+@pytest.mark.parametrize("retained", [True, False], ids=["retained", "left-queued"])
+async def test_a_running_state_of_this_worker_from_before_means_it_was_interrupted(
+    retained: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builder_service, "RESTORE_WAIT", 0.05)
+    builder, rec = make_builder()
+    await builder.setup()
+    stale = {**b.new_build(7, False, ADA, "builder.1"), "progress": 40}
+    await builder.on_state(*own_state(builder, stale, retained))
+    await asyncio.sleep(0.2)  # the restore settles
     failed = [p for t, p, _, _ in rec.sent if t.endswith("events/build/failed")]
     assert len(failed) == 1 and "interrupted" in failed[0]["summary"]
     assert failed[0]["object"]["progress"] == 40
+    await builder.teardown()
+
+
+async def test_a_build_that_finished_before_the_crash_is_not_called_interrupted() -> None:
+    builder, rec = make_builder()
+    build = b.new_build(7, False, ADA, "builder.1")
+    # The dead process's last copies, left queued in order: running, then its success.
+    await builder.on_state(*own_state(builder, {**build, "progress": 90}, retained=False))
+    await builder.on_state(*own_state(builder, b.finished(build, "succeeded"), retained=False))
+    builder._report_orphan()  # what the settling does
+    assert not [t for t, _, _, _ in rec.sent if t.endswith("events/build/failed")]

@@ -46,6 +46,26 @@ class Builder(Service):
         self.total = 0
         self.worker = f"{self.name}.{bus.instance}"
         self.restored = asyncio.Event()  # our retained history has arrived (or never will)
+        # This worker's own build as the bus last showed it before this process ran any:
+        # running there means a previous process of this worker died mid-build.
+        self.orphan: dict[str, Any] | None = None
+        self.orphan_context: str | None = None
+        self.settling: asyncio.Task[None] | None = None
+
+    async def setup(self) -> None:
+        self.settling = asyncio.get_running_loop().create_task(self._settle_after_restore())
+
+    async def _settle_after_restore(self) -> None:
+        await asyncio.sleep(RESTORE_WAIT)
+        self._report_orphan()
+
+    def _report_orphan(self) -> None:
+        """Say that the build a dead process of this worker was running was interrupted,
+        instead of leaving the dashboard with a bar that never moves again."""
+        if self.current is None and self.orphan is not None:
+            self.current, self.context = self.orphan, self.orphan_context
+            self.orphan = None
+            self._finish("failed", "interrupted: the builder restarted mid-build")
 
     @handles(topics.BUILD_START)
     async def on_start(self, activity: act.StartBuild, _: Delivery) -> None:
@@ -55,6 +75,7 @@ class Builder(Service):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.restored.wait(), RESTORE_WAIT)
             self.restored.set()
+        self._report_orphan()
         running = self.current or (
             self.last_state if self.last_state and self.last_state["state"] == "running" else None
         )
@@ -88,16 +109,20 @@ class Builder(Service):
             await self.task
 
     @handles(topics.BUILD_STATE, shared=False)
-    async def on_state(self, activity: act.BuildUpdated, delivery: Delivery) -> None:
+    async def on_state(self, activity: act.BuildUpdated, _: Delivery) -> None:
         state = act.to_builtins(activity.object)
         if state.get("worker") != self.worker:
             self.last_state = state  # another worker's build: remember it is running
-        elif delivery.retained and state["state"] == "running" and self.current is None:
-            # Our own build, running when this worker died: say so instead of leaving the
-            # dashboard with a bar that never moves again. (Live echoes of our own
-            # publishes are ignored: this worker knows its build better than the bus.)
-            self.current, self.context = state, activity.context
-            self._finish("failed", "interrupted: the builder restarted mid-build")
+        elif self.current is None:
+            # Our own build, from before this process ran one: the retained copy, or copies
+            # the dead process left queued in our persistent session. Those come first, in
+            # order, and the retained copy (the same id) is then skipped as seen, so the
+            # last one seen is the latest: reported once the restore has settled. (Echoes
+            # of this process's own publishes are ignored: it knows its build better.)
+            running = state["state"] == "running"
+            self.orphan, self.orphan_context = (
+                (state, activity.context) if running else (None, None)
+            )
 
     @handles(topics.BUILD_HISTORY, shared=False)
     async def on_history(self, activity: act.BuildHistoryUpdated, _: Delivery) -> None:
@@ -107,6 +132,8 @@ class Builder(Service):
         self.total = max(self.total, activity.object.totalItems)
 
     async def teardown(self) -> None:
+        if self.settling is not None:
+            self.settling.cancel()
         if self.task is not None and self.current is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
