@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.mqtt import BusError
+from shared.sqlite import open_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -58,12 +59,7 @@ class Outbox:
 
     def open(self) -> list[Pending]:
         """Open (or create) the outbox; returns what a previous run left unacknowledged."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: one row, one commit
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        self._db = db
+        db = self._db = open_db(self.path, SCHEMA)  # autocommit: one row, one commit
         rows = db.execute("SELECT seq, topic, payload, qos, retain FROM outbox ORDER BY seq")
         left = [Pending(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
         self._count = len(left)

@@ -11,6 +11,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.sqlite import open_db
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS letters (
     id            TEXT PRIMARY KEY,   -- the Flag's activity id
@@ -48,13 +50,7 @@ class Store:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> Store:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")  # workers of a pool share the file
-        db.executescript(SCHEMA)
-        self._db = db
+        self._db = open_db(self.path, SCHEMA)
         return self
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.sqlite import open_db
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS awards (
     cause      TEXT NOT NULL,     -- the id of the activity that earned it
@@ -45,13 +47,7 @@ class Ledger:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> Ledger:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")  # several workers may share the file
-        db.executescript(SCHEMA)
-        self._db = db
+        self._db = open_db(self.path, SCHEMA)  # explicit transactions below
         return self
 
     def close(self) -> None:

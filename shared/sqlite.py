@@ -1,0 +1,25 @@
+"""The one way Dovecote opens a SQLite file it keeps state in (ledger, dead letters, outbox).
+
+WAL with ``synchronous=NORMAL``: a commit survives a crash of the process (kill -9), though a
+power cut may lose the last ones; writers of a pool share the file and wait for each other
+(``busy_timeout``) rather than fail. Autocommit (``isolation_level=None``): callers open
+their transactions explicitly where they need several statements as one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def open_db(path: Path, schema: str) -> sqlite3.Connection:
+    """Open (or create) the file and its tables."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.executescript(schema)
+    return db
