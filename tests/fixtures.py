@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shared.broker import PROJECT
 from shared.testing import Probe, ServiceProcess, StartService
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -50,6 +52,24 @@ async def wait_http(url: str, timeout: float = 15.0) -> None:
             if loop.time() > deadline:
                 raise AssertionError(f"{url} did not answer in {timeout} s")
             await asyncio.sleep(0.1)
+
+
+async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``dovecote deadletter ARGS`` as an operator types it: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "deadletter",
+        *args,
+        env=env,
+        cwd=PROJECT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from shared import activity as act
 from shared.testing import Probe, StartService, TestBroker, wait_until
 from tests.chaos import FaultRow, record
+from tests.fixtures import deadletter_cli
 from tests.services.tally.ledger import open_ledger
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
@@ -38,22 +38,6 @@ def ledger(path: Path) -> dict[str, int]:
         return {r[0]: r[1] for r in db.execute("SELECT id, runs FROM tally")}
     finally:
         db.close()
-
-
-async def cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shared.cli",
-        "deadletter",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.chaos
@@ -107,7 +91,7 @@ async def test_a_poison_message_is_parked_kept_listed_and_replayed_while_the_str
     ids.add(second_letter["id"])
 
     async def listed() -> dict[str, dict[str, object]]:
-        code, out, err = await cli(env, "list", "--json", "--service", "tally")
+        code, out, err = await deadletter_cli(env, "list", "--json", "--service", "tally")
         assert code == 0, err
         return {r["id"]: r for r in orjson.loads(out)["orderedItems"]}
 
@@ -117,12 +101,12 @@ async def test_a_poison_message_is_parked_kept_listed_and_replayed_while_the_str
         await asyncio.sleep(0.5)
     assert {r["attempts"] for r in held.values()} == {3}
     assert all(r["replays"] == 0 and r["topic"] == letter["object"]["name"] for r in held.values())
-    code, text, _ = await cli(env, "list")
+    code, text, _ = await deadletter_cli(env, "list")
     assert code == 0 and "2 letter(s)" in text and "3 attempt(s)" in text and "poisoned" in text
 
     # 3. The operator fixes the cause and replays both; each runs once, in tally only.
     poison_file.unlink()
-    code, out, err = await cli(env, "replay", letter["id"], second_letter["id"])
+    code, out, err = await deadletter_cli(env, "replay", letter["id"], second_letter["id"])
     assert code == 0, err
     assert "replayed 2 letter(s)" in out
     await wait_until(lambda: len(ledger(db)) == 201, 60, "the replayed items handled")
@@ -147,7 +131,9 @@ async def test_a_poison_message_is_parked_kept_listed_and_replayed_while_the_str
     )
 
     # 4. An unknown id is said to be unknown, and nothing is replayed.
-    code, out, err = await cli(env, "replay", "urn:uuid:00000000-0000-4000-8000-000000000000")
+    code, out, err = await deadletter_cli(
+        env, "replay", "urn:uuid:00000000-0000-4000-8000-000000000000"
+    )
     assert code == 1 and "not held" in err
 
 
@@ -155,7 +141,7 @@ async def test_a_poison_message_is_parked_kept_listed_and_replayed_while_the_str
 async def test_the_tool_says_so_when_no_deadletters_service_answers(
     service_env: dict[str, str],
 ) -> None:
-    code, _, err = await cli(service_env, "list", "--timeout", "1")
+    code, _, err = await deadletter_cli(service_env, "list", "--timeout", "1")
     assert code == 1 and "no answer from the deadletters service within 1 s" in err
-    code, _, err = await cli(service_env, "replay", "--service", "tally")
+    code, _, err = await deadletter_cli(service_env, "replay", "--service", "tally")
     assert code == 2 and "give letter ids, or --all" in err

@@ -23,7 +23,7 @@ from shared.config import parse_mqtt_url
 from shared.mqtt import Connection
 from shared.testing import Probe, ServiceProcess, TestBroker
 from tests import imagefiles
-from tests.fixtures import wait_http
+from tests.fixtures import deadletter_cli, wait_http
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 ROOT = "dovecote"  # the committed ACL is written for the default root
@@ -135,23 +135,6 @@ def forgeries(user: str) -> list[str]:
 
 def has_id(wanted: str) -> Callable[[dict[str, Any]], bool]:
     return lambda a: bool(a["id"] == wanted)
-
-
-async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shared.cli",
-        "deadletter",
-        *args,
-        env=env,
-        cwd=PROJECT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 UrlFor = Callable[[str], str]  # a user's name -> the MQTT_URL with its credentials
