@@ -321,6 +321,21 @@ def ledger_rows(db: Path) -> list[tuple[str, str, str, int]]:
         conn.close()
 
 
+def effect_row(fault: str, expected: set[Any], seen: dict[Any, set[str]], copies: int) -> FaultRow:
+    """A row for one kind of effect. ``seen`` maps each cause to the distinct activity ids of
+    its effect (more than one: duplicated in effect); ``copies`` counts every copy delivered
+    (beyond the distinct ids: raw redeliveries)."""
+    done = expected & set(seen)
+    return FaultRow(
+        fault,
+        len(expected),
+        len(done),
+        len(expected - done),
+        sum(len(seen[cause]) - 1 for cause in done),
+        copies - sum(len(ids) for ids in seen.values()),
+    )
+
+
 @dataclass
 class Accounts:
     awards: FaultRow
@@ -362,16 +377,7 @@ def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> 
     for a in _by_id(probe, "/events/image/resized"):
         resized[a["object"]["url"]].add(a["id"])
         copies += 1
-    urls = {u.url for u in traffic.uploads}
-    done = urls & set(resized)
-    thumbs = FaultRow(
-        f"{fault}: thumbnails",
-        len(urls),
-        len(done),
-        len(urls - done),
-        sum(len(resized[u]) - 1 for u in done),
-        copies - sum(len(resized[u]) for u in resized),
-    )
+    thumbs = effect_row(f"{fault}: thumbnails", {u.url for u in traffic.uploads}, resized, copies)
 
     # Notifications: one per (cause, follower); distinct ids beyond one are duplicates.
     pairs = traffic.expected_notifications()
@@ -382,15 +388,7 @@ def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> 
             note = orjson.loads(m.payload)
             seen[(note["object"]["id"], m.topic.split("/")[-2])].add(note["id"])
             copies += 1
-    got = pairs & set(seen)
-    notes = FaultRow(
-        f"{fault}: notifications",
-        len(pairs),
-        len(got),
-        len(pairs - got),
-        sum(len(seen[p]) - 1 for p in got),
-        copies - sum(len(ids) for ids in seen.values()),
-    )
+    notes = effect_row(f"{fault}: notifications", pairs, seen, copies)
 
     # Tweets: one per upload.
     tweeted: dict[str, set[str]] = defaultdict(set)
@@ -398,16 +396,7 @@ def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> 
     for a in _by_id(probe, "/events/tweet/created"):
         tweeted[a["object"]["inReplyTo"]].add(a["id"])
         copies += 1
-    causes = {u.activity for u in traffic.uploads}
-    done = causes & set(tweeted)
-    tweets = FaultRow(
-        f"{fault}: tweets",
-        len(causes),
-        len(done),
-        len(causes - done),
-        sum(len(tweeted[c]) - 1 for c in done),
-        copies - sum(len(ids) for ids in tweeted.values()),
-    )
+    tweets = effect_row(f"{fault}: tweets", {u.activity for u in traffic.uploads}, tweeted, copies)
     return Accounts(awards, thumbs, notes, tweets)
 
 
