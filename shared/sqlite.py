@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Self
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -23,3 +24,28 @@ def open_db(path: Path, schema: str) -> sqlite3.Connection:
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     db.executescript(schema)
     return db
+
+
+class SqliteFile:
+    """A store kept in one SQLite file: ``open()`` before use, ``close()`` after.
+    Subclasses name their tables in ``schema``."""
+
+    schema: str = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> Self:
+        self._db = open_db(self.path, self.schema)
+        return self
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, f"{type(self).__name__}.open() first"
+        return self._db

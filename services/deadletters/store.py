@@ -7,11 +7,9 @@ failing service parked. WAL, ``synchronous=NORMAL``: durable against a crash of 
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
-from shared.sqlite import open_db
+from shared.sqlite import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS letters (
@@ -44,24 +42,8 @@ class Letter:
     last_replayed: str | None
 
 
-class Store:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-
-    def open(self) -> Store:
-        self._db = open_db(self.path, SCHEMA)
-        return self
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "Store.open() first"
-        return self._db
+class Store(SqliteFile):
+    schema = SCHEMA
 
     def keep(self, letter: Letter) -> bool:
         """True if the letter is new."""

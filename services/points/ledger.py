@@ -11,11 +11,9 @@ one small transaction (~0.1 ms), so the service runs it on the event loop direct
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
 
-from shared.sqlite import open_db
+from shared.sqlite import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS awards (
@@ -41,24 +39,8 @@ class Standing:
     points: int
 
 
-class Ledger:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-
-    def open(self) -> Ledger:
-        self._db = open_db(self.path, SCHEMA)  # explicit transactions below
-        return self
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "Ledger.open() first"
-        return self._db
+class Ledger(SqliteFile):
+    schema = SCHEMA  # autocommit: the writes below open their transactions explicitly
 
     def record(
         self,
