@@ -41,8 +41,8 @@ bench: $(DEV_STAMP) system-deps
 
 ## docs: regenerate docs/topics.md, docs/asyncapi.yaml, docs/schemas/ and deploy/'s ACLs from the registry
 docs: $(DEV_STAMP)
-	$(BIN)/python -m shared.docs
-	$(BIN)/python -m shared.acl
+	$(BIN)/python -m dovecote.tools.docs
+	$(BIN)/python -m dovecote.tools.acl
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

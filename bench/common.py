@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.broker import PrivateMosquitto
+from dovecote.tools.broker import PrivateMosquitto
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 

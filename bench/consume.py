@@ -2,9 +2,9 @@
 
 Two ways, both side by side in one run, on the same broker:
 
-- live: ``mosquitto_pub -l -q 1`` streams N activities while the consumer runs (PERF.md's
-  method); the rate is N over first-to-last arrival. A consumer faster than the publisher
-  shows the publisher's rate, so this says "keeps up", not "how fast";
+- live: ``mosquitto_pub -l -q 1`` streams N activities while the consumer runs
+  (docs/performance.md's method); the rate is N over first-to-last arrival. A consumer
+  faster than the publisher shows the publisher's rate, so this says "keeps up", not "how fast";
 - backlog: N activities queued for an offline persistent session, drained from connect to
   the last message: each consumer's own ceiling.
 
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from bench.common import REPEATS, heading, median, private_broker
-from shared import activity as act
-from shared import topics
-from shared.config import Settings, parse_mqtt_url
-from shared.mqtt import Connection, Message
-from shared.service import Delivery, Service, Worker, handles
+from dovecote import Delivery, Service, handles, topics
+from dovecote import activity as act
+from dovecote.config import Settings, parse_mqtt_url
+from dovecote.mqtt import Connection, Message
+from dovecote.worker import Worker
 
 N = 20_000
 BENCH_TOPIC = topics.register(
@@ -241,7 +241,7 @@ async def measure() -> dict[str, Any]:
 def report(r: dict[str, Any]) -> None:
     heading(f"Consume, QoS 1: {N:,} activities of ~{r['size']} bytes, median of {REPEATS}")
     for mode, title in (
-        ("live", "live stream from mosquitto_pub (PERF.md's method)"),
+        ("live", "live stream from mosquitto_pub (docs/performance.md's method)"),
         ("backlog", "draining a backlog (each consumer's ceiling)"),
     ):
         rates = r["results"][mode]

@@ -1,8 +1,8 @@
 """The load side of a fan-out bench: websocket load processes and a paced publisher.
 
 Sockets are spread over several load processes (``bench.ws_load``): one process saturates
-long before the servers do (PERF.md). The publisher stamps every message with its step and
-send time, so late frames of one step never count in the next.
+long before the servers do (docs/performance.md). The publisher stamps every message with
+its step and send time, so late frames of one step never count in the next.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 
 from bench.ws_load import bucket_ms
-from shared import activity as act
-from shared import topics
-from shared.broker import PROJECT
-from shared.config import parse_mqtt_url
-from shared.mqtt import Connection, Message
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.config import parse_mqtt_url
+from dovecote.mqtt import Connection, Message
+from dovecote.project import PROJECT
 
 
 @dataclass

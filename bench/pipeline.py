@@ -29,7 +29,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bench.common import heading, median, percentile, private_broker
 from bench.servers import wait_http
-from shared.broker import PROJECT, free_port
+from dovecote.project import PROJECT
+from dovecote.tools.broker import free_port
 
 UPLOADS = int(os.environ.get("BENCH_UPLOADS", "10"))
 WIDTH, HEIGHT = 1632, 1224  # 2.0 MP, a phone photo scaled down

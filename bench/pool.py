@@ -19,10 +19,10 @@ from typing import Any
 
 from bench.common import REPEATS, heading, median, private_broker
 from bench.consume import mosquitto_pub
-from shared import activity as act
-from shared.broker import PROJECT
-from shared.config import parse_mqtt_url
-from shared.mqtt import Connection, Message
+from dovecote import activity as act
+from dovecote.config import parse_mqtt_url
+from dovecote.mqtt import Connection, Message
+from dovecote.project import PROJECT
 
 N = 1500
 SIZES = (1, 2)

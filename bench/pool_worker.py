@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import zlib
 
-from shared import activity as act
-from shared import topics
-from shared.service import Delivery, Service, handles, run
+from dovecote import Delivery, Service, handles, run, topics
+from dovecote import activity as act
 
 WORK = topics.register(
     topics.Topic(

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import aiohttp
 
-from shared.broker import PROJECT, free_port
+from dovecote.project import PROJECT
+from dovecote.tools.broker import free_port
 
 PEERS = Path(__file__).parent / "peers"
 TICK = os.sysconf("SC_CLK_TCK")

@@ -3,9 +3,9 @@
 ``python -m bench.ws_load URL N [--engineio]``. The clients are bare asyncio protocols that
 parse RFC 6455 frames themselves: a general-purpose client library costs the load process
 several times more per frame than the servers under test spend, and on a small machine the
-harness then measures itself (PERF.md). ``--engineio`` speaks the few Engine.IO v4 / Socket.IO
-packets a socket.io server needs (open, namespace connect, ping/pong, event), so the very same
-client code and clock time every server.
+harness then measures itself (docs/performance.md). ``--engineio`` speaks the few Engine.IO
+v4 / Socket.IO packets a socket.io server needs (open, namespace connect, ping/pong,
+event), so the very same client code and clock time every server.
 
 A stamped frame carries ``"summary":"STEP:NANOSECONDS"`` (the publisher's send time; same
 machine, same clock). Lines on stdin drive it; replies go to stdout:

@@ -1,7 +1,7 @@
 """Publish -> websocket latency at light load: 100 sockets, 100 msg/s, side by side.
 
 Each server runs as its own process; the sockets live in two load processes so that the load
-generator does not measure itself (PERF.md). Each message carries its send time.
+generator does not measure itself (docs/performance.md). Each message carries its send time.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pika
 
-from shared import activity as act
+from dovecote import activity as act
 
 Handler = Callable[[str, Any], None]
 _GENERIC = act.Codec(act.Activity)

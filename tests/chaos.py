@@ -34,11 +34,11 @@ import aiohttp
 import orjson
 import pytest
 
-from shared import activity as act
-from shared import topics
-from shared.broker import PROJECT
-from shared.mqtt import Message
-from shared.testing import Probe, ServiceProcess
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.mqtt import Message
+from dovecote.project import PROJECT
+from dovecote.testing.plugin import Probe, ServiceProcess
 from tests.imagefiles import photo
 
 REPORT_DIR = PROJECT / ".dovecote" / "chaos"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["shared.testing", "tests.fixtures", "tests.chaos"]
+pytest_plugins = ["dovecote.testing.plugin", "tests.fixtures", "tests.chaos"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

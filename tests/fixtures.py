@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shared.broker import PROJECT
-from shared.testing import Probe, ServiceProcess, StartService
+from dovecote.project import PROJECT
+from dovecote.testing.plugin import Probe, ServiceProcess, StartService
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -59,7 +59,7 @@ async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "dovecote.tools.cli",
         "deadletter",
         *args,
         env=env,

@@ -28,13 +28,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as seeded
 from hypothesis import strategies as st
 
-from shared import activity as act
+from dovecote import activity as act
 
 T = TypeVar("T")
 DEFAULT_EXAMPLES = 10_000
 DEFAULT_SEED = 6
 
-# The registry's IRI rule (shared/activity.py): what does NOT match it is a hostile id.
+# The registry's IRI rule (shared/dovecote/activity.py): what does NOT match it is a hostile id.
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
 
 

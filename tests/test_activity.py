@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import activity as act
-from shared import topics
+from dovecote import activity as act
+from dovecote import topics
 
 ACTOR = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 

@@ -8,10 +8,11 @@ import sys
 import orjson
 import pytest
 
+from dovecote import activity as act
+from dovecote.project import PROJECT
+from dovecote.testing.plugin import Probe, StartService, TestBroker
+from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from examples.amqp_consumer import binding_key
-from shared import activity as act
-from shared.broker import PROJECT, PrivateRabbitMQ
-from shared.testing import Probe, StartService, TestBroker
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from shared import activity as act
-from shared import asyncapi, docs, topics
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.tools import asyncapi, docs
 
 PARSER_DIR = Path(__file__).resolve().parent / "asyncapi"
 INSTALL = "make test (or: npm ci --prefix tests/asyncapi --ignore-scripts)"

@@ -6,10 +6,10 @@ import asyncio
 
 import aiohttp
 
-from shared import capabilities
-from shared.capabilities import Capabilities
-from shared.config import parse_mqtt_url
-from shared.testing import Probe, StartService, TestBroker, wait_until
+from dovecote import capabilities
+from dovecote.capabilities import Capabilities
+from dovecote.config import parse_mqtt_url
+from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
 from tests.fixtures import wait_http
 
 EXPECTED = {

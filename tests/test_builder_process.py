@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from shared import activity as act
-from shared.testing import Probe, StartService, wait_until
+from dovecote import activity as act
+from dovecote.testing.plugin import Probe, StartService, wait_until
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 

@@ -8,13 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.config import Settings
+from dovecote.service import Bus, Delivery
 from services.builder import build as b
 from services.builder import service as builder_service
 from services.builder.service import Builder
-from shared import activity as act
-from shared import topics
-from shared.config import Settings
-from shared.service import Bus, Delivery
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 

@@ -12,11 +12,12 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import activity as act
-from shared.broker import PROJECT, free_port
-from shared.mqtt import Message
-from shared.tail import describe, short_id, summarize
-from shared.testing import Probe
+from dovecote import activity as act
+from dovecote.mqtt import Message
+from dovecote.project import PROJECT
+from dovecote.testing.plugin import Probe
+from dovecote.tools.broker import free_port
+from dovecote.tools.tail import describe, short_id, summarize
 
 BUILDER = act.service_actor("builder")
 CTX = "urn:uuid:c0ffee12-0000-4000-8000-000000000000"
@@ -36,7 +37,7 @@ async def cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tu
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "dovecote.tools.cli",
         *args,
         cwd=PROJECT,
         env=env,
@@ -54,7 +55,7 @@ async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Proc
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "dovecote.tools.cli",
         "tail",
         *args,
         cwd=PROJECT,

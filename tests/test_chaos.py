@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import PrivateMosquitto
-from shared.testing import Probe, ServiceProcess, StartService, wait_until
+from dovecote.testing.plugin import Probe, ServiceProcess, StartService, wait_until
+from dovecote.tools.broker import PrivateMosquitto
 from tests.chaos import FaultRow, Killer, Scale, Traffic, Upload, record, settle
 from tests.fixtures import wait_http
 
@@ -67,7 +67,7 @@ async def pipeline_on(
         "DOVECOTE_SERVICE_TOKEN": secrets.token_urlsafe(24),
         "RESIZER_THREADS": "2",
         "LOG_LEVEL": "WARNING",  # thousands of messages: the logs say only what went wrong
-        "DOVECOTE_POOL_SIZE": "1",  # as `dovecote run` says it (shared/pool.py)
+        "DOVECOTE_POOL_SIZE": "1",  # as `dovecote run` says it (shared/dovecote/pool.py)
     }
 
     def start(name: str) -> ServiceProcess:
@@ -80,7 +80,7 @@ async def pipeline_on(
     await wait_http(f"{url}/healthz", 30)
     for name in procs:
         await probe.wait_online(name, timeout=60)
-    return Pipeline(url, probe, tmp_path / "points.sqlite3", procs, start)
+    return Pipeline(url, probe, tmp_path / "data" / "points.sqlite3", procs, start)
 
 
 async def test_kill_9_every_service_again_and_again_under_load_loses_and_doubles_nothing(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ConfigError, Settings, parse_mqtt_url
+from dovecote.config import ConfigError, Settings, parse_mqtt_url
 
 
 def test_defaults() -> None:

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import activity as act
-from shared.testing import Probe, StartService
+from dovecote import activity as act
+from dovecote.testing.plugin import Probe, StartService
 from tests import imagefiles
 from tests.fixtures import joined, wait_http
 

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import activity as act
-from shared.testing import Probe, StartService, TestBroker, wait_until
+from dovecote import activity as act
+from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
 from tests.chaos import FaultRow, record
 from tests.fixtures import deadletter_cli
 from tests.services.tally.ledger import open_ledger

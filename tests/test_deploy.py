@@ -16,12 +16,15 @@ import aiohttp
 import orjson
 import pytest
 
-from shared import acl, topics
-from shared import activity as act
-from shared.broker import PROJECT, PrivateMosquitto, PrivateRabbitMQ, free_port
-from shared.config import parse_mqtt_url
-from shared.mqtt import Connection
-from shared.testing import Probe, ServiceProcess, TestBroker
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.config import parse_mqtt_url
+from dovecote.mqtt import Connection
+from dovecote.project import PROJECT
+from dovecote.testing.plugin import Probe, ServiceProcess, TestBroker
+from dovecote.testing.rabbitmq import PrivateRabbitMQ
+from dovecote.tools import acl
+from dovecote.tools.broker import PrivateMosquitto, free_port
 from tests import imagefiles
 from tests.fixtures import deadletter_cli, wait_http
 
@@ -33,7 +36,7 @@ USERS = (*SERVICES, acl.OBSERVER, acl.OPERATOR)
 
 def test_the_committed_acls_match_the_registry() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.acl", "--check"], cwd=PROJECT, capture_output=True
+        [sys.executable, "-m", "dovecote.tools.acl", "--check"], cwd=PROJECT, capture_output=True
     )
     assert done.returncode == 0, done.stderr.decode()
 
@@ -286,10 +289,11 @@ async def test_the_whole_federation_works_on_the_production_acl_and_no_one_can_f
 
 def test_the_env_example_lists_every_variable_the_code_reads() -> None:
     read = re.compile(
-        r'(?:get_(?:str|int|float)\(|env\.get\(|_(?:int|float)\(env, )"([A-Z][A-Z0-9_]+)"'
+        r'(?:get_(?:str|int|float)\(|\.get\(|_(?:int|float)\(env, )"([A-Z][A-Z0-9_]+)"'
     )
+    runtime = [p for p in (PROJECT / "shared" / "dovecote").glob("*.py")]
     names = set()
-    for path in [PROJECT / "shared" / "config.py", *(PROJECT / "services").rglob("*.py")]:
+    for path in [*runtime, *(PROJECT / "services").rglob("*.py")]:
         names |= set(read.findall(path.read_text()))
     assert {"MQTT_URL", "DOVECOTE_INSTANCE", "PORT", "BUILD_TICK_SECONDS"} <= names
     example = (PROJECT / "deploy" / "dovecote.env.example").read_text()

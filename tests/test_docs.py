@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from shared import docs, topics
+from dovecote import topics
+from dovecote.tools import docs
 
 
 def test_committed_docs_match_the_registry() -> None:
-    assert docs.main(["--check"]) == 0, "run `python -m shared.docs` and commit the result"
+    assert docs.main(["--check"]) == 0, "run `python -m dovecote.tools.docs` and commit the result"
 
 
 def test_every_topic_is_in_the_table_with_its_qos_and_retain() -> None:

@@ -23,7 +23,6 @@ spent once than twice.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import importlib
 import inspect
@@ -43,15 +42,15 @@ import orjson
 import pytest
 from yarl import URL
 
+from dovecote import activity as act
+from dovecote import letters, topics
+from dovecote.project import PROJECT
+from dovecote.service import Service
+from dovecote.testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
 from services.gateway.context import Context
 from services.gateway.hub import Hub
 from services.gateway.users import Directory
 from services.gateway.web import create_app
-from shared import activity as act
-from shared import topics
-from shared.broker import PROJECT
-from shared.service import Service
-from shared.testing import Probe, ServiceProcess, StartService, TestBroker, wait_until
 from tests import hostile
 from tests.chaos import FaultRow, Traffic, record, settle
 from tests.fixtures import wait_http
@@ -186,12 +185,6 @@ class Rejections:
         self.by_input.append(keys)
 
 
-def parked_bytes(parked: Any) -> bytes:
-    if parked.mediaType == "application/octet-stream;base64":
-        return base64.b64decode(parked.content)
-    return str(parked.content).encode()
-
-
 @dataclass
 class Letters:
     """The dead letters on a probe of ``deadletter/#``, counted and checked as they come,
@@ -217,7 +210,7 @@ class Letters:
             if key not in self.rejections.expected:
                 continue
             self.got[key] += 1
-            head = parked_bytes(letter.object)[:HEAD]
+            head = letters.kept(letter.object)[:HEAD]
             if not letter.summary:
                 self.faults.append(f"{service} parked {key} without a reason")
             elif not any(p.startswith(head) for p in self.rejections.payloads[key]):
@@ -299,7 +292,7 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
         want = sum(rejections.expected.values())
         with contextlib.suppress(AssertionError):  # then the rows say which inputs have none
             await wait_until(lambda: letters.take() >= want, 90, "every letter")
-        accounts = await settle(traffic, probe, tmp_path / "points.sqlite3", "fuzz", 90)
+        accounts = await settle(traffic, probe, tmp_path / "data" / "points.sqlite3", "fuzz", 90)
         await asyncio.sleep(1.0)  # a second letter for one input would show by now
         letters.take()
         got = letters.got

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from dovecote.tools.broker import free_port
 from services.gateway.badrequests import SERVER_LOGGER, quiet_client_faults
-from shared.broker import free_port
 
 
 async def explode(_: web.Request) -> web.Response:

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import pytest
 
+from dovecote import topics
 from services.gateway import commands
 from services.gateway.hub import envelope
-from shared import topics
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 

@@ -14,8 +14,8 @@ import websockets
 import yarl
 from websockets.typing import Origin
 
-from shared import activity as act
-from shared.testing import wait_until
+from dovecote import activity as act
+from dovecote.testing.plugin import wait_until
 from tests.fixtures import Federation
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}

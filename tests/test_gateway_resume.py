@@ -15,8 +15,8 @@ import orjson
 import pytest
 import websockets
 
-from shared import activity as act
-from shared.testing import Probe, StartService
+from dovecote import activity as act
+from dovecote.testing.plugin import Probe, StartService
 from tests.fixtures import wait_http
 from tests.test_gateway_process import Browserish
 

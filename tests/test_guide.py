@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from shared.broker import PROJECT
+from dovecote.project import PROJECT
 
 GUIDE = PROJECT / "docs" / "adding-a-service.md"
 

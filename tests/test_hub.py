@@ -19,14 +19,14 @@ from aiohttp import web
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
+from dovecote.testing.plugin import wait_until
+from dovecote.tools.broker import free_port
 from services.gateway import hub as hub_module
 from services.gateway.context import Context
 from services.gateway.frames import text_frame
 from services.gateway.hub import Hub
 from services.gateway.users import Directory
 from services.gateway.web import create_app
-from shared.broker import free_port
-from shared.testing import wait_until
 
 
 def parse_frames(data: bytes) -> list[Frame]:

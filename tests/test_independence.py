@@ -1,12 +1,12 @@
 """The import contract that makes "one new folder" true: services never import each other,
-``shared/`` never imports a service, and paho is imported only in ``shared/mqtt.py``."""
+``shared/`` never imports a service, and paho is imported only in ``shared/dovecote/mqtt.py``."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from shared.broker import PROJECT
+from dovecote.project import PROJECT
 
 
 def imports(path: Path) -> set[str]:

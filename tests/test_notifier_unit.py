@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from dovecote import activity as act
+from dovecote import topics
 from services.notifier import messages
-from shared import activity as act
-from shared import topics
 
 ADA = {
     "type": "Person",

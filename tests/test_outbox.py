@@ -17,9 +17,9 @@ import aiohttp
 import orjson
 import pytest
 
-from shared.broker import PrivateMosquitto
-from shared.outbox import Outbox, OutboxFull
-from shared.testing import Probe, StartService, wait_until
+from dovecote.outbox import Outbox, OutboxFull
+from dovecote.testing.plugin import Probe, StartService, wait_until
+from dovecote.tools.broker import PrivateMosquitto
 from tests.fixtures import wait_http
 from tests.imagefiles import photo
 
@@ -112,8 +112,8 @@ async def test_gateway_killed_after_201_and_202_while_the_broker_is_down_loses_n
         status, headers, body = await upload(url, photo(32, 24, seed=2, fmt="PNG"))
         assert status == 503, body
         assert b"outbox" in body and headers.get("Retry-After") == "10"
-        assert len(list((tmp_path / "images" / "originals").glob("*.json"))) == 1
-        assert outbox_rows(tmp_path / "outbox") == 2
+        assert len(list((tmp_path / "data" / "images" / "originals").glob("*.json"))) == 1
+        assert outbox_rows(tmp_path / "data" / "outbox") == 2
 
         gateway.kill()  # right after answering: paho's memory is gone, the outbox is not
         own_broker.start()
@@ -127,7 +127,9 @@ async def test_gateway_killed_after_201_and_202_while_the_broker_is_down_loses_n
             "commands/builder/start", lambda a: a["id"] == command["id"], timeout=30
         )
         assert start["object"]["shouldFail"] is False
-        await wait_until(lambda: outbox_rows(tmp_path / "outbox") == 0, 15, "an empty outbox")
+        await wait_until(
+            lambda: outbox_rows(tmp_path / "data" / "outbox") == 0, 15, "an empty outbox"
+        )
         assert len(probe.on("events/image/created")) == 1
         assert len(probe.on("commands/builder/start")) == 1
     finally:

@@ -16,8 +16,8 @@ import websockets
 from PIL import Image
 from yarl import URL
 
-from shared import activity as act
-from shared.testing import ServiceProcess, wait_until
+from dovecote import activity as act
+from dovecote.testing.plugin import ServiceProcess, wait_until
 from tests import imagefiles
 from tests.fixtures import Pipeline, joined
 from tests.test_gateway_process import Browserish

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dovecote import activity as act
+from dovecote import topics
 from services.points import rules
 from services.points.ledger import Ledger
-from shared import activity as act
-from shared import topics
 
 ADA = {
     "type": "Person",

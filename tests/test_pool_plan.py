@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.capabilities import Capabilities
-from shared.pool import PoolError, check, covers, minimal, overlap, plan
+from dovecote.capabilities import Capabilities
+from dovecote.pool import PoolError, check, covers, minimal, overlap, plan
 
 FULL = Capabilities(shared_subscriptions=True, retained_to_wildcards=True)
 RABBIT = Capabilities(shared_subscriptions=False, retained_to_wildcards=False)

@@ -2,7 +2,7 @@
 
 On Mosquitto the pool shares the load through ``$share`` subscriptions; on RabbitMQ 3.10,
 which grants ``$share`` and delivers nothing to it, worker 1 works alone and the others
-stand by (shared/pool.py). On both: every item handled, none twice, none lost.
+stand by (shared/dovecote/pool.py). On both: every item handled, none twice, none lost.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import activity as act
-from shared.supervisor import Supervisor
-from shared.testing import Probe, TestBroker, wait_until
+from dovecote import activity as act
+from dovecote.testing.plugin import Probe, TestBroker, wait_until
+from dovecote.tools.supervisor import Supervisor
 from tests.chaos import FaultRow, record
 from tests.services.tally.ledger import open_ledger
 

@@ -6,8 +6,8 @@ import re
 
 from aiohttp import WSCloseCode
 
+from dovecote.project import PROJECT
 from services.gateway.replay import ENTRY_OVERHEAD, ReplayRing
-from shared.broker import PROJECT
 
 
 def frame(n: int, size: int = 10) -> bytes:

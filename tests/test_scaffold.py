@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import scaffold
-from shared.broker import PROJECT
-from shared.testing import Probe
+from dovecote.project import PROJECT
+from dovecote.testing.plugin import Probe
+from dovecote.tools import scaffold
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -93,7 +93,7 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     await run([*git, "add", "-A"], repo, env)
     await run([*git, "commit", "-qm", "before"], repo, env)
 
-    cli = [sys.executable, "-m", "shared.cli"]
+    cli = [sys.executable, "-m", "dovecote.tools.cli"]
     out, _ = await run([*cli, "new-service", "hello"], repo, env)
     assert "created services/hello/service.py" in out and "wrote docs/asyncapi.yaml" in out
 
@@ -125,7 +125,7 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     out, _ = await run([*pytest_cmd, "services/hello", "tests/test_docs.py"], repo, env)
     assert "test_hello.py::test_a_successful_build_gets_a_note[mosquitto] PASSED" in out
     assert "test_docs.py::test_committed_docs_match_the_registry PASSED" in out
-    await run([sys.executable, "-m", "shared.asyncapi"], repo, env)
+    await run([sys.executable, "-m", "dovecote.tools.asyncapi"], repo, env)
 
     # ... and that test can fail: break the service, and it says what went wrong.
     service_py = repo / "services/hello/service.py"

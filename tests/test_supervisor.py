@@ -14,14 +14,14 @@ import orjson
 import pytest
 import websockets
 
-from shared.broker import choose, free_port, mqtt_answers
-from shared.testing import Probe, TestBroker, wait_until
+from dovecote.testing.plugin import Probe, TestBroker, wait_until
+from dovecote.tools.broker import choose, free_port, mqtt_answers
 
 
 def dovecote(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "dovecote.tools.cli", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared import activity as act
-from shared import topics
-from shared.topics import Topic, TopicError, check_id, matches, slug
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.topics import Topic, TopicError, check_id, matches, slug
 
 
 def test_address_and_filter_of_a_parameterised_topic() -> None:

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Dovecote's RabbitMQ users and permissions, generated from the topic registry by
-# `python -m shared.acl` (make docs): do not edit. Run once on a node of the cluster
-# (users and permissions are cluster-wide), with each password in the environment:
+# `python -m dovecote.tools.acl` (make docs): do not edit. Run once on a node of the
+# cluster (users and permissions are cluster-wide), with each password in the
+# environment:
 #   DOVECOTE_PW_<SERVICE>=... sh permissions.sh
 # Topic permissions are matched against the AMQP routing key, where MQTT's / is a .
 set -eu

@@ -1,4 +1,4 @@
+from dovecote import run
 from services.builder.service import Builder
-from shared.service import run
 
 run(Builder)

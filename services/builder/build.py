@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import activity as act
+from dovecote import activity as act
 
 STEPS = 10  # the seed: 10 ticks of 10 %
 FAIL_AT = 70  # a build asked to fail turns red here, as in the seed

@@ -16,11 +16,10 @@ import asyncio
 import contextlib
 from typing import Any
 
+from dovecote import Bus, Delivery, Service, handles, topics
+from dovecote import activity as act
+from dovecote.config import Settings
 from services.builder import build as b
-from shared import activity as act
-from shared import topics
-from shared.config import Settings
-from shared.service import Bus, Delivery, Service, handles
 
 RESTORE_WAIT = 2.0  # seconds a first command waits for the retained history
 

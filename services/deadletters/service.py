@@ -23,12 +23,10 @@ from typing import Any
 
 import orjson
 
+from dovecote import Bus, Delivery, Service, handles, topics
+from dovecote import activity as act
+from dovecote.config import Settings
 from services.deadletters.store import Letter, Store
-from shared import activity as act
-from shared import topics
-from shared.broker import PROJECT
-from shared.config import Settings
-from shared.service import Bus, Delivery, Service, handles
 
 REPLAY_ALL_LIMIT = 1000  # letters one `replay --all` sends back
 
@@ -39,9 +37,7 @@ class DeadLetters(Service):
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
-        path = settings.get_str(
-            "DEADLETTERS_DB", str(PROJECT / ".dovecote" / "deadletters.sqlite3")
-        )
+        path = settings.get_str("DEADLETTERS_DB", str(settings.data_dir / "deadletters.sqlite3"))
         self.store = Store(Path(path))
 
     async def setup(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.sqlite import SqliteFile
+from dovecote.sqlite import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS letters (

@@ -1,4 +1,4 @@
+from dovecote import run
 from services.gateway.service import Gateway
-from shared.service import run
 
 run(Gateway)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shared import activity as act
-from shared import topics
-from shared.topics import Topic
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.topics import Topic
 
 Builder = Callable[[Mapping[str, Any]], dict[str, Any]]
 

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from dovecote.topics import Topic
 from services.gateway.hub import Hub
 from services.gateway.store import ImageStore
 from services.gateway.users import Directory, User
-from shared.topics import Topic
 
 USER_COOKIE = "dovecote_user"
 

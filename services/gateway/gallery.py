@@ -22,12 +22,12 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.mqtt import BusError
 from services.gateway import images as img
 from services.gateway.context import CTX, Images, current_user, same_origin
 from services.gateway.store import BadName, NotFound, StoredFile, new_id, valid_id, valid_size
-from shared import activity as act
-from shared import topics
-from shared.mqtt import BusError
 
 log = logging.getLogger("dovecote.gateway.images")
 CHUNK = 64 * 1024

@@ -19,6 +19,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from dovecote import Bus, Delivery, Service, handles, topics
+from dovecote import activity as act
+from dovecote.config import Settings
 from services.gateway import images
 from services.gateway.badrequests import quiet_client_faults
 from services.gateway.context import Context, Images
@@ -26,14 +29,9 @@ from services.gateway.hub import REPLAY_BYTES, Hub
 from services.gateway.store import ImageStore
 from services.gateway.users import Directory
 from services.gateway.web import create_app
-from shared import activity as act
-from shared import topics
-from shared.broker import PROJECT
-from shared.config import Settings
-from shared.service import Bus, Delivery, Service, handles
 
 # Retained state is subscribed topic by topic: RabbitMQ delivers retained messages only
-# to exact-topic subscriptions (BROKERS.md).
+# to exact-topic subscriptions (docs/brokers.md).
 STATE_TOPICS = [t for t in topics.all_topics() if t.kind == "state" and not t.params]
 
 
@@ -59,7 +57,7 @@ class Gateway(Service):
         images.bound_pillow(max_pixels)
         self.images = Images(
             store=ImageStore(
-                Path(settings.get_str("IMAGES_DIR", str(PROJECT / ".dovecote" / "images")))
+                Path(settings.get_str("IMAGES_DIR", str(settings.data_dir / "images")))
             ),
             public_url=settings.public_url,
             max_bytes=settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3),

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from dovecote.topics import TopicError, check_id
 from services.gateway.images import EXTENSIONS
-from shared.topics import TopicError, check_id
 
 MEDIA_TYPES = {ext: media for media, ext in EXTENSIONS.items()}
 _SIZE_RE = re.compile(r"^[1-9][0-9]{1,3}$")  # 10-9999 px

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from shared.topics import check_id
+from dovecote.topics import check_id
 
 DEMO_USERS: list[dict[str, Any]] = [
     {"id": "ada", "name": "Ada Lovelace", "follows": ["grace", "linus"]},

@@ -13,11 +13,11 @@ import jinja2
 import orjson
 from aiohttp import WSMsgType, web
 
+from dovecote.mqtt import BusError
 from services.gateway import commands, gallery
 from services.gateway.context import CTX, USER_COOKIE, Context, current_user, same_origin
 from services.gateway.hub import notice
 from services.gateway.users import User
-from shared.mqtt import BusError
 
 log = logging.getLogger("dovecote.gateway.web")
 HERE = Path(__file__).parent

@@ -1,4 +1,4 @@
+from dovecote import run
 from services.notifier.service import Notifier
-from shared.service import run
 
 run(Notifier)

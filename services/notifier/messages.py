@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from shared import activity as act
-from shared.topics import TopicError, check_id
+from dovecote import activity as act
+from dovecote.topics import TopicError, check_id
 
 
 class Collection(act.Model):

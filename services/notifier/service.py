@@ -11,12 +11,11 @@ the gateway's user directory, every time (a follow made a second ago counts).
 
 from __future__ import annotations
 
+from dovecote import Bus, Delivery, Service, Unprocessable, handles, topics
+from dovecote import activity as act
+from dovecote.config import Settings
+from dovecote.resources import Resources
 from services.notifier import messages
-from shared import activity as act
-from shared import topics
-from shared.config import Settings
-from shared.resources import Resources
-from shared.service import Bus, Delivery, Service, Unprocessable, handles
 
 
 class Notifier(Service):

@@ -1,4 +1,4 @@
+from dovecote import run
 from services.points.service import Points
-from shared.service import run
 
 run(Points)

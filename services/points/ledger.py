@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.sqlite import SqliteFile
+from dovecote.sqlite import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS awards (

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared import activity as act
-from shared import topics
-from shared.topics import Topic
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.topics import Topic
 
 
 @dataclass(frozen=True)

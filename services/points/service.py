@@ -14,13 +14,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from dovecote import Bus, Delivery, Service, handles, topics
+from dovecote import activity as act
+from dovecote.config import Settings
 from services.points import rules
 from services.points.ledger import Ledger
-from shared import activity as act
-from shared import topics
-from shared.broker import PROJECT
-from shared.config import Settings
-from shared.service import Bus, Delivery, Service, handles
 
 LEADERS = 10
 
@@ -31,7 +29,7 @@ class Points(Service):
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
-        path = settings.get_str("POINTS_DB", str(PROJECT / ".dovecote" / "points.sqlite3"))
+        path = settings.get_str("POINTS_DB", str(settings.data_dir / "points.sqlite3"))
         self.ledger = Ledger(Path(path))
 
     async def setup(self) -> None:

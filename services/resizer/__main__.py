@@ -1,4 +1,4 @@
+from dovecote import run
 from services.resizer.service import Resizer
-from shared.service import run
 
 run(Resizer)

@@ -20,12 +20,11 @@ from typing import Any
 
 from PIL import Image
 
+from dovecote import Bus, Delivery, Service, Unprocessable, handles, topics
+from dovecote import activity as act
+from dovecote.config import ConfigError, Settings
+from dovecote.resources import Resources
 from services.resizer import thumbnails
-from shared import activity as act
-from shared import topics
-from shared.config import ConfigError, Settings
-from shared.resources import Resources
-from shared.service import Bus, Delivery, Service, Unprocessable, handles
 
 
 def parse_sizes(raw: str) -> list[int]:

@@ -1,4 +1,4 @@
+from dovecote import run
 from services.tweeter.service import Tweeter
-from shared.service import run
 
 run(Tweeter)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import uuid
 
+from dovecote import Delivery, Service, handles, topics
+from dovecote import activity as act
 from services.tweeter import topics as own
-from shared import activity as act
-from shared import topics
-from shared.service import Delivery, Service, handles
 
 
 def tweet_text(image: act.Image, who: str) -> str:

@@ -2,7 +2,8 @@
 end: real uploads through the gateway's HTTP endpoint, the tweets on the bus and in the
 frames the dashboard's live feed receives.
 
-``start_service`` and ``probe`` come from the project's pytest plugin (shared/testing.py).
+``start_service`` and ``probe`` come from the project's pytest plugin
+(shared/dovecote/testing/plugin.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import msgspec
 import orjson
 from PIL import Image as Picture
 
+from dovecote import activity as act
+from dovecote.testing.plugin import Probe, StartService
 from services.tweeter.service import tweet_id, tweet_text
-from shared import activity as act
-from shared.testing import Probe, StartService
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada Lovelace"}
 

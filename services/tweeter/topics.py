@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from shared import activity as act
-from shared.topics import Topic, register
+from dovecote import activity as act
+from dovecote.topics import Topic, register
 
 TWEET_LENGTH = 280
 

@@ -1,4 +1,4 @@
-from shared.service import run
+from dovecote import run
 from tests.services.tally.service import Tally
 
 run(Tally)

@@ -12,10 +12,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from shared import activity as act
-from shared import topics
-from shared.config import Settings
-from shared.service import Bus, Delivery, Service, handles
+from dovecote import Bus, Delivery, Service, handles, topics
+from dovecote import activity as act
+from dovecote.config import Settings
 from tests.services.tally.ledger import open_ledger
 
 ITEM = topics.register(
@@ -35,7 +34,7 @@ class Tally(Service):
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
-        self.ledger_path = settings.get_str("TALLY_DB", "tally.sqlite")
+        self.ledger_path = settings.get_str("TALLY_DB", str(settings.data_dir / "tally.sqlite3"))
         self.work = settings.get_float("TALLY_WORK_SECONDS", 0.005, 0.0, 10.0)
         # A poison message for dead-letter tests: an item whose content is "poison" fails
         # while this file exists (the bug), and succeeds once it is gone (the fix).

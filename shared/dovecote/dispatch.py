@@ -1,0 +1,363 @@
+"""One message's path through a worker, top to bottom, in one place.
+
+``Dispatcher.on_message`` is called on the event loop for every message, in arrival order:
+
+1. a cleared retained topic: acknowledged, nothing else;
+2. the runtime's own topics: the presence query (answered by the worker) and a redelivery
+   (the parked original takes the message's place and goes on down this path);
+3. route: which handlers want this topic; none: parked (an unknown command verb says so);
+4. size: over ``DOVECOTE_MAX_PAYLOAD``: parked unread;
+5. decode and validate into the topic's payload type; invalid: parked with the reason;
+6. dedupe on the activity ``id``: a copy of one handled already is acknowledged and skipped,
+   a copy of one being handled waits for it (acknowledged with it);
+7. the handler runs (eagerly where the service allows it); it raises: retried with backoff,
+   then parked; ``Unprocessable``: parked at once;
+8. acknowledged: only now, so a worker killed mid-handler gets the message again.
+
+Every park is published on ``deadletter/<service>`` (``dovecote.letters``) and acknowledged:
+a poison message never blocks the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from dovecote import activity as act
+from dovecote import letters, topics
+from dovecote.config import Settings
+from dovecote.eager import finish
+from dovecote.errors import InvalidActivity, InvalidLetter, Unprocessable
+from dovecote.mqtt import Message
+from dovecote.service import Delivery, Handler, inbox
+from dovecote.topics import Topic
+
+SEEN_IDS = 20_000  # per worker; redeliveries arrive within seconds, not after 20k messages
+RETRY_DELAY = 0.2  # seconds before the 2nd attempt, doubling after
+GENERIC = act.Codec(act.Activity)  # for topics a handler takes by filter, not by entry
+
+Ack = Callable[[int, int], None]  # mid, qos
+Park = Callable[[str, bytes, str, int], None]  # topic, payload, reason, attempts
+
+
+@dataclass(slots=True)
+class Binding:
+    """One handler of the service and the absolute filter it was registered for."""
+
+    filter: str
+    entry: Topic | None
+    handler: Handler
+    shared: bool
+
+
+Route = tuple[Binding, dict[str, str]]
+
+
+class SeenIds:
+    """A bounded memory of processed activity ids (insertion-ordered dict as an LRU)."""
+
+    def __init__(self, size: int = SEEN_IDS) -> None:
+        self._ids: dict[str, None] = {}
+        self._size = size
+
+    def __contains__(self, activity_id: str) -> bool:
+        return activity_id in self._ids
+
+    def add(self, activity_id: str) -> None:
+        self._ids[activity_id] = None
+        if len(self._ids) > self._size:
+            del self._ids[next(iter(self._ids))]
+
+    def discard(self, activity_id: str) -> None:
+        self._ids.pop(activity_id, None)
+
+
+class Dispatcher:
+    """Routes, decodes, deduplicates, runs handlers, acknowledges, retries and parks."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        bindings: list[Binding],
+        *,
+        ack: Ack,
+        park: Park,
+        on_query: Callable[[Message], None],
+        eager: bool,
+        log: logging.Logger,
+    ) -> None:
+        self.name = name
+        self.root = settings.root
+        self.settings = settings
+        self.bindings = bindings
+        self._ack = ack
+        self._publish_letter = park
+        self._on_query = on_query
+        self._eager = eager
+        self.log = log
+        self.inbox = inbox(self.root, name)
+        self.query_topic = topics.PRESENCE_QUERY.address(self.root)
+        self.redeliver_topic = topics.REDELIVER.address(self.root, service=name)
+        self.deadletter_topic = topics.DEADLETTER.address(self.root, service=name)
+        self._routes: dict[str, list[Route]] = {}
+        self._seen = SeenIds()
+        # activity id -> (mid, qos) of copies that arrived while the first was in a handler
+        self._inflight: dict[str, list[tuple[int, int]]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # --- the path ----------------------------------------------------------------------
+
+    def on_message(self, msg: Message) -> None:
+        if msg.retain and not msg.payload:
+            self._ack(msg.mid, msg.qos)  # a cleared retained topic: nothing to do
+            return
+        if msg.topic == self.query_topic:
+            self._on_query(msg)
+            return
+        if msg.topic == self.redeliver_topic:
+            unparked = self._unpark(msg)
+            if unparked is None:
+                return
+            msg = unparked
+        routes = self._route(msg.topic)
+        if not routes:
+            reason = (
+                f"unknown command {msg.topic.rsplit('/', 1)[-1]!r} for {self.name}"
+                if msg.topic.startswith(self.inbox[:-1])
+                else f"no handler for topic {msg.topic}"
+            )
+            self.reject(msg, reason)
+            return
+        limit = self.settings.max_payload_bytes
+        if len(msg.payload) > limit:
+            self.reject(msg, f"payload of {len(msg.payload)} bytes is over the {limit}-byte limit")
+            return
+        if len(routes) > 1:
+            self._spawn(self._handle_all(msg, routes))
+            return
+        binding, params = routes[0]
+        entry = binding.entry or self._entry_for(msg.topic)
+        codec = entry.codec if entry else GENERIC
+        try:
+            activity = codec.decode(msg.payload)
+        except InvalidActivity as exc:
+            self.reject(msg, str(exc))
+            return
+        if self._duplicate(activity.id, msg):
+            return
+        delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
+        self._run(binding.handler, activity, delivery, msg)
+
+    def _route(self, topic: str) -> list[Route]:
+        routes = self._routes.get(topic)
+        if routes is None:
+            routes = []
+            for b in self.bindings:
+                if b.entry is not None:
+                    params = b.entry.match(self.root, topic)
+                    if params is not None:
+                        routes.append((b, params))
+                elif topics.matches(b.filter, topic):
+                    found = topics.lookup(self.root, topic)
+                    routes.append((b, found[1] if found else {}))
+            if len(self._routes) > 10_000:
+                self._routes.clear()
+            self._routes[topic] = routes
+        return routes
+
+    def _entry_for(self, topic: str) -> Topic | None:
+        found = topics.lookup(self.root, topic)
+        return found[0] if found else None
+
+    def _duplicate(self, activity_id: str, msg: Message) -> bool:
+        """Skip a copy of an activity handled already, or being handled right now.
+
+        A copy of one still in a handler is acknowledged only when that handler is done:
+        acknowledged earlier, a crash now would lose the activity.
+        """
+        if activity_id in self._seen:
+            self.log.debug("duplicate %s on %s skipped", activity_id, msg.topic)
+            self._ack(msg.mid, msg.qos)
+            return True
+        waiting = self._inflight.get(activity_id)
+        if waiting is not None:
+            waiting.append((msg.mid, msg.qos))
+            return True
+        return False
+
+    def _run(self, handler: Handler, activity: Any, delivery: Delivery, msg: Message) -> None:
+        """Run the handler: its first step now when the service is eager (``eager.py``),
+        as a task otherwise; the message is done (acked) when the handler is."""
+        coro = handler(activity, delivery)
+        if not self._eager:
+            self._inflight.setdefault(activity.id, [])
+            self._spawn(self._complete(coro, handler, activity, delivery, msg))
+            return
+        try:
+            pending = coro.send(None)
+        except StopIteration:
+            self._done(activity, msg)
+            return
+        except Exception as exc:
+            self._inflight.setdefault(activity.id, [])
+            self._spawn(self._retry_then_done(handler, activity, delivery, msg, exc))
+            return
+        self._inflight.setdefault(activity.id, [])
+        self._spawn(self._complete(finish(coro, pending), handler, activity, delivery, msg))
+
+    async def _complete(
+        self,
+        first: Awaitable[None],
+        handler: Handler,
+        activity: Any,
+        delivery: Delivery,
+        msg: Message,
+    ) -> None:
+        try:
+            await first
+        except Exception as exc:
+            await self._retry(handler, activity, delivery, msg, exc)
+        self._done(activity, msg)
+
+    async def _retry_then_done(
+        self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
+    ) -> None:
+        await self._retry(handler, activity, delivery, msg, error)
+        self._done(activity, msg)
+
+    async def _retry(
+        self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
+    ) -> None:
+        """Try a failed handler again, with backoff; past the limit, park the message.
+
+        Either way the message is then done: a poison message must not block the stream.
+        ``Unprocessable`` is parked at once: no retry can fix it.
+        """
+        name = getattr(handler, "__name__", handler)
+        attempts, delay = 1, RETRY_DELAY
+        while attempts < self.settings.handler_attempts and not isinstance(error, Unprocessable):
+            self.log.warning(
+                "handler %s failed on %s (attempt %d): %r [context=%s]",
+                name,
+                msg.topic,
+                attempts,
+                error,
+                getattr(activity, "context", None),
+            )
+            await asyncio.sleep(delay)
+            delay *= 2
+            attempts += 1
+            try:
+                await handler(activity, delivery)
+            except Exception as exc:
+                error = exc
+            else:
+                return
+        self.log.error(
+            "handler %s failed %d times on %s; dead-lettered: %r [context=%s]",
+            name,
+            attempts,
+            msg.topic,
+            error,
+            getattr(activity, "context", None),
+        )
+        unfixable = isinstance(error, Unprocessable)
+        self.park(msg, str(error) if unfixable else f"handler {name} failed: {error!r}", attempts)
+
+    async def _handle_all(self, msg: Message, routes: list[Route]) -> None:
+        """A message more than one handler wants: each runs (and retries) once; one ack."""
+        decoded: dict[int, Any] = {}
+        for binding, params in routes:
+            entry = binding.entry or self._entry_for(msg.topic)
+            codec = entry.codec if entry else GENERIC
+            try:
+                activity = decoded.get(id(codec)) or codec.decode(msg.payload)
+            except InvalidActivity as exc:
+                self.reject(msg, str(exc))
+                if decoded:
+                    self._settle(next(iter(decoded.values())).id)
+                return
+            if not decoded:
+                if self._duplicate(activity.id, msg):
+                    return
+                self._inflight.setdefault(activity.id, [])
+            decoded[id(codec)] = activity
+            if activity.id in self._seen:
+                continue
+            delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
+            try:
+                await binding.handler(activity, delivery)
+            except Exception as exc:
+                await self._retry(binding.handler, activity, delivery, msg, exc)
+        for activity in decoded.values():
+            self._seen.add(activity.id)
+        self._ack(msg.mid, msg.qos)
+        for activity in decoded.values():
+            self._settle(activity.id)
+
+    def _done(self, activity: Any, msg: Message) -> None:
+        self._seen.add(activity.id)
+        self._ack(msg.mid, msg.qos)
+        self._settle(activity.id)
+
+    def _settle(self, activity_id: str) -> None:
+        """Acknowledge the copies that waited for this activity's handler."""
+        for mid, qos in self._inflight.pop(activity_id, ()):
+            self._ack(mid, qos)
+
+    # --- parking and redelivery --------------------------------------------------------
+
+    def reject(self, msg: Message, reason: str, attempts: int = 0) -> None:
+        """Park a message that cannot be handled at all, and acknowledge it."""
+        self.park(msg, reason, attempts)
+        self._ack(msg.mid, msg.qos)
+
+    def park(self, msg: Message, reason: str, attempts: int) -> None:
+        """Publish the message, with the reason, on this service's dead-letter topic."""
+        self.log.warning("dead-lettered a message on %s: %s", msg.topic, reason)
+        if msg.topic == self.deadletter_topic:  # never loop on our own letters
+            return
+        self._publish_letter(msg.topic, msg.payload, reason, attempts)
+
+    def _unpark(self, msg: Message) -> Message | None:
+        """A dead letter sent back (``dovecote deadletter replay``): the original message.
+
+        It then goes through the whole path again, decoding included, as if it had just
+        arrived on its original topic; its ack is the redelivery command's. An id remembered
+        as handled is forgotten first: the operator wants it handled again. None when there
+        is nothing to run (the command was parked or was a repeat).
+        """
+        try:
+            command = topics.REDELIVER.codec.decode(msg.payload)
+        except InvalidActivity as exc:
+            self.reject(msg, str(exc))
+            return None
+        if command.id in self._seen:  # the same redelivery twice: once is what was asked
+            self._ack(msg.mid, msg.qos)
+            return None
+        self._seen.add(command.id)
+        parked = command.object.object
+        try:
+            payload = letters.original(parked)
+        except InvalidLetter as exc:
+            self.reject(msg, str(exc))
+            return None
+        if not parked.name.startswith(f"{self.root}/") or parked.name == self.redeliver_topic:
+            self.reject(msg, f"cannot redeliver a message of {parked.name!r} here")
+            return None
+        with contextlib.suppress(InvalidActivity):
+            self._seen.discard(GENERIC.decode(payload).id)
+        self.log.info(
+            "redelivering dead letter %s (%s) on %s", command.object.id, command.id, parked.name
+        )
+        return Message(parked.name, payload, msg.qos, False, msg.mid)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)

@@ -1,0 +1,40 @@
+"""Where the project is: the folder whose ``services/`` holds the federation's services.
+
+The library (``dovecote``) is installed; the services are the application beside it and are
+run from the project folder (``python -m services.<name>``), never installed. Tools and the
+test plugin find that folder here: ``DOVECOTE_PROJECT`` if set, else the nearest folder at or
+above the working directory with a ``services/`` package, else the checkout this library was
+installed from (an editable install).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def _is_project(folder: Path) -> bool:
+    return (folder / "services" / "__init__.py").is_file()
+
+
+def find(env: dict[str, str] | None = None) -> Path:
+    chosen = (os.environ if env is None else env).get("DOVECOTE_PROJECT", "").strip()
+    if chosen:
+        return Path(chosen).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if _is_project(folder):
+            return folder
+    checkout = Path(__file__).resolve().parents[2]  # shared/dovecote/project.py -> the repo
+    return checkout if _is_project(checkout) else here
+
+
+PROJECT = find()
+
+
+def importable() -> Path:
+    """Make ``services.<name>`` importable in this process (tools that read every service)."""
+    if str(PROJECT) not in sys.path:
+        sys.path.insert(0, str(PROJECT))
+    return PROJECT

@@ -1,0 +1,186 @@
+"""What a service is: a class with decorated async handlers, and the bus it publishes on.
+
+A service is a class with async handlers marked by ``@handles(topic)``. The decorator only
+registers (it does not wrap), so a test calls ``await service.on_start(activity, delivery)``
+directly. ``dovecote.run(ServiceClass)`` is the whole ``__main__`` of a service; the worker
+it starts (``dovecote.worker``) gives every handler the guarantees of the message path
+(``dovecote.dispatch``):
+
+- payloads are size-checked and decoded+validated against the topic's type before a handler
+  sees them; what fails is parked on ``deadletter/<service>`` with the reason, and acked;
+- QoS 1 messages are acknowledged only after their handler finished, so a killed worker gets
+  them again from its persistent session (at least once) ...
+- ... and handlers run at most once per activity ``id`` while the worker lives, which with
+  an idempotent store makes the effect exactly once;
+- N workers of a service form a pool: ``shared=True`` handlers get each message in one
+  worker only (``dovecote.pool``);
+- a handler that raises is retried a bounded number of times, then dead-lettered; it never
+  takes the service down. A handler that knows retrying cannot help (a corrupt image, a
+  404) raises ``Unprocessable`` and the message is dead-lettered at once with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.config import Settings
+from dovecote.errors import BusError, TopicError, Unprocessable
+from dovecote.topics import Topic
+
+__all__ = ["Bus", "Delivery", "Handler", "Service", "Unprocessable", "handles", "inbox"]
+
+Handler = Callable[[Any, "Delivery"], Coroutine[Any, Any, None]]
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+_MARK = "__dovecote_handles__"
+
+
+def handles(*targets: Topic | str, shared: bool = True) -> Callable[[F], F]:
+    """Mark a method as the handler of one or more topics.
+
+    A target is a registry ``Topic`` (its parameters become ``+``) or a filter relative to
+    the root such as ``"events/#"``. ``shared=True`` (the default): the workers of a pool
+    share these messages, each is handled by one of them. ``shared=False``: every worker gets
+    every message (commands aimed at whichever worker holds something, state it must know).
+    """
+
+    def mark(fn: F) -> F:
+        bindings = getattr(fn, _MARK, ())
+        setattr(fn, _MARK, (*bindings, *((t, shared) for t in targets)))
+        return fn
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How an activity arrived: the concrete topic, its parameters and the original bytes."""
+
+    topic: str
+    params: dict[str, str]
+    payload: bytes
+    retained: bool
+    entry: Topic | None
+
+    @classmethod
+    def of(
+        cls,
+        root: str,
+        entry: Topic,
+        activity: dict[str, Any],
+        retained: bool = False,
+        **params: str,
+    ) -> Delivery:
+        """A delivery as the runtime would make it; for calling handlers in unit tests."""
+        return cls(entry.address(root, **params), params, act.encode(activity), retained, entry)
+
+
+Send = Callable[[str, bytes, int, bool], None]  # topic, payload, qos, retain
+
+
+class Bus:
+    """What a service may do on the bus: publish registered topics, as itself.
+
+    ``durable`` sends through the worker's outbox (``dovecote.outbox``), for services that set
+    ``Service.outbox``: what was promised outside the bus (a 201, a 202) survives a crash.
+    """
+
+    def __init__(
+        self, send: Send, service: str, settings: Settings, durable: Send | None = None
+    ) -> None:
+        self._send = send
+        self._durable = durable
+        self.service = service
+        self.settings = settings
+        self.root = settings.root
+        self.instance = settings.instance
+        self.actor = act.service_actor(service)
+
+    def address(self, entry: Topic, **params: str) -> str:
+        return entry.address(self.root, **params)
+
+    def publish(
+        self, entry: Topic, activity: dict[str, Any], *, durable: bool = False, **params: str
+    ) -> bytes:
+        """Validate against the registry, encode with orjson, and send. Returns the bytes.
+
+        ``durable=True``: written to the outbox first; ``OutboxFull`` (a ``BusError``) when it
+        is full, and nothing is sent.
+        """
+        if entry.publisher not in ("*", self.service):
+            raise TopicError(
+                f"{self.service} may not publish {entry.pattern} (publisher: {entry.publisher})"
+            )
+        payload = act.encode(activity)
+        entry.codec.decode(payload)  # a bug here must fail loudly, not reach subscribers
+        send = self._send
+        if durable:
+            if self._durable is None:
+                raise BusError(f"{self.service} has no outbox: set `outbox = True` on it")
+            send = self._durable
+        send(entry.address(self.root, **params), payload, entry.qos, entry.retain)
+        return payload
+
+
+class Service:
+    """Base class of every service. Subclasses set ``name`` and add ``@handles`` methods."""
+
+    name: ClassVar[str]
+    # A persistent session keeps QoS 1 messages while the worker is down. A service whose
+    # state is rebuilt from retained topics (the gateway) can use a clean one instead.
+    clean_session: ClassVar[bool] = False
+    # Each message's handler runs in its own asyncio Task. A service whose handlers rarely
+    # await (the gateway forwarding bytes, SQLite writes) may start them eagerly on the
+    # message's own callback instead: no Task and no loop turn per message, but no
+    # ``asyncio.current_task()`` before the first suspension, so ``asyncio.timeout()`` and
+    # aiohttp's client timeouts fail there. Safe by default, fast by choice.
+    eager_handlers: ClassVar[bool] = False
+    # A durable outbox (``dovecote.outbox``) for ``bus.publish(..., durable=True)``: for what a
+    # service promised outside the bus before the broker acknowledged it (the gateway's 201).
+    outbox: ClassVar[bool] = False
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.log = logging.getLogger(f"dovecote.{self.name}")
+
+    async def setup(self) -> None:
+        """Open resources (stores, HTTP sessions, servers) before the first message."""
+
+    async def teardown(self) -> None:
+        """Release resources; may still publish (the connection closes after this)."""
+
+    @classmethod
+    def handled(cls) -> list[tuple[str, Topic | None, bool, str]]:
+        """(filter relative to root, registry entry or None, shared, handler's name): what
+        the handlers of this class listen to, known without an instance (tools, the fuzz)."""
+        found: list[tuple[str, Topic | None, bool, str]] = []
+        for attr in dir(cls):
+            fn = getattr(cls, attr, None)
+            for target, shared in getattr(fn, _MARK, ()):
+                if isinstance(target, Topic):
+                    found.append((target.relative_filter, target, shared, attr))
+                else:
+                    found.append((target, None, shared, attr))
+        return found
+
+    @classmethod
+    def filters(cls, root: str) -> list[str]:
+        """Every filter a worker of this service subscribes to: its handlers', and the
+        runtime's own (the command inbox, the presence query)."""
+        own = [inbox(root, cls.name), topics.PRESENCE_QUERY.address(root)]
+        return own + [f"{root}/{rel}" for rel, *_ in cls.handled()]
+
+    def bindings(self) -> list[tuple[str, Topic | None, bool, Handler]]:
+        """(filter relative to root, registry entry or None, shared, bound handler)."""
+        return [(f, e, s, getattr(self, attr)) for f, e, s, attr in self.handled()]
+
+
+def inbox(root: str, service: str) -> str:
+    """A service's command inbox: every command to it, its unknown verbs included."""
+    return f"{root}/commands/{service}/#"

@@ -1,0 +1,279 @@
+"""Test helpers on real things: a private broker, services as processes, a bus probe.
+
+Also a pytest plugin (``pytest_plugins = ["dovecote.testing.plugin"]``) with the fixtures:
+
+- ``broker``: a private broker on free ports, one per test session and kind: a Mosquitto
+  and a RabbitMQ node with the MQTT plugin (``--broker=mosquitto|rabbitmq|both``, default
+  both, or ``DOVECOTE_TEST_BROKER``); every test that uses it runs once per broker, and
+  ``@pytest.mark.brokers("mosquitto")`` limits one to the brokers named;
+- ``root``: a fresh topic root per test, so tests sharing the broker never see each other;
+- ``service_env``: the environment a service needs to join that broker under that root;
+- ``start_service``: runs ``python -m services.<name>`` as a real process, stopped after;
+- ``probe``: a bus client that records what is published and waits for it
+  (Nameko's ``entrypoint_waiter``, on a real broker).
+
+The plugin is registered for every pytest run in the project's environment (a ``pytest11``
+entry point in pyproject.toml), so a service's own tests in ``services/<name>/`` use these
+fixtures with no conftest. ``docs/adding-a-service.md`` shows how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from dovecote.config import parse_mqtt_url
+from dovecote.mqtt import Connection, Message
+from dovecote.project import PROJECT
+from dovecote.testing.rabbitmq import PrivateRabbitMQ
+from dovecote.tools.broker import BrokerUnavailable, PrivateMosquitto, free_port
+
+
+class ServiceProcess:
+    """One service worker as a real OS process, its output in a log file."""
+
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, package: str = "services"
+    ) -> None:
+        self.name = name
+        self.package = package  # run as ``python -m <package>.<name>``
+        self.env = env
+        self.instance = env.get("DOVECOTE_INSTANCE", "1")
+        self.log_path = log_dir / f"{name}.{self.instance}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", f"{self.package}.{self.name}"],
+            cwd=PROJECT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, as the supervisor would; SIGKILL if it does not stop in time."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """kill -9: no goodbye, no flush. The broker sends the Last Will."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class Probe:
+    """A bus client for tests: records every message under the root, waits for some."""
+
+    def __init__(self, url: str, root: str, persistent: bool = False) -> None:
+        self.root = root
+        self.messages: list[Message] = []
+        self._changed = asyncio.Event()
+        # persistent: the broker queues QoS 1 messages for it across its own reconnects.
+        self.conn = Connection(
+            parse_mqtt_url(url),
+            f"probe-{uuid.uuid4().hex[:12]}",
+            on_message=self._record,
+            clean_session=not persistent,
+            manual_ack=False,
+        )
+
+    def _record(self, msg: Message) -> None:
+        self.messages.append(msg)
+        self._changed.set()
+
+    async def start(self, topic_filter: str = "#", *exact: str) -> Probe:
+        self.conn.start()
+        await self.conn.wait_connected(10)
+        subs = [self.conn.subscribe(f"{self.root}/{topic_filter}", 1)]
+        subs += [self.conn.subscribe(f"{self.root}/{t}", 1) for t in exact]
+        await asyncio.gather(*(s for s in subs if s is not None))
+        return self
+
+    def publish(
+        self, rel_topic: str, payload: bytes | dict[str, Any], qos: int = 1, retain: bool = False
+    ) -> None:
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        self.conn.publish(f"{self.root}/{rel_topic}", data, qos, retain)
+
+    def on(self, rel_topic: str) -> list[dict[str, Any]]:
+        """Decoded payloads seen on one topic (relative to the root), oldest first."""
+        topic = f"{self.root}/{rel_topic}"
+        return [orjson.loads(m.payload) for m in self.messages if m.topic == topic and m.payload]
+
+    async def wait_for(
+        self,
+        rel_topic: str,
+        where: Callable[[dict[str, Any]], bool] = lambda _: True,
+        timeout: float = 15.0,
+        count: int = 1,
+    ) -> list[dict[str, Any]]:
+        """Wait until ``count`` payloads on the topic satisfy ``where``; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [a for a in self.on(rel_topic) if where(a)]
+            if len(found) >= count:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                seen = sorted({m.topic for m in self.messages})
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {count} on {rel_topic} "
+                    f"(got {len(found)}); topics seen: {seen}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
+
+    async def wait_online(
+        self, service: str, instance: str = "1", timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Wait for a worker's presence Join. A worker subscribes before it announces itself,
+        so from then on what is published reaches it."""
+        joins = await self.wait_for(
+            f"services/{service}/{instance}", lambda a: a["type"] == "Join", timeout
+        )
+        return joins[-1]
+
+    async def stop(self) -> None:
+        await self.conn.stop(2)
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+# --- pytest plugin -------------------------------------------------------------------------
+
+
+BROKERS = ("mosquitto", "rabbitmq")
+TestBroker = PrivateMosquitto | PrivateRabbitMQ
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=[*BROKERS, "both"],
+        default=os.environ.get("DOVECOTE_TEST_BROKER", "both"),
+        help="which private broker(s) the tests run against (default: both)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "brokers(*kinds): run only against these brokers")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("broker")
+    kinds = list(BROKERS) if chosen == "both" else [chosen]
+    only = metafunc.definition.get_closest_marker("brokers")
+    if only is not None:
+        kinds = [k for k in kinds if k in only.args]
+    # Session scope: pytest groups the tests by broker, each broker starts once.
+    metafunc.parametrize("broker", kinds, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestBroker]:
+    """A private broker for the test session, on free ports, with the project's dev config."""
+    kind = getattr(request, "param", "mosquitto")
+    b: TestBroker
+    try:
+        if kind == "rabbitmq":
+            b = PrivateRabbitMQ(tmp_path_factory.mktemp("rabbitmq")).start()
+        else:
+            b = PrivateMosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    except BrokerUnavailable as exc:
+        pytest.fail(f"cannot start a private {kind}: {exc}")
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def root() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
+    env.update(
+        MQTT_URL=broker.url,
+        DOVECOTE_ROOT=root,
+        PORT=str(free_port()),
+        BUILD_TICK_SECONDS="0.2",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+        # Every store (any service's, a new one's too) in the test's own folder, never the
+        # project's .dovecote/.
+        DOVECOTE_DATA_DIR=str(tmp_path / "data"),
+    )
+    env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
+    return env
+
+
+StartService = Callable[..., ServiceProcess]
+
+
+@pytest.fixture
+def start_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[StartService]:
+    started: list[ServiceProcess] = []
+
+    def start(name: str, package: str = "services", **env: str) -> ServiceProcess:
+        proc = ServiceProcess(name, {**service_env, **env}, tmp_path, package).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        code = proc.stop()
+        # pytest shows a test's captured output only when it fails: then, what each
+        # service said is right there in the report.
+        tail = "\n".join(proc.log.splitlines()[-40:])
+        print(f"--- {proc.name}.{proc.instance} (exit code {code}), {proc.log_path}:\n{tail}")
+
+
+@pytest.fixture
+async def probe(broker: TestBroker, root: str) -> AsyncIterator[Probe]:
+    p = await Probe(broker.url, root).start()
+    yield p
+    await p.stop()

@@ -1,0 +1,162 @@
+"""A private RabbitMQ node with the MQTT plugin, for tests and benchmarks.
+
+Started from the project's own files (``deploy/rabbitmq/dev.conf``, ``enabled_plugins``) on
+free loopback ports, isolated from any node the machine runs (docs/brokers.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from dovecote.project import PROJECT
+from dovecote.tools.broker import BrokerUnavailable, free_port, mqtt_answers
+
+RABBITMQ_DIR = PROJECT / "deploy" / "rabbitmq"
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # not /usr/sbin's user-switching wrapper
+
+
+@dataclass
+class PrivateRabbitMQ:
+    """A RabbitMQ node of our own with the MQTT plugin, on free loopback ports.
+
+    Configured by the project's files (``deploy/rabbitmq/dev.conf`` and ``enabled_plugins``)
+    and isolated from the machine's own node: its own node name, epmd, distribution ports,
+    data and log folders (docs/brokers.md). First boot takes ~10-20 s.
+    """
+
+    kind: ClassVar[str] = "rabbitmq"
+    directory: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    ws_port: int = 0
+    amqp_port: int = 0
+    name: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    epmd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.amqp_port}/%2F"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "stdout.log"
+
+    @staticmethod
+    def available() -> bool:
+        return os.access(RABBITMQ_SERVER, os.X_OK) and shutil.which("epmd") is not None
+
+    def write_config(self) -> None:
+        d = self.directory
+        for sub in ("home", "mnesia", "log"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port(self.host)
+        self.ws_port = self.ws_port or free_port(self.host)
+        self.amqp_port = self.amqp_port or free_port(self.host)
+        self.name = self.name or f"dovecote-{self.port}@localhost"
+        conf = (RABBITMQ_DIR / "dev.conf").read_text()
+        for key, value in {
+            "@HOST@": self.host,
+            "@PORT@": str(self.port),
+            "@WS_PORT@": str(self.ws_port),
+            "@AMQP_PORT@": str(self.amqp_port),
+        }.items():
+            conf = conf.replace(key, value)
+        (d / "rabbitmq.conf").write_text(conf)
+        shutil.copy(RABBITMQ_DIR / "enabled_plugins", d / "enabled_plugins")
+        epmd_port, dist_port, ctl_port = free_port(), free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "HOME": str(d / "home"),
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": self.host,
+            "RABBITMQ_NODE_PORT": str(self.amqp_port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "ERL_EPMD_PORT": str(epmd_port),
+            "ERL_EPMD_ADDRESS": self.host,
+            "RABBITMQ_CTL_DIST_PORT_MIN": str(ctl_port),
+            "RABBITMQ_CTL_DIST_PORT_MAX": str(ctl_port),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_PID_FILE": str(d / "rabbit.pid"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            # Without this, the distribution port listens on every interface (docs/brokers.md).
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+
+    def start(self, timeout: float = 90.0) -> PrivateRabbitMQ:
+        if not self.available():
+            raise BrokerUnavailable(
+                "RabbitMQ is not installed: sudo apt-get install -y rabbitmq-server"
+            )
+        self.write_config()
+        out = self.log_file.open("ab")
+        # Our own epmd, so the node never registers with (or starts) the machine's.
+        self.epmd = subprocess.Popen(
+            ["epmd", "-port", self.env["ERL_EPMD_PORT"], "-address", self.host],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.process = subprocess.Popen(
+            [RABBITMQ_SERVER],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise BrokerUnavailable(
+                    f"rabbitmq exited at start: {self.log_file.read_text(errors='replace')[-3000:]}"
+                )
+            if mqtt_answers(self.host, self.port, 0.5):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerUnavailable(f"rabbitmq did not answer MQTT on port {self.port} in {timeout} s")
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``rabbitmqctl`` against this node (not the machine's)."""
+        done = subprocess.run(
+            ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.name, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+        return done.stdout
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful: the start script turns SIGTERM into a clean node shutdown."""
+        for proc in (self.process, self.epmd):
+            if proc is None or proc.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

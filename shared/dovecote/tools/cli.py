@@ -1,0 +1,91 @@
+"""The ``dovecote`` command: run the federation (and, as it grows, watch and poke the bus)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from dovecote.config import ConfigError, Settings, data_dir
+from dovecote.tools import broker, deadletter, publish, scaffold, supervisor, tail
+
+DATA_DIR = data_dir()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    known = supervisor.discover()
+    try:
+        plan = supervisor.parse_plan(args.services, known)
+    except ValueError as exc:
+        print(f"dovecote run: {exc}", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    try:
+        choice = broker.choose(env, Path(args.data_dir) / "broker")
+    except broker.BrokerUnavailable as exc:
+        print(f"dovecote run: {exc}", file=sys.stderr)
+        return 1
+    env["MQTT_URL"] = choice.url
+    # Services authenticate to each other's REST resources (the resizer storing thumbnails
+    # at the gateway) with this; a run with none configured gets a fresh one of its own.
+    fresh_token = not env.get("DOVECOTE_SERVICE_TOKEN", "").strip()
+    if fresh_token:
+        env["DOVECOTE_SERVICE_TOKEN"] = secrets.token_urlsafe(32)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"dovecote run: configuration error: {exc}", file=sys.stderr)
+        if choice.private:
+            choice.private.stop()
+        return 2
+    sup = supervisor.Supervisor(plan, env)
+    sup.say(f"broker: {choice.description}")
+    b = settings.broker
+    sup.say(f"watch the bus:  mosquitto_sub -h {b.host} -p {b.port} -t '{settings.root}/#' -v")
+    if "gateway" in plan:
+        sup.say(f"dashboard:      {settings.public_url}/")
+        sup.say(f"upload:         curl -F file=@cat.jpg '{settings.public_url}/api/images?as=ada'")
+    if fresh_token:
+        sup.say("service token:  a fresh DOVECOTE_SERVICE_TOKEN for this run (set one to keep it)")
+    sup.say(
+        "workers:        "
+        + ", ".join(f"{s}×{n}" for s, n in plan.items())
+        + "   (Ctrl-C stops everything)"
+    )
+    try:
+        code = asyncio.run(sup.run())
+    finally:
+        if choice.private:
+            sup.say("stopping the private broker")
+            choice.private.stop()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the federation: every service, or a selection")
+    run.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE[=N]",
+        help="e.g. builder resizer=3 gateway=2 (default: every service once)",
+    )
+    run.add_argument(
+        "--data-dir",
+        default=str(DATA_DIR),
+        help="where a private broker keeps its data (default: .dovecote/)",
+    )
+    run.set_defaults(func=cmd_run)
+    for command in (scaffold, tail, publish, deadletter):  # each module adds its own subcommand
+        command.add_command(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""The topic registry: the single source of truth for Dovecote's MQTT API.
+
+Every topic is declared here once, with its pattern (relative to the configurable root),
+publisher, QoS, retain flag and payload type. The runtime refuses to publish anything that
+is not declared (or not declared for the publishing service), ``docs/topics.md`` is generated
+from this module, and tests check the docs against it.
+
+A service that introduces topics of its own declares them in ``services/<name>/topics.py``
+with ``register()``; the docs generator finds them there, so adding a service needs no edit
+here. Rules for every topic (docs/topics.md):
+
+- lowercase, no leading slash, no spaces; levels separated by ``/``;
+- no ``.`` anywhere: RabbitMQ maps ``/`` to ``.`` for AMQP, so a dot would split a level;
+- parameters such as ``{user}`` are single levels filled with sanitised ids (``check_id``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dovecote import activity as act
+from dovecote.errors import TopicError as TopicError  # re-exported: topics.TopicError
+from dovecote.project import importable
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_LEVEL_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_-]*|\{[a-z_]+\})$")
+_PARAM_RE = re.compile(r"^\{([a-z_]+)\}$")
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is safe as one topic level, else raise ``TopicError``.
+
+    Ids are refused rather than silently rewritten: two different inputs must never map to
+    the same topic. Use ``slug()`` to derive an id from free text.
+    """
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise TopicError(
+            f"{what} {value!r} is not a valid topic id: use 1-64 of a-z 0-9 _ - "
+            "(no '/', '+', '#', '.', spaces or capitals)"
+        )
+    return value
+
+
+def slug(text: str) -> str:
+    """A valid id made from free text: ``'Ada Lovelace!'`` -> ``'ada-lovelace'``."""
+    value = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:64]
+    if not value:
+        raise TopicError(f"cannot make an id from {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One entry of the registry."""
+
+    pattern: str  # relative to the root, e.g. "users/{user}/notifications"
+    publisher: str  # the service that publishes it; "*" for every service
+    qos: int
+    retain: bool
+    payload: type[act.Activity]
+    summary: str
+    levels: tuple[str, ...] = field(init=False, repr=False)
+    params: tuple[str, ...] = field(init=False, repr=False)
+    codec: act.Codec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        levels = tuple(self.pattern.split("/"))
+        for level in levels:
+            if not _LEVEL_RE.match(level):
+                raise TopicError(f"topic pattern {self.pattern!r}: bad level {level!r}")
+        if self.qos not in (0, 1):
+            # QoS 2 is downgraded to 1 by RabbitMQ (docs/brokers.md): 0 and 1 are portable.
+            raise TopicError(f"topic {self.pattern!r}: QoS must be 0 or 1")
+        params = tuple(m.group(1) for lv in levels if (m := _PARAM_RE.match(lv)))
+        object.__setattr__(self, "levels", levels)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "codec", act.Codec(self.payload))
+
+    @property
+    def kind(self) -> str:
+        """The first level: events, commands, state, users, services, deadletter or replies
+        (answers to one request, on a topic the asker subscribed to first)."""
+        return self.levels[0]
+
+    def address(self, root: str, **params: str) -> str:
+        """The concrete topic: ``address("dovecote", user="ada")``."""
+        if set(params) != set(self.params):
+            raise TopicError(f"topic {self.pattern!r} needs {self.params}, got {sorted(params)}")
+        out = [root]
+        for level in self.levels:
+            m = _PARAM_RE.match(level)
+            out.append(check_id(params[m.group(1)], m.group(1)) if m else level)
+        return "/".join(out)
+
+    @property
+    def relative_filter(self) -> str:
+        """The subscription filter below the root: every parameter becomes ``+``."""
+        return "/".join("+" if _PARAM_RE.match(lv) else lv for lv in self.levels)
+
+    def filter(self, root: str) -> str:
+        return f"{root}/{self.relative_filter}"
+
+    def match(self, root: str, topic: str) -> dict[str, str] | None:
+        """The parameters if ``topic`` is an address of this entry, else None."""
+        parts = topic.split("/")
+        if len(parts) != len(self.levels) + 1 or parts[0] != root:
+            return None
+        params: dict[str, str] = {}
+        for level, part in zip(self.levels, parts[1:], strict=True):
+            m = _PARAM_RE.match(level)
+            if m:
+                if not _ID_RE.match(part):
+                    return None
+                params[m.group(1)] = part
+            elif level != part:
+                return None
+        return params
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching with ``+`` and ``#`` (``$share/<group>/`` prefixes stripped)."""
+    if topic_filter.startswith("$share/"):
+        topic_filter = topic_filter.split("/", 2)[2]
+    f_parts = topic_filter.split("/")
+    t_parts = topic.split("/")
+    if topic.startswith("$") and f_parts[0] in ("+", "#"):
+        return False  # MQTT-4.7.2-1: wildcards at the start never match $-topics
+    for i, f in enumerate(f_parts):
+        if f == "#":
+            return True
+        if i >= len(t_parts) or (f != "+" and f != t_parts[i]):
+            return False
+    return len(f_parts) == len(t_parts)
+
+
+_REGISTRY: dict[str, Topic] = {}
+
+
+def register(topic: Topic) -> Topic:
+    """Declare a topic. Declaring the same pattern twice is an error, not an override."""
+    if topic.pattern in _REGISTRY and _REGISTRY[topic.pattern] != topic:
+        raise TopicError(f"topic {topic.pattern!r} is already registered differently")
+    _REGISTRY[topic.pattern] = topic
+    return topic
+
+
+def all_topics() -> Iterator[Topic]:
+    return iter(sorted(_REGISTRY.values(), key=lambda t: t.pattern))
+
+
+def load_service_topics() -> None:
+    """Import ``services/<name>/topics.py`` wherever a service declares topics of its own.
+
+    For tools that need the whole registry (docs, ``dovecote tail`` and ``publish``); a
+    service needs only its own topics and shared ones, which its imports already load.
+    """
+    project = importable()
+    for path in sorted((project / "services").glob("*/topics.py")):
+        importlib.import_module(f"services.{path.parent.name}.topics")
+
+
+def lookup(root: str, topic: str) -> tuple[Topic, dict[str, str]] | None:
+    """Which registered entry a concrete topic belongs to, with its parameters."""
+    for entry in _REGISTRY.values():
+        params = entry.match(root, topic)
+        if params is not None:
+            return entry, params
+    return None
+
+
+# --- the federation's topics -------------------------------------------------------------
+
+BUILD_START = register(
+    Topic(
+        "commands/builder/start",
+        "gateway",
+        1,
+        False,
+        act.StartBuild,
+        "Ask the builder to start a build (refused while one is running).",
+    )
+)
+BUILD_STOP = register(
+    Topic(
+        "commands/builder/stop",
+        "gateway",
+        1,
+        False,
+        act.StopBuild,
+        "Ask the builder to stop the running build.",
+    )
+)
+BUILD_STARTED = register(
+    Topic(
+        "events/build/started",
+        "builder",
+        1,
+        False,
+        act.BuildCreated,
+        "A build has started (progress 0).",
+    )
+)
+BUILD_PROGRESS = register(
+    Topic(
+        "events/build/progress",
+        "builder",
+        0,
+        False,
+        act.BuildUpdated,
+        "A progress tick of the running build. Transient: QoS 0.",
+    )
+)
+BUILD_SUCCEEDED = register(
+    Topic(
+        "events/build/succeeded",
+        "builder",
+        1,
+        False,
+        act.BuildUpdated,
+        "A build reached 100 %.",
+    )
+)
+BUILD_FAILED = register(
+    Topic(
+        "events/build/failed",
+        "builder",
+        1,
+        False,
+        act.BuildUpdated,
+        "A build failed (the demo fails at 70 % when asked to) or was interrupted.",
+    )
+)
+BUILD_STOPPED = register(
+    Topic(
+        "events/build/stopped",
+        "builder",
+        1,
+        False,
+        act.BuildUpdated,
+        "A build was stopped on request before it finished.",
+    )
+)
+BUILD_REJECTED = register(
+    Topic(
+        "events/build/rejected",
+        "builder",
+        1,
+        False,
+        act.BuildRejected,
+        "The builder refused a command (a build is already running, ...); summary says why.",
+    )
+)
+BUILD_STATE = register(
+    Topic(
+        "state/build",
+        "builder",
+        1,
+        True,
+        act.BuildUpdated,
+        "The current (or last) build, retained for late joiners.",
+    )
+)
+BUILD_HISTORY = register(
+    Topic(
+        "state/builds",
+        "builder",
+        1,
+        True,
+        act.BuildHistoryUpdated,
+        "The last builds, newest first, retained.",
+    )
+)
+PRESENCE = register(
+    Topic(
+        "services/{service}/{instance}",
+        "*",
+        1,
+        True,
+        act.Presence,
+        "Presence of one worker: retained Join (online); its Last Will is a Leave (offline).",
+    )
+)
+DEADLETTER = register(
+    Topic(
+        "deadletter/{service}",
+        "*",
+        1,
+        False,
+        act.DeadLetter,
+        "A message the service could not process: original topic, payload, reason, attempts.",
+    )
+)
+
+REDELIVER = register(
+    Topic(
+        "commands/{service}/redeliver",
+        "deadletters",
+        1,
+        False,
+        act.Redelivery,
+        "Handle a dead letter again: the runtime of the service that parked it runs the "
+        "original payload through the handler of its original topic (only that service sees "
+        "it; no one else's topic is republished).",
+    )
+)
+DEADLETTER_LIST = register(
+    Topic(
+        "commands/deadletters/list",
+        "operator",
+        1,
+        False,
+        act.ListDeadLetters,
+        "`dovecote deadletter list`: which dead letters the deadletters service holds.",
+    )
+)
+DEADLETTER_REPLAY = register(
+    Topic(
+        "commands/deadletters/replay",
+        "operator",
+        1,
+        False,
+        act.ReplayDeadLetters,
+        "`dovecote deadletter replay`: send letters back to the services that parked them.",
+    )
+)
+DEADLETTER_REPLY = register(
+    Topic(
+        "replies/deadletters/{request}",
+        "deadletters",
+        1,
+        False,
+        act.DeadLetterReply,
+        "The deadletters service's answer to one operator command; `{request}` is the "
+        "command's uuid in hex, which the asking tool subscribed to first.",
+    )
+)
+
+# --- the image pipeline ------------------------------------------------------------------
+
+IMAGE_CREATED = register(
+    Topic(
+        "events/image/created",
+        "gateway",
+        1,
+        False,
+        act.ImageCreated,
+        "A person uploaded an image; the gateway stored the original at `object.url`. "
+        "`context` is the upload's correlation id.",
+    )
+)
+IMAGE_RESIZED = register(
+    Topic(
+        "events/image/resized",
+        "resizer",
+        1,
+        False,
+        act.ImageResized,
+        "Thumbnails of an image are stored; `object.preview` lists their URLs, smallest first.",
+    )
+)
+NOTIFICATION = register(
+    Topic(
+        "users/{user}/notifications",
+        "notifier",
+        1,
+        False,
+        act.Notification,
+        "One notification for one person (someone they follow uploaded, a build finished). "
+        "The gateway sends it to that person's sockets only.",
+    )
+)
+POINTS_AWARDED = register(
+    Topic(
+        "events/points/awarded",
+        "points",
+        1,
+        False,
+        act.PointsAwarded,
+        "A person earned points (`object.rule`, `object.points`, new `object.total`).",
+    )
+)
+LEADERBOARD = register(
+    Topic(
+        "state/leaderboard",
+        "points",
+        1,
+        True,
+        act.LeaderboardUpdated,
+        "The top scorers, most points first, retained for late joiners.",
+    )
+)
+
+# --- the runtime's own: presence fallback and broker checks ----------------------------
+
+PRESENCE_QUERY = register(
+    Topic(
+        "services/query",
+        "*",
+        1,
+        False,
+        act.Activity,
+        "Who is online? Every worker answers by publishing its presence Join again. Sent by "
+        "a subscriber of services/+/+ on a broker that does not deliver retained messages "
+        "to wildcard subscriptions (RabbitMQ), where it would otherwise see nobody.",
+    )
+)
+PROBE = register(
+    Topic(
+        "services/probe/{token}/{check}",
+        "*",
+        1,
+        False,
+        act.Activity,
+        "A worker's start-up check of what the broker really delivers (shared subscriptions, "
+        "retained messages to wildcards); the retained one is cleared at once.",
+    )
+)

@@ -1,0 +1,306 @@
+"""One service instance on one MQTT connection: start, presence, stop.
+
+``run(ServiceClass)`` is the whole ``__main__`` of a service. The ``Worker`` it makes:
+
+- checks what the broker really delivers (``dovecote.capabilities``) and plans the pool's
+  subscriptions (``dovecote.pool``);
+- opens the service's resources (``Service.setup``), subscribes, connects, and announces
+  itself on ``services/<service>/<instance>`` (retained Join; its Last Will is a Leave);
+- hands every message to its ``Dispatcher`` (``dovecote.dispatch``), where a message's whole
+  path is;
+- answers the presence query (brokers that keep retained messages from wildcards);
+- keeps an outbox for durable publishes (``dovecote.outbox``) when the service asks;
+- stops on SIGTERM/SIGINT: teardown, handlers in flight finish (bounded), a Leave, a clean
+  disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from dovecote import activity as act
+from dovecote import capabilities, letters, pool, topics
+from dovecote.capabilities import Capabilities
+from dovecote.config import ConfigError, Settings
+from dovecote.dispatch import Binding, Dispatcher
+from dovecote.errors import BusError, InvalidActivity
+from dovecote.logs import setup_logging
+from dovecote.mqtt import Connection, Message, Will
+from dovecote.outbox import Outbox
+from dovecote.service import Bus, Service, inbox
+
+
+class Worker:
+    """Runs one service instance on one MQTT connection."""
+
+    def __init__(self, service_cls: type[Service], settings: Settings) -> None:
+        self.settings = settings
+        self.name = service_cls.name
+        self.root = settings.root
+        self.log = logging.getLogger(f"dovecote.{self.name}")
+        self.client_id = f"{settings.root}-{self.name}-{settings.instance}"
+        self.presence_topic = topics.PRESENCE.address(
+            self.root, service=self.name, instance=settings.instance
+        )
+        self.inbox = inbox(self.root, self.name)
+        self.query_topic = topics.PRESENCE_QUERY.address(self.root)
+        self.conn = Connection(
+            settings.broker,
+            self.client_id,
+            on_message=self._on_message,
+            clean_session=service_cls.clean_session,
+            keepalive=settings.keepalive,
+            will=Will(self.presence_topic, self._presence("Leave", "offline")),
+            on_connected=self._on_connected,
+        )
+        self.outbox: Outbox | None = None
+        if service_cls.outbox:
+            folder = settings.get_str("DOVECOTE_OUTBOX_DIR", str(settings.data_dir / "outbox"))
+            self.outbox = Outbox(
+                Path(folder) / f"{self.client_id}.sqlite3",
+                settings.get_int("DOVECOTE_OUTBOX_LIMIT", 10_000, 1, 1_000_000),
+            )
+        durable = self._publish_durable if self.outbox is not None else None
+        self.bus = Bus(self.conn.publish, self.name, settings, durable)
+        self.service = service_cls(self.bus, settings)
+        bindings = [
+            Binding(f"{self.root}/{rel}", entry, handler, shared)
+            for rel, entry, shared, handler in self.service.bindings()
+        ]
+        self.dispatcher = Dispatcher(
+            self.name,
+            settings,
+            bindings,
+            ack=self.conn.ack,
+            park=self._publish_letter,
+            on_query=self._answer_presence_query,
+            eager=service_cls.eager_handlers,
+            log=self.log,
+        )
+        self.caps: Capabilities | None = None
+        self.plan: pool.Plan | None = None
+        self._ask_presence = False
+        self.stopping = asyncio.Event()
+        self._plan_subscriptions(bindings)
+
+    def _on_message(self, msg: Message) -> None:
+        self.dispatcher.on_message(msg)  # looked up per message: tests may swap it
+
+    def _plan_subscriptions(self, bindings: list[Binding]) -> None:
+        named = [(b.filter, getattr(b.handler, "__name__", "?")) for b in bindings]
+        pool.check(
+            [n for n, b in zip(named, bindings, strict=True) if b.shared],
+            [n for n, b in zip(named, bindings, strict=True) if not b.shared],
+        )
+        # The command inbox is pooled: an unknown command is dead-lettered once, not N times.
+        self.pooled = pool.minimal([self.inbox, *(b.filter for b in bindings if b.shared)])
+        self.plain = pool.minimal([self.query_topic, *(b.filter for b in bindings if not b.shared)])
+        self.shares_work = any(b.shared for b in bindings)
+        # What this worker would subscribe to where shared subscriptions work (for logs).
+        self.filters = [f"$share/{self.name}/{f}" for f in self.pooled] + self.plain
+
+    # --- publishing: letters and the outbox ------------------------------------------------
+
+    def _publish_letter(self, topic: str, payload: bytes, reason: str, attempts: int) -> None:
+        limit = self.settings.max_payload_bytes
+        flag = letters.letter(self.bus.actor, topic, payload, reason, attempts, limit)
+        self.bus.publish(topics.DEADLETTER, flag, service=self.name)
+
+    def _publish_durable(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        """Outbox first, then the broker; the row goes when the broker acknowledges it."""
+        outbox = self.outbox
+        assert outbox is not None
+        seq = outbox.add(topic, payload, qos, retain)
+        try:
+            self.conn.publish(topic, payload, qos, retain, on_acked=lambda: outbox.remove(seq))
+        except BusError:
+            outbox.remove(seq)
+            raise
+
+    def _resend_outbox(self) -> None:
+        """What a previous run of this worker promised and the broker never acknowledged."""
+        if self.outbox is None:
+            return
+        outbox = self.outbox
+        left = outbox.open()
+        for p in left:
+            done = functools.partial(outbox.remove, p.seq)
+            self.conn.publish(p.topic, p.payload, p.qos, p.retain, on_acked=done)
+        if left:
+            self.log.warning(
+                "sending again %d message(s) from the outbox %s that the broker had not "
+                "acknowledged when this worker last stopped",
+                len(left),
+                self.outbox.path,
+            )
+
+    # --- presence ----------------------------------------------------------------------
+
+    def _presence(self, kind: str, status: str) -> bytes:
+        return act.encode(
+            act.new(
+                kind,
+                act.service_actor(self.name),
+                {
+                    "type": "Service",
+                    "id": f"urn:dovecote:service:{self.name}:{self.settings.instance}",
+                    "name": self.name,
+                    "instance": self.settings.instance,
+                    "status": status,
+                    "pid": os.getpid(),
+                    "host": os.uname().nodename[:200],
+                },
+            )
+        )
+
+    def _on_connected(self, session_present: bool) -> None:
+        self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
+        if self._ask_presence:
+            # Sent after this connection's SUBSCRIBE: the answers match it.
+            question = act.new(
+                "Question", self.bus.actor, {"type": "Collection", "name": "services online"}
+            )
+            self.bus.publish(topics.PRESENCE_QUERY, question)
+
+    def _answer_presence_query(self, msg: Message) -> None:
+        """Someone cannot see retained presence through a wildcard: say we are here.
+
+        Only an activity is a question: garbage is parked with its reason like any other
+        payload, not answered (a flood of junk must not make every worker republish).
+        """
+        try:
+            topics.PRESENCE_QUERY.codec.decode(msg.payload)
+        except InvalidActivity as exc:
+            self.dispatcher.reject(msg, str(exc))
+            return
+        self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
+        self.conn.ack(msg.mid, msg.qos)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the broker, open the service's resources, then subscribe and connect.
+
+        The check comes first: once ``setup`` has opened a server (the gateway's port), the
+        subscriptions should follow at once, not a broker round trip later.
+        """
+        self.caps = await capabilities.probe(self.settings.broker, self.root, self.client_id)
+        self._resend_outbox()  # queued in paho; out as soon as the connection is up
+        await self.service.setup()
+        # 1: the only worker of its service (``dovecote run`` says so): plain subscriptions,
+        # which survive a Mosquitto restart where $share ones do not (dovecote/pool.py).
+        alone = self.settings.get_int("DOVECOTE_POOL_SIZE", 0, 0, 64) == 1
+        self.plan = plan = pool.plan(
+            self.name, self.settings.instance, self.pooled, self.plain, self.caps, alone
+        )
+        self.conn.unsubscribe(*plan.unsubscribe)
+        for f in plan.subscribe:
+            self.conn.subscribe(f, 1)
+        sample = topics.PRESENCE.address(self.root, service="x", instance="1")
+        self._ask_presence = not self.caps.retained_to_wildcards and any(
+            f != sample and topics.matches(f, sample) for f in plan.subscribe
+        )
+        self.conn.start()
+        self._log_start(plan, alone)
+
+    def _log_start(self, plan: pool.Plan, alone: bool) -> None:
+        assert self.caps is not None
+        broker = self.settings.broker.redacted()
+        self.log.info(
+            "%s worker %s starting; broker %s (%s); subscribed to %s",
+            self.name,
+            self.settings.instance,
+            broker,
+            self.caps.describe(),
+            ", ".join(plan.subscribe),
+        )
+        # The inbox alone (no shared handler, e.g. the gateway) is nothing to warn about.
+        if not self.caps.shared_subscriptions and not alone and self.shares_work:
+            if plan.standby:
+                self.log.warning(
+                    "broker %s does not deliver shared subscriptions ($share): this worker "
+                    "(%s) stands by and handles only %s; worker %s of %s handles %s alone. "
+                    "Nothing is lost or handled twice; to spread the load, use a broker with "
+                    "shared subscriptions (see docs/brokers.md)",
+                    broker,
+                    self.settings.instance,
+                    ", ".join(self.plain),
+                    pool.LEADER,
+                    self.name,
+                    ", ".join(plan.pooled),
+                )
+            else:  # a pool of one is fine: worth knowing, not a warning
+                self.log.info(
+                    "broker %s does not deliver shared subscriptions ($share): this worker "
+                    "handles %s alone; other workers of %s stand by (see docs/brokers.md)",
+                    broker,
+                    ", ".join(plan.pooled),
+                    self.name,
+                )
+        if self._ask_presence:
+            self.log.info(
+                "broker %s does not deliver retained messages to wildcards: asking "
+                "every worker to announce itself on %s",
+                broker,
+                self.query_topic,
+            )
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        # A signal while still waiting for the broker must stop us too.
+        starting = loop.create_task(self.start())
+        stopping = loop.create_task(self.stopping.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        elif starting.exception() is not None:
+            stopping.cancel()
+            starting.result()  # why this worker cannot start: exit with it, as before
+        await stopping
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self.log.info("stopping")
+        await self.service.teardown()
+        tasks = self.dispatcher.tasks
+        if tasks:  # let handlers in flight finish (bounded); unacked ones come back
+            await asyncio.wait(set(tasks), timeout=5)
+        with contextlib.suppress(Exception):
+            self.conn.publish(self.presence_topic, self._presence("Leave", "offline"), 1, True)
+        await self.conn.stop()
+        if self.outbox is not None:
+            if len(self.outbox):
+                self.log.warning(
+                    "%d message(s) not acknowledged by the broker stay in the outbox %s; "
+                    "they are sent at the next start",
+                    len(self.outbox),
+                    self.outbox.path,
+                )
+            self.outbox.close()
+        self.log.info("stopped")
+
+
+def run(service_cls: type[Service]) -> None:
+    """The whole ``__main__`` of a service: configure, connect, serve until signalled."""
+    try:
+        settings = Settings.from_env()
+        setup_logging(settings.log_level)
+        worker = Worker(service_cls, settings)  # a service reads its own settings here
+    except ConfigError as exc:
+        print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    asyncio.run(worker.run())
+
+
+__all__ = ["Worker", "run"]
