@@ -22,16 +22,20 @@ class Tweet(act.Model):
     """A short public post about an upload: an AS2 Note."""
 
     type: Literal["Note"]
-    id: act.Iri  # made from the image's id: a redelivered upload makes the same tweet
-    content: Annotated[str, Meta(max_length=TWEET_LENGTH)]
-    inReplyTo: act.Iri  # the Create activity of the upload
-    url: act.Iri  # the image
-    attributedTo: act.Actor | None = None  # who uploaded it
+    id: Annotated[
+        act.Iri, act.doc("Made from the image's id: a redelivered upload makes the same tweet.")
+    ]
+    content: Annotated[str, Meta(max_length=TWEET_LENGTH), act.doc("The text, ≤ 280 characters.")]
+    inReplyTo: Annotated[act.Iri, act.doc("The id of the upload's `Create` activity.")]
+    url: Annotated[act.Iri, act.doc("The uploaded image's URL.")]
+    attributedTo: Annotated[act.Actor | None, act.doc("The person who uploaded the image.")] = None
 
 
 class TweetCreated(act.Activity):
+    """The tweeter posted a Note about an uploaded image."""
+
     type: Literal["Create"]
-    object: Tweet
+    object: Annotated[Tweet, act.doc("The tweet.")]
 
 
 TWEETED = register(
@@ -42,5 +46,6 @@ TWEETED = register(
         False,
         TweetCreated,
         "The tweeter posted a Note (at most 280 characters) about an uploaded image.",
+        actor="the tweeter; `object.attributedTo` is the person who uploaded the image",
     )
 )

@@ -1,10 +1,11 @@
 """W3C Activity Streams 2.0 payloads: the typed model, the codec and its validation.
 
 Inbound payloads are decoded *and* validated in one step by msgspec into the topic's
-payload type (~3 us a message, see docs/performance.md); a payload that does not conform raises
-``InvalidActivity`` with a reason a person can act on. Outbound activities are plain dicts
+payload type (~3 us a message, see docs/performance.md); a payload that does not conform
+raises ``InvalidActivity`` with a reason a person can act on. Outbound activities are plain dicts
 built by ``new()`` and encoded with orjson. The JSON Schema that documents the contract is
-generated from the same types (``json_schema()``), so code and contract cannot drift.
+generated from the same types (``json_schema()``), so code and contract cannot drift: every
+field says what it means (``doc()``), and a test fails on a field that does not.
 
 There is no official AS2 JSON Schema; this one is deliberately open: unknown properties
 are allowed (AS2 is extensible), the properties Dovecote relies on are checked.
@@ -34,34 +35,116 @@ Percent = Annotated[int, Meta(ge=0, le=100)]
 Published = Annotated[datetime, Meta(tz=True)]
 
 
+def doc(text: str) -> Meta:
+    """A field's meaning, for the published contract (JSON Schema, AsyncAPI, topics.md)."""
+    return Meta(description=text)
+
+
 class Model(Struct, kw_only=True, omit_defaults=True):
     """Base of every AS2 object here: keyword-only, open to unknown properties."""
 
 
 class Actor(Model):
-    id: Iri
-    type: Literal["Person", "Service", "Application", "Group", "Organization"]
-    name: Name | None = None
-    # Only people have an inbox of notifications; services and apps need no more than an id.
-    followers: Iri | None = None
-    icon: Iri | None = None
-    # The user's id in the directory: what a per-user topic level is made of.
-    preferredUsername: Name | None = None
+    id: Annotated[
+        Iri,
+        doc(
+            "The actor's IRI: a person's URL in the gateway's user directory "
+            "(`<PUBLIC_URL>/users/<user>`), or `urn:dovecote:service:<service>` for a "
+            "service."
+        ),
+    ]
+    type: Annotated[
+        Literal["Person", "Service", "Application", "Group", "Organization"],
+        doc("`Person` for people; `Service` for Dovecote's services."),
+    ]
+    name: Annotated[
+        Name | None,
+        doc("A display name; shown to people, never used as a key."),
+    ] = None
+    followers: Annotated[
+        Iri | None,
+        doc(
+            "A person's followers collection (the gateway's REST resource); the notifier "
+            "GETs it to fan out notifications."
+        ),
+    ] = None
+    icon: Annotated[
+        Iri | None,
+        doc("An avatar image URL."),
+    ] = None
+    preferredUsername: Annotated[
+        Name | None,
+        doc(
+            "The person's user id in the directory: what a `{user}` topic level is made "
+            "of (`users/<preferredUsername>/notifications`)."
+        ),
+    ] = None
 
 
 class Activity(Model, rename={"context_": "@context"}):
     """Every Dovecote payload. Subclasses narrow ``type`` and ``object`` per topic."""
 
-    context_: str | list[str | dict[str, Any]]
-    id: Iri
-    type: Name
-    actor: Actor
-    object: Any
-    published: Published
-    target: Any = None
-    result: Any = None
-    context: Annotated[str, Meta(max_length=200)] | None = None  # correlation id
-    summary: Text | None = None
+    context_: Annotated[
+        str | list[str | dict[str, Any]],
+        doc(
+            "The JSON-LD context (`@context`): must include "
+            "`https://www.w3.org/ns/activitystreams`."
+        ),
+    ]
+    id: Annotated[
+        Iri,
+        doc(
+            "A unique IRI (`urn:uuid:...`). Delivery is at least once: a subscriber may "
+            "get the same activity twice and must act once per `id` (the runtime skips "
+            "repeats it has handled). An activity made because of another keeps the same "
+            "`id` on every redelivery of its cause."
+        ),
+    ]
+    type: Annotated[
+        Name,
+        doc("The AS2 activity type (`Create`, `Update`, ...); each payload type fixes it."),
+    ]
+    actor: Annotated[
+        Actor,
+        doc(
+            "Who did it: the person who asked (commands and uploads carry the signed-in "
+            "person) or the service that published it. See each topic's actor in "
+            "topics.md."
+        ),
+    ]
+    object: Annotated[
+        Any,
+        doc("What the activity is about; each payload type narrows it."),
+    ]
+    published: Annotated[
+        Published,
+        doc("When the publisher made it: RFC 3339 with a time zone (UTC, milliseconds)."),
+    ]
+    target: Annotated[
+        Any,
+        doc(
+            "What the activity is aimed at, where the type says (e.g. the person who "
+            "earned points)."
+        ),
+    ] = None
+    result: Annotated[
+        Any,
+        doc("An outcome, where the type says."),
+    ] = None
+    context: Annotated[
+        Annotated[str, Meta(max_length=200)] | None,
+        doc(
+            "The correlation id that follows one piece of work (an upload, a build) "
+            "through every service; `dovecote tail` and the logs show it."
+        ),
+    ] = None
+    summary: Annotated[
+        Text | None,
+        doc(
+            "A short human-readable sentence (a rejection's reason, a dead letter's "
+            "reason, a tweet's text)."
+        ),
+    ] = None
 
     def __post_init__(self) -> None:
         contexts = self.context_ if isinstance(self.context_, list) else [self.context_]
@@ -76,64 +159,127 @@ BuildState = Literal["running", "succeeded", "failed", "stopped"]
 
 class BuildRequest(Model):
     type: Literal["Build"]
-    shouldFail: bool = False  # the seed's demo: fail at 70 %
-    name: Name | None = None
+    shouldFail: Annotated[
+        bool,
+        doc("The seed's demo: when true, the build fails at 70 %."),
+    ] = False
+    name: Annotated[
+        Name | None,
+        doc("A name for the build; the builder numbers builds when absent (`Build #7`)."),
+    ] = None
 
 
 class BuildRef(Model):
     type: Literal["Build"]
-    id: Iri | None = None  # None: whichever build is running
+    id: Annotated[
+        Iri | None,
+        doc("The build to stop; absent: whichever build is running."),
+    ] = None
 
 
 class Build(Model):
     type: Literal["Build"]
-    id: Iri
-    name: Name
-    state: BuildState
-    progress: Percent
-    shouldFail: bool = False
-    startTime: Published | None = None
-    endTime: Published | None = None
-    attributedTo: Actor | None = None  # who asked for it
-    worker: Name | None = None  # the builder instance running it
+    id: Annotated[
+        Iri,
+        doc("The build's IRI (`urn:uuid:...`), stable from start to finish."),
+    ]
+    name: Annotated[
+        Name,
+        doc("A display name (`Build #7`)."),
+    ]
+    state: Annotated[
+        BuildState,
+        doc(
+            "`running`, then one of `succeeded`, `failed` (also: interrupted by a builder"
+            " restart) or `stopped`."
+        ),
+    ]
+    progress: Annotated[
+        Percent,
+        doc("Percent done, 0-100, in steps of 10."),
+    ]
+    shouldFail: Annotated[
+        bool,
+        doc("Whether this build was asked to fail at 70 % (the seed's demo)."),
+    ] = False
+    startTime: Annotated[
+        Published | None,
+        doc("When it started."),
+    ] = None
+    endTime: Annotated[
+        Published | None,
+        doc("When it finished; absent while running."),
+    ] = None
+    attributedTo: Annotated[
+        Actor | None,
+        doc("The person who asked for the build (the actor of the `Start` command)."),
+    ] = None
+    worker: Annotated[
+        Name | None,
+        doc("The builder instance running it (`DOVECOTE_INSTANCE`)."),
+    ] = None
 
 
 class StartBuild(Activity):
     type: Literal["Start"]
-    object: BuildRequest
+    object: Annotated[
+        BuildRequest,
+        doc("What to build."),
+    ]
 
 
 class StopBuild(Activity):
     type: Literal["Stop"]
-    object: BuildRef
+    object: Annotated[
+        BuildRef,
+        doc("Which build to stop."),
+    ]
 
 
 class BuildCreated(Activity):
     type: Literal["Create"]
-    object: Build
+    object: Annotated[
+        Build,
+        doc("The build, just started (progress 0)."),
+    ]
 
 
 class BuildUpdated(Activity):
     type: Literal["Update"]
-    object: Build
+    object: Annotated[
+        Build,
+        doc("The build as it is now."),
+    ]
 
 
 class BuildRejected(Activity):
     """The builder refused a command; ``summary`` says why, ``object`` is the command."""
 
     type: Literal["Reject"]
-    object: Any
+    object: Annotated[
+        Any,
+        doc("The refused command, as it arrived."),
+    ]
 
 
 class BuildHistory(Model):
     type: Literal["OrderedCollection"]
-    totalItems: Annotated[int, Meta(ge=0)]
-    orderedItems: Annotated[list[Build], Meta(max_length=100)]
+    totalItems: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc("How many builds are listed."),
+    ]
+    orderedItems: Annotated[
+        Annotated[list[Build], Meta(max_length=100)],
+        doc("The last builds, newest first (at most 100)."),
+    ]
 
 
 class BuildHistoryUpdated(Activity):
     type: Literal["Update"]
-    object: BuildHistory
+    object: Annotated[
+        BuildHistory,
+        doc("The history after the latest change."),
+    ]
 
 
 # --- images ------------------------------------------------------------------------------
@@ -146,45 +292,102 @@ class Image(Model):
     """An uploaded image. ``id`` and ``url`` are the gateway's REST resource of the original."""
 
     type: Literal["Image"]
-    id: Iri
-    url: Iri
-    mediaType: ImageMediaType
-    name: Name
-    width: Pixels
-    height: Pixels
-    size: Annotated[int, Meta(ge=1)]  # bytes of the original (an extension property)
-    attributedTo: Actor | None = None
+    id: Annotated[
+        Iri,
+        doc("The image's IRI: the gateway's REST resource of the original."),
+    ]
+    url: Annotated[
+        Iri,
+        doc("Where the original's bytes are (GET, under the gateway's public URL)."),
+    ]
+    mediaType: Annotated[
+        ImageMediaType,
+        doc("The format, judged by the gateway from the bytes, not from the upload's claim."),
+    ]
+    name: Annotated[
+        Name,
+        doc("The title the uploader gave (or the file name)."),
+    ]
+    width: Annotated[
+        Pixels,
+        doc("Pixels."),
+    ]
+    height: Annotated[
+        Pixels,
+        doc("Pixels."),
+    ]
+    size: Annotated[
+        Annotated[int, Meta(ge=1)],
+        doc("Bytes of the original (an extension property)."),
+    ]
+    attributedTo: Annotated[
+        Actor | None,
+        doc("The person who uploaded it."),
+    ] = None
 
 
 class Thumbnail(Model):
     """One re-encoded, smaller copy of an image (an AS2 ``Link`` with its dimensions)."""
 
     type: Literal["Link"]
-    href: Iri
-    mediaType: ImageMediaType
-    width: Pixels
-    height: Pixels
-    rel: Literal["preview"] = "preview"
+    href: Annotated[
+        Iri,
+        doc("Where the thumbnail's bytes are (under the gateway's public URL)."),
+    ]
+    mediaType: Annotated[
+        ImageMediaType,
+        doc("The thumbnail's format."),
+    ]
+    width: Annotated[
+        Pixels,
+        doc("Pixels."),
+    ]
+    height: Annotated[
+        Pixels,
+        doc("Pixels."),
+    ]
+    rel: Annotated[
+        Literal["preview"],
+        doc("Always `preview`."),
+    ] = "preview"
 
 
 class ResizedImage(Model):
     type: Literal["Image"]
-    id: Iri
-    url: Iri
-    preview: Annotated[list[Thumbnail], Meta(min_length=1, max_length=8)]  # smallest first
-    name: Name | None = None
+    id: Annotated[
+        Iri,
+        doc("The original image's IRI (as in `events/image/created`)."),
+    ]
+    url: Annotated[
+        Iri,
+        doc("The original's URL."),
+    ]
+    preview: Annotated[
+        Annotated[list[Thumbnail], Meta(min_length=1, max_length=8)],
+        doc("The thumbnails, smallest first."),
+    ]
+    name: Annotated[
+        Name | None,
+        doc("The image's title."),
+    ] = None
 
 
 class ImageCreated(Activity):
     type: Literal["Create"]
-    object: Image
+    object: Annotated[
+        Image,
+        doc("The uploaded image, already stored by the gateway."),
+    ]
 
 
 class ImageResized(Activity):
     """The resizer stored thumbnails of an image; ``object.preview`` lists them."""
 
     type: Literal["Update"]
-    object: ResizedImage
+    object: Annotated[
+        ResizedImage,
+        doc("The image with its thumbnails."),
+    ]
 
 
 # --- notifications and points --------------------------------------------------------------
@@ -193,54 +396,117 @@ class ImageResized(Activity):
 class NotifiedActivity(Model):
     """What a notification is about: the original activity, cut down to what a page shows."""
 
-    type: Name
-    id: Iri
-    actor: Actor
-    object: Any  # the image or build, as the original carried it
+    type: Annotated[
+        Name,
+        doc("The original activity's type (`Create`, `Update`)."),
+    ]
+    id: Annotated[
+        Iri,
+        doc("The original activity's id."),
+    ]
+    actor: Annotated[
+        Actor,
+        doc("Who did what the notification is about."),
+    ]
+    object: Annotated[
+        Any,
+        doc("The image or build, as the original carried it."),
+    ]
 
 
 class Notification(Activity, kw_only=True):
     """One notification for one person (``to``), on that person's own topic."""
 
     type: Literal["Announce"]
-    object: NotifiedActivity
-    to: Annotated[list[Iri], Meta(min_length=1, max_length=1)]  # required, though new
+    object: Annotated[
+        NotifiedActivity,
+        doc("The activity the person is told about, cut down to what a page shows."),
+    ]
+    to: Annotated[
+        Annotated[list[Iri], Meta(min_length=1, max_length=1)],
+        doc(
+            "The one person notified (their actor IRI); the topic's `{user}` is their "
+            "`preferredUsername`."
+        ),
+    ]
 
 
 class Award(Model):
     type: Literal["Award"]
-    id: Iri
-    rule: Name  # which rule of the points service gave it, e.g. "upload"
-    points: int
-    total: int  # the person's total after this award
-    cause: Iri  # the id of the activity that earned it
+    id: Annotated[
+        Iri,
+        doc("The award's IRI, derived from its cause: a redelivered cause makes the same award."),
+    ]
+    rule: Annotated[
+        Name,
+        doc("Which rule of the points service gave it (`upload`, `build`)."),
+    ]
+    points: Annotated[
+        int,
+        doc("Points given."),
+    ]
+    total: Annotated[
+        int,
+        doc("The person's total after this award."),
+    ]
+    cause: Annotated[
+        Iri,
+        doc("The id of the activity that earned it."),
+    ]
 
 
 class PointsAwarded(Activity):
     """``target`` is the person who earned the points."""
 
     type: Literal["Add"]
-    object: Award
-    target: Actor
+    object: Annotated[
+        Award,
+        doc("The award."),
+    ]
+    target: Annotated[
+        Actor,
+        doc("The person who earned the points."),
+    ]
 
 
 class Standing(Model):
     type: Literal["Person"]
-    id: Iri
-    points: int
-    name: Name | None = None
-    preferredUsername: Name | None = None
+    id: Annotated[
+        Iri,
+        doc("The person's actor IRI."),
+    ]
+    points: Annotated[
+        int,
+        doc("Their total."),
+    ]
+    name: Annotated[
+        Name | None,
+        doc("Display name."),
+    ] = None
+    preferredUsername: Annotated[
+        Name | None,
+        doc("Their user id."),
+    ] = None
 
 
 class Leaderboard(Model):
     type: Literal["OrderedCollection"]
-    totalItems: Annotated[int, Meta(ge=0)]
-    orderedItems: Annotated[list[Standing], Meta(max_length=100)]  # most points first
+    totalItems: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc("How many people are listed."),
+    ]
+    orderedItems: Annotated[
+        Annotated[list[Standing], Meta(max_length=100)],
+        doc("The top scorers, most points first (at most 100)."),
+    ]
 
 
 class LeaderboardUpdated(Activity):
     type: Literal["Update"]
-    object: Leaderboard
+    object: Annotated[
+        Leaderboard,
+        doc("The leaderboard after the latest award."),
+    ]
 
 
 # --- presence and dead letters -----------------------------------------------------------
@@ -248,33 +514,84 @@ class LeaderboardUpdated(Activity):
 
 class ServiceInstance(Model):
     type: Literal["Service"]
-    id: Iri
-    name: Name
-    instance: Name
-    status: Literal["online", "offline"]
-    pid: int | None = None
-    host: Name | None = None
+    id: Annotated[
+        Iri,
+        doc("`urn:dovecote:service:<service>:<instance>`."),
+    ]
+    name: Annotated[
+        Name,
+        doc("The service."),
+    ]
+    instance: Annotated[
+        Name,
+        doc("The worker within its service (`DOVECOTE_INSTANCE`)."),
+    ]
+    status: Annotated[
+        Literal["online", "offline"],
+        doc(
+            "`online` (a retained Join) or `offline` (a Leave: a clean stop, or the "
+            "worker's Last Will)."
+        ),
+    ]
+    pid: Annotated[
+        int | None,
+        doc("The worker's process id (operators' tools only)."),
+    ] = None
+    host: Annotated[
+        Name | None,
+        doc("The worker's host name (operators' tools only)."),
+    ] = None
 
 
 class Presence(Activity):
     type: Literal["Join", "Leave"]
-    object: ServiceInstance
+    object: Annotated[
+        ServiceInstance,
+        doc("The worker."),
+    ]
 
 
 class ParkedMessage(Model):
     type: Literal["Object"]
-    name: Annotated[str, Meta(max_length=65535)]  # the original topic
-    mediaType: Literal["application/activity+json", "application/octet-stream;base64"]
-    content: str  # the original payload: text, or base64 when it was not UTF-8
-    size: int  # bytes of the original payload (content may be cut short)
-    attempts: Annotated[int, Meta(ge=0)]
+    name: Annotated[
+        Annotated[str, Meta(max_length=65535)],
+        doc("The topic the original arrived on."),
+    ]
+    mediaType: Annotated[
+        Literal["application/activity+json", "application/octet-stream;base64"],
+        doc(
+            "`application/activity+json`: `content` is the original as text; "
+            "`application/octet-stream;base64`: it was not UTF-8 and `content` is base64."
+        ),
+    ]
+    content: Annotated[
+        str,
+        doc(
+            "The original payload, cut short when the whole letter would exceed the "
+            "payload limit (compare with `size`)."
+        ),
+    ]
+    size: Annotated[
+        int,
+        doc("Bytes of the original payload."),
+    ]
+    attempts: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc(
+            "How often the handler ran before the message was parked (0: refused before "
+            "any handler)."
+        ),
+    ]
 
 
 class DeadLetter(Activity):
     """A message a service could not process, parked with the reason (``summary``)."""
 
     type: Literal["Flag"]
-    object: ParkedMessage
+    object: Annotated[
+        ParkedMessage,
+        doc("The message that was parked."),
+    ]
 
 
 class Redelivery(Activity):
@@ -282,62 +599,128 @@ class Redelivery(Activity):
     as if it had just arrived on its original topic (``object.object.name``)."""
 
     type: Literal["Undo"]
-    object: DeadLetter
+    object: Annotated[
+        DeadLetter,
+        doc("The dead letter to handle again, as its service parked it."),
+    ]
 
 
 class LetterQuery(Model):
     type: Literal["Collection"]
-    service: Name | None = None  # only this service's letters
-    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    service: Annotated[
+        Name | None,
+        doc("Only this service's letters."),
+    ] = None
+    limit: Annotated[
+        Annotated[int, Meta(ge=1, le=1000)],
+        doc("At most this many, newest first."),
+    ] = 100
 
 
 class ListDeadLetters(Activity):
     """An operator asks the deadletters service what it holds (``dovecote deadletter list``)."""
 
     type: Literal["View"]
-    object: LetterQuery
+    object: Annotated[
+        LetterQuery,
+        doc("Which letters to list."),
+    ]
 
 
 class LetterSelection(Model):
     type: Literal["Collection"]
-    items: Annotated[list[Iri], Meta(max_length=1000)] = []  # letter ids
-    service: Name | None = None  # with ``all``: only this service's letters
-    all: bool = False  # every letter not replayed yet
+    items: Annotated[
+        Annotated[list[Iri], Meta(max_length=1000)],
+        doc("Letter ids to replay."),
+    ] = []
+    service: Annotated[
+        Name | None,
+        doc("With `all`: only this service's letters."),
+    ] = None
+    all: Annotated[
+        bool,
+        doc("Every letter not replayed yet."),
+    ] = False
 
 
 class ReplayDeadLetters(Activity):
     """An operator asks for letters to be replayed (``dovecote deadletter replay``)."""
 
     type: Literal["Undo"]
-    object: LetterSelection
+    object: Annotated[
+        LetterSelection,
+        doc("Which letters to replay."),
+    ]
 
 
 class LetterSummary(Model):
     type: Literal["Flag"]
-    id: Iri
-    service: Name
-    topic: Annotated[str, Meta(max_length=65535)]  # the original topic
-    summary: Text  # the reason
-    attempts: int
-    size: int
-    published: Published  # when the service parked it
-    replays: int = 0  # how often it was replayed
-    lastReplayed: Published | None = None
+    id: Annotated[
+        Iri,
+        doc("The letter's id (the `Flag` activity's id)."),
+    ]
+    service: Annotated[
+        Name,
+        doc("The service that parked it."),
+    ]
+    topic: Annotated[
+        Annotated[str, Meta(max_length=65535)],
+        doc("The original topic."),
+    ]
+    summary: Annotated[
+        Text,
+        doc("The reason it was parked."),
+    ]
+    attempts: Annotated[
+        int,
+        doc("Handler runs before it was parked."),
+    ]
+    size: Annotated[
+        int,
+        doc("Bytes of the original payload."),
+    ]
+    published: Annotated[
+        Published,
+        doc("When the service parked it."),
+    ]
+    replays: Annotated[
+        int,
+        doc("How often it was replayed."),
+    ] = 0
+    lastReplayed: Annotated[
+        Published | None,
+        doc("When it was last replayed."),
+    ] = None
 
 
 class LetterReport(Model):
     type: Literal["OrderedCollection"]
-    totalItems: int  # letters held that match, beyond those listed
-    orderedItems: list[LetterSummary] = []
-    missing: list[Iri] = []  # asked-for letter ids the service does not hold
+    totalItems: Annotated[
+        int,
+        doc("Letters held that match, including those not listed."),
+    ]
+    orderedItems: Annotated[
+        list[LetterSummary],
+        doc("The letters listed, newest first."),
+    ] = []
+    missing: Annotated[
+        list[Iri],
+        doc("Asked-for letter ids the service does not hold."),
+    ] = []
 
 
 class DeadLetterReply(Activity, kw_only=True):
     """The deadletters service's answer to one operator command (``inReplyTo`` its id)."""
 
     type: Literal["Accept", "Reject"]
-    object: LetterReport
-    inReplyTo: Iri
+    object: Annotated[
+        LetterReport,
+        doc("The answer."),
+    ]
+    inReplyTo: Annotated[
+        Iri,
+        doc("The id of the operator's command this answers."),
+    ]
 
 
 # --- codec -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dovecote import activity as act
@@ -62,6 +62,12 @@ class Topic:
     retain: bool
     payload: type[act.Activity]
     summary: str
+    # Who the activity's ``actor`` is on this topic, in words (topics.md, AsyncAPI).
+    actor: str = field(default="", kw_only=True)
+    # What a parameter of this topic means, where ``PARAMETERS`` does not already say.
+    meanings: Mapping[str, str] = field(
+        default_factory=dict, kw_only=True, compare=False, hash=False, repr=False
+    )
     levels: tuple[str, ...] = field(init=False, repr=False)
     params: tuple[str, ...] = field(init=False, repr=False)
     codec: act.Codec = field(init=False, repr=False, compare=False)
@@ -78,6 +84,10 @@ class Topic:
         object.__setattr__(self, "levels", levels)
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "codec", act.Codec(self.payload))
+
+    def meaning(self, param: str) -> str:
+        """What one ``{param}`` level holds; "" when nobody said (a test fails on that)."""
+        return self.meanings.get(param) or PARAMETERS.get(param, "")
 
     @property
     def kind(self) -> str:
@@ -136,6 +146,29 @@ def matches(topic_filter: str, topic: str) -> bool:
     return len(f_parts) == len(t_parts)
 
 
+# What the parameters of the federation's topics hold; a topic may add its own (``meanings``).
+PARAMETERS = {
+    "user": "a person's user id: their `preferredUsername` in the gateway's user directory",
+    "service": "a service's name (its folder under `services/`)",
+    "instance": "a worker's id within its service (`DOVECOTE_INSTANCE`)",
+    "request": "the asking command's id as 32 hex digits; the asker subscribes to the reply "
+    "topic before it asks",
+    "token": "a random token naming one worker's start-up check",
+    "check": "which check of that probe (`shared`, `retained`, `marker`)",
+}
+
+# What every subscriber may rely on, whatever the topic (topics.md and AsyncAPI say it).
+DELIVERY = (
+    "Delivery is at least once: a QoS 1 message may arrive twice (a redelivery after a crash "
+    "or a reconnect), so a subscriber acts once per activity `id` (Dovecote's runtime skips an "
+    "id it has handled; stores key their effects on it). An activity made because of another "
+    "carries the same `id` on every redelivery of its cause, so repeats stay repeats. QoS 0 "
+    "topics (progress ticks) may lose messages; the state they lead to is on a QoS 1 topic. "
+    "A retained topic keeps its last message at the broker for subscribers that join later "
+    "(subscribe to it exactly: RabbitMQ delivers retained messages only to exact-topic "
+    "subscriptions)."
+)
+
 _REGISTRY: dict[str, Topic] = {}
 
 
@@ -181,6 +214,7 @@ BUILD_START = register(
         False,
         act.StartBuild,
         "Ask the builder to start a build (refused while one is running).",
+        actor="the person the gateway acts for (who pressed Start)",
     )
 )
 BUILD_STOP = register(
@@ -191,6 +225,7 @@ BUILD_STOP = register(
         False,
         act.StopBuild,
         "Ask the builder to stop the running build.",
+        actor="the person the gateway acts for (who pressed Stop)",
     )
 )
 BUILD_STARTED = register(
@@ -201,6 +236,7 @@ BUILD_STARTED = register(
         False,
         act.BuildCreated,
         "A build has started (progress 0).",
+        actor="the builder; `object.attributedTo` is the person who asked",
     )
 )
 BUILD_PROGRESS = register(
@@ -211,6 +247,7 @@ BUILD_PROGRESS = register(
         False,
         act.BuildUpdated,
         "A progress tick of the running build. Transient: QoS 0.",
+        actor="the builder; `object.attributedTo` is the person who asked",
     )
 )
 BUILD_SUCCEEDED = register(
@@ -221,6 +258,7 @@ BUILD_SUCCEEDED = register(
         False,
         act.BuildUpdated,
         "A build reached 100 %.",
+        actor="the builder; `object.attributedTo` is the person who asked",
     )
 )
 BUILD_FAILED = register(
@@ -231,6 +269,7 @@ BUILD_FAILED = register(
         False,
         act.BuildUpdated,
         "A build failed (the demo fails at 70 % when asked to) or was interrupted.",
+        actor="the builder; `object.attributedTo` is the person who asked",
     )
 )
 BUILD_STOPPED = register(
@@ -241,6 +280,7 @@ BUILD_STOPPED = register(
         False,
         act.BuildUpdated,
         "A build was stopped on request before it finished.",
+        actor="the builder; `object.attributedTo` is the person who asked",
     )
 )
 BUILD_REJECTED = register(
@@ -251,6 +291,7 @@ BUILD_REJECTED = register(
         False,
         act.BuildRejected,
         "The builder refused a command (a build is already running, ...); summary says why.",
+        actor="the builder; `object` is the refused command, with its own actor",
     )
 )
 BUILD_STATE = register(
@@ -261,6 +302,7 @@ BUILD_STATE = register(
         True,
         act.BuildUpdated,
         "The current (or last) build, retained for late joiners.",
+        actor="the builder",
     )
 )
 BUILD_HISTORY = register(
@@ -271,6 +313,7 @@ BUILD_HISTORY = register(
         True,
         act.BuildHistoryUpdated,
         "The last builds, newest first, retained.",
+        actor="the builder",
     )
 )
 PRESENCE = register(
@@ -281,6 +324,7 @@ PRESENCE = register(
         True,
         act.Presence,
         "Presence of one worker: retained Join (online); its Last Will is a Leave (offline).",
+        actor="the worker's service",
     )
 )
 DEADLETTER = register(
@@ -291,6 +335,7 @@ DEADLETTER = register(
         False,
         act.DeadLetter,
         "A message the service could not process: original topic, payload, reason, attempts.",
+        actor="the service that parked the message",
     )
 )
 
@@ -304,6 +349,7 @@ REDELIVER = register(
         "Handle a dead letter again: the runtime of the service that parked it runs the "
         "original payload through the handler of its original topic (only that service sees "
         "it; no one else's topic is republished).",
+        actor="the deadletters service, on an operator's `dovecote deadletter replay`",
     )
 )
 DEADLETTER_LIST = register(
@@ -314,6 +360,7 @@ DEADLETTER_LIST = register(
         False,
         act.ListDeadLetters,
         "`dovecote deadletter list`: which dead letters the deadletters service holds.",
+        actor="the operator's tool (`dovecote deadletter list`, an Application)",
     )
 )
 DEADLETTER_REPLAY = register(
@@ -324,6 +371,7 @@ DEADLETTER_REPLAY = register(
         False,
         act.ReplayDeadLetters,
         "`dovecote deadletter replay`: send letters back to the services that parked them.",
+        actor="the operator's tool (`dovecote deadletter replay`, an Application)",
     )
 )
 DEADLETTER_REPLY = register(
@@ -335,6 +383,7 @@ DEADLETTER_REPLY = register(
         act.DeadLetterReply,
         "The deadletters service's answer to one operator command; `{request}` is the "
         "command's uuid in hex, which the asking tool subscribed to first.",
+        actor="the deadletters service",
     )
 )
 
@@ -349,6 +398,7 @@ IMAGE_CREATED = register(
         act.ImageCreated,
         "A person uploaded an image; the gateway stored the original at `object.url`. "
         "`context` is the upload's correlation id.",
+        actor="the person who uploaded the image (the gateway publishes for them)",
     )
 )
 IMAGE_RESIZED = register(
@@ -359,6 +409,7 @@ IMAGE_RESIZED = register(
         False,
         act.ImageResized,
         "Thumbnails of an image are stored; `object.preview` lists their URLs, smallest first.",
+        actor="the resizer",
     )
 )
 NOTIFICATION = register(
@@ -370,6 +421,7 @@ NOTIFICATION = register(
         act.Notification,
         "One notification for one person (someone they follow uploaded, a build finished). "
         "The gateway sends it to that person's sockets only.",
+        actor="the notifier; `to` is the person notified, `object.actor` who did it",
     )
 )
 POINTS_AWARDED = register(
@@ -380,6 +432,7 @@ POINTS_AWARDED = register(
         False,
         act.PointsAwarded,
         "A person earned points (`object.rule`, `object.points`, new `object.total`).",
+        actor="the points service; `target` is the person who earned them",
     )
 )
 LEADERBOARD = register(
@@ -390,6 +443,7 @@ LEADERBOARD = register(
         True,
         act.LeaderboardUpdated,
         "The top scorers, most points first, retained for late joiners.",
+        actor="the points service",
     )
 )
 
@@ -405,6 +459,7 @@ PRESENCE_QUERY = register(
         "Who is online? Every worker answers by publishing its presence Join again. Sent by "
         "a subscriber of services/+/+ on a broker that does not deliver retained messages "
         "to wildcard subscriptions (RabbitMQ), where it would otherwise see nobody.",
+        actor="whoever asks (a gateway, `dovecote tail`)",
     )
 )
 PROBE = register(
@@ -416,5 +471,6 @@ PROBE = register(
         act.Activity,
         "A worker's start-up check of what the broker really delivers (shared subscriptions, "
         "retained messages to wildcards); the retained one is cleared at once.",
+        actor="the worker checking the broker",
     )
 )

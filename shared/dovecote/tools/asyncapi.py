@@ -56,7 +56,8 @@ def _version() -> str:
 def _describe(t: topics.Topic) -> str:
     who = "every service" if t.publisher == "*" else t.publisher
     retained = "retained" if t.retain else "not retained"
-    return f"Published by {who}, QoS {t.qos}, {retained}. Payload: {t.payload.__name__}."
+    actor = f" The activity's actor: {t.actor}." if t.actor else ""
+    return f"Published by {who}, QoS {t.qos}, {retained}. Payload: {t.payload.__name__}.{actor}"
 
 
 def _message_summary(kind: type[act.Activity]) -> str:
@@ -89,7 +90,10 @@ def document(root: str | None = None) -> dict[str, Any]:
         }
         if t.params:
             channel["parameters"] = {
-                p: {"description": f"One topic level: a sanitised {p} id (1-64 of a-z 0-9 _ -)."}
+                p: {
+                    "description": f"One topic level holding {t.meaning(p)}: a sanitised id "
+                    "(1-64 of a-z 0-9 _ -)."
+                }
                 for p in t.params
             }
         channels[cid] = channel
@@ -113,6 +117,7 @@ def document(root: str | None = None) -> dict[str, Any]:
             "description": (
                 "The topics of a Dovecote federation: small services that talk only through "
                 "an MQTT broker, with W3C Activity Streams 2.0 payloads.\n\n"
+                f"{topics.DELIVERY}\n\n"
                 f"Addresses use the default root `{root}` (`DOVECOTE_ROOT` changes it). "
                 "Operations are written from the publisher's side: each topic has one `send` "
                 "operation tagged with the service that publishes it; subscribers `receive` "

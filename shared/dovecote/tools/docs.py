@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import orjson
@@ -40,6 +41,13 @@ def topics_markdown(root: str = "dovecote") -> str:
         "UTF-8); each payload type's JSON Schema is in [`schemas/`](schemas/). `{name}` is one",
         "topic level holding a sanitised id: 1-64 of `a-z 0-9 _ -`, never `/ + # .` or spaces.",
         "The same registry generates [`asyncapi.yaml`](asyncapi.yaml) (AsyncAPI 3.0) for tools.",
+        "Every field of every payload says what it means in its schema (`description`).",
+        "",
+        "## Delivery",
+        "",
+        *textwrap.wrap(topics.DELIVERY, 92),
+        "",
+        "## Topics",
         "",
         "| topic | publisher | QoS | retained | payload | meaning |",
         "|---|---|:-:|:-:|---|---|",
@@ -50,6 +58,10 @@ def topics_markdown(root: str = "dovecote") -> str:
             f"| `{root}/{t.pattern}` | {publisher} | {t.qos} | {'yes' if t.retain else 'no'} "
             f"| [{t.payload.__name__}](schemas/{t.payload.__name__}.json) | {t.summary} |"
         )
+    lines += ["", "## Who acts, and what the parameters hold", ""]
+    for t in topics.all_topics():
+        lines.append(f"- `{t.pattern}`: actor is {t.actor or '(not said)'}.")
+        lines += [f"  - `{{{p}}}` is {t.meaning(p) or '(not said)'}." for p in t.params]
     lines += [
         "",
         "## Subscribing",

@@ -25,6 +25,7 @@ ITEM = topics.register(
         False,
         act.Activity,
         "Test traffic for worker pools (tests/services/tally).",
+        actor="the test that sends the traffic",
     )
 )
 
