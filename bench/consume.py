@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from bench import faststream_peer
 from bench.common import REPEATS, heading, median, private_broker
 from dovecote import Delivery, Service, handles, topics
 from dovecote import activity as act
@@ -175,6 +176,19 @@ async def bare_paho(url: str, root: str, data: list[bytes], live: bool) -> float
     return await run_consumer(start, url, topic, data, live)
 
 
+async def faststream_sub(url: str, root: str, data: list[bytes], live: bool) -> float:
+    topic = f"{root}/events/bench/build"
+    client_id = f"fs-{root}"
+    if not live:
+        await make_session(url, client_id, topic)
+        await preload(url, topic, data)
+
+    async def start(clock: Clock) -> Callable[[], Awaitable[None]]:
+        return await faststream_peer.consume(url, client_id, topic, clock.tick)
+
+    return await run_consumer(start, url, topic, data, live)
+
+
 async def c_client(url: str, root: str, data: list[bytes], live: bool) -> float:
     b = parse_mqtt_url(url)
     topic = f"{root}/events/bench/build"
@@ -222,6 +236,7 @@ CONSUMERS: dict[str, Consumer] = {
     "mosquitto_sub (C)": c_client,
     "bare paho (our loop, auto-ack)": bare_paho,
     "dovecote worker (validate+dedupe+ack)": dovecote_worker,
+    "FastStream 0.7 (pydantic+ack)": faststream_sub,
 }
 
 
