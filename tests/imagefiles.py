@@ -60,6 +60,14 @@ def truncated(data: bytes | None = None) -> bytes:
     return data[: len(data) // 2]
 
 
+def heavy_png(side: int = 6300, seed: int = 0) -> bytes:
+    """Issue 11's decode amplifier: ~131 KB of PNG, ``side`` x ``side`` RGB pixels of one
+    colour (under IMAGE_MAX_PIXELS at 6300), that decodes to 159 MiB in ~1.3 CPU-s."""
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 100, seed % 256)).save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
 def bomb(width: int = 50_000, height: int = 50_000) -> bytes:
     """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
     out = io.BytesIO()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from services.resizer import thumbnails
 from tests import imagefiles
 
 MP = 40_000_000
+DECODED = images.DEFAULT_MAX_DECODED
 
 
 def test_a_photo_is_accepted_with_its_facts() -> None:
@@ -117,7 +119,7 @@ def _decode(thumb: thumbnails.Thumb) -> Image.Image:
 
 
 def test_thumbnails_keep_the_aspect_ratio_and_are_reencoded() -> None:
-    thumbs = thumbnails.make(imagefiles.photo(1600, 1200, orientation=1), [128, 512], MP)
+    thumbs = thumbnails.make(imagefiles.photo(1600, 1200, orientation=1), [128, 512], MP, DECODED)
     assert [(t.size, t.width, t.height) for t in thumbs] == [(128, 128, 96), (512, 512, 384)]
     for t in thumbs:
         image = _decode(t)
@@ -127,7 +129,7 @@ def test_thumbnails_keep_the_aspect_ratio_and_are_reencoded() -> None:
 
 
 def test_exif_orientation_is_applied() -> None:
-    [thumb] = thumbnails.make(imagefiles.marked(400, 200), [128], MP)
+    [thumb] = thumbnails.make(imagefiles.marked(400, 200), [128], MP, DECODED)
     assert (thumb.width, thumb.height) == (64, 128)  # portrait once rotated
     image = _decode(thumb).convert("RGB")
     top, bottom = image.getpixel((32, 10)), image.getpixel((32, 118))
@@ -137,7 +139,8 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_small_images_are_never_enlarged_and_alpha_is_kept() -> None:
-    thumbs = thumbnails.make(imagefiles.photo(100, 50, fmt="PNG", mode="RGBA"), [128, 512], MP)
+    small = imagefiles.photo(100, 50, fmt="PNG", mode="RGBA")
+    thumbs = thumbnails.make(small, [128, 512], MP, DECODED)
     assert [(t.width, t.height, t.media_type) for t in thumbs] == [
         (100, 50, "image/webp"),
         (100, 50, "image/webp"),
@@ -164,4 +167,34 @@ def test_a_jpeg_is_decoded_at_reduced_scale() -> None:
 )
 def test_bad_images_at_the_resizer_say_why(data: bytes) -> None:
     with pytest.raises(thumbnails.NotAnImage):
-        thumbnails.make(data, [128], MP)
+        thumbnails.make(data, [128], MP, DECODED)
+
+
+def test_a_png_that_decodes_past_the_budget_is_refused_from_its_header_at_both_ends() -> None:
+    """Issue 11: 131 KB of PNG, 6300x6300, under the pixel limit; decoding it would cost
+    159 MiB and ~1.3 CPU-s. Refused unread by the gateway (413) and the resizer alike."""
+    data = imagefiles.heavy_png(6300)
+    assert len(data) < 200_000 and MP > 6300 * 6300
+    started = time.process_time()
+    with pytest.raises(images.BadImage, match="decodes to 151 MiB") as refused:
+        images.inspect(data, MP, DECODED)
+    assert refused.value.status == 413
+    with pytest.raises(thumbnails.NotAnImage, match="IMAGE_MAX_DECODED_BYTES"):
+        thumbnails.measure(data, [128, 512], MP, DECODED)
+    with pytest.raises(thumbnails.NotAnImage, match="IMAGE_MAX_DECODED_BYTES"):
+        thumbnails.make(data, [128, 512], MP, DECODED)
+    assert time.process_time() - started < 0.1  # header only: no pixel was decoded
+
+
+def test_what_decoding_costs_is_known_before_the_bytes_are_fetched() -> None:
+    """A JPEG is decoded reduced (the gateway at 1/8, the resizer to the biggest thumbnail),
+    so a 12 MP photo is light; a PNG decodes whole, at 4 bytes a pixel."""
+    jpeg, png = imagefiles.photo(4000, 3000), imagefiles.photo(1000, 800, fmt="PNG")
+    for data, media, w, h in ((jpeg, "image/jpeg", 4000, 3000), (png, "image/png", 1000, 800)):
+        measured = thumbnails.measure(data, [128, 512], MP, DECODED)
+        assert thumbnails.estimate(w, h, media, 512) == measured
+    assert thumbnails.measure(jpeg, [128, 512], MP, DECODED) == 1000 * 750 * 4  # 1/4 scale
+    assert thumbnails.measure(png, [128, 512], MP, DECODED) == 1000 * 800 * 4
+    assert images.inspect(jpeg, MP, 4 * 2**20).width == 4000  # 500x375 decoded: under 4 MiB
+    with pytest.raises(images.BadImage):
+        images.inspect(png, MP, 2**20)  # 3 MiB decoded: over 1 MiB

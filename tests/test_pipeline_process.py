@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -362,3 +363,54 @@ async def test_a_finished_build_notifies_and_a_successful_one_earns_points(
     assert (award["object"]["rule"], award["target"]["preferredUsername"]) == ("build", "grace")
     await asyncio.sleep(0.5)
     assert len(probe.on("events/points/awarded")) == 1  # a failed build earns nothing
+
+
+def peak_rss_mb(service: ServiceProcess) -> float:
+    """The process's high-water resident memory (VmHWM), in MB."""
+    assert service.process is not None
+    status = open(f"/proc/{service.process.pid}/status").read()  # noqa: SIM115
+    [kb] = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(kb) / 1024
+
+
+async def test_a_batch_of_decode_amplifiers_neither_bloats_the_resizer_nor_delays_a_photo(
+    pipeline: Pipeline,
+) -> None:
+    """Issue 11: 20 PNGs of 6300x6300 (131 KB each, 159 MiB decoded) and 4 of 4000x4000
+    (61 MiB decoded: allowed, but large) reach the resizer, then one ordinary photo. Before
+    the decode budget the resizer decoded them all, two at a time, in arrival order: 985 MB
+    and a photo's thumbnail 5.3 s late. Now the 20 are refused from their headers, the 4
+    wait for the one heavy lane, and the photo has lanes of its own: its thumbnail comes
+    within 1 s and the resizer stays under 300 MB."""
+    p, probe = pipeline, pipeline.probe
+    ada = {"type": "Person", "id": p.users_url("ada"), "name": "Ada Lovelace"}
+
+    def stored(data: bytes, ext: str, width: int, height: int) -> dict[str, Any]:
+        """Put an original in the gateway's store as an upload would, and its Create."""
+        image_id = uuid.uuid4().hex
+        (p.images_dir / "originals" / f"{image_id}.{ext}").write_bytes(data)
+        url = f"{p.url}/images/{image_id}"
+        media = "image/png" if ext == "png" else "image/jpeg"
+        obj: dict[str, Any] = {"type": "Image", "id": url, "url": url, "mediaType": media}
+        obj |= {"name": "x", "width": width, "height": height, "size": len(data)}
+        return act.new("Create", ada, obj)
+
+    hostile = imagefiles.heavy_png(6300)
+    large = imagefiles.heavy_png(4000)
+    batch = [stored(hostile, "png", 6300, 6300) for _ in range(20)]
+    batch += [stored(large, "png", 4000, 4000) for _ in range(4)]
+    photo = stored(imagefiles.photo(1600, 1200, grain=True), "jpg", 1600, 1200)
+    for created in batch:
+        probe.publish("events/image/created", created)
+    sent = time.monotonic()
+    probe.publish("events/image/created", photo)
+    await probe.wait_for("events/image/resized", for_image(photo["object"]["id"]), timeout=30)
+    latency = time.monotonic() - sent
+
+    letters = await probe.wait_for("deadletter/resizer", count=20, timeout=30)
+    assert all("IMAGE_MAX_DECODED_BYTES" in letter["summary"] for letter in letters)
+    await probe.wait_for("events/image/resized", count=5, timeout=60)  # the 4 large, too
+    rss = peak_rss_mb(p.services["resizer"])
+    print(f"photo's thumbnail after {latency * 1000:.0f} ms; resizer peak RSS {rss:.0f} MB")
+    assert latency <= 1.0, f"the photo's thumbnail took {latency:.2f} s"
+    assert rss <= 300, f"the resizer peaked at {rss:.0f} MB"

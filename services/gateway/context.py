@@ -28,6 +28,7 @@ class Images:
     public_url: str
     max_bytes: int
     max_pixels: int
+    max_decoded: int  # bytes an image may decode to (IMAGE_MAX_DECODED_BYTES)
     service_token: str | None  # None: thumbnail uploads are refused (503)
     pool: Executor  # Pillow and file I/O run here, off the event loop
 

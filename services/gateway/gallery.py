@@ -94,7 +94,9 @@ async def upload(request: web.Request) -> web.Response:
     data, filename, title = await _read_form(request, images.max_bytes)
     loop = asyncio.get_running_loop()
     try:
-        info = await loop.run_in_executor(images.pool, img.inspect, data, images.max_pixels)
+        info = await loop.run_in_executor(
+            images.pool, img.inspect, data, images.max_pixels, images.max_decoded
+        )
     except img.BadImage as exc:
         raise refuse(exc.status, str(exc)) from None
 

@@ -41,11 +41,19 @@ class ImageInfo:
         return EXTENSIONS[self.media_type]
 
 
-def inspect(data: bytes, max_pixels: int) -> ImageInfo:
+# Bytes per decoded pixel as Pillow stores RGB and RGBA: what decoding costs in memory.
+BYTES_PER_PIXEL = 4
+DEFAULT_MAX_DECODED = 96 * 2**20  # 6300x6300 RGB (159 MiB decoded, ~1.3 CPU-s) is over
+
+
+def inspect(data: bytes, max_pixels: int, max_decoded: int = DEFAULT_MAX_DECODED) -> ImageInfo:
     """The image's facts, after proving it decodes; ``BadImage`` for anything else.
 
     Dimensions are checked from the header *before* decoding: a decompression bomb (a few
-    KB claiming 50,000 x 50,000 pixels) is refused without allocating its pixels.
+    KB claiming 50,000 x 50,000 pixels) is refused without allocating its pixels, and so is
+    an image whose decoded pixels would take more than ``max_decoded`` bytes (a 131 KB PNG of
+    6300 x 6300 is under any sane pixel limit, yet decodes to 159 MiB; a JPEG is decoded at
+    1/8 scale here, so only a huge one comes near it).
     """
     if not data:
         raise BadImage("the file is empty")
@@ -64,6 +72,14 @@ def inspect(data: bytes, max_pixels: int) -> ImageInfo:
             # verify() does not decode JPEG data: decode it, at 1/8 scale where the
             # format allows (JPEG draft mode), so a truncated file is caught cheaply.
             img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            cost = img.width * img.height * BYTES_PER_PIXEL
+            if cost > max_decoded:
+                raise BadImage(
+                    f"{width}x{height} {img.format} decodes to {cost / 2**20:,.0f} MiB, over "
+                    f"the {max_decoded / 2**20:,.0f} MiB limit (IMAGE_MAX_DECODED_BYTES): "
+                    "send a JPEG or a smaller image",
+                    413,
+                )
             img.load()
     except BadImage:
         raise

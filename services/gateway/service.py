@@ -62,6 +62,9 @@ class Gateway(Service):
             public_url=settings.public_url,
             max_bytes=settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3),
             max_pixels=max_pixels,
+            max_decoded=settings.get_int(
+                "IMAGE_MAX_DECODED_BYTES", images.DEFAULT_MAX_DECODED, 2**20, 2**40
+            ),
             service_token=settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip() or None,
             pool=self.pool,
         )

@@ -8,6 +8,12 @@ The image's bytes never travel on the bus: the resizer GETs the original by its 
 PUTs each thumbnail to ``<url>/thumbnails/<size>`` with the service credential. A URL
 outside the gateway, a 4xx, or bytes that are not an image are ``Unprocessable``: the
 message is dead-lettered at once with the reason and the resizer goes on.
+
+Decoding is budgeted (issue 11): an image whose decoded pixels would take more than
+``IMAGE_MAX_DECODED_BYTES`` is refused from its header, unread; one under that but over
+``LIGHT_BYTES`` (a big PNG; any JPEG is decoded reduced, so photos are light) waits for the
+one heavy lane, so a batch of large images costs one decode at a time and never holds up
+the photos behind it, which have ``RESIZER_THREADS`` lanes of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.resources import Resources
 from services.resizer import thumbnails
+
+# ~4 Mpx decoded: a 2 MP photo is 8 MiB, a 24 MP JPEG decoded at 1/8 under 2 MiB.
+LIGHT_BYTES = 16 * 2**20
 
 
 def parse_sizes(raw: str) -> list[int]:
@@ -46,6 +55,9 @@ class Resizer(Service):
         self.sizes = parse_sizes(settings.get_str("THUMBNAIL_SIZES", "128,512"))
         self.max_bytes = settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3)
         self.max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
+        self.max_decoded = settings.get_int(
+            "IMAGE_MAX_DECODED_BYTES", 96 * 2**20, LIGHT_BYTES, 2**40
+        )
         token = settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip()
         if not token:
             raise ConfigError(
@@ -59,8 +71,10 @@ class Resizer(Service):
         # hold up MQTT acks and the next message. Pillow releases the GIL while it works,
         # so threads also resize two images at once on two cores.
         workers = settings.get_int("RESIZER_THREADS", os.cpu_count() or 2, 1, 64)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resize")
-        self.busy = asyncio.Semaphore(workers)  # bounds the originals held in memory
+        self.pool = ThreadPoolExecutor(max_workers=workers + 1, thread_name_prefix="resize")
+        # Each lane bounds the originals held in memory and the images decoded at once.
+        self.light = asyncio.Semaphore(workers)
+        self.heavy = asyncio.Semaphore(1)
 
     async def setup(self) -> None:
         await self.gateway.open()
@@ -69,17 +83,28 @@ class Resizer(Service):
         await self.gateway.close()
         self.pool.shutdown(wait=True)
 
+    async def _make(self, data: bytes) -> list[thumbnails.Thumb]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, thumbnails.make, data, self.sizes, self.max_pixels, self.max_decoded
+        )
+
     @handles(topics.IMAGE_CREATED)
     async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
         image = activity.object
-        async with self.busy:
+        longest = max(self.sizes)
+        claimed = thumbnails.estimate(image.width, image.height, image.mediaType, longest)
+        lane = self.light if claimed <= LIGHT_BYTES else self.heavy
+        async with lane:
             started = time.perf_counter()
             data, _type = await self.gateway.get_bytes(image.url, self.max_bytes)
             fetched = time.perf_counter()
-            try:
-                thumbs = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, thumbnails.make, data, self.sizes, self.max_pixels
-                )
+            try:  # the header, not the event, says what decoding costs
+                cost = thumbnails.measure(data, self.sizes, self.max_pixels, self.max_decoded)
+                if cost > LIGHT_BYTES and lane is self.light:
+                    async with self.heavy:  # larger than its event said
+                        thumbs = await self._make(data)
+                else:
+                    thumbs = await self._make(data)
             except thumbnails.NotAnImage as exc:
                 raise Unprocessable(f"{image.url}: {exc}") from None
             resized = time.perf_counter()
