@@ -12,6 +12,10 @@ the broker itself, on a short-lived clean-session connection, under its own topi
    publishes by then), see what else came; clear the retained message.
 
 ``python -m dovecote.capabilities [MQTT_URL]`` prints the result for any broker.
+
+A login pinned to one client id (Mosquitto's dynamic security, docs/deploying.md) cannot
+open that second connection: there ``DOVECOTE_BROKER_CAPABILITIES`` states the answer
+(``declared``) and no probe runs.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from dataclasses import dataclass
 
 from dovecote import activity as act
 from dovecote import topics
-from dovecote.config import BrokerAddress, parse_mqtt_url
+from dovecote.config import BrokerAddress, ConfigError, parse_mqtt_url
 from dovecote.mqtt import Connection, Message
 
+SHARED, RETAINED = "shared-subscriptions", "retained-to-wildcards"
 GRACE = 0.25  # after the marker, how long a late shared or retained copy may still come
 
 
@@ -43,6 +48,21 @@ class Capabilities:
             f"shared subscriptions: {yes(self.shared_subscriptions)}; "
             f"retained messages to wildcard subscriptions: {yes(self.retained_to_wildcards)}"
         )
+
+
+def declared(raw: str) -> Capabilities | None:
+    """``DOVECOTE_BROKER_CAPABILITIES``: empty, probe; ``none``, or a comma-separated list of
+    ``shared-subscriptions`` and ``retained-to-wildcards`` (Mosquitto 2.x: both)."""
+    names = {part.strip() for part in raw.split(",") if part.strip()}
+    if not names:
+        return None
+    if names != {"none"} and not names <= {SHARED, RETAINED}:
+        raise ConfigError(
+            f"DOVECOTE_BROKER_CAPABILITIES: a list of {SHARED}, {RETAINED}, or none; got {raw!r}"
+        )
+    return Capabilities(
+        shared_subscriptions=SHARED in names, retained_to_wildcards=RETAINED in names
+    )
 
 
 async def probe(

@@ -33,6 +33,7 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     path: str = "/mqtt"
+    ca_file: str | None = None  # PEM CA(s) for mqtts:// and wss://; None: the system's
 
     @property
     def tls(self) -> bool:
@@ -51,7 +52,7 @@ class BrokerAddress:
 _DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 
 
-def parse_mqtt_url(url: str) -> BrokerAddress:
+def parse_mqtt_url(url: str, ca_file: str | None = None) -> BrokerAddress:
     parts = urlsplit(url)
     if parts.scheme not in _DEFAULT_PORTS:
         raise ConfigError(f"MQTT_URL: scheme must be one of {sorted(_DEFAULT_PORTS)}, got {url!r}")
@@ -69,6 +70,7 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         path=parts.path or "/mqtt",
+        ca_file=ca_file or None,
     )
 
 
@@ -134,9 +136,12 @@ class Settings:
         if not public:
             shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
             public = f"http://{shown}:{port}"
+        ca_file = env.get("MQTT_CA_FILE", "").strip() or None
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ConfigError(f"MQTT_CA_FILE: no such file {ca_file!r}")
         return cls(
             mqtt_url=url,
-            broker=parse_mqtt_url(url),
+            broker=parse_mqtt_url(url, ca_file),
             root=root,
             instance=instance,
             log_level=level,

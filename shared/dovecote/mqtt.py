@@ -184,7 +184,8 @@ class Connection:
         if broker.username:
             c.username_pw_set(broker.username, broker.password)
         if broker.tls:
-            c.tls_set_context(ssl.create_default_context())
+            # Certificate and host name verified, against MQTT_CA_FILE or the system's CAs.
+            c.tls_set_context(ssl.create_default_context(cafile=broker.ca_file))
         if broker.websockets:
             c.ws_set_options(path=broker.path)
         if will is not None:

@@ -85,6 +85,7 @@ class Worker:
             log=self.log,
         )
         self.caps: Capabilities | None = None
+        self.declared = capabilities.declared(settings.get_str("DOVECOTE_BROKER_CAPABILITIES", ""))
         self.plan: pool.Plan | None = None
         self._ask_presence = False
         self.stopping = asyncio.Event()
@@ -191,7 +192,9 @@ class Worker:
         The check comes first: once ``setup`` has opened a server (the gateway's port), the
         subscriptions should follow at once, not a broker round trip later.
         """
-        self.caps = await capabilities.probe(self.settings.broker, self.root, self.client_id)
+        self.caps = self.declared or await capabilities.probe(
+            self.settings.broker, self.root, self.client_id
+        )
         self._resend_outbox()  # queued in paho; out as soon as the connection is up
         await self.service.setup()
         # 1: the only worker of its service (``dovecote run`` says so): plain subscriptions,

@@ -96,14 +96,22 @@ class ServiceProcess:
 class Probe:
     """A bus client for tests: records every message under the root, waits for some."""
 
-    def __init__(self, url: str, root: str, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        root: str,
+        persistent: bool = False,
+        *,
+        client_id: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.root = root
         self.messages: list[Message] = []
         self._changed = asyncio.Event()
         # persistent: the broker queues QoS 1 messages for it across its own reconnects.
         self.conn = Connection(
-            parse_mqtt_url(url),
-            f"probe-{uuid.uuid4().hex[:12]}",
+            parse_mqtt_url(url, ca_file),
+            client_id or f"probe-{uuid.uuid4().hex[:12]}",
             on_message=self._record,
             clean_session=not persistent,
             manual_ack=False,

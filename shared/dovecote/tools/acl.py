@@ -1,33 +1,35 @@
-"""Broker permissions generated from the topic registry: each service publishes only its own.
+"""Broker permissions generated from the topic registry and the services' declarations.
 
 ``python -m dovecote.tools.acl`` (run by ``make docs``) writes
 
-- ``deploy/mosquitto/acl``: a Mosquitto ``acl_file`` with one ``user`` block per service;
+- ``deploy/mosquitto/roles.json``: the dynamic-security plugin's roles (one per service,
+  the observer, the operator, the admin) and default access, for review; ``dovecote logins
+  init`` writes the plugin's file from the same source, with a login per worker;
 - ``deploy/rabbitmq/permissions.sh``: the ``rabbitmqctl`` commands for RabbitMQ's users,
   vhost permissions and topic permissions (matched against the dotted AMQP form);
 
-and ``--check`` fails when the committed files differ (a test runs it). A service may read
-everything under the root, and write the topics whose registry publisher is that service,
-plus the topics every service publishes (``*``) with its own name filled in. The user
-``observer`` may only read (dashboards, ``mosquitto_sub``); the user ``operator`` may read,
-and write the operators' commands (``dovecote deadletter``), nothing else.
+and ``--check`` fails when the committed files differ (a test runs it). Who may read and
+write what is ``dovecote.tools.logins``: each service reads exactly what its workers
+subscribe to and writes what the registry says it publishes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 
-from dovecote import topics
 from dovecote.project import PROJECT
+from dovecote.tools import logins
+from dovecote.tools.client import TOOL_IDS
 from dovecote.tools.docs import load_service_topics
+from dovecote.tools.logins import OBSERVER, OPERATOR, writable
 from dovecote.tools.supervisor import discover
 
-MOSQUITTO_ACL = PROJECT / "deploy" / "mosquitto" / "acl"
+MOSQUITTO_ROLES = PROJECT / "deploy" / "mosquitto" / "roles.json"
 RABBITMQ_PERMISSIONS = PROJECT / "deploy" / "rabbitmq" / "permissions.sh"
-OBSERVER = "observer"
-OPERATOR = "operator"  # the person at `dovecote deadletter`: publisher "operator" topics
+__all__ = ["OBSERVER", "OPERATOR", "services", "writable"]
 
 
 def services() -> list[str]:
@@ -35,43 +37,8 @@ def services() -> list[str]:
     return sorted(discover())
 
 
-def writable(service: str, root: str) -> list[str]:
-    """The MQTT filters ``service`` (or the operator) may publish to."""
-    out: list[str] = []
-    mine = (OPERATOR,) if service == OPERATOR else (service, "*")
-    for t in topics.all_topics():
-        if t.publisher not in mine:
-            continue
-        # Its own name fills {service} only in the topics every service publishes (its
-        # presence, its dead letters); in a topic of its own, {service} names another
-        # service (the deadletters' commands/{service}/redeliver), so any is allowed.
-        own_slot = t.publisher == "*"
-        params = {p: (service if own_slot and p == "service" else "+") for p in t.params}
-        levels = [params[lv[1:-1]] if lv.startswith("{") else lv for lv in t.levels]
-        out.append("/".join([root, *levels]))
-    return sorted(set(out))
-
-
-def mosquitto_acl(root: str = "dovecote") -> str:
-    lines = [
-        "# Dovecote's Mosquitto ACL, generated from the topic registry by",
-        "# `python -m dovecote.tools.acl` (make docs): do not edit. Each service connects as the",
-        "# user of its own name (MQTT_URL=mqtt://<service>:<password>@host) and may publish",
-        "# only its own topics. Mosquitto checks a $share/<group>/<filter> subscription",
-        "# against <filter>. A denied publish from an MQTT 3.1.1 client still gets its",
-        "# PUBACK and is dropped; at log_type debug the broker logs 'Denied PUBLISH'.",
-        "",
-        f"user {OBSERVER}",
-        f"topic read {root}/#",
-        "",
-        f"user {OPERATOR}",
-        f"topic read {root}/#",
-        *(f"topic write {f}" for f in writable(OPERATOR, root)),
-    ]
-    for service in services():
-        lines += ["", f"user {service}", f"topic read {root}/#"]
-        lines += [f"topic write {f}" for f in writable(service, root)]
-    return "\n".join(lines) + "\n"
+def mosquitto_roles(root: str = "dovecote") -> str:
+    return json.dumps(logins.roles_config(root), indent=2) + "\n"
 
 
 def _amqp_regex(filters: list[str]) -> str:
@@ -85,11 +52,20 @@ def _amqp_regex(filters: list[str]) -> str:
     return "^(" + "|".join(alts) + ")$"
 
 
+def _queues(client_ids: str) -> str:
+    """The MQTT plugin's session queues of the client ids that ``client_ids`` matches."""
+    return f"mqtt-subscription-{client_ids}qos[01]"
+
+
 def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str:
-    # RabbitMQ 3.10 takes $share/<group>/<filter> literally and checks its read permission
-    # as such: allowed, or a worker's start-up probe for shared subscriptions (shared/
-    # capabilities.py) has its connection closed, and the worker cannot start.
-    read_all = _amqp_regex([f"{root}/#", f"$share/+/{root}/#"])
+    # RabbitMQ 3.10 cannot tie a client id to a user: any user may connect with any id
+    # (and so disconnect its holder). What it can bind is the session queue that id
+    # resumes, mqtt-subscription-<client id>qos1: each user may declare, bind and consume
+    # only the queues of its own ids, so another's session is never consumed.
+    # It also takes $share/<group>/<filter> literally and checks its read permission as
+    # such: allowed beside each filter, or a worker's start-up probe for shared
+    # subscriptions (shared/capabilities.py) has its connection closed.
+    tools = "|".join(sorted(TOOL_IDS))
     lines = [
         "#!/bin/sh",
         "# Dovecote's RabbitMQ users and permissions, generated from the topic registry by",
@@ -98,25 +74,38 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         "# environment:",
         "#   DOVECOTE_PW_<SERVICE>=... sh permissions.sh",
         "# Topic permissions are matched against the AMQP routing key, where MQTT's / is a .",
+        "# A user may use only its own MQTT session queues: a service's workers connect as",
+        f"# {root}-<service>-<instance>, the observer and the operator with the tools' ids",
+        f"# ({root}-<tool>-<8 hex digits>).",
         "set -eu",
         f"VHOST={vhost}",
         'rabbitmqctl add_vhost "$VHOST" 2>/dev/null || true',
         "",
-        "user() {  # name, password, write regex",
+        "user() {  # name, password, its session queues, write regex, read regex",
         '  rabbitmqctl add_user "$1" "$2" 2>/dev/null || rabbitmqctl change_password "$1" "$2"',
-        "  # configure: its own MQTT session queues; write/read: amq.topic only",
-        '  rabbitmqctl set_permissions -p "$VHOST" "$1" "^mqtt-subscription-.*" '
-        '"^(amq\\.topic|mqtt-subscription-.*)$" "^(amq\\.topic|mqtt-subscription-.*)$"',
-        f'  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$3" \'{read_all}\'',
+        "  # configure: its own MQTT session queues; write/read: amq.topic and those queues",
+        '  rabbitmqctl set_permissions -p "$VHOST" "$1" "^$3$" '
+        '"^(amq\\.topic|$3)$" "^(amq\\.topic|$3)$"',
+        '  rabbitmqctl set_topic_permissions -p "$VHOST" "$1" amq.topic "$4" "$5"',
         "}",
         "",
-        f"user {OBSERVER} \"$DOVECOTE_PW_{OBSERVER.upper()}\" '^$'",
-        f'user {OPERATOR} "$DOVECOTE_PW_{OPERATOR.upper()}" '
-        f"'{_amqp_regex(writable(OPERATOR, root))}'",
     ]
-    for service in services():
-        regex = _amqp_regex(writable(service, root))
-        lines.append(f"user {service} \"$DOVECOTE_PW_{service.upper()}\" '{regex}'")
+    people = _queues(f"{root}-({tools})-[0-9a-f]{{8}}")
+    for who, grant in (
+        (OBSERVER, logins.observer_grant(root)),
+        (OPERATOR, logins.operator_grant(root)),
+    ):
+        write = _amqp_regex(list(grant.write)) if grant.write else "^$"
+        read = _amqp_regex([*grant.read, *(f"$share/+/{f}" for f in grant.read)])
+        lines.append(f"user {who} \"$DOVECOTE_PW_{who.upper()}\" '{people}' '{write}' '{read}'")
+    for service, cls in sorted(logins.service_classes().items()):
+        grant = logins.service_grant(cls, root)
+        write = _amqp_regex(list(grant.write))
+        read = _amqp_regex([*grant.read, *(f"$share/+/{f}" for f in grant.read)])
+        own = _queues(f"{re.escape(root)}-{service}-[a-z0-9_-]+")
+        lines.append(
+            f"user {service} \"$DOVECOTE_PW_{service.upper()}\" '{own}' '{write}' '{read}'"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_service_topics()
     stale = []
-    files = {MOSQUITTO_ACL: mosquitto_acl(), RABBITMQ_PERMISSIONS: rabbitmq_permissions()}
+    files = {MOSQUITTO_ROLES: mosquitto_roles(), RABBITMQ_PERMISSIONS: rabbitmq_permissions()}
     for path, text in files.items():
         if args.check:
             if not path.exists() or path.read_text() != text:

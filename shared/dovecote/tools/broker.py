@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable
@@ -70,10 +71,15 @@ _PROBE_CONNECT = bytes([0x10, 0x1C, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 
 _PROBE_CONNECT += bytes([0x00, 0x10]) + b"dovecote-probe-1"
 
 
-def mqtt_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True if something at host:port speaks MQTT (any CONNACK, even 'not authorised')."""
+def mqtt_answers(host: str, port: int, timeout: float = 1.0, ca_file: str | None = None) -> bool:
+    """True if something at host:port speaks MQTT (any CONNACK, even 'not authorised');
+    over TLS, verified against ``ca_file``, when one is given."""
     try:
-        with socket.create_connection((host, port), timeout) as s:
+        with contextlib.ExitStack() as stack:
+            s = stack.enter_context(socket.create_connection((host, port), timeout))
+            if ca_file is not None:
+                tls = ssl.create_default_context(cafile=ca_file)
+                s = stack.enter_context(tls.wrap_socket(s, server_hostname=host))
             s.settimeout(timeout)
             s.sendall(_PROBE_CONNECT)
             reply = s.recv(4)
@@ -150,6 +156,7 @@ class PrivateMosquitto:
     host: str = "127.0.0.1"
     extra_config: str = ""
     config_text: str | None = None  # a whole config (e.g. production.conf, adapted) instead
+    ca_file: str | None = None  # its port speaks TLS, with a certificate this CA signed
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -201,7 +208,7 @@ class PrivateMosquitto:
                 err_text = (self.directory / "stderr.log").read_text(errors="replace")
                 log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
                 raise BrokerUnavailable(f"mosquitto exited at start: {err_text}{log[-2000:]}")
-            if mqtt_answers(self.host, self.port, 0.5):
+            if mqtt_answers(self.host, self.port, 0.5, self.ca_file):
                 return self
             time.sleep(0.05)
         self.stop()

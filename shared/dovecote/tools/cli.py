@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from dovecote.config import ConfigError, Settings, data_dir
-from dovecote.tools import broker, deadletter, publish, scaffold, supervisor, tail
+from dovecote.tools import broker, deadletter, logins, publish, scaffold, supervisor, tail
 
 DATA_DIR = data_dir()
 
@@ -80,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where a private broker keeps its data (default: .dovecote/)",
     )
     run.set_defaults(func=cmd_run)
-    for command in (scaffold, tail, publish, deadletter):  # each module adds its own subcommand
+    for command in (
+        scaffold,
+        tail,
+        publish,
+        deadletter,
+        logins,
+    ):  # each module adds its own subcommand
         command.add_command(sub)
     args = parser.parse_args(argv)
     code: int = args.func(args)

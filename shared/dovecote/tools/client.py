@@ -14,6 +14,10 @@ from dovecote.config import Settings
 from dovecote.errors import DovecoteError
 from dovecote.mqtt import Connection, Message
 
+# The tools' client ids are <root>-<tool>-<8 hex digits> (or MQTT_CLIENT_ID): the RabbitMQ
+# permissions let the observer and the operator use those ids' session queues only.
+TOOL_IDS = ("deadletter", "publish", "tail")
+
 
 class Unreachable(DovecoteError, RuntimeError):
     """The broker did not accept a connection in time; ``str()`` says where we tried."""
@@ -25,9 +29,12 @@ async def connect(
     on_message: Callable[[Message], None] = lambda _: None,
     timeout: float = 10.0,
 ) -> Connection:
+    # A login pinned to one client id (Mosquitto's dynamic security: docs/deploying.md)
+    # connects with that one.
+    client_id = settings.get_str("MQTT_CLIENT_ID", f"{settings.root}-{tool}-{uuid.uuid4().hex[:8]}")
     conn = Connection(
         settings.broker,
-        f"{settings.root}-{tool}-{uuid.uuid4().hex[:8]}",
+        client_id,
         on_message=on_message,
         clean_session=True,
         manual_ack=False,
