@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -650,6 +651,77 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
         assert tried > 10 * len(USERS)
         assert leaked(observer) == [], "forged messages got through"
         assert all(p.alive() for p in procs)
+
+        # Session takeover: points stopped, 5 uploads wait in its session queue; every
+        # user connects with every service worker's client id, resumes that session and
+        # subscribes to the uploads. RabbitMQ lets the CONNECT through (and disconnects the
+        # id's holder: it cannot bind an id to a user), but no user may use another's
+        # session queue: nothing is delivered, and points, back, awards all 5.
+        points = next(p for p in procs if p.name == "points")
+        assert await asyncio.to_thread(points.stop) == 0
+        await observer.wait_for("services/points/1", lambda a: a["type"] == "Leave")
+        gateway = connect_as("gateway")
+        gateway.start()
+        await gateway.wait_connected(10)
+        events = uploads(env, 5)
+        for event in events:
+            gateway.publish(f"{ROOT}/events/image/created", act.encode(event))
+        assert await gateway.flush(10)
+        await gateway.stop()
+        taken, accepted, fights = 0, 0, 0
+        for user in USERS:
+            for victim in SERVICES:
+                if victim == user:
+                    continue
+                code, got = await asyncio.to_thread(
+                    resume_and_take, broker.host, broker.port, f"{ROOT}-{victim}-1", url_for(user)
+                )
+                accepted += code == 0
+                taken += got
+                fights += 1
+        print(f"RabbitMQ: {fights} takeover attempts, {accepted} CONNACKs accepted, {taken} taken")
+        assert taken == 0, f"{taken} message(s) delivered to a login that took another's id"
+        procs.append(ServiceProcess("points", points.env, tmp_path).start())
+        contexts = {e["context"] for e in events}
+        awarded = await observer.wait_for(
+            "events/points/awarded", lambda a: a.get("context") in contexts, count=5, timeout=60
+        )
+        assert {a["context"] for a in awarded} == contexts
     finally:
         stop_federation(procs)
         await observer.stop()
+
+
+def resume_and_take(host: str, port: int, client_id: str, url: str) -> tuple[int, int]:
+    """Connect as ``url``'s user with ``client_id``, resume its session, subscribe to the
+    uploads and acknowledge what comes for 0.5 s. (CONNACK code, messages taken); -1: the
+    connection was closed before a CONNACK."""
+    address = parse_mqtt_url(url)
+    assert address.username and address.password
+    with socket.create_connection((host, port), 5) as sock:
+        sock.sendall(connect_packet(client_id, address.username, address.password, False))
+        reply = sock.recv(4)
+        if len(reply) < 4:
+            return -1, 0
+        if reply[3] != 0:
+            return reply[3], 0
+        topic = f"{ROOT}/events/image/created".encode()
+        body = (1).to_bytes(2, "big") + len(topic).to_bytes(2, "big") + topic + b"\x01"
+        sock.sendall(bytes([0x82, len(body)]) + body)
+        sock.settimeout(0.5)
+        taken, data = 0, b""
+        with contextlib.suppress(OSError):  # a timeout, or the broker closing it
+            while chunk := sock.recv(65536):
+                data += chunk
+        i = 0
+        while i + 1 < len(data):  # count the PUBLISH packets (fixed header 0x3_)
+            size, shift, j = 0, 0, i + 1
+            while True:
+                size |= (data[j] & 0x7F) << shift
+                shift += 7
+                j += 1
+                if not data[j - 1] & 0x80:
+                    break
+            taken += data[i] >> 4 == 3
+            i = j + size
+        return 0, taken
