@@ -521,6 +521,167 @@ async def test_each_login_reads_exactly_what_its_handlers_subscribe_to(secured: 
     assert checked == 2 * len(wanted) * len(SERVICES)
 
 
+def notification(person: str, text: str) -> bytes:
+    """A notification for ``person`` as the notifier publishes it."""
+    web = "http://127.0.0.1:8080"
+    upload = act.new("Create", ADA, {"type": "Note", "content": text})
+    note = act.new("Announce", act.service_actor("notifier"), upload, summary=text)
+    note["to"] = [f"{web}/users/{person}"]
+    return act.encode(note)
+
+
+@pytest.mark.slow
+async def test_a_persons_own_device_reads_their_notifications_and_nothing_else(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """Issue 11: ada gets a login of her own, minted on the running broker through the
+    dynamic-security plugin's control topic. With it, over secure websockets, every
+    subscription but her own topic is refused and nothing she publishes reaches anyone;
+    the example device client prints her notifications and not grace's. Minting again
+    replaces it: the old password stops working and the device is cut off."""
+    admin = secured.address(logins.ADMIN)
+    ada = await logins.mint_person(admin, f"{ROOT}-{logins.ADMIN}", "ada", ROOT)
+    # grace's through the command an operator types (as the admin, from the environment)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "dovecote.tools.cli", "logins", "person", "grace"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ
+        | {
+            "MQTT_URL": secured.url(logins.ADMIN),
+            "MQTT_CA_FILE": str(secured.certs.ca),
+            "MQTT_CLIENT_ID": f"{ROOT}-{logins.ADMIN}",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    minted = json.loads(done.stdout)
+    assert minted["topic"] == f"{ROOT}/users/grace/notifications"
+    grace = logins.Login(
+        minted["username"], minted["password"], minted["clientId"], f"{ROOT}-person-grace"
+    )
+    assert ada.username == "person-ada" and ada.client_id == f"{ROOT}-person-ada"
+    secured.logins |= {ada.username: ada, grace.username: grace}
+    topic = f"{ROOT}/users/ada/notifications"
+    ca = str(secured.certs.ca)
+    watch = Probe(secured.url(WATCH), ROOT, client_id=f"{ROOT}-{WATCH}", ca_file=ca)
+    await watch.start()
+    notifier = secured.connection("notifier-2")
+    notifier.start()
+    await notifier.wait_connected(10)
+
+    # Her login (one client id: the device is not running yet) tries everything else.
+    own = secured.connection(ada.username, "wss")
+    own.start()
+    await own.wait_connected(10)
+    for f in (
+        f"{ROOT}/users/grace/notifications",
+        f"{ROOT}/users/+/notifications",
+        f"{ROOT}/#",
+        "#",
+        f"{ROOT}/events/image/created",
+    ):
+        granted = own.subscribe(f, 1)
+        assert granted is not None
+        assert (await asyncio.wait_for(granted, 10))[0] >= 0x80, f"ada may read {f}"
+    granted = own.subscribe(topic, 1)
+    assert granted is not None and (await asyncio.wait_for(granted, 10))[0] == 1
+    for t in (topic, f"{ROOT}/events/image/created", f"{ROOT}/services/query"):
+        own.publish(t, forged_by("ada"))
+    assert await own.flush(10)
+    await own.stop()
+    await asyncio.sleep(0.5)
+    assert leaked(watch) == [], "ada's publishes got through"
+
+    credential = tmp_path / "ada.json"
+    fields = {"username": ada.username, "password": ada.password, "clientId": ada.client_id}
+    credential.write_text(json.dumps(fields | {"topic": topic}))
+    wss = f"wss://{secured.broker.host}:{secured.broker.ws_port}/mqtt"
+    device = subprocess.Popen(  # noqa: ASYNC220 (its own process, read in a thread)
+        [
+            sys.executable,
+            "-m",
+            "examples.device",
+            "--url",
+            wss,
+            "--login",
+            str(credential),
+            "--ca-file",
+            ca,
+        ],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert device.stdout is not None and device.stderr is not None
+
+    async def next_line() -> str:
+        assert device.stdout is not None
+        return (await asyncio.wait_for(asyncio.to_thread(device.stdout.readline), 15)).strip()
+
+    try:
+        assert await next_line() == f"listening on {topic}"
+        notifier.publish(f"{ROOT}/users/grace/notifications", notification("grace", "grace"))
+        notifier.publish(topic, notification("ada", "for ada"))
+        assert await next_line() == "for ada"  # grace's, published first, never came
+
+        # Minted again: the old password is refused, the device is cut off.
+        renewed = await logins.mint_person(admin, f"{ROOT}-{logins.ADMIN}", "ada", ROOT)
+        assert renewed.password != ada.password
+        code = await asyncio.wait_for(asyncio.to_thread(device.wait), 30)
+        assert code == 1 and "refused the login" in device.stderr.read()
+        assert connack(secured, ada.client_id, ada.username, ada.password, True) == 5
+        assert connack(secured, ada.client_id, ada.username, renewed.password, True) == 0
+    finally:
+        if device.poll() is None:
+            device.kill()
+            device.wait()
+        device.stdout.close()
+        device.stderr.close()
+        await notifier.stop()
+        await watch.stop()
+
+
+def test_logins_init_writes_the_plugins_file_and_one_secret_env_per_login(
+    tmp_path: Path,
+) -> None:
+    """`dovecote logins init`: every login pinned to its id, each env file private."""
+    target, env_dir = tmp_path / "dynamic-security.json", tmp_path / "logins"
+    args = ["logins", "init", str(target), "--url", "mqtts://mq.example:8883"]
+    args += ["--env-dir", str(env_dir), "--workers", "gateway=2", "resizer"]
+    done = subprocess.run(
+        [sys.executable, "-m", "dovecote.tools.cli", *args], cwd=PROJECT, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    config = json.loads(target.read_text())
+    pinned = {c["username"]: c["clientid"] for c in config["clients"]}
+    assert pinned == {
+        "admin": "dovecote-admin",
+        "observer": "dovecote-observer",
+        "operator": "dovecote-operator",
+        "gateway-1": "dovecote-gateway-1",
+        "gateway-2": "dovecote-gateway-2",
+        "resizer-1": "dovecote-resizer-1",
+    }
+    assert config["defaultACLAccess"]["publishClientReceive"] is False
+    env = (env_dir / "gateway-2.env").read_text()
+    assert "MQTT_URL=mqtts://gateway-2:" in env and "MQTT_CLIENT_ID=dovecote-gateway-2" in env
+    assert all(f.stat().st_mode & 0o077 == 0 for f in [target, *env_dir.iterdir()])
+    again = subprocess.run(
+        [sys.executable, "-m", "dovecote.tools.cli", *args], cwd=PROJECT, capture_output=True
+    )
+    assert again.returncode == 1 and b"exists" in again.stderr  # never overwritten unasked
+    bad = subprocess.run(
+        [sys.executable, "-m", "dovecote.tools.cli", *args[:-2], "--workers", "nosuch"],
+        cwd=PROJECT,
+        capture_output=True,
+    )
+    assert bad.returncode == 2 and b"unknown service" in bad.stderr
+
+
 def test_the_production_config_has_no_plaintext_listener() -> None:
     """Every listener of production.conf has a certificate: TLS, or nothing."""
     text = (PROJECT / "deploy" / "mosquitto" / "production.conf").read_text()
