@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from yarl import URL
 from dovecote import activity as act
 from dovecote.testing.plugin import ServiceProcess, wait_until
 from tests import imagefiles
+from tests.chaos import FaultRow, record
 from tests.fixtures import Pipeline, joined
 from tests.test_gateway_process import Browserish
 
@@ -368,7 +370,7 @@ async def test_a_finished_build_notifies_and_a_successful_one_earns_points(
 def peak_rss_mb(service: ServiceProcess) -> float:
     """The process's high-water resident memory (VmHWM), in MB."""
     assert service.process is not None
-    status = open(f"/proc/{service.process.pid}/status").read()  # noqa: SIM115
+    status = Path(f"/proc/{service.process.pid}/status").read_text()
     [kb] = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
     return int(kb) / 1024
 
@@ -410,6 +412,19 @@ async def test_a_batch_of_decode_amplifiers_neither_bloats_the_resizer_nor_delay
     letters = await probe.wait_for("deadletter/resizer", count=20, timeout=30)
     assert all("IMAGE_MAX_DECODED_BYTES" in letter["summary"] for letter in letters)
     await probe.wait_for("events/image/resized", count=5, timeout=60)  # the 4 large, too
+    await asyncio.sleep(0.5)  # a second answer to any of them would come right behind
+    answered = [a["object"]["id"] for a in probe.on("events/image/resized")]
+    answered += [orjson.loads(letter["object"]["content"])["object"]["id"] for letter in letters]
+    expected = {c["object"]["id"] for c in [*batch, photo]}
+    record(
+        FaultRow(
+            "20 decode amplifiers and 4 large PNGs ahead of a photo (resized or refused)",
+            len(expected),
+            len(set(answered) & expected),
+            len(expected - set(answered)),
+            len(answered) - len(set(answered)),
+        )
+    )
     rss = peak_rss_mb(p.services["resizer"])
     print(f"photo's thumbnail after {latency * 1000:.0f} ms; resizer peak RSS {rss:.0f} MB")
     assert latency <= 1.0, f"the photo's thumbnail took {latency:.2f} s"
