@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from dovecote.capabilities import Capabilities, declared
 from dovecote.config import ConfigError, Settings, parse_mqtt_url
 
 
@@ -38,3 +41,24 @@ def test_mqtt_url_with_credentials_is_parsed_and_redacted() -> None:
 def test_bad_settings_are_reported_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_broker_capabilities_can_be_stated_instead_of_probed() -> None:
+    """A login pinned to one client id cannot open the probe's second connection."""
+    assert declared("") is None and declared(" , ") is None  # empty: probe at start
+    assert declared("shared-subscriptions,retained-to-wildcards") == Capabilities(True, True)
+    assert declared("retained-to-wildcards") == Capabilities(False, True)
+    assert declared("none") == Capabilities(False, False)
+    for bad in ("yes", "shared", "none,shared-subscriptions"):
+        with pytest.raises(ConfigError, match="DOVECOTE_BROKER_CAPABILITIES"):
+            declared(bad)
+
+
+def test_a_ca_file_is_checked_at_start_and_carried_to_the_broker_address(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = Settings.from_env({"MQTT_URL": "mqtts://h:8883", "MQTT_CA_FILE": str(ca)})
+    assert s.broker.tls and s.broker.ca_file == str(ca)
+    assert Settings.from_env({"MQTT_URL": "mqtts://h"}).broker.ca_file is None
+    with pytest.raises(ConfigError, match="MQTT_CA_FILE"):
+        Settings.from_env({"MQTT_URL": "mqtts://h", "MQTT_CA_FILE": str(tmp_path / "nope")})
