@@ -2,7 +2,15 @@
 
 Nothing a browser sends reaches the bus except through ``parse``: an unknown command, an
 unknown or mistyped field, or a body that is not a JSON object is a ``CommandError`` with a
-reason, which the gateway answers with a 4xx or an error frame.
+reason, which the gateway answers with a 4xx or an error frame. The actor is always the
+person asking (their session or token), never anything the body says.
+
+| method and path        | who      | what                                          |
+|------------------------|----------|-----------------------------------------------|
+| POST /api/builds       | a person | start a build (`{"shouldFail": bool}`): 202   |
+| POST /api/builds/stop  | a person | stop it (`{"id": build id}`, or the running)  |
+
+The websocket takes the same commands as frames (``live.py``).
 """
 
 from __future__ import annotations
@@ -10,9 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+from aiohttp import web
+
 from dovecote import activity as act
 from dovecote import topics
+from dovecote.errors import BusError
 from dovecote.topics import Topic
+from services.gateway import sessions
+from services.gateway.context import CTX
 
 Builder = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -65,3 +79,52 @@ def parse(name: object, body: object, actor: Mapping[str, Any]) -> tuple[Topic, 
     except act.InvalidActivity as exc:
         raise CommandError(str(exc)) from None
     return entry, activity
+
+
+# --- over HTTP -------------------------------------------------------------------------------
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/builds", start_build)
+    app.router.add_post("/api/builds/stop", stop_build)
+
+
+async def json_body(request: web.Request) -> object:
+    if request.content_type != "application/json":
+        # Also what keeps cross-site HTML forms out: they cannot send application/json.
+        raise web.HTTPUnsupportedMediaType(text="send Content-Type: application/json")
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=f"malformed JSON: {exc}") from None
+
+
+async def _submit(request: web.Request, name: str) -> web.Response:
+    ctx = request.app[CTX]
+    who = await sessions.need_person(request)
+    body = await json_body(request)
+    try:
+        entry, activity = parse(name, body, ctx.directory.actor(who))
+    except CommandError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    ctx.limits.check("commands", who.id, request)
+    try:
+        ctx.publish(entry, activity)
+    except BusError as exc:
+        error = web.HTTPServiceUnavailable(text=f"cannot accept this now: {exc}")
+        error.headers["Retry-After"] = "10"
+        raise error from None
+    return web.json_response(
+        {"id": activity["id"], "topic": f"{ctx.root}/{entry.pattern}"}, status=202
+    )
+
+
+async def start_build(request: web.Request) -> web.Response:
+    return await _submit(request, "build.start")
+
+
+async def stop_build(request: web.Request) -> web.Response:
+    return await _submit(request, "build.stop")

@@ -1,21 +1,23 @@
-"""What every gateway request handler shares: the app's context and who is asking."""
+"""What every gateway request handler shares: the app's context, one object per process."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from dovecote.topics import Topic
-from services.gateway.hub import Hub
-from services.gateway.store import ImageStore
-from services.gateway.users import Directory, User
 
-USER_COOKIE = "dovecote_user"
+if TYPE_CHECKING:  # the features import CTX from here; this module imports none of them
+    from services.gateway.directory import Directory
+    from services.gateway.hub import Hub
+    from services.gateway.inbox import InboxClient
+    from services.gateway.limits import Limits
+    from services.gateway.people import People
+    from services.gateway.store import ImageStore
 
 Publish = Callable[[Topic, dict[str, Any]], None]
 
@@ -36,36 +38,17 @@ class Images:
 @dataclass
 class Context:
     hub: Hub
+    people: People
     directory: Directory
-    publish: Publish
+    publish: Publish  # durable: what a 201/202 promised survives a crash (the outbox)
     root: str
+    public_url: str
+    session_key: str  # a Fernet key (DOVECOTE_SESSION_KEY)
+    session_max_age: int  # seconds
+    inbox: InboxClient
+    limits: Limits
+    hashing: Executor  # password hashing (~0.1 s of CPU each) runs here
     images: Images | None = None
 
 
 CTX = web.AppKey("ctx", Context)
-
-
-def current_user(request: web.Request) -> User:
-    """Who the browser says it is (demo users: choosing is all it takes).
-
-    Asking for someone who is not in the directory is refused, never answered with the
-    default user: that socket would get another person's notifications. A stale cookie
-    (the directory changed) falls back to the default.
-    """
-    directory = request.app[CTX].directory
-    asked = request.query.get("as")
-    if asked is not None:
-        user = directory.users.get(asked)
-        if user is None:
-            raise web.HTTPBadRequest(text=f"no such user {asked[:64]!r}")
-        return user
-    return directory.users.get(request.cookies.get(USER_COOKIE) or "", directory.default)
-
-
-def same_origin(request: web.Request) -> bool:
-    """Refuse cross-site requests (websocket hijacking, cross-site form posts).
-
-    Browsers send ``Origin`` on these; scripts such as curl send none and are let through.
-    """
-    origin = request.headers.get("Origin")
-    return origin is None or urlsplit(origin).netloc == request.host

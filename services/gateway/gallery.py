@@ -3,13 +3,16 @@
 | method and path                          | who            | what                         |
 |------------------------------------------|----------------|------------------------------|
 | POST /api/images (multipart: file, title) | a person       | store, publish Create Image  |
+| GET  /api/images/recent                  | anyone         | the newest, as a page shows  |
 | GET  /images/{id}                        | anyone         | the original                 |
 | GET  /images/{id}/thumbnails             | anyone         | which sizes exist            |
 | GET  /images/{id}/thumbnails/{size}      | anyone         | one thumbnail                |
 | PUT  /images/{id}/thumbnails/{size}      | a service      | store a thumbnail (bearer)   |
 
-An upload is checked completely (size, then Pillow) *before* anything is written, written
-atomically, and only then announced: a refused upload leaves no file and no message.
+An upload is by the person signed in (or whose token it carries), within their rate limits
+(``RATE_UPLOADS_PERSON``, ``RATE_UPLOADS_ADDRESS``). It is checked completely (size, then
+Pillow) *before* anything is written, cleaned of location metadata (``metadata.py``),
+written atomically, and only then announced: a refused upload leaves no file and no message.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.mqtt import BusError
 from services.gateway import images as img
-from services.gateway.context import CTX, Images, current_user, same_origin
+from services.gateway import metadata, sessions
+from services.gateway.context import CTX, Images
 from services.gateway.store import BadName, NotFound, StoredFile, new_id, valid_id, valid_size
 
 log = logging.getLogger("dovecote.gateway.images")
@@ -84,19 +88,19 @@ def _images(request: web.Request) -> Images:
 
 async def upload(request: web.Request) -> web.Response:
     ctx, images = request.app[CTX], _images(request)
-    if not same_origin(request):
-        raise refuse(403, "cross-origin upload refused")
+    user = await sessions.need_person(request)  # before reading: a stranger is refused at once
     if request.content_type != "multipart/form-data":
         raise refuse(415, "send multipart/form-data with a `file` field: curl -F file=@cat.jpg")
     if (request.content_length or 0) > images.max_bytes + FORM_OVERHEAD:
         raise refuse(413, f"uploads are limited to {images.max_bytes:,} bytes")
-    user = current_user(request)  # before reading: an unknown user is refused at once
+    ctx.limits.check("uploads", user.id, request)
     data, filename, title = await _read_form(request, images.max_bytes)
     loop = asyncio.get_running_loop()
     try:
         info = await loop.run_in_executor(
             images.pool, img.inspect, data, images.max_pixels, images.max_decoded
         )
+        data, info = await loop.run_in_executor(images.pool, metadata.clean, data, info)
     except img.BadImage as exc:
         raise refuse(exc.status, str(exc)) from None
 

@@ -53,12 +53,13 @@ def notice(kind: str, **fields: object) -> bytes:
 
 
 class Client:
-    """One browser socket: its user, its transport and, only while it lags, its queue."""
+    """One browser socket: its person (None: signed out), its transport and, only while it
+    lags, its queue."""
 
     __slots__ = ("backlog", "held", "hub", "transport", "user", "ws")
 
     def __init__(
-        self, hub: Hub, ws: web.WebSocketResponse, transport: asyncio.Transport, user: str
+        self, hub: Hub, ws: web.WebSocketResponse, transport: asyncio.Transport, user: str | None
     ) -> None:
         self.hub = hub
         self.ws = ws
@@ -120,8 +121,9 @@ class Hub:
         self._drainer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
-    def join(self, ws: web.WebSocketResponse, request: web.Request, user: str) -> Client:
-        """Register a prepared socket; the frames broadcast from now on are its frames."""
+    def join(self, ws: web.WebSocketResponse, request: web.Request, user: str | None) -> Client:
+        """Register a prepared socket; the frames broadcast from now on are its frames.
+        ``user``: whose frames it also gets (``send_to_user``); None gets the public ones."""
         if ws.compress:
             raise ValueError("the hub writes shared frames: sockets must be uncompressed")
         transport = request.transport
@@ -130,15 +132,16 @@ class Hub:
         self.flush()  # frames broadcast before it joined are not its frames
         client = Client(self, ws, transport, user)
         self.clients.add(client)
-        self.by_user.setdefault(user, set()).add(client)
+        if user is not None:
+            self.by_user.setdefault(user, set()).add(client)
         return client
 
     def leave(self, client: Client) -> None:
         self.clients.discard(client)
         self._lagging.discard(client)
         client.backlog = None
-        users = self.by_user.get(client.user)
-        if users is not None:
+        users = self.by_user.get(client.user) if client.user is not None else None
+        if users is not None and client.user is not None:
             users.discard(client)
             if not users:
                 del self.by_user[client.user]

@@ -53,8 +53,9 @@ class ReplayRing:
             return f"seq {since} is too old: the gateway holds {self.first} to {self.seq}"
         return None
 
-    def after(self, since: int, user: str) -> list[bytes]:
-        """The framed messages numbered above ``since`` that ``user`` may see, in order.
+    def after(self, since: int, user: str | None) -> list[bytes]:
+        """The framed messages numbered above ``since`` that ``user`` may see, in order
+        (``user`` None: a signed-out socket, the frames for everyone only).
 
         Check ``why_not`` first: frames already dropped cannot be returned.
         """

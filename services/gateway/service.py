@@ -1,33 +1,41 @@
 """Gateway handlers: what browsers may see, forwarded as the bytes the broker sent.
 
-| listens to                                   | publishes                         |
-|----------------------------------------------|-----------------------------------|
-| events/# (every event, also of new services) | commands/builder/start, stop      |
-| state/* (retained, topic by topic)           | events/image/created (on upload)  |
-| services/+/+ (presence, retained)            |                                   |
-| users/+/notifications (to that user only)    |                                   |
+| listens to                                   | publishes                            |
+|----------------------------------------------|--------------------------------------|
+| events/# (every event, also of new services) | commands/builder/start, stop         |
+| state/* (retained, topic by topic)           | events/image/created (on upload)     |
+| services/+/+ (presence, retained)            | events/people/followed, unfollowed   |
+| users/+/notifications (to that person only)  | commands/notifier/inbox, read        |
+| users/+/inbox (to that person only)          |                                      |
+| replies/notifier/+ (answers to this worker)  |                                      |
 
-Commands, dead letters and other users' notifications never reach a browser.
+Commands, dead letters, replies and other people's notifications never reach a browser.
+The HTTP side is assembled in ``web.py`` from one module per feature.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
-from dovecote.config import Settings
-from services.gateway import images
+from dovecote.config import ConfigError, Settings
+from services.gateway import images, people, sessions
 from services.gateway.badrequests import quiet_client_faults
 from services.gateway.context import Context, Images
+from services.gateway.directory import Directory
 from services.gateway.hub import REPLAY_BYTES, Hub
+from services.gateway.inbox import InboxClient
+from services.gateway.limits import Limits
+from services.gateway.people import People
 from services.gateway.store import ImageStore
-from services.gateway.users import Directory
 from services.gateway.web import create_app
 
 # Retained state is subscribed topic by topic: RabbitMQ delivers retained messages only
@@ -50,7 +58,27 @@ class Gateway(Service):
         super().__init__(bus, settings)
         # Bytes of recent frames held for pages that reconnect (0: no page ever resumes).
         self.hub = Hub(settings.get_int("GATEWAY_REPLAY_BYTES", REPLAY_BYTES, 0, 1024**3))
-        self.directory = Directory.load(settings.env.get("USERS_FILE"), settings.public_url)
+        self.directory = Directory(settings.public_url)
+        self.people = People(
+            Path(settings.get_str("ACCOUNTS_DB", str(settings.data_dir / "accounts.sqlite3")))
+        )
+        key = settings.env.get("DOVECOTE_SESSION_KEY", "").strip()
+        if not key:
+            raise ConfigError(
+                "DOVECOTE_SESSION_KEY is not set: sessions are encrypted with it (`make run` "
+                "makes one; see deploy/dovecote.env.example)"
+            )
+        self.session_key = sessions.check_key(key)
+        self.session_max_age = settings.get_int("SESSION_MAX_AGE", 14 * 86400, 60, 366 * 86400)
+        self.demo_password = settings.env.get("DEMO_PASSWORD", "")
+        if self.demo_password:
+            try:
+                people.valid_password(self.demo_password)
+            except people.Refused as exc:
+                raise ConfigError(f"DEMO_PASSWORD: {exc}") from None
+        self.limits = Limits(settings.env)
+        self.inbox = InboxClient(self._ask, settings.get_float("INBOX_TIMEOUT", 2.0, 0.1, 60.0))
+        self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
         self.runner: web.AppRunner | None = None
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
         max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
@@ -82,12 +110,36 @@ class Gateway(Service):
         # The topic names the one person it is for: only that person's sockets get it.
         self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
 
+    @handles(topics.INBOX_STATE, shared=False)
+    async def on_inbox(self, _: act.InboxUpdated, delivery: Delivery) -> None:
+        self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
+
+    @handles(topics.INBOX_REPLY, shared=False)  # every worker; the one that asked takes it
+    async def on_inbox_reply(self, reply: act.InboxReply, delivery: Delivery) -> None:
+        self.inbox.answered(reply.inReplyTo, orjson.loads(delivery.payload)["object"])
+
     async def setup(self) -> None:
         self.images.store.open()
+        self.people.open()
+        if self.demo_password:
+            await self._seed_demo_people()
         if self.images.service_token is None:
             self.log.warning("DOVECOTE_SERVICE_TOKEN is not set: thumbnail uploads are refused")
         quiet_client_faults()
-        ctx = Context(self.hub, self.directory, self._publish, self.bus.root, self.images)
+        ctx = Context(
+            hub=self.hub,
+            people=self.people,
+            directory=self.directory,
+            publish=self._publish,
+            root=self.bus.root,
+            public_url=self.settings.public_url,
+            session_key=self.session_key,
+            session_max_age=self.session_max_age,
+            inbox=self.inbox,
+            limits=self.limits,
+            hashing=self.hashing,
+            images=self.images,
+        )
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False)
         await self.runner.setup()
         # reuse_port: several gateway workers can serve one port (SO_REUSEPORT).
@@ -100,11 +152,38 @@ class Gateway(Service):
             self.settings.port,
         )
 
+    async def _seed_demo_people(self) -> None:
+        """The demo people, with DEMO_PASSWORD: hashed once (or its hash kept when it still
+        matches), so a start costs one Argon2 run, not one per person."""
+        loop = asyncio.get_running_loop()
+        stored = self.people.password_hash(people.DEMO_PEOPLE[0]["id"])
+        same = await loop.run_in_executor(
+            self.hashing, people.check_password, stored, self.demo_password
+        )
+        hashed = stored if same and stored else None
+        if hashed is None:
+            hashed = await loop.run_in_executor(
+                self.hashing, people.hash_password, self.demo_password
+            )
+        created = self.people.seed(people.DEMO_PEOPLE, hashed)
+        names = ", ".join(p["id"] for p in people.DEMO_PEOPLE)
+        self.log.info(
+            "demo people %s: sign in with DEMO_PASSWORD%s",
+            names,
+            f" (new: {', '.join(created)})" if created else "",
+        )
+
     def _publish(self, entry: topics.Topic, activity: dict[str, object]) -> None:
         self.bus.publish(entry, activity, durable=True)
+
+    def _ask(self, entry: topics.Topic, activity: dict[str, object]) -> None:
+        """A question (an inbox): not kept in the outbox; unanswered, the page goes on."""
+        self.bus.publish(entry, activity)
 
     async def teardown(self) -> None:
         await self.hub.close_all()
         if self.runner is not None:
             await self.runner.cleanup()
         self.pool.shutdown(wait=True)
+        self.hashing.shutdown(wait=True)
+        self.people.close()

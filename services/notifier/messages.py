@@ -56,6 +56,10 @@ def image_summary(activity: act.ImageCreated) -> str:
     return f"{name(activity.actor)} shared a photo: “{activity.object.name}”"
 
 
+def follow_summary(activity: act.Followed) -> str:
+    return f"{name(activity.actor)} followed you"
+
+
 def build_summary(build: act.Build, requester: act.Actor, recipient: act.Actor) -> str:
     whose = "Your" if recipient.id == requester.id else f"{name(requester)}’s"
     # The builder names builds "Build #7": no "build Build #7".

@@ -4,18 +4,32 @@
 |----------------------------------------------|----------------------------|
 | events/image/created                         | users/{user}/notifications |
 | events/build/succeeded, events/build/failed  | users/{user}/notifications |
+| events/people/followed                       | users/{user}/notifications |
+| commands/notifier/inbox (a page's View)      | replies/notifier/{request} |
+| commands/notifier/read (Mark all read)       | users/{user}/inbox         |
 
 Followers are not on the bus: the notifier GETs the actor's ``followers`` collection from
 the gateway's user directory, every time (a follow made a second ago counts).
+
+It owns the notifications, so it keeps each person's inbox (``inbox.py``, ``INBOX_DB``): the
+last ``INBOX_SIZE``, stored before they are published, so a page rendered after a
+notification was sent shows it, and what was read stays read across restarts.
 """
 
 from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
 
 from dovecote import Bus, Delivery, Service, Unprocessable, handles, topics
 from dovecote import activity as act
 from dovecote.config import Settings
 from dovecote.resources import Resources
 from services.notifier import messages
+from services.notifier.inbox import InboxStore
 
 
 class Notifier(Service):
@@ -24,12 +38,17 @@ class Notifier(Service):
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
         self.gateway = Resources(settings.public_url)
+        path = settings.get_str("INBOX_DB", str(settings.data_dir / "inbox.sqlite3"))
+        self.inbox = InboxStore(Path(path))
+        self.inbox_size = settings.get_int("INBOX_SIZE", 50, 1, 200)
 
     async def setup(self) -> None:
+        self.inbox.open()
         await self.gateway.open()
 
     async def teardown(self) -> None:
         await self.gateway.close()
+        self.inbox.close()
 
     @handles(topics.IMAGE_CREATED)
     async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
@@ -47,6 +66,49 @@ class Notifier(Service):
         for person in [requester, *await self.followers(requester)]:
             self.send(person, activity, messages.build_summary(build, requester, person))
 
+    @handles(topics.PERSON_FOLLOWED)
+    async def on_followed(self, activity: act.Followed, _: Delivery) -> None:
+        self.send(activity.object, activity, messages.follow_summary(activity))
+
+    @handles(topics.INBOX_VIEW)
+    async def on_view(self, command: act.ViewInbox, _: Delivery) -> None:
+        user = messages.username(command.actor)
+        if user is None:
+            self.log.warning("inbox asked for %s, who has no user id", command.actor.id)
+            return
+        counts = self.inbox.counts(user)
+        notes = self.inbox.newest(user, command.object.limit)
+        inbox: dict[str, Any] = {
+            "type": "OrderedCollection",
+            "totalItems": counts.total,
+            "unread": counts.unread,
+            "orderedItems": [orjson.loads(n) for n in notes],
+        }
+        self.reply(command, inbox)
+
+    @handles(topics.INBOX_READ)
+    async def on_read(self, command: act.ReadInbox, _: Delivery) -> None:
+        user = messages.username(command.actor)
+        if user is None:
+            self.log.warning("%s has no user id: nothing marked read", command.actor.id)
+            return
+        changed = self.inbox.mark_read(user, command.object.upTo)
+        counts = self.inbox.counts(user)
+        state = {"type": "OrderedCollection", "totalItems": counts.total, "unread": counts.unread}
+        update = act.new("Update", self.bus.actor, state, context=command.context or command.id)
+        update["id"] = act.derived_id(command.id, "inbox")
+        self.bus.publish(topics.INBOX_STATE, update, user=user)
+        self.log.info("%s read %d notification(s); %d unread", user, changed, counts.unread)
+
+    def reply(self, command: act.Activity, inbox: dict[str, Any]) -> None:
+        try:
+            request = uuid.UUID(command.id.removeprefix("urn:uuid:")).hex
+        except ValueError:
+            self.log.warning("inbox request %s has no urn:uuid id: nowhere to answer", command.id)
+            return
+        answer = act.new("Accept", self.bus.actor, inbox, inReplyTo=command.id)
+        self.bus.publish(topics.INBOX_REPLY, answer, request=request)
+
     async def followers(self, person: act.Actor) -> list[act.Actor]:
         if person.followers is None:
             return []
@@ -61,5 +123,8 @@ class Notifier(Service):
             self.log.warning("%s has no valid user id; not notified", person.id)
             return
         note = messages.notification(self.bus.actor, person, cause, summary)
+        # Kept before it is published: a page rendered from now on lists it. A redelivered
+        # cause makes the same id, which is kept once (and published again: subscribers skip).
+        self.inbox.keep(user, note["id"], act.encode(note), self.inbox_size)
         self.bus.publish(topics.NOTIFICATION, note, user=user)
         self.log.info("notified %s: %s [context=%s]", user, summary, note.get("context"))

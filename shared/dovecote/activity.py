@@ -509,6 +509,141 @@ class LeaderboardUpdated(Activity):
     ]
 
 
+# --- people: follows and the inbox -------------------------------------------------------
+
+
+class Followed(Activity):
+    """A person followed another: the gateway publishes it when they press Follow (or a
+    script asks with its token); the follow is stored before this is published."""
+
+    type: Literal["Follow"]
+    object: Annotated[
+        Actor,
+        doc("The person now followed (`preferredUsername` is their user id)."),
+    ]
+
+
+class FollowRef(Model):
+    """The follow an ``Undo`` takes back."""
+
+    type: Literal["Follow"]
+    actor: Annotated[
+        Actor,
+        doc("Who followed (the person who now unfollows)."),
+    ]
+    object: Annotated[
+        Actor,
+        doc("Who was followed."),
+    ]
+
+
+class Unfollowed(Activity):
+    """A person stopped following another (an AS2 ``Undo`` of their ``Follow``)."""
+
+    type: Literal["Undo"]
+    object: Annotated[
+        FollowRef,
+        doc("The follow taken back."),
+    ]
+
+
+InboxLimit = Annotated[int, Meta(ge=1, le=200)]
+
+
+class InboxRequest(Model):
+    type: Literal["OrderedCollection"]
+    limit: Annotated[
+        InboxLimit,
+        doc("At most this many notifications, newest first (1-200)."),
+    ] = 50
+
+
+class ViewInbox(Activity):
+    """The gateway asks the notifier for the ``actor``'s inbox (to render their page)."""
+
+    type: Literal["View"]
+    object: Annotated[
+        InboxRequest,
+        doc("What to return."),
+    ]
+
+
+class Inbox(Model):
+    type: Literal["OrderedCollection"]
+    totalItems: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc("Notifications kept for this person (the newest `INBOX_SIZE`)."),
+    ]
+    unread: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc(
+            "How many are unread: always the newest ones, so the first `unread` of "
+            "`orderedItems` (reading marks everything up to a notification as read)."
+        ),
+    ]
+    orderedItems: Annotated[
+        Annotated[list[Notification], Meta(max_length=200)],
+        doc("The notifications as they were published, newest first."),
+    ]
+
+
+class InboxReply(Activity, kw_only=True):
+    """The notifier's answer to one ``ViewInbox`` (``inReplyTo`` its id)."""
+
+    type: Literal["Accept"]
+    object: Annotated[
+        Inbox,
+        doc("The person's inbox."),
+    ]
+    inReplyTo: Annotated[
+        Iri,
+        doc("The id of the `View` this answers."),
+    ]
+
+
+class InboxMark(Model):
+    type: Literal["OrderedCollection"]
+    upTo: Annotated[
+        Iri | None,
+        doc(
+            "The newest notification the person saw: it and every older one are read. "
+            "Absent, or one no longer kept: all of them."
+        ),
+    ] = None
+
+
+class ReadInbox(Activity):
+    """The ``actor`` read their notifications ("Mark all read" on the page)."""
+
+    type: Literal["Read"]
+    object: Annotated[
+        InboxMark,
+        doc("Up to which notification."),
+    ]
+
+
+class InboxState(Model):
+    type: Literal["OrderedCollection"]
+    totalItems: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc("Notifications kept for this person."),
+    ]
+    unread: Annotated[
+        Annotated[int, Meta(ge=0)],
+        doc("How many of them are unread now: the page's badge."),
+    ]
+
+
+class InboxUpdated(Activity):
+    """A person's inbox changed other than by a new notification (they read it)."""
+
+    type: Literal["Update"]
+    object: Annotated[
+        InboxState,
+        doc("The inbox's counts after the change."),
+    ]
+
+
 # --- presence and dead letters -----------------------------------------------------------
 
 

@@ -424,6 +424,54 @@ NOTIFICATION = register(
         actor="the notifier; `to` is the person notified, `object.actor` who did it",
     )
 )
+INBOX_VIEW = register(
+    Topic(
+        "commands/notifier/inbox",
+        "gateway",
+        1,
+        False,
+        act.ViewInbox,
+        "The gateway asks for a person's inbox (their last notifications and how many are "
+        "unread), to render their page; the answer comes on `replies/notifier/{request}`.",
+        actor="the signed-in person whose inbox it is",
+    )
+)
+INBOX_READ = register(
+    Topic(
+        "commands/notifier/read",
+        "gateway",
+        1,
+        False,
+        act.ReadInbox,
+        "A person read their notifications (\"Mark all read\"): the notifier marks them "
+        "and publishes the new counts on `users/{user}/inbox`.",
+        actor="the signed-in person who read them",
+    )
+)
+INBOX_REPLY = register(
+    Topic(
+        "replies/notifier/{request}",
+        "notifier",
+        1,
+        False,
+        act.InboxReply,
+        "The notifier's answer to one `commands/notifier/inbox`; every gateway worker "
+        "subscribes, the one that asked takes it.",
+        actor="the notifier",
+    )
+)
+INBOX_STATE = register(
+    Topic(
+        "users/{user}/inbox",
+        "notifier",
+        1,
+        False,
+        act.InboxUpdated,
+        "A person's inbox counts after they read it; the gateway sends it to that person's "
+        "sockets only (every open page clears its badge).",
+        actor="the notifier",
+    )
+)
 POINTS_AWARDED = register(
     Topic(
         "events/points/awarded",
@@ -444,6 +492,31 @@ LEADERBOARD = register(
         act.LeaderboardUpdated,
         "The top scorers, most points first, retained for late joiners.",
         actor="the points service",
+    )
+)
+
+# --- people ----------------------------------------------------------------------------
+
+PERSON_FOLLOWED = register(
+    Topic(
+        "events/people/followed",
+        "gateway",
+        1,
+        False,
+        act.Followed,
+        "A person followed another (stored first: the next notification counts it).",
+        actor="the person who followed; `object` is the person followed",
+    )
+)
+PERSON_UNFOLLOWED = register(
+    Topic(
+        "events/people/unfollowed",
+        "gateway",
+        1,
+        False,
+        act.Unfollowed,
+        "A person stopped following another.",
+        actor="the person who unfollowed; `object.object` is the person they followed",
     )
 )
 

@@ -3,10 +3,11 @@
 "use strict";
 
 const ROOT = document.body.dataset.root;
-const ME = document.body.dataset.user;
+const ME = document.body.dataset.user; // "" when signed out
+// Sent with every state change: the gateway also checks Origin (services/gateway/edge.py).
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const FEED_SIZE = 40;
 const GALLERY_SIZE = 24;
-const NOTES_SIZE = 30;
 const $ = (id) => document.getElementById(id);
 
 const services = new Map(); // "builder/1" -> presence object
@@ -51,8 +52,8 @@ function showBuild(build, summary) {
   fill.style.width = `${build.progress}%`;
   fill.setAttribute("aria-valuenow", String(build.progress));
   $("progress-label").textContent = `${build.progress}%`;
-  $("start").disabled = state === "running";
-  $("stop").disabled = state !== "running";
+  $("start").disabled = !ME || state === "running";
+  $("stop").disabled = !ME || state !== "running";
   $("build-note").textContent = summary || "";
 }
 
@@ -192,8 +193,9 @@ async function upload(ev) {
   note.className = "note note-info";
   note.textContent = "Uploading…";
   try {
-    const res = await fetch(`/api/images?as=${encodeURIComponent(ME)}`, {
+    const res = await fetch("/api/images", {
       method: "POST",
+      headers: { "X-CSRF-Token": CSRF },
       body: new FormData(form),
     });
     if (!res.ok) {
@@ -210,30 +212,6 @@ async function upload(ev) {
   } finally {
     button.disabled = false;
   }
-}
-
-// --- notifications (this user's own topic only) -------------------------------------------
-
-let unread = 0;
-function addNotification(a) {
-  const list = $("notifications");
-  list.querySelector(".empty")?.remove();
-  const about = a.object || {};
-  const obj = about.object || {};
-  const kind = obj.type === "Image" ? "photo" : obj.type === "Build" ? `build-${obj.state}` : "other";
-  const item = el("li", { class: `note-item note-${kind}` },
-    el("span", { class: "note-icon", "aria-hidden": "true" }, kind === "photo" ? "▣" : "⚙"),
-    el("span", { class: "note-text" }, a.summary || `${about.type || "Something"} happened`),
-    el("time", {}, time(a.published)),
-  );
-  const href = obj.type === "Image" ? localPath(obj.url) : null;
-  if (href) item.append(el("a", { class: "note-link", href, target: "_blank", rel: "noopener" }, "open"));
-  list.prepend(item);
-  while (list.children.length > NOTES_SIZE) list.lastChild.remove();
-  unread += 1;
-  const count = $("notes-count");
-  count.textContent = String(unread);
-  count.hidden = false;
 }
 
 // --- leaderboard --------------------------------------------------------------------------
@@ -262,7 +240,7 @@ function showLeaderboard(board) {
     lastPoints.set(s.id, s.points);
     list.append(row);
   });
-  $("my-points-value").textContent = String(mine);
+  if (ME) $("my-points-value").textContent = String(mine);
 }
 
 // --- frames -----------------------------------------------------------------------------
@@ -274,7 +252,8 @@ function apply(frame) {
   if (topic === "state/build") showBuild(a.object, a.summary);
   else if (topic === "state/builds") showHistory(a.object);
   else if (topic === "state/leaderboard") showLeaderboard(a.object);
-  else if (topic === `users/${ME}/notifications`) addNotification(a);
+  else if (ME && topic === `users/${ME}/notifications`) Inbox.add(a);
+  else if (ME && topic === `users/${ME}/inbox`) Inbox.state(a);
   else if (topic.startsWith("services/")) {
     services.set(topic.slice("services/".length), a.object);
     showServices();
@@ -283,6 +262,8 @@ function apply(frame) {
     if (topic === "events/build/rejected") $("build-note").textContent = a.summary || "refused";
     else if (topic === "events/image/created") showImage(a.object, a.published);
     else if (topic === "events/image/resized") showPreview(a.object);
+    else if (topic === "events/people/followed") Follows.seen(a, true);
+    else if (topic === "events/people/unfollowed") Follows.seen(a, false);
   }
 }
 
@@ -310,6 +291,7 @@ async function reloadState(reason) {
   document.body.dataset.reloads = String(reloads);
   const list = $("feed");
   list.prepend(el("li", { class: "feed-gap" }, el("span", {}, `missed events: ${reason}`)));
+  Inbox.reload(); // notifications of the gap are in the notifier's inbox
   try {
     const res = await fetch("/api/images/recent");
     if (res.ok) for (const image of (await res.json()).reverse()) showImage(image, null);
@@ -321,9 +303,9 @@ async function reloadState(reason) {
 let delay = 500;
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  // Say who this page is for: another tab may have chosen someone else since (the cookie).
-  let url = `${proto}://${location.host}/ws?as=${encodeURIComponent(ME)}`;
-  if (epoch) url += `&since=${lastSeq}&epoch=${encodeURIComponent(epoch)}`;
+  // Who the socket is for is the session's person (the cookie), never a parameter.
+  let url = `${proto}://${location.host}/ws`;
+  if (epoch) url += `?since=${lastSeq}&epoch=${encodeURIComponent(epoch)}`;
   const ws = new WebSocket(url);
   const status = $("connection");
   ws.onopen = () => {
@@ -353,7 +335,7 @@ async function command(path, body) {
   try {
     const res = await fetch(path, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
       body: JSON.stringify(body),
     });
     if (!res.ok) note.textContent = `Error: ${await res.text()}`;
@@ -369,15 +351,15 @@ $("start").addEventListener("click", () => {
 $("stop").addEventListener("click", () => {
   command("/api/builds/stop", currentBuild ? { id: currentBuild.id } : {});
 });
-$("user-select").addEventListener("change", (ev) => {
-  location.search = `?as=${encodeURIComponent(ev.target.value)}`;
-});
-
-$("upload-form").addEventListener("submit", upload);
-$("upload-file").addEventListener("change", (ev) => {
-  const file = ev.target.files[0];
-  $("upload-file-name").textContent = file ? file.name : "Choose a photo";
-});
+if (ME) {
+  $("upload-form").addEventListener("submit", upload);
+  $("upload-file").addEventListener("change", (ev) => {
+    const file = ev.target.files[0];
+    $("upload-file-name").textContent = file ? file.name : "Choose a photo";
+  });
+}
+Inbox.start();
+Follows.start();
 
 // The state the server rendered with, then live frames.
 for (const image of JSON.parse($("gallery-data").textContent).reverse()) showImage(image, null);

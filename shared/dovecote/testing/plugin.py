@@ -20,6 +20,7 @@ fixtures with no conftest. ``docs/adding-a-service.md`` shows how.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import signal
@@ -37,6 +38,7 @@ import pytest
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection, Message
 from dovecote.project import PROJECT
+from dovecote.testing.gateway import DEMO_PASSWORD
 from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from dovecote.tools.broker import BrokerUnavailable, PrivateMosquitto, free_port
 
@@ -254,6 +256,9 @@ def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]
         # Every store (any service's, a new one's too) in the test's own folder, never the
         # project's .dovecote/.
         DOVECOTE_DATA_DIR=str(tmp_path / "data"),
+        # A gateway's sessions and its demo people (dovecote.testing.gateway signs in).
+        DOVECOTE_SESSION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        DEMO_PASSWORD=DEMO_PASSWORD,
     )
     env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
     return env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import secrets
 import sys
@@ -34,6 +35,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     fresh_token = not env.get("DOVECOTE_SERVICE_TOKEN", "").strip()
     if fresh_token:
         env["DOVECOTE_SERVICE_TOKEN"] = secrets.token_urlsafe(32)
+    # The gateway encrypts sessions with this (a Fernet key); a fresh one per run signs
+    # everyone out when the run stops. The demo people's password, the same way.
+    fresh_key = not env.get("DOVECOTE_SESSION_KEY", "").strip()
+    if fresh_key:
+        env["DOVECOTE_SESSION_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    fresh_password = not env.get("DEMO_PASSWORD", "").strip()
+    if fresh_password:
+        env["DEMO_PASSWORD"] = secrets.token_urlsafe(9)
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
@@ -46,10 +55,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     b = settings.broker
     sup.say(f"watch the bus:  mosquitto_sub -h {b.host} -p {b.port} -t '{settings.root}/#' -v")
     if "gateway" in plan:
-        sup.say(f"dashboard:      {settings.public_url}/")
-        sup.say(f"upload:         curl -F file=@cat.jpg '{settings.public_url}/api/images?as=ada'")
+        url, password = settings.public_url, env["DEMO_PASSWORD"]
+        sup.say(f"dashboard:      {url}/")
+        sup.say(
+            f"sign in:        {url}/signin as ada or grace (they follow each other), "
+            f"password {password}"
+            + ("   (a fresh DEMO_PASSWORD: set one to keep it)" if fresh_password else "")
+        )
+        sup.say(
+            f"scripts:        make a token on {url}/account, then "
+            f"curl -H 'Authorization: Bearer <token>' -F file=@cat.jpg {url}/api/images"
+        )
     if fresh_token:
         sup.say("service token:  a fresh DOVECOTE_SERVICE_TOKEN for this run (set one to keep it)")
+    if fresh_key:
+        sup.say("session key:    a fresh DOVECOTE_SESSION_KEY: sessions end with this run")
     sup.say(
         "workers:        "
         + ", ".join(f"{s}×{n}" for s, n in plan.items())

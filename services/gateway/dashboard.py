@@ -1,0 +1,73 @@
+"""The dashboard page and what it is drawn from: retained state, the gallery, the inbox.
+
+| method and path | what                                                            |
+|-----------------|-----------------------------------------------------------------|
+| GET /           | the page, server-rendered (with the signed-in person's inbox)   |
+| GET /api/state  | the retained frames a page starts from (JSON)                   |
+| GET /healthz    | alive, and how many sockets (any Host: load balancers probe it) |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+import orjson
+from aiohttp import web
+
+from services.gateway import follows, gallery, inbox, sessions
+from services.gateway.context import CTX, Context
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", dashboard)
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/api/state", state)
+
+
+def snapshot(ctx: Context) -> list[Any]:
+    return [orjson.loads(frame) for frame in ctx.hub.snapshot()]
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    who = await sessions.person(request)
+    csrf = await sessions.csrf_token(request)
+    frames = snapshot(ctx)
+    ring = ctx.hub.ring  # read with the snapshot (no await between): the page resumes here
+    epoch, seq = ring.epoch, ring.seq
+    build = next(
+        (f["activity"]["object"] for f in frames if f["topic"] == f"{ctx.root}/state/build"),
+        None,
+    )
+    # Asked after the resume point was read: a notification that arrives meanwhile may be
+    # both in the inbox and replayed on the socket; the page shows each id once.
+    box = await ctx.inbox.fetch(ctx.directory.actor(who)) if who else None
+    response = aiohttp_jinja2.render_template(
+        "dashboard.html",
+        request,
+        {
+            "person": who,
+            "csrf": csrf,
+            "build": build,
+            "snapshot": frames,
+            "root": ctx.root,
+            "epoch": epoch,
+            "seq": seq,
+            "gallery": gallery.recent(ctx.images),
+            "inbox": box,
+            "notes": inbox.items(box) if box else [],
+            "people": follows.people_to_show(ctx, who),
+        },
+    )
+    response.headers["Cache-Control"] = "no-store"  # a person's own page
+    return response
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "sockets": len(request.app[CTX].hub.clients)})
+
+
+async def state(request: web.Request) -> web.Response:
+    body = orjson.dumps(snapshot(request.app[CTX]))
+    return web.Response(body=body, content_type="application/json")
