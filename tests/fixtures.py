@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from dovecote.project import PROJECT
+from dovecote.testing.gateway import DEMO_PASSWORD, signed_in, token_for
 from dovecote.testing.plugin import Probe, ServiceProcess, StartService
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -36,6 +37,13 @@ class Federation:
     probe: Probe
     gateway: ServiceProcess
     builder: ServiceProcess | None
+
+    async def signed_in(self, person: str) -> aiohttp.ClientSession:
+        """An HTTP session signed in as a demo person, as a browser (Origin on requests)."""
+        return await signed_in(self.url, person)
+
+    async def api_token(self, person: str) -> str:
+        return await token_for(self.url, person)
 
 
 async def wait_http(url: str, timeout: float = 15.0) -> None:
@@ -125,6 +133,12 @@ class Pipeline:
     def users_url(self, user: str) -> str:
         return f"{self.url}/users/{user}"
 
+    async def signed_in(self, person: str) -> aiohttp.ClientSession:
+        return await signed_in(self.url, person)
+
+    async def api_token(self, person: str) -> str:
+        return await token_for(self.url, person)
+
     def stored_files(self) -> list[Path]:
         return sorted(p for p in self.images_dir.rglob("*") if p.is_file())
 
@@ -158,4 +172,54 @@ async def pipeline(
         await joined(probe, name)
     return Pipeline(
         url, probe, tmp_path / "images", tmp_path / "points.sqlite3", token, services, start
+    )
+
+
+async def sign_in_page(page: Any, url: str, person: str, password: str = DEMO_PASSWORD) -> None:
+    """Sign in through the real form, as a person types it; lands on the dashboard, live."""
+    await page.goto(f"{url}/signin")
+    await page.fill("input[name=username]", person)
+    await page.fill("input[name=password]", password)
+    await page.click("#signin-button")
+    await page.wait_for_url(f"{url}/")
+    await page.wait_for_selector("#connection.pill-ok")
+
+
+async def open_as(browser: Any, url: str, person: str, **context: Any) -> Any:
+    """A page signed in as ``person`` in a browser context of its own: their own cookies,
+    as two people's browsers would be."""
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900}, **context)
+    page = await ctx.new_page()
+    await sign_in_page(page, url, person)
+    return page
+
+
+def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) -> Any:
+    """A gateway's context for its web app run in a test's own event loop (no broker): real
+    accounts with the demo people (``DEMO_PASSWORD``), a fresh session key; no notifier
+    answers, so a page renders without its inbox (after 0.1 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.gateway import people, sessions
+    from services.gateway.context import Context
+    from services.gateway.directory import Directory
+    from services.gateway.inbox import InboxClient
+    from services.gateway.limits import Limits
+    from services.gateway.people import People
+
+    accounts = People(data / "accounts.sqlite3").open()
+    accounts.seed(people.DEMO_PEOPLE, people.hash_password(DEMO_PASSWORD))
+    send = publish or (lambda entry, activity: None)
+    return Context(
+        hub=hub,
+        people=accounts,
+        directory=Directory(base_url),
+        publish=send,
+        root="t",
+        public_url=base_url,
+        session_key=sessions.new_key(),
+        session_max_age=3600,
+        inbox=InboxClient(lambda entry, activity: None, 0.1),  # no notifier: pages go without
+        limits=Limits({}),
+        hashing=ThreadPoolExecutor(1),
     )

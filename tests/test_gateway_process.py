@@ -15,6 +15,7 @@ import yarl
 from websockets.typing import Origin
 
 from dovecote import activity as act
+from dovecote.testing.gateway import cookie_header
 from dovecote.testing.plugin import wait_until
 from tests.fixtures import Federation
 
@@ -23,6 +24,13 @@ ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 
 def ws_url(fed: Federation, query: str = "") -> str:
     return fed.url.replace("http://", "ws://") + "/ws" + query
+
+
+async def as_person(fed: Federation, person: str) -> dict[str, str]:
+    """The headers of a socket opened by ``person``'s signed-in page: their session cookie
+    (the Origin is the page's own)."""
+    async with await fed.signed_in(person) as http:
+        return {"Cookie": cookie_header(http), "Origin": fed.url}
 
 
 class Browserish:
@@ -57,7 +65,8 @@ class Browserish:
 async def test_frames_carry_the_brokers_bytes_and_only_browser_topics(
     federation: Federation,
 ) -> None:
-    async with websockets.connect(ws_url(federation)) as conn:
+    headers = await as_person(federation, "ada")
+    async with websockets.connect(ws_url(federation), additional_headers=headers) as conn:
         page = Browserish(conn)
         hello = await page.wait(lambda f: f.get("type") == "hello")
         assert hello["root"] == federation.probe.root
@@ -85,7 +94,7 @@ async def test_frames_carry_the_brokers_bytes_and_only_browser_topics(
 
 
 async def test_a_late_joiner_gets_the_current_build_at_once(federation: Federation) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with await federation.signed_in("ada") as http:
         async with http.post(f"{federation.url}/api/builds", json={}) as r:
             assert r.status == 202
             command_id = (await r.json())["id"]
@@ -121,7 +130,7 @@ async def test_a_late_joiner_gets_the_current_build_at_once(federation: Federati
 async def test_nonsense_posts_get_a_4xx_with_a_reason(
     federation: Federation, path: str, kwargs: dict[str, Any], status: int, reason: str
 ) -> None:
-    async with aiohttp.ClientSession() as http:
+    async with await federation.signed_in("ada") as http:
         async with http.post(federation.url + path, **kwargs) as r:
             assert r.status == status
             assert reason in await r.text()
@@ -145,7 +154,8 @@ async def test_a_missing_static_file_is_a_404_with_a_reason(federation: Federati
 async def test_websocket_garbage_gets_error_frames_and_the_socket_stays(
     federation: Federation,
 ) -> None:
-    async with websockets.connect(ws_url(federation)) as conn:
+    headers = await as_person(federation, "ada")
+    async with websockets.connect(ws_url(federation), additional_headers=headers) as conn:
         page = Browserish(conn)
         await conn.send("this is not json")
         await conn.send(orjson.dumps({"command": "build.explode"}).decode())
@@ -179,6 +189,9 @@ async def test_the_user_directory_is_served_as_as2(federation: Federation) -> No
         async with http.get(ada["followers"]) as r:
             followers = await r.json(content_type=None)
         assert {f["name"] for f in followers["items"]} == {"Grace Hopper", "Linus Torvalds"}
+        async with http.get(ada["following"]) as r:
+            following = await r.json(content_type=None)
+        assert {f["preferredUsername"] for f in following["items"]} == {"grace", "linus"}
         async with http.get(f"{federation.url}/users/..%2Fetc") as r:
             assert r.status == 404
 
@@ -243,7 +256,8 @@ async def test_a_socket_can_send_only_whitelisted_commands_as_itself(
     federation: Federation,
 ) -> None:
     probe, root = federation.probe, federation.probe.root
-    async with websockets.connect(ws_url(federation, "?as=grace")) as conn:
+    headers = await as_person(federation, "grace")
+    async with websockets.connect(ws_url(federation), additional_headers=headers) as conn:
         page = Browserish(conn)
         await page.wait(lambda f: f.get("type") == "hello")
         for frame, _ in REFUSED_FRAMES:
@@ -270,22 +284,34 @@ async def test_a_socket_can_send_only_whitelisted_commands_as_itself(
 
 
 @pytest.mark.brokers("mosquitto")
-async def test_someone_not_in_the_directory_is_refused_not_made_the_default_user(
+async def test_as_is_gone_a_parameter_or_a_body_never_says_who_you_are(
     federation: Federation,
 ) -> None:
-    for who in ("mallory", "../grace", "Grace", ""):
-        with pytest.raises(websockets.InvalidStatus) as err:
-            async with websockets.connect(ws_url(federation, f"?as={who}")):
-                pass
-        assert err.value.response.status_code == 400, who
+    # Signed out, ?as=grace is nobody: a socket with public frames only, and no command.
+    async with websockets.connect(ws_url(federation, "?as=grace")) as conn:
+        page = Browserish(conn)
+        hello = await page.wait(lambda f: f.get("type") == "hello")
+        assert hello["user"] is None
+        await conn.send(orjson.dumps({"command": "build.start"}).decode())
+        error = await page.wait(lambda f: f.get("type") == "error")
+        assert "sign in" in error["error"]
+    # Signed in as Ada, ?as=grace is still Ada.
+    ada = await as_person(federation, "ada")
+    async with websockets.connect(ws_url(federation, "?as=grace"), additional_headers=ada) as c:
+        page = Browserish(c)
+        assert (await page.wait(lambda f: f.get("type") == "hello"))["user"] == "ada"
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{federation.url}/api/builds?as=mallory", json={}) as r:
-            assert r.status == 400 and "no such user" in await r.text()
-        async with http.get(f"{federation.url}/?as=mallory") as r:
-            assert r.status == 400 and "no such user" in await r.text()
+        url = federation.url
+        async with http.post(f"{url}/api/builds?as=grace", json={}) as r:  # no Origin, no token
+            assert r.status == 403 and "CSRF" in await r.text()
+        async with http.post(f"{url}/api/builds?as=grace", json={}, headers={"Origin": url}) as r:
+            assert r.status == 401 and "sign in" in await r.text()
+        async with http.get(f"{url}/?as=grace", headers={"Cookie": "dovecote_user=grace"}) as r:
+            assert r.status == 200 and 'data-user=""' in await r.text()
+    async with await federation.signed_in("ada") as http:
         # The forged actor in a body is refused too; the right one is the asker's.
         grace = {"type": "Person", "id": f"{federation.url}/users/grace", "name": "Grace"}
-        async with http.post(f"{federation.url}/api/builds?as=ada", json={"actor": grace}) as r:
+        async with http.post(f"{federation.url}/api/builds?as=grace", json={"actor": grace}) as r:
             assert r.status == 400 and "unknown field(s): actor" in await r.text()
     await asyncio.sleep(0.3)
     quiet = (f"{federation.probe.root}/services/", f"{federation.probe.root}/state/")
@@ -298,7 +324,10 @@ async def test_error_answers_carry_the_security_headers_too(federation: Federati
     cases: list[tuple[str, str, dict[str, Any], int]] = [
         ("GET", "/no/such/page", {}, 404),
         ("DELETE", "/", {}, 405),
-        ("GET", "/?as=<script>", {}, 400),
+        ("GET", "/", {"headers": {"Host": "evil.example"}}, 421),
+        ("POST", "/api/builds", {"json": {}, "headers": {"Origin": "http://evil.example"}}, 403),
+        ("GET", "/account", {"headers": {"Authorization": "Bearer x"}}, 403),
+        ("GET", "/api/inbox", {"headers": {"Authorization": "Bearer dct_x"}}, 401),
         ("GET", "/ws", {}, 400),  # no upgrade: an ordinary request, an ordinary answer
         ("GET", "/images/..%2F..%2Fetc", {}, 400),
         ("GET", "/images/0123456789abcdef0123456789abcdef", {}, 404),
@@ -307,7 +336,7 @@ async def test_error_answers_carry_the_security_headers_too(federation: Federati
         # (this gateway has no DOVECOTE_SERVICE_TOKEN: thumbnail uploads are off)
         ("PUT", "/images/0123456789abcdef0123456789abcdef/thumbnails/128", {}, 503),
     ]
-    async with aiohttp.ClientSession() as http:
+    async with await federation.signed_in("ada") as http:
         for method, path, kwargs, status in cases:
             async with http.request(method, base + path, **kwargs) as r:
                 assert r.status == status, (method, path, r.status)

@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from dovecote import activity as act
+from dovecote.testing.gateway import cookie_header, signed_in
 from dovecote.testing.plugin import Probe, StartService
 from tests.fixtures import wait_http
 from tests.test_gateway_process import Browserish
@@ -62,18 +63,29 @@ def is_hello(f: dict[str, Any]) -> bool:
     return f.get("type") == "hello"
 
 
-def resume(url: str, hello: dict[str, Any], since: int | None = None, user: str = "ada") -> str:
+def resume(url: str, hello: dict[str, Any], since: int | None = None) -> str:
     seq = hello["seq"] if since is None else since
-    return f"{url}?as={user}&since={seq}&epoch={hello['epoch']}"
+    return f"{url}?since={seq}&epoch={hello['epoch']}"
+
+
+async def signed(url: str, person: str) -> dict[str, str]:
+    """Headers of a socket from ``person``'s signed-in page (their session cookie)."""
+    page = url.replace("ws://", "http://").removesuffix("/ws")
+    async with await signed_in(page, person) as http:
+        return {"Cookie": cookie_header(http), "Origin": page}
+
+
+def connect(url: str, headers: dict[str, str] | None = None) -> Any:
+    return websockets.connect(url, additional_headers=headers)
 
 
 async def test_a_page_that_comes_back_gets_exactly_what_it_missed_in_order(
     gateway: Gateway, probe: Probe
 ) -> None:
     url = await gateway()
-    async with websockets.connect(url + "?as=linus") as w:
+    async with connect(url, await signed(url, "linus")) as w:
         witness = Browserish(w)
-        async with websockets.connect(url + "?as=ada") as conn:
+        async with connect(url, await signed(url, "ada")) as conn:
             page = Browserish(conn)
             hello = await page.wait(is_hello)
             assert hello["resumed"] is False and isinstance(hello["epoch"], str)
@@ -83,7 +95,7 @@ async def test_a_page_that_comes_back_gets_exactly_what_it_missed_in_order(
         for n in range(5, 25):  # the page is away
             tick(probe, n)
         await witness.wait(has_tick(24))
-        async with websockets.connect(resume(url, hello, last)) as conn:
+        async with connect(resume(url, hello, last), await signed(url, "ada")) as conn:
             back = Browserish(conn)
             again = await back.wait(is_hello)
             await back.wait(has_tick(24))
@@ -104,15 +116,15 @@ async def test_a_page_that_had_received_nothing_resumes_from_its_hello(
     gateway: Gateway, probe: Probe
 ) -> None:
     url = await gateway()
-    async with websockets.connect(url + "?as=linus") as w:
+    async with connect(url, await signed(url, "linus")) as w:
         witness = Browserish(w)
-        async with websockets.connect(url + "?as=ada") as conn:
+        async with connect(url, await signed(url, "ada")) as conn:
             hello = orjson.loads(await conn.recv())
             assert hello["type"] == "hello"  # and it leaves before any bus message
         for n in range(10):
             tick(probe, n)
         await witness.wait(has_tick(9))
-        async with websockets.connect(resume(url, hello)) as conn:
+        async with connect(resume(url, hello), await signed(url, "ada")) as conn:
             back = Browserish(conn)
             await back.wait(has_tick(9))
     assert back.decoded()[0]["resumed"] is True
@@ -130,12 +142,12 @@ async def test_a_page_resumes_from_the_moment_its_html_was_rendered(
     found = re.search(r'data-epoch="([0-9a-f]+)" data-seq="(\d+)"', html)
     assert found, "the page carries the point it resumes from"
     rendered = {"epoch": found[1], "seq": int(found[2])}
-    async with websockets.connect(url + "?as=linus") as w:
+    async with connect(url, await signed(url, "linus")) as w:
         witness = Browserish(w)
         for n in range(3):  # between the page's render and its socket
             tick(probe, n)
         await witness.wait(has_tick(2))
-        async with websockets.connect(resume(url, rendered)) as conn:
+        async with connect(resume(url, rendered), await signed(url, "ada")) as conn:
             page = Browserish(conn)
             await page.wait(has_tick(2))
     assert ticks(page) == [0, 1, 2]
@@ -146,7 +158,7 @@ async def test_too_old_a_seq_or_another_epoch_gets_cannot_resume_then_the_state(
     gateway: Gateway, probe: Probe
 ) -> None:
     url = await gateway(GATEWAY_REPLAY_BYTES="3000")  # room for a few ticks
-    async with websockets.connect(url + "?as=linus") as w:
+    async with connect(url, await signed(url, "linus")) as w:
         witness = Browserish(w)
         hello = await witness.wait(is_hello)
         for n in range(20):
@@ -158,7 +170,7 @@ async def test_too_old_a_seq_or_another_epoch_gets_cannot_resume_then_the_state(
             "never sent": resume(url, hello, since=10**9),
         }
         for why, resume_url in cases.items():
-            async with websockets.connect(resume_url) as conn:
+            async with connect(resume_url, await signed(url, "ada")) as conn:
                 page = Browserish(conn)
                 fresh = await page.wait(is_hello)
                 # The retained state follows, as for a newcomer: here the gateway's presence.
@@ -199,13 +211,14 @@ async def test_a_replay_never_carries_another_persons_notification(
     url = await gateway()
     people = ("ada", "grace", "linus")
     async with (
-        websockets.connect(url + "?as=ada") as wa,
-        websockets.connect(url + "?as=grace") as wg,
+        connect(url, await signed(url, "ada")) as wa,
+        connect(url, await signed(url, "grace")) as wg,
     ):
         witness = {"ada": Browserish(wa), "grace": Browserish(wg)}
         hellos = {}
+        headers = {who: await signed(url, who) for who in people}
         for who in people:  # each connects, then leaves
-            async with websockets.connect(f"{url}?as={who}") as conn:
+            async with connect(url, headers[who]) as conn:
                 hellos[who] = orjson.loads(await conn.recv())
         notify(probe, "grace", "for grace 1")
         tick(probe, 1)
@@ -215,11 +228,13 @@ async def test_a_replay_never_carries_another_persons_notification(
         await witness["grace"].wait(lambda f: f.get("activity", {}).get("summary") == "for grace 2")
         await witness["grace"].wait(has_tick(1))
         async with (
-            websockets.connect(resume(url, hellos["ada"], user="ada")) as ca,
-            websockets.connect(resume(url, hellos["grace"], user="grace")) as cg,
-            websockets.connect(resume(url, hellos["linus"], user="linus")) as cl,
+            connect(resume(url, hellos["ada"]), headers["ada"]) as ca,
+            connect(resume(url, hellos["grace"]), headers["grace"]) as cg,
+            connect(resume(url, hellos["linus"]), headers["linus"]) as cl,
+            connect(resume(url, hellos["ada"])) as cn,  # Ada's page, signed out since
         ):
-            pages = dict(zip(people, (Browserish(ca), Browserish(cg), Browserish(cl)), strict=True))
+            sockets = (Browserish(ca), Browserish(cg), Browserish(cl), Browserish(cn))
+            pages = dict(zip((*people, "nobody"), sockets, strict=True))
             for page in pages.values():
                 await page.wait(has_tick(1))
             tick(probe, 2)  # a live frame after the replays: each replay is complete
@@ -236,3 +251,4 @@ async def test_a_replay_never_carries_another_persons_notification(
     assert got["ada"] == ["tick 1", "for ada", "tick 2"]
     assert got["grace"] == ["for grace 1", "tick 1", "for grace 2", "tick 2"]
     assert got["linus"] == ["tick 1", "tick 2"]
+    assert got["nobody"] == ["tick 1", "tick 2"]  # signed out: nobody's notifications

@@ -10,6 +10,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,14 +20,14 @@ from aiohttp import web
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
+from dovecote.testing.gateway import cookie_header, signed_in
 from dovecote.testing.plugin import wait_until
 from dovecote.tools.broker import free_port
 from services.gateway import hub as hub_module
-from services.gateway.context import Context
 from services.gateway.frames import text_frame
 from services.gateway.hub import Hub
-from services.gateway.users import Directory
 from services.gateway.web import create_app
+from tests.fixtures import gateway_context
 
 
 def parse_frames(data: bytes) -> list[Frame]:
@@ -56,19 +57,26 @@ class Gateway:
     hub: Hub
     url: str
 
+    async def as_person(self, person: str) -> dict[str, str]:
+        """Headers of a socket from ``person``'s signed-in page."""
+        page = self.url.replace("ws://", "http://").removesuffix("/ws")
+        async with await signed_in(page, person) as http:
+            return {"Cookie": cookie_header(http)}
+
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     hub = Hub()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    ctx = Context(hub, Directory.load(None, base), lambda entry, activity: None, "t")
+    ctx = gateway_context(hub, base, tmp_path)
     runner = web.AppRunner(create_app(ctx), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield Gateway(hub, f"ws://127.0.0.1:{port}/ws")
     await hub.close_all()
     await runner.cleanup()
+    ctx.people.close()
 
 
 def send(hub: Hub, n: int, pad: int = 0) -> None:
@@ -87,7 +95,9 @@ def numbers(frames: list[Any]) -> list[int]:
 async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway: Gateway) -> None:
     async with (
         websockets.connect(gateway.url, max_size=None) as a,
-        websockets.connect(gateway.url + "?as=grace", max_size=None) as b,
+        websockets.connect(
+            gateway.url, max_size=None, additional_headers=await gateway.as_person("grace")
+        ) as b,
     ):
         await wait_until(lambda: len(gateway.hub.clients) == 2, 15, "two sockets")
         hello = orjson.loads(await a.recv())
@@ -115,8 +125,9 @@ def raw_socket(gateway: Gateway) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.sendall(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n" % port
     )
     return sock
 

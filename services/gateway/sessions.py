@@ -19,6 +19,7 @@ import base64
 import binascii
 import logging
 import secrets
+import warnings
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +36,9 @@ TOKEN_HELP = "send Authorization: Bearer <token> (make one on /account)"
 # A stale cookie (a new DOVECOTE_SESSION_KEY, an expired session) or a forged one is just a
 # signed-out visitor: not worth a warning line per request (anyone could fill the log).
 logging.getLogger("aiohttp_session").setLevel(logging.ERROR)
+# aiohttp-session 2.12 keys the request by string, which aiohttp 3.10+ warns about: its own
+# code, harmless, and not a line for the gateway's log.
+warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_session")
 
 
 def check_key(key: str) -> str:
