@@ -87,7 +87,8 @@ async def federation(
     service_env: dict[str, str],
     probe: Probe,
 ) -> Federation:
-    """Builder and gateway as real processes on the private broker, gateway answering.
+    """Builder, notifier and gateway as real processes on the private broker, gateway
+    answering.
 
     ``@pytest.mark.build_tick(seconds)`` slows the build for tests that act mid-build.
     """
@@ -95,10 +96,12 @@ async def federation(
     builder = start_service(
         "builder", **({"BUILD_TICK_SECONDS": str(tick.args[0])} if tick else {})
     )
+    start_service("notifier")  # keeps the inboxes a signed-in page is drawn with
     gateway = start_service("gateway")
     url = service_env["PUBLIC_URL"]
     await wait_http(f"{url}/healthz")
     await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    await probe.wait_for("services/notifier/1", lambda a: a["type"] == "Join")
     await probe.wait_for("services/gateway/1", lambda a: a["type"] == "Join")  # subscribed
     return Federation(url, probe, gateway, builder)
 

@@ -19,9 +19,12 @@ def photo(
     orientation: int | None = None,
     mode: str = "RGB",
     grain: bool = False,
+    gps: bool = False,
 ) -> bytes:
     """A picture with some detail (circles on a colour), optionally with EXIF orientation;
-    ``grain`` makes it as big as a real photo of that size (hundreds of KB)."""
+    ``grain`` makes it as big as a real photo of that size (hundreds of KB); ``gps`` adds
+    what a phone writes: where (a GPS block, an XMP packet), who (a serial number, the
+    owner's name) and the camera and time (which are kept)."""
     rnd = random.Random(seed)
     background = (*(rnd.randrange(40, 200) for _ in range(3)), 255 if mode == "RGBA" else 0)
     image = Image.new(mode, (width, height), background[: len(mode)])
@@ -35,12 +38,26 @@ def photo(
         image = Image.blend(image, noise, 0.2)
     out = io.BytesIO()
     kwargs: dict[str, object] = {}
+    exif = Image.Exif()
     if orientation is not None:
-        exif = Image.Exif()
         exif[0x0112] = orientation
+    if gps:
+        exif[0x010F], exif[0x0110] = "Dovecam", "D-1"
+        exif[GPS_IFD] = {1: "N", 2: (51.0, 30.0, 26.0), 3: "W", 4: (0.0, 7.0, 39.0)}
+        exif[EXIF_IFD] = {0x9003: "2026:11:29 07:00:00", 0xA430: "Ada L.", 0xA431: "SN-123456"}
+        kwargs["xmp"] = XMP_WITH_GPS
+    if len(exif):
         kwargs["exif"] = exif
     image.save(out, fmt, **kwargs)
     return out.getvalue()
+
+
+GPS_IFD, EXIF_IFD = 0x8825, 0x8769
+XMP_WITH_GPS = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+    b'22-rdf-syntax-ns#"><rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" '
+    b'exif:GPSLatitude="51,30.43N" exif:GPSLongitude="0,7.65W"/></rdf:RDF></x:xmpmeta>'
+)
 
 
 def marked(width: int = 400, height: int = 200) -> bytes:

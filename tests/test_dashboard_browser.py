@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures import Federation
+from tests.fixtures import Federation, open_as
 
 pytestmark = pytest.mark.browser
 
@@ -26,11 +26,11 @@ async def progress_reaches(page: Any, percent: int, timeout: float = 15_000) -> 
 async def test_start_moves_the_bar_to_100_in_every_open_browser(
     federation: Federation, browser: Any
 ) -> None:
-    first = await browser.new_page()
-    second = await browser.new_page()
-    for page in (first, second):
-        await page.goto(federation.url + "/")
-        await page.wait_for_selector("#connection.pill-ok")
+    first = await open_as(browser, federation.url, "ada")
+    second = await browser.new_page()  # signed out: it watches, it cannot press Start
+    await second.goto(federation.url + "/")
+    await second.wait_for_selector("#connection.pill-ok")
+    assert not await second.is_enabled("#start")
     await first.click("#start")
     for page in (first, second):
         await progress_reaches(page, 50)
@@ -38,16 +38,15 @@ async def test_start_moves_the_bar_to_100_in_every_open_browser(
         await page.wait_for_selector("#progress[aria-valuenow='100']", timeout=15_000)
         await page.wait_for_selector("#bar.state-succeeded")
         assert await page.text_content("#build-state") == "succeeded"
-        assert await page.is_enabled("#start") and not await page.is_enabled("#stop")
+        assert not await page.is_enabled("#stop")
         assert "succeeded" in await page.text_content("#history")
+    assert await first.is_enabled("#start")
     # Every step was visible on the page's live feed as well.
     assert "events/build/succeeded" in await first.text_content("#feed")
 
 
 async def test_a_build_asked_to_fail_turns_red_at_70(federation: Federation, browser: Any) -> None:
-    page = await browser.new_page()
-    await page.goto(federation.url + "/")
-    await page.wait_for_selector("#connection.pill-ok")
+    page = await open_as(browser, federation.url, "grace")
     await page.check("#should-fail")
     await page.click("#start")
     await page.wait_for_selector("#bar.state-failed", timeout=15_000)
@@ -68,18 +67,17 @@ async def test_a_build_asked_to_fail_turns_red_at_70(federation: Federation, bro
 async def test_a_page_opened_mid_build_shows_the_current_progress_at_once(
     federation: Federation, browser: Any
 ) -> None:
-    page = await browser.new_page()
-    await page.goto(federation.url + "/")
-    await page.wait_for_selector("#connection.pill-ok")
+    page = await open_as(browser, federation.url, "ada")
+    linus = await open_as(browser, federation.url, "linus")  # signed in before the build
     await page.click("#start")
     await progress_reaches(page, 40)
-    late = await browser.new_page()
+    late = await linus.context.new_page()
     # Block the websocket: what the page shows now comes from the retained state alone.
     await late.route("**/ws", lambda route: route.abort())
     await late.goto(federation.url + "/", wait_until="domcontentloaded")
     assert await progress(late) >= 40
     assert await late.text_content("#build-state") == "running"
-    assert await late.is_enabled("#stop")
+    assert await late.is_enabled("#stop")  # signed in (the context's cookie), mid-build
     # Even with no script at all, the bar is drawn at its width (the CSP allows that style).
     bare = await (await browser.new_context(java_script_enabled=False)).new_page()
     await bare.goto(federation.url + "/")
@@ -92,9 +90,7 @@ async def test_a_page_opened_mid_build_shows_the_current_progress_at_once(
 
 @pytest.mark.build_tick(0.6)  # room to click Stop before the end, even on a busy machine
 async def test_stop_mid_build_from_the_page(federation: Federation, browser: Any) -> None:
-    page = await browser.new_page()
-    await page.goto(federation.url + "/")
-    await page.wait_for_selector("#connection.pill-ok")
+    page = await open_as(browser, federation.url, "ada")
     await page.click("#start")
     await progress_reaches(page, 30)
     await page.click("#stop")

@@ -7,20 +7,11 @@ from typing import Any
 import pytest
 
 from tests import imagefiles
-from tests.fixtures import Pipeline
+from tests.fixtures import Pipeline, open_as
 
 pytestmark = pytest.mark.browser
 
 TITLE = 'Cat <img src=x onerror="document.title=1">'
-
-
-async def open_as(browser: Any, url: str, user: str) -> Any:
-    # One browser context per person: their own cookies, as two people's browsers would be.
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
-    await page.goto(f"{url}/?as={user}")
-    await page.wait_for_selector("#connection.pill-ok")
-    return page
 
 
 async def test_upload_thumbnail_notification_and_points_live(

@@ -19,6 +19,7 @@ from PIL import Image
 from yarl import URL
 
 from dovecote import activity as act
+from dovecote.testing.gateway import cookie_header
 from dovecote.testing.plugin import ServiceProcess, wait_until
 from tests import imagefiles
 from tests.chaos import FaultRow, record
@@ -43,8 +44,8 @@ async def upload(
     if title is not None:
         form.add_field("title", title)
     async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{p.url}/api/images?as={user}", data=form, headers=headers) as r,
+        await p.signed_in(user) as http,
+        http.post(f"{p.url}/api/images", data=form, headers=headers) as r,
     ):
         return r.status, await r.text()
 
@@ -66,8 +67,9 @@ async def test_an_upload_travels_through_every_service_with_one_context(
     pipeline: Pipeline,
 ) -> None:
     p, probe = pipeline, pipeline.probe
-    # Stored sideways (shown portrait), and big enough to arrive in many chunks.
-    original = imagefiles.photo(1600, 1200, orientation=6, grain=True)
+    # Stored sideways (shown portrait), where it was taken in its EXIF, and big enough to
+    # arrive in many chunks.
+    original = imagefiles.photo(1600, 1200, orientation=6, grain=True, gps=True)
     assert len(original) > 300_000
     status, body = await upload(p, original, title=" Ada’s\tcat <b>\u202e", filename="../x.jpg")
     assert status == 201, body
@@ -78,12 +80,8 @@ async def test_an_upload_travels_through_every_service_with_one_context(
     assert created["context"] == context and created["id"] == up["activity"]
     assert created["actor"]["preferredUsername"] == "ada"
     image = created["object"]
-    assert (image["mediaType"], image["width"], image["height"], image["size"]) == (
-        "image/jpeg",
-        1600,
-        1200,
-        len(original),
-    )
+    # Stored upright, as it is shown (the orientation applied), without its location.
+    assert (image["mediaType"], image["width"], image["height"]) == ("image/jpeg", 1200, 1600)
     assert image["name"] == "Ada’s cat <b>"  # text, sanitised; never a file name
 
     [resized] = await probe.wait_for("events/image/resized", for_image(url))
@@ -94,7 +92,15 @@ async def test_an_upload_travels_through_every_service_with_one_context(
         status, ctype, data = await fetch(t["href"])
         assert (status, ctype) == (200, "image/jpeg")
         assert Image.open(io.BytesIO(data)).size == (t["width"], t["height"])
-    assert await fetch(url) == (200, "image/jpeg", original)
+    status, ctype, stored = await fetch(url)
+    assert (status, ctype, len(stored)) == (200, "image/jpeg", image["size"])
+    kept = Image.open(io.BytesIO(stored))
+    exif = kept.getexif()
+    assert kept.size == (1200, 1600) and 0x0112 not in exif  # upright, no orientation tag
+    assert not exif.get_ifd(0x8825) and b"GPSLatitude" not in stored  # no GPS, no XMP
+    assert b"SN-123456" not in stored and b"Ada L." not in stored  # no serial, no owner
+    assert exif[0x0110] == "D-1" and exif.get_ifd(0x8769)[0x9003] == "2026:11:29 07:00:00"
+    assert b"GPSLatitude" in original and b"SN-123456" in original  # it was all there
 
     # Ada's followers (Grace, Linus) hear of it on their own topics; Ada does not.
     for follower in ("grace", "linus"):
@@ -134,7 +140,7 @@ async def test_bad_uploads_get_a_4xx_and_nothing_is_stored_or_published(
     for data, kwargs, want, reason in cases:
         status, text = await upload(p, data, **kwargs)
         assert (status, reason in text) == (want, True), (want, reason, text[:200])
-    async with aiohttp.ClientSession() as http:
+    async with await p.signed_in("ada") as http:
         async with http.post(f"{p.url}/api/images", json={"file": "x"}) as r:
             assert r.status == 415 and "multipart/form-data" in await r.text()
         form = aiohttp.FormData()
@@ -315,12 +321,16 @@ async def test_each_persons_socket_gets_only_their_own_notifications(
     pipeline: Pipeline,
 ) -> None:
     p = pipeline
-    ws = p.url.replace("http://", "ws://") + "/ws?as="
+    ws = p.url.replace("http://", "ws://") + "/ws"
     people = ("ada", "grace", "linus")
+    cookies = {}
+    for who in people:
+        async with await p.signed_in(who) as http:
+            cookies[who] = {"Cookie": cookie_header(http)}
     async with (
-        websockets.connect(ws + "ada") as a,
-        websockets.connect(ws + "grace") as g,
-        websockets.connect(ws + "linus") as li,
+        websockets.connect(ws, additional_headers=cookies["ada"]) as a,
+        websockets.connect(ws, additional_headers=cookies["grace"]) as g,
+        websockets.connect(ws, additional_headers=cookies["linus"]) as li,
     ):
         pages = dict(zip(people, (Browserish(a), Browserish(g), Browserish(li)), strict=True))
         for who, page in pages.items():
@@ -348,11 +358,11 @@ async def test_a_finished_build_notifies_and_a_successful_one_earns_points(
     p, probe = pipeline, pipeline.probe
     p.start("builder")
     await joined(probe, "builder")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{p.url}/api/builds?as=grace", json={}) as r:
+    async with await p.signed_in("grace") as http:
+        async with http.post(f"{p.url}/api/builds", json={}) as r:
             assert r.status == 202
         await probe.wait_for("events/build/succeeded")
-        async with http.post(f"{p.url}/api/builds?as=grace", json={"shouldFail": True}) as r:
+        async with http.post(f"{p.url}/api/builds", json={"shouldFail": True}) as r:
             assert r.status == 202
         await probe.wait_for("events/build/failed")
     [own_ok, own_failed] = await probe.wait_for("users/grace/notifications", count=2)

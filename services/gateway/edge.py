@@ -11,7 +11,8 @@
 - **CSRF**: a state change that rides on the session cookie needs that exact ``Origin``, or,
   when a browser sent none, the session's CSRF token (``X-CSRF-Token`` header, or a ``csrf``
   field of a urlencoded form). One with ``Authorization`` (a script's token, the service
-  token) carries its credential on purpose and needs neither.
+  token) carries its credential on purpose and needs neither; one with no cookie and no
+  credential is nobody, and the feature answers it (401 where a person is needed).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from services.gateway.sessions import expected_csrf
+from services.gateway.sessions import COOKIE, expected_csrf
 
 log = logging.getLogger("dovecote.gateway.edge")
 HERE = Path(__file__).parent
@@ -101,7 +102,8 @@ def guard(edge: Edge) -> Any:
         changes = request.method not in SAFE_METHODS
         if origin is not None and (changes or upgrade) and not edge.origin_allowed(origin):
             raise web.HTTPForbidden(text=f"cross-origin request refused (Origin {origin[:100]!r})")
-        if changes and origin is None and "Authorization" not in request.headers:
+        rides_on_cookie = COOKIE in request.cookies and "Authorization" not in request.headers
+        if changes and origin is None and rides_on_cookie:
             await _check_csrf(request)
         response: web.StreamResponse = await handler(request)
         return response
