@@ -185,7 +185,9 @@ def test_secure_cookies_when_public_url_is_https(tmp_path: Path) -> None:
     ctx = gateway_context(Hub(), "https://dovecote.example", tmp_path)
     app = create_app(ctx)
     storage = next(
-        m for m in app.middlewares if getattr(m, "__qualname__", "").startswith("session_middleware")
+        m
+        for m in app.middlewares
+        if getattr(m, "__qualname__", "").startswith("session_middleware")
     )
     cells = [c.cell_contents for c in storage.__closure__ or ()]  # type: ignore[attr-defined]
     [store] = [c for c in cells if hasattr(c, "cookie_params")]
