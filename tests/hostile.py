@@ -339,7 +339,11 @@ http_requests = st.fixed_dictionaries(
         "authorization": st.none()
         | st.sampled_from(["Bearer", "Bearer ", "Basic YWRhOmFkYQ==", "TOKEN"])
         | header_text.map(lambda s: "Bearer " + s),
-        "cookie": st.none() | header_text.map(lambda s: "dovecote_user=" + s) | header_text,
+        "cookie": st.none() | header_text.map(lambda s: "dovecote_session=" + s) | header_text,
+        "host": weighted(
+            (8, st.none()),
+            (1, st.sampled_from(["evil.example", "127.0.0.1", "localhost:1", ""]) | header_text),
+        ),
         "body": bodies,
     }
 )
@@ -436,6 +440,6 @@ ws_connects = st.fixed_dictionaries(
             max_size=3,
         ),
         "origin": st.none() | st.sampled_from(["http://evil.example", "null"]) | header_text,
-        "cookie": st.none() | header_text.map(lambda s: "dovecote_user=" + s),
+        "cookie": st.none() | header_text.map(lambda s: "dovecote_session=" + s),
     }
 )

@@ -22,7 +22,7 @@ import pytest
 
 from dovecote.testing.plugin import Probe, ServiceProcess, StartService, wait_until
 from dovecote.tools.broker import PrivateMosquitto
-from tests.chaos import FaultRow, Killer, Scale, Traffic, Upload, record, settle
+from tests.chaos import NO_RATE_LIMITS, FaultRow, Killer, Scale, Traffic, Upload, record, settle
 from tests.fixtures import wait_http
 
 # Mosquitto only: each test runs its own (a restart must disturb no other test), and
@@ -68,6 +68,7 @@ async def pipeline_on(
         "RESIZER_THREADS": "2",
         "LOG_LEVEL": "WARNING",  # thousands of messages: the logs say only what went wrong
         "DOVECOTE_POOL_SIZE": "1",  # as `dovecote run` says it (shared/dovecote/pool.py)
+        **NO_RATE_LIMITS,
     }
 
     def start(name: str) -> ServiceProcess:

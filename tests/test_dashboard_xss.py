@@ -1,7 +1,7 @@
 """Hostile text everywhere a person or a service can put it, shown in the real browser.
 
-User names (USERS_FILE), an upload's file name and title, and activities published straight
-on the bus all carry markup meant to run; the page must show each as text, run nothing,
+Display names (typed at sign-up), an upload's file name and title, and activities published
+straight on the bus all carry markup meant to run; the page must show each as text, run nothing,
 open no dialog and grow no element the dashboard did not make itself.
 """
 
@@ -26,11 +26,7 @@ FILE_TITLE = "<img src=x onerror=window.__xss=3>"  # no title typed: the file na
 TYPED_TITLE = '<svg onload="window.__xss=4"></svg>{{7*7}}'
 BUS_SUMMARY = '<iframe srcdoc="<script>parent.__xss=5</script>"></iframe>'
 BUS_NAME = '<a href="javascript:window.__xss=6">click</a>'
-USERS = [
-    {"id": "mallory", "name": MALLORY, "follows": ["eve"]},
-    {"id": "eve", "name": EVE, "follows": ["mallory"]},
-    {"id": "trent", "name": "Trent", "follows": ["mallory", "eve"]},
-]
+PASSWORD = "hostile but long enough"
 SERVICES = ("builder", "resizer", "notifier", "points", "tweeter", "gateway")
 
 # Installed before any page script: records what a payload that ran, or tried to, would do.
@@ -49,17 +45,28 @@ INTRUDERS = """() => {
   }
   for (const e of document.querySelectorAll("iframe, object, embed, svg, base, style, frame"))
     out.push(e.tagName);
-  for (const e of document.querySelectorAll("img"))
-    if (!e.src.startsWith(origin + "/images/")) out.push(`img ${e.src}`);
-  for (const e of document.querySelectorAll("a"))
-    if (!e.href.startsWith(origin + "/images/")) out.push(`a ${e.href}`);
+  const avatar = new RegExp("^/users/[a-z0-9_-]+/avatar[.]svg$");
+  for (const e of document.querySelectorAll("img")) {
+    const u = new URL(e.src);
+    if (u.origin !== origin || !(u.pathname.startsWith("/images/") || avatar.test(u.pathname)))
+      out.push(`img ${e.src}`);
+  }
+  const pages = ["/", "/account", "/signin", "/signup"];
+  for (const e of document.querySelectorAll("a")) {
+    const u = new URL(e.href);
+    if (u.origin !== origin || !(u.pathname.startsWith("/images/") || pages.includes(u.pathname)))
+      out.push(`a ${e.href}`);
+  }
   const scripts = [...document.scripts].map((s) => s.src ? "src" : s.type);
-  if (scripts.join() !== "application/json,application/json,src") out.push(scripts.join());
+  if (scripts.join() !== "application/json,application/json,src,src,src") out.push(scripts.join());
   return out;
 }"""
 
 
-async def open_as(browser: Any, url: str, user: str, dialogs: list[str]) -> tuple[Any, str]:
+async def sign_up(
+    browser: Any, url: str, user: str, name: str, dialogs: list[str]
+) -> tuple[Any, str]:
+    """A person signs up with ``name`` as typed; their page, and its HTML as served."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     await context.add_init_script(WATCH)
     page = await context.new_page()
@@ -69,9 +76,20 @@ async def open_as(browser: Any, url: str, user: str, dialogs: list[str]) -> tupl
         await dialog.dismiss()
 
     page.on("dialog", on_dialog)
-    response = await page.goto(f"{url}/?as={user}")
+    await page.goto(f"{url}/signup")
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=name]", name)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("#signup-button")
+    await page.wait_for_url(f"{url}/")
     await page.wait_for_selector("#connection.pill-ok")
-    return page, await response.text()
+    served = await page.request.get(f"{url}/")
+    return page, await served.text()
+
+
+async def follow(page: Any, person: str) -> None:
+    await page.click(f"button[data-follow='{person}']")
+    await page.wait_for_selector(f"button[data-follow='{person}'][aria-pressed='true']")
 
 
 async def texts(page: Any, selector: str) -> list[str]:
@@ -92,10 +110,7 @@ async def test_hostile_names_titles_and_bus_activities_show_as_text(
     browser: Any,
     tmp_path: Path,
 ) -> None:
-    users_file = tmp_path / "users.json"
-    users_file.write_bytes(orjson.dumps(USERS))
     env = {
-        "USERS_FILE": str(users_file),
         "DOVECOTE_SERVICE_TOKEN": "test-token-xss",
         "BUILD_TICK_SECONDS": "0.05",
     }
@@ -107,13 +122,19 @@ async def test_hostile_names_titles_and_bus_activities_show_as_text(
         await joined(probe, name)
 
     dialogs: list[str] = []
-    mallory, html = await open_as(browser, url, "mallory", dialogs)
-    eve, _ = await open_as(browser, url, "eve", dialogs)
+    mallory, _ = await sign_up(browser, url, "mallory", MALLORY, dialogs)
+    eve, html = await sign_up(browser, url, "eve", EVE, dialogs)
+    await eve.reload()  # now it lists Mallory, who signed up first
+    await follow(eve, "mallory")
+    await mallory.reload()
+    await mallory.wait_for_selector("#connection.pill-ok")
+    await follow(mallory, "eve")
     # Server-rendered: escaped in the HTML itself, shown literally.
     assert MALLORY not in html and EVE not in html
-    assert await mallory.text_content("#user-select option:checked") == MALLORY
+    assert await mallory.text_content("#me-name") == MALLORY
     assert await mallory.text_content("#upload-button") == f"Upload as {MALLORY}"
-    assert EVE in await texts(eve, "#user-select option")
+    assert EVE in await texts(mallory, "#people .person-name")
+    assert MALLORY in await texts(eve, "#people .person-name")
 
     # Mallory uploads a file whose name is markup (a JPEG that is an HTML page as well);
     # Eve types markup as the title.
@@ -172,7 +193,7 @@ async def test_hostile_names_titles_and_bus_activities_show_as_text(
 
     # A page opened now gets all of it from the server: gallery and snapshot in JSON
     # inside <script> elements, where a "</script>" must not end them.
-    trent, html = await open_as(browser, url, "trent", dialogs)
+    trent, html = await sign_up(browser, url, "trent", "Trent", dialogs)
     assert EVE not in html and BUS_NAME not in html and FILE_TITLE not in html
     await trent.wait_for_selector("#gallery .tile.resized >> nth=1")
     by = " ".join(await texts(trent, "#gallery .caption-by"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import json
@@ -28,6 +29,7 @@ from dovecote import pool, topics
 from dovecote.config import BrokerAddress, ConfigError, Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
+from dovecote.testing.gateway import DEMO_PASSWORD, signed_in
 from dovecote.testing.plugin import Probe, ServiceProcess, TestBroker
 from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from dovecote.tools import acl, logins
@@ -210,6 +212,9 @@ def federation_env(tmp_path: Path, port: int) -> dict[str, str]:
         "DOVECOTE_OUTBOX_DIR": str(tmp_path / "outbox"),
         "DOVECOTE_SERVICE_TOKEN": secrets.token_urlsafe(24),
         "DOVECOTE_HANDLER_ATTEMPTS": "1",
+        "DOVECOTE_DATA_DIR": str(tmp_path / "data"),  # accounts, inboxes
+        "DOVECOTE_SESSION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "DEMO_PASSWORD": DEMO_PASSWORD,
     }
 
 
@@ -278,20 +283,27 @@ async def end_to_end(
     # An upload: thumbnails, followers' notifications, points and a tweet.
     form = aiohttp.FormData()
     form.add_field("file", imagefiles.photo(800, 600), filename="cat.jpg")
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{web}/api/images?as=ada", data=form) as r:
+    async with await signed_in(web, "ada") as http, await signed_in(web, "grace") as grace:
+        async with http.post(f"{web}/api/images", data=form) as r:
             assert r.status == 201, await r.text()
             image = (await r.json())["url"]
         [resized] = await observer.wait_for("events/image/resized", timeout=30)
         assert resized["object"]["id"] == image and resized["object"]["preview"]
         await observer.wait_for("users/grace/notifications")
         await observer.wait_for("users/linus/notifications")
+        # Grace's inbox, asked of the notifier and answered, each with its own credentials.
+        async with grace.get(f"{web}/api/inbox") as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["unread"] == 1
+        async with grace.post(f"{web}/api/inbox/read", json={}) as r:
+            assert r.status == 202, await r.text()
+        await observer.wait_for("users/grace/inbox", lambda a: a["object"]["unread"] == 0)
         await observer.wait_for("events/tweet/created")
         [award] = await observer.wait_for("events/points/awarded")
         assert award["object"]["points"] == 10
         await observer.wait_for("state/leaderboard")
         # A build, asked for in a browser: progress, success, notification, points.
-        async with http.post(f"{web}/api/builds?as=grace", json={}) as r:
+        async with grace.post(f"{web}/api/builds", json={}) as r:
             assert r.status == 202, await r.text()
         await observer.wait_for("events/build/succeeded", timeout=30)
         await observer.wait_for("users/grace/notifications")

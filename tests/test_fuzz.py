@@ -47,13 +47,12 @@ from dovecote import letters, topics
 from dovecote.project import PROJECT
 from dovecote.service import Service
 from dovecote.testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
-from services.gateway.context import Context
+from dovecote.testing.gateway import cookie_header, signed_in, token_for
 from services.gateway.hub import Hub
-from services.gateway.users import Directory
 from services.gateway.web import create_app
 from tests import hostile
-from tests.chaos import FaultRow, Traffic, record, settle
-from tests.fixtures import wait_http
+from tests.chaos import NO_RATE_LIMITS, FaultRow, Traffic, record, settle
+from tests.fixtures import gateway_context, wait_http
 from tests.imagefiles import photo
 
 pytestmark = [
@@ -237,6 +236,7 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
         "RESIZER_THREADS": "2",
         "LOG_LEVEL": "WARNING",  # each rejection is one warning line; nothing else
         "DOVECOTE_POOL_SIZE": "1",
+        **NO_RATE_LIMITS,
     }
     # What the accounting of the good messages reads, and the presence; the letters come
     # on a probe of their own (``Letters``).
@@ -360,10 +360,11 @@ class Route:
     template: str  # /users/{user}; a static prefix ends in /{file}
 
 
-def gateway_routes() -> list[Route]:
+def gateway_routes(data: Path) -> list[Route]:
     """Every route of the gateway's real router: a route added later is fuzzed too."""
-    ctx = Context(Hub(), Directory.load(None, "http://x"), lambda e, a: None, "fuzz")
+    ctx = gateway_context(Hub(), "http://x", data)
     app = create_app(ctx)
+    ctx.people.close()
     out = []
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
@@ -378,7 +379,9 @@ def gateway_routes() -> list[Route]:
 @dataclass
 class Gateway:
     url: str
-    token: str
+    token: str  # the service credential (thumbnails)
+    person_token: str  # Ada's API token
+    browser: dict[str, str]  # Grace's signed-in page: her session cookie and Origin
     image_id: str
     proc: ServiceProcess
 
@@ -386,20 +389,35 @@ class Gateway:
 @pytest.fixture
 async def gateway(start_service: StartService, service_env: dict[str, str]) -> Gateway:
     token = secrets.token_urlsafe(24)
-    proc = start_service("gateway", DOVECOTE_SERVICE_TOKEN=token, LOG_LEVEL="WARNING")
+    proc = start_service(
+        "gateway", DOVECOTE_SERVICE_TOKEN=token, LOG_LEVEL="WARNING", **NO_RATE_LIMITS
+    )
     url = service_env["PUBLIC_URL"]
     await wait_http(f"{url}/healthz", 30)
+    person_token = await token_for(url, "ada", "fuzz")
+    async with await signed_in(url, "grace") as http:
+        browser = {"Cookie": cookie_header(http), "Origin": url}
     form = aiohttp.FormData()
     form.add_field("file", photo(16, 12, fmt="PNG"), filename="a.png", content_type="image/png")
-    async with aiohttp.ClientSession() as http, http.post(f"{url}/api/images", data=form) as r:
+    bearer = {"Authorization": f"Bearer {person_token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/api/images", data=form, headers=bearer) as r,
+    ):
         assert r.status == 201, await r.text()
         image_id = (await r.json())["id"]
-    return Gateway(url, token, image_id, proc)
+    return Gateway(url, token, person_token, browser, image_id, proc)
 
 
 def fill(template: str, params: list[str], rnd: random.Random, gw: Gateway) -> str:
     """The route's path with hostile parameters; now and then a real one (to get deeper)."""
-    real = {"user": "ada", "id": gw.image_id, "size": "128", "file": "dashboard.js"}
+    real = {
+        "user": "ada",
+        "id": gw.image_id,
+        "size": "128",
+        "file": "dashboard.js",
+        "token": gw.person_token.split("_")[1],
+    }
     path, i = template, 0
     while "{" in path:
         start, end = path.index("{"), path.index("}")
@@ -436,13 +454,24 @@ async def send_http(
     query = urlencode(req["query"], quote_via=quote)
     url = URL(gw.url + path + ("?" + query if query else ""), encoded=True)
     headers = {}
-    for name, key in (("Content-Type", "content_type"), ("Origin", "origin"), ("Cookie", "cookie")):
+    for name, key in (
+        ("Content-Type", "content_type"),
+        ("Origin", "origin"),
+        ("Cookie", "cookie"),
+        ("Host", "host"),
+    ):
         if req[key] is not None:
             headers[name] = req[key]
+    # Now and then a real credential, past the door and into the checks behind it.
+    door = rnd.random()
     if req["authorization"] is not None:
         headers["Authorization"] = req["authorization"]
-    elif rnd.random() < 0.2:
-        headers["Authorization"] = f"Bearer {gw.token}"  # past the door, into the checks
+    elif door < 0.2:
+        headers["Authorization"] = f"Bearer {gw.token}"  # the service credential
+    elif door < 0.4:
+        headers["Authorization"] = f"Bearer {gw.person_token}"  # a person's script
+    elif door < 0.6:
+        headers.update(gw.browser)  # a person's signed-in page
     what = f"{method} {str(url)[len(gw.url) :][:150]} {headers}"
     try:
         async with http.request(
@@ -496,12 +525,12 @@ async def send_raw(port: int, data: bytes, answers: Answers) -> None:
 
 
 async def test_hostile_requests_on_every_gateway_route_get_a_4xx_with_a_reason(
-    gateway: Gateway, seed: int
+    gateway: Gateway, seed: int, tmp_path: Path
 ) -> None:
     n = share("http")
     raw_n = max(1, n // 6)
     requests_, raws = await draw(("http_requests", n - raw_n), ("raw_requests", raw_n), seed=seed)
-    routes = gateway_routes()
+    routes = gateway_routes(tmp_path)
     assert len(routes) >= 10, routes  # the router really was read
     rnd = random.Random(seed)
     answers, raw_answers = Answers(), Answers()
@@ -592,7 +621,8 @@ async def test_hostile_websocket_frames_get_error_frames_and_everyone_keeps_rece
                 await asyncio.sleep(0.02)
 
         async def fuzzer(share_: list[tuple[str, bytes]]) -> None:
-            ws = await http.ws_connect(ws_url)
+            # A signed-in page's socket: its frames reach the command checks.
+            ws = await http.ws_connect(ws_url, headers=gateway.browser)
             try:
                 for kind, data in share_:
                     what = f"{kind} frame {data[:100]!r}"
@@ -613,7 +643,7 @@ async def test_hostile_websocket_frames_get_error_frames_and_everyone_keeps_rece
                             outcomes[f"frame over the limit: closed {code}"] += 1
                         else:
                             bad.append(f"socket closed ({code}) after {what}")
-                        ws = await http.ws_connect(ws_url)
+                        ws = await http.ws_connect(ws_url, headers=gateway.browser)
                     elif reply.get("type") == "error" and reply.get("error"):
                         outcomes["error frame"] += 1
                     else:

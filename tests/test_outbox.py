@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from dovecote.outbox import Outbox, OutboxFull
+from dovecote.testing.gateway import token_for
 from dovecote.testing.plugin import Probe, StartService, wait_until
 from dovecote.tools.broker import PrivateMosquitto
 from tests.fixtures import wait_http
@@ -60,12 +61,13 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[PrivateMosquitto]:
     b.stop()
 
 
-async def upload(url: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+async def upload(url: str, token: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
     form = aiohttp.FormData()
     form.add_field("file", io.BytesIO(data), filename="p.png", content_type="image/png")
+    bearer = {"Authorization": f"Bearer {token}"}
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{url}/api/images?as=ada", data=form) as r,
+        http.post(f"{url}/api/images", data=form, headers=bearer) as r,
     ):
         return r.status, dict(r.headers), await r.read()
 
@@ -97,19 +99,20 @@ async def test_gateway_killed_after_201_and_202_while_the_broker_is_down_loses_n
         gateway = start_service("gateway", **env)
         await wait_http(f"{url}/healthz")
         await probe.wait_online("gateway")
+        token = await token_for(url, "ada")
 
         own_broker.stop()  # graceful: saves its database, as a restart would
-        status, _, body = await upload(url, photo(32, 24, fmt="PNG"))
+        status, _, body = await upload(url, token, photo(32, 24, fmt="PNG"))
         assert status == 201, body
         created = orjson.loads(body)
         async with (
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
             http.post(f"{url}/api/builds", json={"shouldFail": False}) as r,
         ):
             assert r.status == 202, await r.text()
             command = await r.json()
         # Two events wait in an outbox of two: the next upload is refused, and not stored.
-        status, headers, body = await upload(url, photo(32, 24, seed=2, fmt="PNG"))
+        status, headers, body = await upload(url, token, photo(32, 24, seed=2, fmt="PNG"))
         assert status == 503, body
         assert b"outbox" in body and headers.get("Retry-After") == "10"
         assert len(list((tmp_path / "data" / "images" / "originals").glob("*.json"))) == 1

@@ -59,7 +59,7 @@ async def _fields(request: web.Request, *names: str) -> dict[str, str]:
         raise web.HTTPUnsupportedMediaType(text="send the form (application/x-www-form-urlencoded)")
     try:
         form = await request.post()
-    except ValueError as exc:
+    except (ValueError, AssertionError) as exc:  # aiohttp's form and multipart parsers
         raise web.HTTPBadRequest(text=f"malformed form: {exc}") from None
     out = {}
     for name in names:

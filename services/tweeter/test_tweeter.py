@@ -19,6 +19,7 @@ import orjson
 from PIL import Image as Picture
 
 from dovecote import activity as act
+from dovecote.testing.gateway import token_for
 from dovecote.testing.plugin import Probe, StartService
 from services.tweeter.service import tweet_id, tweet_text
 
@@ -82,13 +83,17 @@ async def test_real_uploads_through_the_gateway_are_tweeted_and_reach_the_dashbo
     start_service("gateway", IMAGES_DIR=str(tmp_path / "images"))
     await asyncio.gather(probe.wait_online("tweeter"), probe.wait_online("gateway"))
     url, root = service_env["PUBLIC_URL"], service_env["DOVECOTE_ROOT"]
-    async with aiohttp.ClientSession() as http, http.ws_connect(f"{url}/ws?as=grace") as feed:
+    # Ada uploads as a script would, with a token she made on her account page (the
+    # gateway's demo people exist in every test federation); the feed is a signed-out page.
+    token = await token_for(url, "ada")
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{url}/ws") as feed:
         uploads = []
         for seed, title in enumerate(["Harbour at dawn", "Cat"]):
             form = aiohttp.FormData()
             form.add_field("file", png(seed), filename=f"{seed}.png", content_type="image/png")
             form.add_field("title", title)
-            async with http.post(f"{url}/api/images?as=ada", data=form) as r:
+            bearer = {"Authorization": f"Bearer {token}"}
+            async with http.post(f"{url}/api/images", data=form, headers=bearer) as r:
                 assert r.status == 201, await r.text()
                 uploads.append(await r.json())
 
