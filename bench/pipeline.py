@@ -10,6 +10,7 @@ fetched as the page would. Medians over several uploads, after one warm-up.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import os
 import random
@@ -30,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from bench.common import heading, median, percentile, private_broker
 from bench.servers import wait_http
 from dovecote.project import PROJECT
+from dovecote.testing.gateway import DEMO_PASSWORD, cookie_header, signed_in, token_for
 from dovecote.tools.broker import free_port
 
 UPLOADS = int(os.environ.get("BENCH_UPLOADS", "10"))
@@ -68,6 +70,10 @@ async def measure() -> dict[str, Any]:
             "POINTS_DB": f"{d}/points.sqlite3",
             "DOVECOTE_SERVICE_TOKEN": secrets.token_urlsafe(24),
             "LOG_LEVEL": "INFO",
+            "DOVECOTE_DATA_DIR": d,  # accounts and inboxes
+            "DOVECOTE_SESSION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+            "DEMO_PASSWORD": DEMO_PASSWORD,
+            "RATE_UPLOADS_PERSON": "0",  # one person uploads them all, back to back
         }
         logs = {name: Path(d) / f"{name}.log" for name in SERVICES}
         procs = []
@@ -109,8 +115,15 @@ async def measure() -> dict[str, Any]:
 async def _run(url: str, photos: list[bytes]) -> dict[str, Any]:
     arrived: dict[str, float] = {}
     got = asyncio.Event()
-    ws_url = url.replace("http://", "ws://") + "/ws?as=grace"
-    async with websockets.connect(ws_url, max_size=None) as ws, aiohttp.ClientSession() as http:
+    ws_url = url.replace("http://", "ws://") + "/ws"
+    token = await token_for(url, "ada", "bench")  # Ada uploads as a script would
+    async with await signed_in(url, "grace") as page:  # Grace's page watches
+        grace = {"Cookie": cookie_header(page)}
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with (
+        websockets.connect(ws_url, max_size=None, additional_headers=grace) as ws,
+        aiohttp.ClientSession(headers=bearer) as http,
+    ):
 
         async def read() -> None:
             async for raw in ws:
@@ -126,7 +139,7 @@ async def _run(url: str, photos: list[bytes]) -> dict[str, Any]:
             form = aiohttp.FormData()
             form.add_field("file", data, filename=f"bench{n}.jpg", content_type="image/jpeg")
             start = time.perf_counter()
-            async with http.post(f"{url}/api/images?as=ada", data=form) as r:
+            async with http.post(f"{url}/api/images", data=form) as r:
                 assert r.status == 201, await r.text()
                 image_url = (await r.json())["url"]
             answered_at = time.perf_counter()

@@ -9,10 +9,12 @@ The peers (``bench/peers/``) are installed from the npm registry on first use, i
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +63,7 @@ class Server:
     ws_url: str
     engineio: bool
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    data_dir: str | None = None  # removed when it stops
 
     def cpu_each(self) -> list[float]:
         """utime + stime of each process of this server (seconds), from /proc/<pid>/stat."""
@@ -89,6 +92,8 @@ class Server:
             except TimeoutError:
                 p.kill()
                 await p.wait()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 async def wait_http(url: str, timeout: float = 20) -> None:
@@ -114,6 +119,8 @@ async def start_dovecote(broker_url: str, root: str, workers: int = 1) -> Server
         f"ws://127.0.0.1:{port}/ws",
         engineio=False,
     )
+    session_key = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    data_dir = server.data_dir = tempfile.mkdtemp(prefix="dovecote-bench-gateway-")
     for instance in range(1, workers + 1):
         env = {
             **os.environ,
@@ -124,6 +131,11 @@ async def start_dovecote(broker_url: str, root: str, workers: int = 1) -> Server
             "HOST": "127.0.0.1",
             "LOG_LEVEL": "WARNING",
             "DOVECOTE_SERVICE_TOKEN": "bench",  # else a warning per start (uploads unused)
+            # The host its sockets are opened on (any other is refused), a session key (the
+            # sockets are signed out: the frames for everyone) and its stores out of the way.
+            "PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "DOVECOTE_SESSION_KEY": session_key,
+            "DOVECOTE_DATA_DIR": data_dir,
         }
         server.processes.append(
             await asyncio.create_subprocess_exec(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.gateway import images
+from services.gateway import images, metadata
 from services.gateway.store import BadName, ImageStore, new_id, valid_id, valid_size
 from services.resizer import thumbnails
 from tests import imagefiles
@@ -198,3 +198,59 @@ def test_what_decoding_costs_is_known_before_the_bytes_are_fetched() -> None:
     assert images.inspect(jpeg, MP, 4 * 2**20).width == 4000  # 500x375 decoded: under 4 MiB
     with pytest.raises(images.BadImage):
         images.inspect(png, MP, 2**20)  # 3 MiB decoded: over 1 MiB
+
+
+# --- originals without location (services/gateway/metadata.py) -------------------------------
+
+
+def cleaned(data: bytes) -> tuple[bytes, images.ImageInfo]:
+    return metadata.clean(data, images.inspect(data, MP))
+
+
+def test_an_upload_with_no_metadata_is_stored_byte_for_byte() -> None:
+    for data in (
+        imagefiles.photo(64, 48),
+        imagefiles.photo(64, 48, fmt="PNG"),
+        imagefiles.photo(64, 48, fmt="WEBP"),
+        imagefiles.photo(64, 48, fmt="GIF"),
+    ):
+        assert cleaned(data)[0] == data
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_the_location_and_who_took_it_go_the_camera_and_time_stay_upright(fmt: str) -> None:
+    data = imagefiles.photo(80, 40, fmt=fmt, orientation=6, gps=True)
+    assert b"SN-123456" in data and images.inspect(data, MP).width == 80
+    out, info = cleaned(data)
+    img = Image.open(io.BytesIO(out))
+    exif = img.getexif()
+    assert (img.size, info.width, info.height, info.size) == ((40, 80), 40, 80, len(out))
+    assert 0x0112 not in exif  # the orientation is in the pixels now
+    assert not exif.get_ifd(0x8825)  # no GPS block
+    assert b"SN-123456" not in out and b"Ada L." not in out  # no serial, no owner
+    assert b"GPSLatitude" not in out and "xmp" not in img.info  # no XMP (where it was)
+    assert (exif[0x010F], exif[0x0110]) == ("Dovecam", "D-1")
+    assert exif.get_ifd(0x8769)[0x9003] == "2026:11:29 07:00:00"
+
+
+def test_the_pixels_are_turned_the_way_the_camera_said() -> None:
+    data = imagefiles.marked(400, 200)  # left red, right blue, stored rotated (orientation 6)
+    out, _ = cleaned(data)
+    img = Image.open(io.BytesIO(out)).convert("RGB")
+    assert img.size == (200, 400)
+    top, bottom = img.getpixel((100, 20)), img.getpixel((100, 380))
+    assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # red above, blue below
+
+
+def test_png_text_chunks_go_and_the_colour_profile_stays() -> None:
+    from PIL import ImageCms, PngImagePlugin
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Location", "51.5072 N, 0.1276 W")
+    out = io.BytesIO()
+    Image.new("RGB", (20, 10), "red").save(out, "PNG", pnginfo=info, icc_profile=icc)
+    kept, _ = cleaned(out.getvalue())
+    img = Image.open(io.BytesIO(kept))
+    assert b"51.5072" not in kept and not getattr(img, "text", {})
+    assert img.info.get("icc_profile") == icc

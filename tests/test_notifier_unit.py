@@ -74,3 +74,33 @@ def test_build_summaries_speak_to_the_requester_and_about_them_to_others() -> No
         type="Build", id="urn:uuid:n", name="nightly", state="succeeded", progress=100
     )
     assert messages.build_summary(nightly, ada, ada) == "Your build nightly succeeded"
+
+
+# --- the inbox (services/notifier/inbox.py) -------------------------------------------------
+
+
+def test_an_inbox_keeps_the_newest_once_each_and_reading_marks_up_to_one(tmp_path: Any) -> None:
+    from services.notifier.inbox import InboxStore
+
+    store = InboxStore(tmp_path / "inbox.sqlite3").open()
+    for n in range(5):
+        assert store.keep("grace", f"urn:uuid:{n}", b'{"n":%d}' % n, size=3)
+    assert not store.keep("grace", "urn:uuid:4", b'{"n":4}', size=3)  # a redelivery: kept once
+    store.keep("ada", "urn:uuid:a", b'{"a":1}', size=3)
+    assert store.newest("grace", 10) == [b'{"n":4}', b'{"n":3}', b'{"n":2}']  # 3 kept
+    assert (store.counts("grace").total, store.counts("grace").unread) == (3, 3)
+    assert store.mark_read("grace", "urn:uuid:3") == 2  # it and every older one
+    assert store.counts("grace").unread == 1  # the newest: unread ones are always the newest
+    assert store.mark_read("grace", "urn:uuid:gone") == 1  # one no longer kept: all
+    assert store.counts("grace").unread == 0
+    assert store.counts("ada").unread == 1  # nobody else's
+    store.close()
+    again = InboxStore(tmp_path / "inbox.sqlite3").open()  # a restart: still read
+    assert (again.counts("grace").total, again.counts("grace").unread) == (3, 0)
+    again.close()
+
+
+def test_a_follow_tells_the_person_followed() -> None:
+    follow = act.new("Follow", ADA, GRACE)
+    decoded = topics.PERSON_FOLLOWED.codec.decode(act.encode(follow))
+    assert messages.follow_summary(decoded) == "Ada Lovelace followed you"

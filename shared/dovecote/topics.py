@@ -443,7 +443,7 @@ INBOX_READ = register(
         1,
         False,
         act.ReadInbox,
-        "A person read their notifications (\"Mark all read\"): the notifier marks them "
+        'A person read their notifications ("Mark all read"): the notifier marks them '
         "and publishes the new counts on `users/{user}/inbox`.",
         actor="the signed-in person who read them",
     )

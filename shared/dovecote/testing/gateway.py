@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import aiohttp
 
-DEMO_PASSWORD = "demo-password-for-tests"  # noqa: S105 - the test federation's demo people
+DEMO_PASSWORD = "demo-password-for-tests"
 
 
 async def signed_in(url: str, person: str, password: str = DEMO_PASSWORD) -> aiohttp.ClientSession:
