@@ -239,6 +239,7 @@ def test_the_pixels_are_turned_the_way_the_camera_said() -> None:
     img = Image.open(io.BytesIO(out)).convert("RGB")
     assert img.size == (200, 400)
     top, bottom = img.getpixel((100, 20)), img.getpixel((100, 380))
+    assert isinstance(top, tuple) and isinstance(bottom, tuple)
     assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # red above, blue below
 
 
