@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import orjson
 import pytest
 import websockets
 
+from dovecote.testing.gateway import cookie_header, signed_in
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import choose, free_port, mqtt_answers
 
@@ -32,7 +34,11 @@ async def test_run_starts_prefixes_restarts_and_stops_in_order(
     service_env: dict[str, str], probe: Probe, tmp_path: Path
 ) -> None:
     log = tmp_path / "run.log"
-    sup = dovecote(["run", "builder", "gateway"], service_env, log)
+    # As `make run` on a fresh checkout: no session key, no demo password set.
+    env = {
+        k: v for k, v in service_env.items() if k not in ("DOVECOTE_SESSION_KEY", "DEMO_PASSWORD")
+    }
+    sup = dovecote(["run", "builder", "gateway"], env, log)
     try:
         joins = await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
         await probe.wait_for("services/gateway/1", lambda a: a["type"] == "Join")
@@ -44,7 +50,14 @@ async def test_run_starts_prefixes_restarts_and_stops_in_order(
         )
         text = log.read_text()
         assert "broker: the broker at MQTT_URL (mqtt://127.0.0.1:" in text
-        assert f"dashboard:      {service_env['PUBLIC_URL']}/" in text
+        url = service_env["PUBLIC_URL"]
+        assert f"dashboard:      {url}/" in text
+        # How to sign in, printed at start: the demo people's fresh password works.
+        said = re.search(r"sign in: +(\S+)/signin as ada or grace .*password (\S+)", text)
+        assert said and said[1] == url, text
+        async with await signed_in(url, "grace", said[2]) as http, http.get(f"{url}/") as r:
+            assert 'data-user="grace"' in await r.text()
+        assert "session key:    a fresh DOVECOTE_SESSION_KEY" in text
         # kill -9 a worker: the supervisor says so and starts a shiny new one.
         os.kill(joins[0]["object"]["pid"], signal.SIGKILL)
         await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave", timeout=60)
@@ -133,8 +146,13 @@ async def test_two_gateway_workers_share_one_port_and_every_browser_sees_the_bui
         await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
         ws = service_env["PUBLIC_URL"].replace("http://", "ws://") + "/ws"
         # The kernel spreads connections over both listeners (SO_REUSEPORT); whichever
-        # worker holds a browser forwards it the whole build.
-        pages = [await websockets.connect(ws) for _ in range(8)]
+        # worker holds a browser forwards it the whole build. One session cookie is good on
+        # both workers (one DOVECOTE_SESSION_KEY, one accounts file).
+        async with await signed_in(service_env["PUBLIC_URL"], "ada") as http:
+            ada = {"Cookie": cookie_header(http)}
+        pages = [await websockets.connect(ws, additional_headers=ada) for _ in range(8)]
+        hellos = [orjson.loads(await page.recv()) for page in pages]
+        assert {h["user"] for h in hellos} == {"ada"}
         try:
             await pages[0].send(orjson.dumps({"command": "build.start"}).decode())
 
