@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from dovecote import Delivery, Service, Unprocessable, handles, letters, topics
 from dovecote import activity as act
 from dovecote.config import Settings
+from dovecote.project import PROJECT
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto
 from dovecote.worker import Worker
@@ -418,3 +420,16 @@ async def test_copies_arriving_while_the_first_is_in_its_handler_are_not_handled
     await asyncio.sleep(0.5)
     assert sorted(i for i, _ in seen(worker)) == sorted([a["id"], b["id"]])
     assert worker.dispatcher._inflight == {}  # the waiting copies were acknowledged with the first
+
+
+async def test_the_bus_socket_sends_each_write_at_once(probe: Probe) -> None:
+    """TCP_NODELAY on every worker's socket (and ``set_tcp_nodelay`` in the project's
+    Mosquitto configs): with Nagle, a question answered on the bus (a page's inbox) waited
+    for delayed ACKs, 88 ms instead of 2 (docs/performance.md)."""
+    buffered = probe.conn._sock
+    assert buffered is not None
+    raw = buffered._sock  # paho's socket, under the buffered wrapper
+    assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    for conf in ("dev.conf", "production.conf"):
+        text = (PROJECT / "deploy" / "mosquitto" / conf).read_text()
+        assert "\nset_tcp_nodelay true\n" in text, conf

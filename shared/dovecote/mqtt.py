@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -63,6 +64,17 @@ class Backoff:
         while True:
             yield delay * random.uniform(0.8, 1.2)
             delay = min(delay * self.factor, self.cap)
+
+
+def _no_delay(sock: Any) -> None:
+    """Send each write at once (TCP_NODELAY). Writes are already one per loop turn
+    (``_BufferedSocket``), so this adds no small packets; without it, Nagle held a write
+    back until the broker acknowledged the previous one, which a delayed ACK makes wait
+    40 ms: a question and its answer on the bus (a page's inbox) took 88 ms, not 2
+    (docs/performance.md)."""
+    raw = getattr(sock, "_socket", sock)  # paho's websocket wrapper holds the real socket
+    with contextlib.suppress(OSError, AttributeError):
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _BufferedSocket:
@@ -437,6 +449,7 @@ class Connection:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _socket_open(self, client: paho.Client, _u: Any, sock: Any) -> None:
+        _no_delay(sock)
         # The one reach into paho's internals: it reads and writes through ``_sock``, so
         # swapping in the buffered wrapper here (before CONNECT is queued) batches its I/O.
         buffered = _BufferedSocket(sock)
