@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import common, consume, gateway, pipeline, pool, wslatency
+from bench import common, consume, gateway, inbox, pipeline, pool, wslatency
 
 SECTIONS = {
     "consume": consume,
@@ -13,6 +13,7 @@ SECTIONS = {
     "pipeline": pipeline,
     "gateway": gateway,
     "pool": pool,
+    "inbox": inbox,
 }
 
 
