@@ -387,13 +387,19 @@ class Gateway:
 
 
 @pytest.fixture
-async def gateway(start_service: StartService, service_env: dict[str, str]) -> Gateway:
+async def gateway(
+    start_service: StartService, service_env: dict[str, str], probe: Probe
+) -> Gateway:
     token = secrets.token_urlsafe(24)
+    # The notifier answers the inbox a signed-in page or GET /api/inbox asks for (without
+    # it those are a 503 after INBOX_TIMEOUT, which is right, but not what is fuzzed here).
+    start_service("notifier", LOG_LEVEL="WARNING")
     proc = start_service(
         "gateway", DOVECOTE_SERVICE_TOKEN=token, LOG_LEVEL="WARNING", **NO_RATE_LIMITS
     )
     url = service_env["PUBLIC_URL"]
     await wait_http(f"{url}/healthz", 30)
+    await probe.wait_online("notifier")
     person_token = await token_for(url, "ada", "fuzz")
     async with await signed_in(url, "grace") as http:
         browser = {"Cookie": cookie_header(http), "Origin": url}
