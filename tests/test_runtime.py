@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,8 @@ import pytest
 
 from dovecote import Delivery, Service, Unprocessable, handles, letters, topics
 from dovecote import activity as act
-from dovecote.config import Settings
+from dovecote.config import Settings, parse_mqtt_url
+from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto
@@ -352,6 +356,30 @@ async def test_reconnects_after_a_broker_restart_and_loses_no_publish(
         await probe.stop()
         await watcher.stop()
         await w.shutdown()
+    finally:
+        own.stop()
+
+
+async def test_a_stop_does_not_wait_for_acks_from_a_broker_that_went_away(
+    tmp_path: Path, root: str
+) -> None:
+    """A worker orphaned with `dovecote run`'s private broker (both die with the supervisor)
+    must not wait out the flush timeout for acknowledgements that can no longer come."""
+    own = PrivateMosquitto(tmp_path / "broker").start()
+    try:
+        conn = Connection(parse_mqtt_url(own.url), f"{root}-stopper", on_message=lambda _: None)
+        conn.start()
+        await conn.wait_connected(10)
+        assert own.process is not None
+        os.kill(own.process.pid, signal.SIGSTOP)  # no PUBACK from now on
+        conn.publish(f"{root}/events/x", b"{}", 1)
+        stopping = asyncio.create_task(conn.stop(timeout=5))
+        await asyncio.sleep(0.3)
+        assert not stopping.done(), "waiting for the broker's acknowledgement"
+        own.kill()
+        lost = time.monotonic()
+        await asyncio.wait_for(stopping, 10)
+        assert time.monotonic() - lost < 1.0
     finally:
         own.stop()
 

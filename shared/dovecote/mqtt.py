@@ -302,7 +302,12 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         if self.connected.is_set():
-            await self.flush(timeout)
+            # Stopping, we never reconnect: a broker gone mid-flush will not ack the rest.
+            flushed = asyncio.ensure_future(self.flush(timeout))
+            lost = asyncio.ensure_future(self.disconnected.wait())
+            await asyncio.wait({flushed, lost}, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in (flushed, lost):
+                waiting.cancel()
             self._client.disconnect()
             try:
                 await asyncio.wait_for(self.disconnected.wait(), timeout)

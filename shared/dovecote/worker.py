@@ -10,7 +10,8 @@
   path is;
 - answers the presence query (brokers that keep retained messages from wildcards);
 - keeps an outbox for durable publishes (``dovecote.outbox``) when the service asks;
-- stops on SIGTERM/SIGINT: teardown, handlers in flight finish (bounded), a Leave, a clean
+- stops on SIGTERM/SIGINT, or when the ``dovecote run`` that started it is gone
+  (``dovecote.lifeline``): teardown, handlers in flight finish (bounded), a Leave, a clean
   disconnect.
 """
 
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 from dovecote import activity as act
-from dovecote import capabilities, letters, pool, topics
+from dovecote import capabilities, letters, lifeline, pool, topics
 from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.dispatch import Binding, Dispatcher
@@ -89,6 +90,7 @@ class Worker:
         self.plan: pool.Plan | None = None
         self._ask_presence = False
         self.stopping = asyncio.Event()
+        self.supervisor_fd = lifeline.from_env(settings.env)  # None: not run by a supervisor
         self._plan_subscriptions(bindings)
 
     def _on_message(self, msg: Message) -> None:
@@ -259,6 +261,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        if self.supervisor_fd is not None:
+            lifeline.watch(self.supervisor_fd, self._supervisor_gone)
         # A signal while still waiting for the broker must stop us too.
         starting = loop.create_task(self.start())
         stopping = loop.create_task(self.stopping.wait())
@@ -272,6 +276,10 @@ class Worker:
             starting.result()  # why this worker cannot start: exit with it, as before
         await stopping
         await self.shutdown()
+
+    def _supervisor_gone(self) -> None:
+        self.log.warning("the `dovecote run` that started this worker is gone: stopping")
+        self.stopping.set()
 
     async def shutdown(self) -> None:
         self.log.info("stopping")

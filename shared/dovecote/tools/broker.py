@@ -10,12 +10,16 @@ a password; otherwise we stop and print the one command to run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import random
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,6 +149,18 @@ def try_install(say: Callable[[str], None] = print) -> bool:
     return False
 
 
+def _term_with_parent(parent: int) -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG).
+
+    Mosquitto cannot watch a pipe the way a worker does (``dovecote.lifeline``). The signal
+    comes when the *thread* that started the child ends: start it from the main thread.
+    """
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above: no signal will come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @dataclass
 class PrivateMosquitto:
     """A Mosquitto of our own: config rendered from dev.conf, data under ``directory``."""
@@ -157,6 +173,8 @@ class PrivateMosquitto:
     extra_config: str = ""
     config_text: str | None = None  # a whole config (e.g. production.conf, adapted) instead
     ca_file: str | None = None  # its port speaks TLS, with a certificate this CA signed
+    # `dovecote run`'s broker: stopped by the kernel if the supervisor dies (Linux only).
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -195,13 +213,27 @@ class PrivateMosquitto:
         if binary is None:
             raise BrokerUnavailable(f"mosquitto is not installed: {install_command()}")
         conf = self.write_config()
+        linux = sys.platform.startswith("linux")
         with (self.directory / "stderr.log").open("ab") as err:
             self.process = subprocess.Popen(
                 [binary, "-c", str(conf)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 start_new_session=True,  # Ctrl-C goes to the supervisor, which stops us last
+                preexec_fn=(
+                    functools.partial(_term_with_parent, os.getpid())
+                    if self.die_with_parent and linux
+                    else None
+                ),
             )
+        try:
+            return self._wait_answering(timeout)
+        except BaseException:  # Ctrl-C while starting, too: no broker left behind
+            self.stop()
+            raise
+
+    def _wait_answering(self, timeout: float) -> PrivateMosquitto:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -211,7 +243,6 @@ class PrivateMosquitto:
             if mqtt_answers(self.host, self.port, 0.5, self.ca_file):
                 return self
             time.sleep(0.05)
-        self.stop()
         raise BrokerUnavailable(f"mosquitto did not answer on port {self.port} in {timeout} s")
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -260,7 +291,7 @@ def choose(
             f"Mosquitto is not installed. Run:\n\n    {install_command()}\n\nthen try again."
         )
     port = local_port if _port_free(local_port) else 0
-    broker = PrivateMosquitto(data_dir, port=port).start()
+    broker = PrivateMosquitto(data_dir, port=port, die_with_parent=True).start()
     return Choice(
         broker.url,
         f"a private Mosquitto on port {broker.port} (data in {data_dir}, log {broker.log_file})",

@@ -11,9 +11,16 @@ import sys
 from pathlib import Path
 
 from dovecote.config import ConfigError, Settings, data_dir
-from dovecote.tools import broker, deadletter, logins, publish, scaffold, supervisor, tail
-
-DATA_DIR = data_dir()
+from dovecote.tools import (
+    broker,
+    deadletter,
+    logins,
+    publish,
+    runlock,
+    scaffold,
+    supervisor,
+    tail,
+)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -24,8 +31,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dovecote run: {exc}", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    folder = Path(args.data_dir).resolve() if args.data_dir else data_dir(env).resolve()
+    env["DOVECOTE_DATA_DIR"] = str(folder)  # the workers' stores, the broker, the lock
+    # First of all: a second generation in this folder would take the first one's client
+    # ids (sessions), port and stores.
+    lock = runlock.RunLock(folder)
     try:
-        choice = broker.choose(env, Path(args.data_dir) / "broker")
+        lock_fd = lock.acquire(["dovecote", "run", *args.services])
+    except runlock.AlreadyRunning as exc:
+        print(f"dovecote run: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _run(plan, env, folder, lock, lock_fd)
+    finally:
+        lock.release()
+
+
+def _run(
+    plan: dict[str, int], env: dict[str, str], folder: Path, lock: runlock.RunLock, lock_fd: int
+) -> int:
+    try:
+        choice = broker.choose(env, folder / "broker")
     except broker.BrokerUnavailable as exc:
         print(f"dovecote run: {exc}", file=sys.stderr)
         return 1
@@ -50,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if choice.private:
             choice.private.stop()
         return 2
-    sup = supervisor.Supervisor(plan, env)
+    sup = supervisor.Supervisor(plan, env, keep_fds=(lock_fd,), on_spawn=lock.record)
     sup.say(f"broker: {choice.description}")
     b = settings.broker
     sup.say(f"watch the bus:  mosquitto_sub -h {b.host} -p {b.port} -t '{settings.root}/#' -v")
@@ -80,7 +106,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if choice.private:
             sup.say("stopping the private broker")
-            choice.private.stop()
+            try:
+                choice.private.stop()
+            except KeyboardInterrupt:  # Ctrl-C again: no waiting for it to save
+                choice.private.kill()
+                raise
     return code
 
 
@@ -96,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument(
         "--data-dir",
-        default=str(DATA_DIR),
-        help="where a private broker keeps its data (default: .dovecote/)",
+        default=None,
+        help="where this run keeps its data: every store, a private broker's, the run lock "
+        "(default: DOVECOTE_DATA_DIR, else .dovecote/ in the project folder)",
     )
     run.set_defaults(func=cmd_run)
     for command in (
@@ -109,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     ):  # each module adds its own subcommand
         command.add_command(sub)
     args = parser.parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor took signals over
+        print(f"dovecote {args.command}: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

@@ -5,20 +5,28 @@ The seed's Node ``cluster`` done with processes and a broker: each worker is its
 persistent session) is stable across restarts. Lines a worker prints are prefixed with
 ``<service>.<instance> |``. A worker that dies is restarted with backoff; a service whose
 workers cannot start at all (they keep dying within seconds) stops the whole run with a
-non-zero exit. On SIGINT/SIGTERM the gateway stops first (no new browser commands), then
-the other services all at once, each given time to finish what it holds.
+non-zero exit. On SIGINT/SIGTERM/SIGHUP the gateway stops first (no new browser commands),
+then the other services all at once, each given time to finish what it holds; a second
+signal during that stop kills what is left at once.
+
+Workers never outlive the supervisor: each watches a pipe from it (``dovecote.lifeline``)
+and stops when it closes, which happens however the supervisor dies, ``kill -9`` included.
+Workers also inherit ``keep_fds`` (the run lock, ``dovecote.tools.runlock``), so a folder
+stays locked until the last process of its federation has exited.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from dovecote import lifeline
 from dovecote.project import PROJECT
 
 STOP_TIMEOUT = 10.0
@@ -78,6 +86,8 @@ class Supervisor:
         color: bool | None = None,
         package: str = "services",
         handle_signals: bool = True,
+        keep_fds: tuple[int, ...] = (),
+        on_spawn: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.env = dict(env)
         self.package = package  # workers run as ``python -m <package>.<service>``
@@ -91,39 +101,72 @@ class Supervisor:
         width = max((len(w.label) for w in self.workers), default=8)
         self._width = max(width, 10)
         self._say = say or (lambda line: print(line, flush=True))
+        self.keep_fds = keep_fds  # inherited by every worker (the run lock)
+        self.on_spawn = on_spawn  # told every worker's pid after each start (the run lock)
         self.stopping = asyncio.Event()
         self.failed: str | None = None
+        self._spawning = asyncio.Lock()  # a stop waits for a start in progress
+        self._lifeline: int | None = None  # the read end every worker inherits
 
     def say(self, text: str, worker: Worker | None = None) -> None:
         label = (worker.label if worker else "dovecote").ljust(self._width)
         if self.color:
             code = worker.color if worker else 1
             label = f"\x1b[{code}m{label}\x1b[0m"
-        self._say(f"{label} | {text}")
+        with contextlib.suppress(OSError):  # the terminal closed (SIGHUP): stop all the same
+            self._say(f"{label} | {text}")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        read_end, write_end = lifeline.open_pipe()  # the write end dies with us, however
+        self._lifeline = read_end
         if self.handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self.stopping.set)
-        for w in self.workers:
-            await self._spawn(w)
-        watchers = [loop.create_task(self._watch(w)) for w in self.workers]
-        await self.stopping.wait()
-        await self._stop_all()
-        for t in watchers:
-            t.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._signalled)
+        try:
+            for w in self.workers:
+                await self._spawn(w)
+            watchers = [loop.create_task(self._watch(w)) for w in self.workers]
+            await self.stopping.wait()
+            await self._stop_all()
+            for t in watchers:
+                t.cancel()
+        finally:
+            os.close(read_end)
+            os.close(write_end)
         if self.failed:
             self.say(self.failed)
             return 1
         return 0
 
+    def _signalled(self) -> None:
+        if not self.stopping.is_set():
+            self.stopping.set()
+            return
+        # A second Ctrl-C while stopping: the person will not wait. Nothing stays behind.
+        left = [w for w in self.workers if w.process and w.process.returncode is None]
+        self.say(f"stopping now: killing {len(left)} worker(s)")
+        for w in left:
+            assert w.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                w.process.kill()
+
     async def _spawn(self, w: Worker) -> None:
+        async with self._spawning:
+            if self.stopping.is_set():
+                return  # stopping: a worker started now would be missed by the stop
+            await self._start(w)
+        if self.on_spawn is not None:
+            self.on_spawn({o.label: o.process.pid for o in self.workers if o.process is not None})
+
+    async def _start(self, w: Worker) -> None:
+        assert self._lifeline is not None
         size = sum(1 for o in self.workers if o.service == w.service)
         env = {
             **self.env,
             "DOVECOTE_INSTANCE": w.instance,
             "DOVECOTE_POOL_SIZE": str(size),  # 1: plain subscriptions (shared/dovecote/pool.py)
+            lifeline.ENV: str(self._lifeline),
             "PYTHONUNBUFFERED": "1",
         }
         w.process = await asyncio.create_subprocess_exec(
@@ -135,6 +178,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches only us; we stop workers in order
+            pass_fds=(self._lifeline, *self.keep_fds),
         )
         w.started = time.monotonic()
         assert w.process.stdout is not None
@@ -183,6 +227,8 @@ class Supervisor:
         seconds (up to 5 for its handlers, 5 for the broker's acks), and one after the other
         those seconds added up past what a person or systemd waits after SIGTERM.
         """
+        async with self._spawning:  # a start in progress ends first; none begins after
+            pass
         gateways = [w for w in self.workers if w.service == "gateway"]
         others = [w for w in self.workers if w.service != "gateway"]
         for group in (gateways, others):
