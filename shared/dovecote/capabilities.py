@@ -39,11 +39,16 @@ GRACE = 0.25  # after the marker, how long a late shared or retained copy may st
 class Capabilities:
     shared_subscriptions: bool  # $share/<group>/<filter> splits messages between members
     retained_to_wildcards: bool  # a new `+`/`#` subscription gets matching retained messages
+    # False: the check's own marker never came back (e.g. a user who may not publish), so
+    # the two flags above are guesses on the safe side, not answers.
+    checked: bool = True
 
     def describe(self) -> str:
         def yes(flag: bool) -> str:
             return "yes" if flag else "NO"
 
+        if not self.checked:
+            return "not checked: the check's own messages never came back (may it publish?)"
         return (
             f"shared subscriptions: {yes(self.shared_subscriptions)}; "
             f"retained messages to wildcard subscriptions: {yes(self.retained_to_wildcards)}"
@@ -66,10 +71,18 @@ def declared(raw: str) -> Capabilities | None:
 
 
 async def probe(
-    broker: BrokerAddress, root: str, client_id: str, timeout: float = 10.0
+    broker: BrokerAddress,
+    root: str,
+    client_id: str,
+    timeout: float = 10.0,
+    token: str | None = None,
 ) -> Capabilities:
-    """Ask the broker. Waits (reconnecting) until it answers; ``timeout`` bounds the checks."""
-    token = uuid.uuid4().hex[:16]
+    """Ask the broker. Waits (reconnecting) until it answers; ``timeout`` bounds the checks.
+
+    ``token`` names the check's topics (``services/probe/<token>/...`` and
+    ``services/probe/<token>s/shared``): a caller watching the bus can recognise its own.
+    """
+    token = token or uuid.uuid4().hex[:16]
     arrived: dict[str, Message] = {}
     marker = asyncio.Event()
     address = {
@@ -117,6 +130,7 @@ async def probe(
     return Capabilities(
         shared_subscriptions="shared" in arrived,
         retained_to_wildcards="retained" in arrived,
+        checked=marker.is_set(),
     )
 
 

@@ -4,6 +4,7 @@ One line per message: the activity's time, its topic (below the root), type, act
 summary of its object and its correlation id. Each payload is checked against the type the
 registry gives its topic, so a line says INVALID (and why) when a publisher broke the
 contract; retained messages (state from before we subscribed) are marked ``retained``.
+The retained state comes first on every broker, RabbitMQ included (``tools.retained``).
 ``--json`` prints one JSON object per message instead, the broker's payload bytes inside:
 ``{"topic", "qos", "retained", "error", "activity"}``, ready for ``jq``.
 """
@@ -27,6 +28,7 @@ from dovecote.config import ConfigError, Settings
 from dovecote.logs import setup_logging
 from dovecote.mqtt import Message
 from dovecote.tools import client
+from dovecote.tools.retained import StateFirst
 
 _GENERIC = act.Codec(act.Activity)
 # Object fields worth a glance, in this order; other short scalar fields follow.
@@ -193,7 +195,8 @@ async def tail(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
-    conn = await client.connect(settings, "tail", show, connect_timeout)
+    state = StateFirst(settings.root, topic_filter, show)
+    conn = await client.connect(settings, "tail", state.on_message, connect_timeout)
     absolute = f"{settings.root}/{topic_filter}"
     sub = conn.subscribe(absolute, 1)
     granted = await sub if sub is not None else [1]
@@ -206,8 +209,20 @@ async def tail(
         file=sys.stderr,
         flush=True,
     )
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), seconds or None)
+    gathering = loop.create_task(state.gather(conn, settings))
+    finished = loop.create_task(done.wait())
+    await asyncio.wait({gathering, finished}, return_when=asyncio.FIRST_COMPLETED)
+    if gathering.done():
+        said = gathering.result()
+        if said:
+            print(f"dovecote tail: {said}", file=sys.stderr, flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished, seconds or None)
+    else:  # Ctrl-C (or -C N) while the state was still coming
+        gathering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gathering
+    finished.cancel()
     await conn.stop(1)
     return 0
 
