@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 # The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on docs/asyncapi.yaml.
 PARSER_STAMP := tests/asyncapi/node_modules/.package-lock.json
 
-.PHONY: run test lint bench chaos docs system-deps clean
+.PHONY: run test check lint bench chaos docs system-deps clean
 
 ## run: the whole federation (services=... picks some: make run services="builder gateway=2")
 run: $(RUN_STAMP)
@@ -16,6 +16,12 @@ run: $(RUN_STAMP)
 ## test: the whole suite (real broker, real processes, real headless chromium)
 test: $(DEV_STAMP) system-deps $(PARSER_STAMP)
 	$(BIN)/pytest -n $${TEST_WORKERS:-3} --dist loadgroup
+
+## check: the fast loop, no broker (~15 s): lint, then every test that needs no real broker
+##        (units, and services on the in-memory bus of dovecote.testing.memory). --no-broker
+##        leaves out the tests that use one, and fails a test that starts one anyway.
+check: lint $(PARSER_STAMP)
+	$(BIN)/pytest --no-broker -q
 
 ## lint: ruff (lint + format) and mypy --strict
 lint: $(DEV_STAMP)
@@ -39,10 +45,12 @@ bench: $(DEV_STAMP) system-deps
 	  "the socket.io and ws peers will be skipped (sudo apt-get install -y nodejs npm)"
 	$(BIN)/python -m bench $(sections)
 
-## docs: regenerate docs/topics.md, docs/asyncapi.yaml, docs/schemas/ and deploy/'s ACLs from the registry
+## docs: regenerate docs/topics.md, docs/asyncapi.yaml, docs/schemas/, deploy/'s ACLs (from the
+##       registry) and deploy/systemd's units (one per service folder)
 docs: $(DEV_STAMP)
 	$(BIN)/python -m dovecote.tools.docs
 	$(BIN)/python -m dovecote.tools.acl
+	$(BIN)/python -m dovecote.tools.units
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import ssl
 import subprocess
@@ -32,7 +33,7 @@ from dovecote.project import PROJECT
 from dovecote.testing.gateway import DEMO_PASSWORD, signed_in
 from dovecote.testing.plugin import Probe, ServiceProcess, TestBroker
 from dovecote.testing.rabbitmq import PrivateRabbitMQ
-from dovecote.tools import acl, logins
+from dovecote.tools import acl, logins, units
 from dovecote.tools.broker import PrivateMosquitto, free_port
 from tests import imagefiles
 from tests.chaos import FaultRow, record
@@ -49,6 +50,29 @@ def test_the_committed_acls_match_the_registry() -> None:
         [sys.executable, "-m", "dovecote.tools.acl", "--check"], cwd=PROJECT, capture_output=True
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_every_service_has_its_systemd_unit_and_systemd_accepts_each(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dovecote.tools.units", "--check"], cwd=PROJECT, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert [p.name for p in units.generated()] == [f"dovecote-{s}@.service" for s in SERVICES]
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze not found: the units cannot be checked (install systemd)")
+    shutil.copy(units.UNITS_DIR / "dovecote.target", tmp_path)
+    for path in units.generated():  # as installed in /opt/dovecote, but in this checkout
+        text = path.read_text().replace("/opt/dovecote/.venv/bin/python", sys.executable)
+        (tmp_path / path.name).write_text(text.replace("/opt/dovecote", str(PROJECT)))
+        instance = path.name.replace("@.", "@1.")
+        verified = subprocess.run(
+            [analyze, "verify", "--man=no", str(tmp_path / instance)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (verified.returncode, verified.stdout + verified.stderr) == (0, ""), instance
 
 
 def test_every_service_may_write_its_own_topics_and_no_one_elses() -> None:
@@ -385,6 +409,7 @@ def uploads(env: dict[str, str], n: int) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.real_broker  # starts a private broker of its own
 @pytest.mark.slow
 async def test_the_whole_federation_works_on_the_production_config_and_no_one_can_forge(
     secured: Secured, tmp_path: Path

@@ -310,6 +310,7 @@ async def test_presence_online_then_last_will_offline_then_graceful_offline(
     await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Leave", count=2)
 
 
+@pytest.mark.real_broker  # starts a private broker of its own
 async def test_reconnects_after_a_broker_restart_and_loses_no_publish(
     tmp_path: Path, root: str
 ) -> None:
@@ -360,6 +361,7 @@ async def test_reconnects_after_a_broker_restart_and_loses_no_publish(
         own.stop()
 
 
+@pytest.mark.real_broker  # starts a private broker of its own
 async def test_a_stop_does_not_wait_for_acks_from_a_broker_that_went_away(
     tmp_path: Path, root: str
 ) -> None:
@@ -454,6 +456,7 @@ async def test_the_bus_socket_sends_each_write_at_once(probe: Probe) -> None:
     """TCP_NODELAY on every worker's socket (and ``set_tcp_nodelay`` in the project's
     Mosquitto configs): with Nagle, a question answered on the bus (a page's inbox) waited
     for delayed ACKs, 88 ms instead of 2 (docs/performance.md)."""
+    assert isinstance(probe.conn, Connection)  # paho's, on a real broker
     buffered = probe.conn._sock
     assert buffered is not None
     raw = buffered._sock  # paho's socket, under the buffered wrapper

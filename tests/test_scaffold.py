@@ -96,10 +96,18 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     cli = [sys.executable, "-m", "dovecote.tools.cli"]
     out, _ = await run([*cli, "new-service", "hello"], repo, env)
     assert "created services/hello/service.py" in out and "wrote docs/asyncapi.yaml" in out
+    assert "listed HELLO_SIGNATURE in deploy/dovecote.env.example" in out
+    assert "wrote deploy/mosquitto/acl" in out and "wrote deploy/rabbitmq/permissions.sh" in out
+    assert "wrote deploy/systemd/dovecote-hello@.service" in out
 
-    # One new folder; the rest of the change is the regenerated contract. No service edited.
+    # One new folder; the rest of the change is what follows from it: the contract, the
+    # broker users, its unit, its setting listed. No service edited.
     changed, _ = await run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
     assert sorted(line[3:] for line in changed.splitlines()) == [
+        "deploy/dovecote.env.example",
+        "deploy/mosquitto/acl",
+        "deploy/rabbitmq/permissions.sh",
+        "deploy/systemd/dovecote-hello@.service",
         "docs/asyncapi.yaml",
         "docs/schemas/HelloNoteCreated.json",
         "docs/topics.md",
@@ -109,30 +117,44 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
         "services/hello/test_hello.py",
         "services/hello/topics.py",
     ]
+    diff, _ = await run(["git", "diff", "deploy/dovecote.env.example"], repo, env)
+    assert "+HELLO_SIGNATURE=hello" in diff
+    assert "user hello" in (repo / "deploy/mosquitto/acl").read_text()
 
     _, err = await run([*cli, "new-service", "hello"], repo, env, expect=2)
     assert "dovecote new-service: services/hello already exists" in err
     _, err = await run([*cli, "new-service", "Hello-World"], repo, env, expect=2)
     assert "'Hello-World' is not a valid service name" in err
 
-    # The generated code meets the project's own bar, and its own test is green.
+    # The generated code meets the project's own bar, its own tests are green, and what the
+    # project checks of every service holds for it: docs, ACLs, units, the env example.
     await run([str(VENV_BIN / "ruff"), "check", "services/hello"], repo, env)
     await run([str(VENV_BIN / "ruff"), "format", "--check", "services/hello"], repo, env)
     await run([str(VENV_BIN / "mypy"), "services/hello"], repo, env)
     # One broker is enough to prove the scaffolded test (the outer test picks which).
     pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v"]
     pytest_cmd += ["--broker=mosquitto"]
-    out, _ = await run([*pytest_cmd, "services/hello", "tests/test_docs.py"], repo, env)
+    checks = [
+        "tests/test_docs.py::test_committed_docs_match_the_registry",
+        "tests/test_deploy.py::test_the_committed_acls_match_the_registry",
+        "tests/test_deploy.py::test_every_service_has_its_systemd_unit_and_systemd_accepts_each",
+        "tests/test_deploy.py::test_the_env_example_lists_every_variable_the_code_reads",
+    ]
+    out, _ = await run([*pytest_cmd, "services/hello", *checks], repo, env)
+    assert "test_hello.py::test_the_handler_notes_a_successful_build PASSED" in out
     assert "test_hello.py::test_a_successful_build_gets_a_note[mosquitto] PASSED" in out
-    assert "test_docs.py::test_committed_docs_match_the_registry PASSED" in out
+    assert f"{len(checks) + 3} passed" in out, out
     await run([sys.executable, "-m", "dovecote.tools.asyncapi"], repo, env)
+    # Its in-memory test is in the fast loop, the one on a broker is not.
+    out, _ = await run([*pytest_cmd, "--no-broker", "services/hello"], repo, env)
+    assert "2 passed, 1 deselected" in out, out
 
-    # ... and that test can fail: break the service, and it says what went wrong.
+    # ... and those tests can fail: break the service, and they say what went wrong.
     service_py = repo / "services/hello/service.py"
     original = service_py.read_text()
-    service_py.write_text(original.replace('f"{build.name} succeeded"', '"?"'))
+    service_py.write_text(original.replace('f"{build.name} succeeded, noted', 'f"? noted'))
     out, _ = await run([*pytest_cmd, "services/hello"], repo, env, expect=1)
-    assert "2 failed" in out and "'Build #7 succeeded'" in out, out
+    assert "3 failed" in out and "Build #7 succeeded, noted by" in out, out
     service_py.write_text(original)
 
     # The supervisor found it with no list to edit: `dovecote run hello` starts it.

@@ -110,6 +110,7 @@ def test_unknown_services_and_bad_counts_are_refused(
         assert message in (tmp_path / "x.log").read_text()
 
 
+@pytest.mark.real_broker  # starts a private broker of its own
 def test_with_no_broker_anywhere_a_private_mosquitto_is_started(tmp_path: Path) -> None:
     port = free_port()
     assert not mqtt_answers("localhost", port)
@@ -375,6 +376,7 @@ def test_the_lock_names_workers_left_behind_by_a_dead_supervisor(tmp_path: Path)
     runlock.RunLock(tmp_path).acquire(["dovecote", "run"])  # the last holder gone: free
 
 
+@pytest.mark.real_broker  # starts a private broker of its own
 def test_ctrl_c_while_a_private_mosquitto_starts_leaves_no_broker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,6 +390,7 @@ def test_ctrl_c_while_a_private_mosquitto_starts_leaves_no_broker(
     assert mosquitto.process is not None and mosquitto.process.poll() is not None
 
 
+@pytest.mark.real_broker  # starts a private broker of its own
 def test_the_run_s_private_mosquitto_dies_with_the_supervisor(tmp_path: Path) -> None:
     """``dovecote run``'s own broker cannot watch a pipe: the kernel stops it (Linux)."""
     script = (

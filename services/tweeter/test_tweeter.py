@@ -1,8 +1,9 @@
-"""Tests of the tweeter: its pure helpers, then the service as a real process, then end to
-end: real uploads through the gateway's HTTP endpoint, the tweets on the bus and in the
-frames the dashboard's live feed receives.
+"""Tests of the tweeter: its pure helpers, its handler on the in-memory bus (`make check`),
+then the service as a real process on a real broker, then end to end: real uploads through
+the gateway's HTTP endpoint, the tweets on the bus and in the frames the dashboard's live
+feed receives.
 
-``start_service`` and ``probe`` come from the project's pytest plugin
+``memory_bus``, ``start_service`` and ``probe`` come from the project's pytest plugin
 (shared/dovecote/testing/plugin.py).
 """
 
@@ -20,8 +21,8 @@ from PIL import Image as Picture
 
 from dovecote import activity as act
 from dovecote.testing.gateway import token_for
-from dovecote.testing.plugin import Probe, StartService
-from services.tweeter.service import tweet_id, tweet_text
+from dovecote.testing.plugin import MemoryBus, Probe, StartService
+from services.tweeter.service import Tweeter, tweet_id, tweet_text
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada Lovelace"}
 
@@ -54,6 +55,19 @@ def test_a_long_title_is_cut_so_the_tweet_fits_280_characters() -> None:
 def test_one_image_always_makes_the_same_tweet_id() -> None:
     assert tweet_id("http://h/images/1") == tweet_id("http://h/images/1")
     assert tweet_id("http://h/images/1") != tweet_id("http://h/images/2")
+
+
+async def test_each_upload_is_tweeted_once_on_the_in_memory_bus(memory_bus: MemoryBus) -> None:
+    await memory_bus.start(Tweeter)  # a real worker: decoding, dedupe, acks; no broker
+    created = act.new("Create", ADA, image(attributedTo=ADA), context="urn:uuid:c0ffee")
+    memory_bus.probe.publish("events/image/created", created)
+    memory_bus.probe.publish("events/image/created", created)  # redelivered: skipped
+    other = act.new("Create", ADA, image("Cat", id="http://localhost:8080/images/9b1c"))
+    memory_bus.probe.publish("events/image/created", other)
+    first, second = await memory_bus.probe.wait_for("events/tweet/created", count=2)
+    assert first["object"]["inReplyTo"] == created["id"]
+    assert first["context"] == "urn:uuid:c0ffee"
+    assert second["object"]["inReplyTo"] == other["id"]
 
 
 async def test_an_image_created_event_gets_a_tweet(

@@ -30,6 +30,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.config import BrokerAddress, ConfigError, parse_mqtt_url
 from dovecote.mqtt import Connection, Message
+from dovecote.transport import Connect
 
 SHARED, RETAINED = "shared-subscriptions", "retained-to-wildcards"
 GRACE = 0.25  # after the marker, how long a late shared or retained copy may still come
@@ -76,6 +77,7 @@ async def probe(
     client_id: str,
     timeout: float = 10.0,
     token: str | None = None,
+    connect: Connect = Connection,
 ) -> Capabilities:
     """Ask the broker. Waits (reconnecting) until it answers; ``timeout`` bounds the checks.
 
@@ -98,7 +100,7 @@ async def probe(
         if check == "marker":
             marker.set()
 
-    conn = Connection(
+    conn = connect(
         broker,
         f"{client_id}-probe",
         on_message=record,

@@ -36,13 +36,18 @@ from dovecote.logs import setup_logging
 from dovecote.mqtt import Connection, Message, Will
 from dovecote.outbox import Outbox
 from dovecote.service import Bus, Service, inbox
+from dovecote.transport import Connect, Transport
 
 
 class Worker:
     """Runs one service instance on one MQTT connection."""
 
-    def __init__(self, service_cls: type[Service], settings: Settings) -> None:
+    def __init__(
+        self, service_cls: type[Service], settings: Settings, connect: Connect = Connection
+    ) -> None:
+        """``connect``: how to reach the bus; a test's in-memory one (``dovecote.testing``)."""
         self.settings = settings
+        self._connect = connect
         self.name = service_cls.name
         self.root = settings.root
         self.log = logging.getLogger(f"dovecote.{self.name}")
@@ -52,7 +57,7 @@ class Worker:
         )
         self.inbox = inbox(self.root, self.name)
         self.query_topic = topics.PRESENCE_QUERY.address(self.root)
-        self.conn = Connection(
+        self.conn: Transport = connect(
             settings.broker,
             self.client_id,
             on_message=self._on_message,
@@ -195,7 +200,7 @@ class Worker:
         subscriptions should follow at once, not a broker round trip later.
         """
         self.caps = self.declared or await capabilities.probe(
-            self.settings.broker, self.root, self.client_id
+            self.settings.broker, self.root, self.client_id, connect=self._connect
         )
         self._resend_outbox()  # queued in paho; out as soon as the connection is up
         await self.service.setup()

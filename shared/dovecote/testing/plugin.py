@@ -19,26 +19,23 @@ fixtures with no conftest. ``docs/adding-a-service.md`` shows how.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
-from dovecote.config import parse_mqtt_url
-from dovecote.mqtt import Connection, Message
+__all__ = ["MemoryBus", "Probe", "ServiceProcess", "StartService", "TestBroker", "wait_until"]
+
 from dovecote.project import PROJECT
 from dovecote.testing.gateway import DEMO_PASSWORD
+from dovecote.testing.memory import MemoryBus
+from dovecote.testing.probe import Probe, wait_until
 from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from dovecote.tools.broker import BrokerUnavailable, PrivateMosquitto, free_port
 
@@ -95,99 +92,6 @@ class ServiceProcess:
             self.process.wait()
 
 
-class Probe:
-    """A bus client for tests: records every message under the root, waits for some."""
-
-    def __init__(
-        self,
-        url: str,
-        root: str,
-        persistent: bool = False,
-        *,
-        client_id: str | None = None,
-        ca_file: str | None = None,
-    ) -> None:
-        self.root = root
-        self.messages: list[Message] = []
-        self._changed = asyncio.Event()
-        # persistent: the broker queues QoS 1 messages for it across its own reconnects.
-        self.conn = Connection(
-            parse_mqtt_url(url, ca_file),
-            client_id or f"probe-{uuid.uuid4().hex[:12]}",
-            on_message=self._record,
-            clean_session=not persistent,
-            manual_ack=False,
-        )
-
-    def _record(self, msg: Message) -> None:
-        self.messages.append(msg)
-        self._changed.set()
-
-    async def start(self, topic_filter: str = "#", *exact: str) -> Probe:
-        self.conn.start()
-        await self.conn.wait_connected(10)
-        subs = [self.conn.subscribe(f"{self.root}/{topic_filter}", 1)]
-        subs += [self.conn.subscribe(f"{self.root}/{t}", 1) for t in exact]
-        await asyncio.gather(*(s for s in subs if s is not None))
-        return self
-
-    def publish(
-        self, rel_topic: str, payload: bytes | dict[str, Any], qos: int = 1, retain: bool = False
-    ) -> None:
-        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        self.conn.publish(f"{self.root}/{rel_topic}", data, qos, retain)
-
-    def on(self, rel_topic: str) -> list[dict[str, Any]]:
-        """Decoded payloads seen on one topic (relative to the root), oldest first."""
-        topic = f"{self.root}/{rel_topic}"
-        return [orjson.loads(m.payload) for m in self.messages if m.topic == topic and m.payload]
-
-    async def wait_for(
-        self,
-        rel_topic: str,
-        where: Callable[[dict[str, Any]], bool] = lambda _: True,
-        timeout: float = 15.0,
-        count: int = 1,
-    ) -> list[dict[str, Any]]:
-        """Wait until ``count`` payloads on the topic satisfy ``where``; return them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [a for a in self.on(rel_topic) if where(a)]
-            if len(found) >= count:
-                return found
-            left = deadline - time.monotonic()
-            if left <= 0:
-                seen = sorted({m.topic for m in self.messages})
-                raise AssertionError(
-                    f"timed out after {timeout} s waiting for {count} on {rel_topic} "
-                    f"(got {len(found)}); topics seen: {seen}"
-                )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
-
-    async def wait_online(
-        self, service: str, instance: str = "1", timeout: float = 15.0
-    ) -> dict[str, Any]:
-        """Wait for a worker's presence Join. A worker subscribes before it announces itself,
-        so from then on what is published reaches it."""
-        joins = await self.wait_for(
-            f"services/{service}/{instance}", lambda a: a["type"] == "Join", timeout
-        )
-        return joins[-1]
-
-    async def stop(self) -> None:
-        await self.conn.stop(2)
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
-        await asyncio.sleep(0.05)
-
-
 # --- pytest plugin -------------------------------------------------------------------------
 
 
@@ -202,10 +106,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("DOVECOTE_TEST_BROKER", "both"),
         help="which private broker(s) the tests run against (default: both)",
     )
+    parser.addoption(
+        "--no-broker",
+        action="store_true",
+        help="the fast loop (make check): only the tests that need no real broker; a test "
+        "that starts one anyway fails, so the selection stays honest",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "brokers(*kinds): run only against these brokers")
+    config.addinivalue_line(
+        "markers",
+        "real_broker: needs a real broker (added to every test that uses the `broker` "
+        "fixture; put it on a test that starts one itself); --no-broker leaves these out",
+    )
+    if config.getoption("no_broker"):
+        for kind in (PrivateMosquitto, PrivateRabbitMQ):
+            kind.start = _refuse_to_start  # type: ignore[assignment,method-assign]
+
+
+def _refuse_to_start(self: TestBroker, *_: object, **__: object) -> TestBroker:
+    raise BrokerUnavailable(
+        f"--no-broker (make check), yet this test starts a private {self.kind}: "
+        "mark it @pytest.mark.real_broker"
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_broker)
+    if not config.getoption("no_broker"):
+        return
+    keep = [item for item in items if item.get_closest_marker("real_broker") is None]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -290,3 +228,14 @@ async def probe(broker: TestBroker, root: str) -> AsyncIterator[Probe]:
     p = await Probe(broker.url, root).start()
     yield p
     await p.stop()
+
+
+@pytest.fixture
+async def memory_bus(root: str, tmp_path: Path) -> AsyncIterator[MemoryBus]:
+    """A broker in the test's own event loop (``dovecote.testing.memory``): services as real
+    Workers on it (``await memory_bus.start(MyService)``) and ``memory_bus.probe``, started.
+    No broker process: the fast loop (``make check``) runs these tests."""
+    bus = MemoryBus(root, tmp_path / "data")
+    await bus.probe.start()
+    yield bus
+    await bus.close()

@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(str(path.relative_to(PROJECT)))
-        else:
+        elif not path.exists() or path.read_text() != text:
             path.write_text(text)
+            print(f"wrote {path.relative_to(PROJECT)}")
     if stale:
         print(f"stale: {', '.join(stale)}; run `make docs`", file=sys.stderr)
         return 1

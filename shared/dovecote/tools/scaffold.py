@@ -1,10 +1,18 @@
 """``dovecote new-service NAME``: a new service folder from the template in the repo.
 
 The template (``shared/dovecote/tools/templates/service/``) is a working service: one
-handler that reacts to a successful build with a Note on a topic of its own, its
-``__main__``, its own topics module and a test that runs it as a real process on a
-private broker. The supervisor finds every ``services/*/__main__.py``, so the new service
-is part of ``dovecote run`` at once.
+handler that reacts to a successful build with a Note on a topic of its own, one setting,
+its ``__main__``, its own topics module and tests (on the in-memory bus, and as a real
+process on a private broker). Then everything that follows from a new service:
+
+- its setting is listed in ``deploy/dovecote.env.example`` (a test fails on a variable
+  read and not listed there);
+- the contract (``docs/``), the broker permissions (``deploy/mosquitto/acl``,
+  ``deploy/rabbitmq/permissions.sh``) and its systemd unit
+  (``deploy/systemd/dovecote-<name>@.service``) are regenerated, as ``make docs`` does.
+
+The supervisor finds every ``services/*/__main__.py``, so the new service is part of
+``dovecote run`` at once.
 """
 
 from __future__ import annotations
@@ -22,6 +30,16 @@ from dovecote.errors import DovecoteError
 from dovecote.project import PROJECT
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "service"
+ENV_EXAMPLE = PROJECT / "deploy" / "dovecote.env.example"
+# The template's one setting, as deploy/dovecote.env.example lists it.
+ENV_SECTION = Template(
+    """# --- ${name} ${rule}
+# What ${name} signs its notes with (services/${name}/service.py).
+${NAME}_SIGNATURE=${name}
+
+"""
+)
+ENV_BEFORE = "# --- tests only"  # service sections go above the tests' own variables
 # A topic level (topics.check_id) that is also a Python package name (python -m services.X).
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
@@ -50,7 +68,7 @@ def class_name(name: str) -> str:
 
 def render(name: str) -> dict[str, str]:
     """File name -> content for service ``name``, from the template."""
-    values = {"name": name, "Class": class_name(name)}
+    values = {"name": name, "Class": class_name(name), "NAME": name.upper()}
     files = {}
     for src in sorted(TEMPLATE_DIR.glob("*.tmpl")):
         target = src.name.removesuffix(".tmpl")
@@ -58,6 +76,15 @@ def render(name: str) -> dict[str, str]:
             target = f"test_{name}.py"
         files[target] = Template(src.read_text()).substitute(values)
     return files
+
+
+def list_settings(name: str, example: Path = ENV_EXAMPLE) -> None:
+    """Add the new service's section to the env example, above the tests' own variables."""
+    rule = "-" * max(3, 88 - len(name))
+    section = ENV_SECTION.substitute(name=name, NAME=name.upper(), rule=rule)
+    text = example.read_text()
+    at = text.find(ENV_BEFORE)
+    example.write_text(text + "\n" + section if at < 0 else text[:at] + section + text[at:])
 
 
 def new_service(name: str, project: Path = PROJECT) -> Path:
@@ -99,19 +126,24 @@ def command(args: argparse.Namespace) -> int:
         return 2
     for path in sorted(folder.iterdir()):
         print(f"created {path.relative_to(PROJECT)}")
-    # Its topics.py declares a topic: the published contract changes with it.
+    list_settings(args.name)
+    print(f"listed {args.name.upper()}_SIGNATURE in {ENV_EXAMPLE.relative_to(PROJECT)}")
+    # Its topics.py declares a topic, and it is a new broker user and a new unit: what is
+    # generated from the services changes with it (what `make docs` does).
     importlib.invalidate_caches()
     try:
-        from dovecote.tools import docs  # the docs generator needs the dev tools (PyYAML)
+        from dovecote.tools import acl, docs, units  # the docs need the dev tools (PyYAML)
     except ImportError as exc:
-        print(f"docs not regenerated ({exc}): run `make docs`", file=sys.stderr)
+        print(f"docs, ACLs and units not regenerated ({exc}): run `make docs`", file=sys.stderr)
     else:
-        if docs.main([]) != 0:
-            return 1
+        for generator in (docs, acl, units):
+            if generator.main([]) != 0:
+                return 1
     name = args.name
     print(
         f"\nservices/{name} is a working service, already part of `dovecote run`. Next:\n"
-        f"  .venv/bin/pytest services/{name}        # its test: a real broker, a real process\n"
+        f"  make check                              # its in-memory test, in seconds\n"
+        f"  .venv/bin/pytest services/{name}        # and as a real process on real brokers\n"
         f"  dovecote run builder {name} gateway     # run it with the others\n"
         f"  then make it yours: services/{name}/service.py and topics.py "
         "(see docs/adding-a-service.md)"
