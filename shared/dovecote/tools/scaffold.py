@@ -80,7 +80,7 @@ def render(name: str) -> dict[str, str]:
 
 def list_settings(name: str, example: Path = ENV_EXAMPLE) -> None:
     """Add the new service's section to the env example, above the tests' own variables."""
-    rule = "-" * max(3, 88 - len(name))
+    rule = "-" * max(3, 83 - len(name))  # 90 wide, as the other sections
     section = ENV_SECTION.substitute(name=name, NAME=name.upper(), rule=rule)
     text = example.read_text()
     at = text.find(ENV_BEFORE)
