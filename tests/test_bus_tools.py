@@ -73,6 +73,7 @@ async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Proc
 async def finish(proc: asyncio.subprocess.Process) -> list[str]:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode() and " ERROR " not in err.decode(), err.decode()
     return out.decode().splitlines()
 
 
@@ -131,6 +132,10 @@ async def test_tail_json_gives_the_raw_payload_with_its_marks(
     assert second["topic"] == f"{root}/state/builds" and second["retained"] is False
     assert second["error"].startswith("malformed JSON")
     assert second["activity"] == "\ufffd not utf-8"
+    # Enough already while the state is still being fetched: it stops there, cleanly.
+    for _ in range(3):
+        [line] = await finish(await start_tail(service_env, "--json", "-C", "1", "state/#"))
+        assert orjson.loads(line)["activity"] == state
 
 
 async def read_until(proc: asyncio.subprocess.Process, text: str) -> list[str]:

@@ -118,7 +118,11 @@ async def probe(
             conn.subscribe(f"$share/probe-{token}/{address['shared']}", 1),
             conn.subscribe(topics.PROBE.filter(root).replace("+", token, 1), 1),
         ]
-        await asyncio.wait_for(asyncio.gather(*(s for s in subacks if s is not None)), timeout)
+        # asyncio.wait, not wait_for(gather()): cancelled (a worker stopped while starting),
+        # a gather is left holding a CancelledError that asyncio then logs as never retrieved.
+        pending = {s for s in subacks if s is not None}
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
         conn.publish(address["shared"], note, 1)
         conn.publish(address["marker"], note, 1)
         with contextlib.suppress(TimeoutError):

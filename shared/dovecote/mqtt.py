@@ -397,6 +397,7 @@ class Connection:
         for fut in self._pending_subacks.values():
             if not fut.done():
                 fut.set_exception(BusError("disconnected before SUBACK"))
+                fut.exception()  # whoever still awaits it gets it; no one left: not logged
         self._pending_subacks.clear()
         if self._stopping:
             return

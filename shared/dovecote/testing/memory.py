@@ -317,6 +317,7 @@ class MemoryConnection:
         if not self.connected.is_set():
             if not granted.done():
                 granted.set_exception(BusError("disconnected before SUBACK"))
+                granted.exception()  # as Connection: not logged when no one waits any more
             return
         result = self.memory._subscribe(self, topic_filter, qos)
         if not granted.done():

@@ -117,7 +117,9 @@ class StateFirst:
         under = [t for t in retained if overlap(self.filter, t.filter(self.root))]
         self.exact = {t.address(self.root) for t in under if not t.params}
         granted = [conn.subscribe(topic, 1) for topic in sorted(self.exact)]
-        await asyncio.wait_for(asyncio.gather(*(g for g in granted if g is not None)), 5)
+        pending = {g for g in granted if g is not None}
+        if pending:  # asyncio.wait: see capabilities.probe
+            await asyncio.wait(pending, timeout=5)
         presence = topics.PRESENCE in under
         # A user who may not publish (the check did not come back) is not made to try:
         # RabbitMQ closes the connection of a refused publish.
