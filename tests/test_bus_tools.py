@@ -186,6 +186,47 @@ async def test_tail_shows_the_retained_state_first_on_every_broker(
         assert said == []
 
 
+@pytest.mark.brokers("mosquitto")  # the point is the login, not the broker
+async def test_tail_with_a_login_pinned_to_its_client_id_says_it_could_not_check(
+    service_env: dict[str, str], probe: Probe
+) -> None:
+    """Such a login (Mosquitto's dynamic security) cannot open the check's second connection:
+    tail does not try, subscribes to the state topics one by one, says so, and shows each
+    retained message once although two of its subscriptions match it."""
+    state = act.new("Update", BUILDER, build("succeeded", 100))
+    probe.publish("state/build", state, retain=True)
+    await probe.wait_for("state/build")
+    env = {**service_env, "MQTT_CLIENT_ID": f"{service_env['DOVECOTE_ROOT']}-tail-pinned"}
+    tail = await start_tail(env, "-W", "2")
+    out, err = await asyncio.wait_for(tail.communicate(), 30)
+    lines = out.decode().splitlines()
+    assert [line for line in lines if " state/build " in line] == [lines[0]], lines
+    assert lines[0].endswith("retained")
+    broker = service_env["MQTT_URL"]
+    assert err.decode().splitlines()[-1] == (
+        f"dovecote tail: could not check what {broker} delivers (a login pinned to one client "
+        "id cannot open a second connection to check; set DOVECOTE_BROKER_CAPABILITIES): the "
+        "state topics were subscribed one by one; who is online may be missing"
+    )
+
+
+@pytest.mark.brokers("mosquitto")
+async def test_tail_takes_the_declared_capabilities_instead_of_checking(
+    service_env: dict[str, str], start_service: StartService, probe: Probe
+) -> None:
+    start_service("builder")
+    await probe.wait_online("builder")
+    env = {**service_env, "DOVECOTE_BROKER_CAPABILITIES": "none"}  # as on RabbitMQ 3.10
+    tail = await start_tail(env, "-W", "2", "services/+/+")
+    out, err = await asyncio.wait_for(tail.communicate(), 30)
+    assert b"/probe/" not in out, "no check ran"
+    joins = [line for line in out.decode().splitlines() if "services/builder/1" in line]
+    assert len(joins) == 2, joins  # the retained Join, and the answer to the question
+    assert "does not deliver retained messages to wildcard subscriptions" in err.decode()
+    code, _, err_text = await cli({**env, "DOVECOTE_BROKER_CAPABILITIES": "lots"}, "tail")
+    assert code == 2 and "DOVECOTE_BROKER_CAPABILITIES: a list of" in err_text
+
+
 async def test_publish_validates_against_the_registry_then_sends(
     service_env: dict[str, str], probe: Probe, tmp_path: Path
 ) -> None:

@@ -483,6 +483,7 @@ async def session_row(observer: Probe, events: list[dict[str, Any]], fault: str)
     record(FaultRow(fault, len(contexts), len(set(seen)), lost, len(seen) - len(set(seen))))
 
 
+@pytest.mark.real_broker  # the secured fixture: a private broker of its own
 @pytest.mark.slow
 async def test_no_login_can_take_another_logins_session(secured: Secured, tmp_path: Path) -> None:
     """Issue 11: the observer took points' session and acknowledged 16 of 40 upload events.
@@ -536,6 +537,7 @@ async def test_no_login_can_take_another_logins_session(secured: Secured, tmp_pa
         await observer.stop()
 
 
+@pytest.mark.real_broker  # the secured fixture: a private broker of its own
 async def test_each_login_reads_exactly_what_its_handlers_subscribe_to(secured: Secured) -> None:
     """Issue 11: every service login could read users/+/notifications; only the gateway
     forwards them. Each service's login subscribes to every registry filter (plainly and
@@ -577,6 +579,7 @@ def notification(person: str, text: str) -> bytes:
     return act.encode(note)
 
 
+@pytest.mark.real_broker  # the secured fixture: a private broker of its own
 @pytest.mark.slow
 async def test_a_persons_own_device_reads_their_notifications_and_nothing_else(
     secured: Secured, tmp_path: Path
@@ -743,6 +746,7 @@ def test_the_production_config_has_no_plaintext_listener() -> None:
 
 # paho drops the socket of a TLS handshake that failed without closing it (collected at
 # once, but with a ResourceWarning): the refusal is what this test is about.
+@pytest.mark.real_broker  # the secured fixture: a private broker of its own
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_tls_verifies_the_broker_certificate(

@@ -97,7 +97,8 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     out, _ = await run([*cli, "new-service", "hello"], repo, env)
     assert "created services/hello/service.py" in out and "wrote docs/asyncapi.yaml" in out
     assert "listed HELLO_SIGNATURE in deploy/dovecote.env.example" in out
-    assert "wrote deploy/mosquitto/acl" in out and "wrote deploy/rabbitmq/permissions.sh" in out
+    assert "wrote deploy/mosquitto/roles.json" in out
+    assert "wrote deploy/rabbitmq/permissions.sh" in out
     assert "wrote deploy/systemd/dovecote-hello@.service" in out
 
     # One new folder; the rest of the change is what follows from it: the contract, the
@@ -105,7 +106,7 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     changed, _ = await run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
     assert sorted(line[3:] for line in changed.splitlines()) == [
         "deploy/dovecote.env.example",
-        "deploy/mosquitto/acl",
+        "deploy/mosquitto/roles.json",
         "deploy/rabbitmq/permissions.sh",
         "deploy/systemd/dovecote-hello@.service",
         "docs/asyncapi.yaml",
@@ -119,7 +120,7 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     ]
     diff, _ = await run(["git", "diff", "deploy/dovecote.env.example"], repo, env)
     assert "+HELLO_SIGNATURE=hello" in diff
-    assert "user hello" in (repo / "deploy/mosquitto/acl").read_text()
+    assert '"rolename": "dovecote-hello"' in (repo / "deploy/mosquitto/roles.json").read_text()
 
     _, err = await run([*cli, "new-service", "hello"], repo, env, expect=2)
     assert "dovecote new-service: services/hello already exists" in err

@@ -24,6 +24,8 @@ from dovecote.config import Settings
 from dovecote.mqtt import BusError, Connection, Message
 
 CHECK_TIMEOUT = 1.5  # a broker that answers at all answers the check in milliseconds
+CHECK_LIMIT = 5.0  # the whole check, connecting included: then it counts as not checked
+UNCHECKED = capabilities.Capabilities(False, False, checked=False)
 ANSWER_GRACE = 0.5  # after the presence question, for the workers' answers
 TOOL_ACTOR = {"type": "Application", "id": "urn:dovecote:cli:tail", "name": "dovecote tail"}
 
@@ -47,8 +49,15 @@ def overlap(a: str, b: str) -> bool:
 class StateFirst:
     """Sits between a watcher's connection and its output: state first, then live."""
 
-    def __init__(self, root: str, topic_filter: str, emit: Callable[[Message], None]) -> None:
+    def __init__(
+        self,
+        root: str,
+        topic_filter: str,
+        emit: Callable[[Message], None],
+        declared: capabilities.Capabilities | None = None,
+    ) -> None:
         self.root = root
+        self.declared = declared  # DOVECOTE_BROKER_CAPABILITIES: no check needed
         self.filter = f"{root}/{topic_filter}"
         self.emit = emit
         self.token = uuid.uuid4().hex[:16]
@@ -88,10 +97,11 @@ class StateFirst:
         try:
             if not _wildcard(self.filter):
                 return None  # an exact subscription gets its retained message everywhere
-            caps = await capabilities.probe(
-                settings.broker, self.root, conn.client_id, CHECK_TIMEOUT, self.token
-            )
-            said = None if caps.retained_to_wildcards else await self._ask(conn, settings, caps)
+            caps, why = await self._capabilities(conn, settings)
+            if caps.retained_to_wildcards:
+                said = None
+            else:
+                said = await self._ask(conn, settings, caps, why)
             await self._fence(conn)
             return said
         except (TimeoutError, BusError) as exc:
@@ -102,6 +112,27 @@ class StateFirst:
             for msg in held:
                 self.emit(msg)
 
+    async def _capabilities(
+        self, conn: Connection, settings: Settings
+    ) -> tuple[capabilities.Capabilities, str]:
+        """What the broker delivers, and if unknown, why: as a worker learns it (declared in
+        DOVECOTE_BROKER_CAPABILITIES, else checked on a second, short-lived connection)."""
+        if self.declared is not None:
+            return self.declared, ""
+        if settings.get_str("MQTT_CLIENT_ID", ""):
+            why = "a login pinned to one client id cannot open a second connection to check"
+            return UNCHECKED, f"{why}; set DOVECOTE_BROKER_CAPABILITIES"
+        try:
+            caps = await asyncio.wait_for(
+                capabilities.probe(
+                    settings.broker, self.root, conn.client_id, CHECK_TIMEOUT, self.token
+                ),
+                CHECK_LIMIT,
+            )
+        except TimeoutError:  # e.g. a login the broker refuses a second connection
+            caps = UNCHECKED
+        return caps, "the check's own messages did not come back: may this login publish?"
+
     async def _fence(self, conn: Connection) -> None:
         """One more SUBSCRIBE round trip. A broker sends a subscription's retained messages
         before it reads the client's next packet: once this SUBACK is back, they are here."""
@@ -110,7 +141,7 @@ class StateFirst:
             await asyncio.wait_for(granted, 5)
 
     async def _ask(
-        self, conn: Connection, settings: Settings, caps: capabilities.Capabilities
+        self, conn: Connection, settings: Settings, caps: capabilities.Capabilities, why: str
     ) -> str:
         checked = caps.checked
         retained = [t for t in topics.all_topics() if t.retain]
@@ -134,10 +165,8 @@ class StateFirst:
         if self.asked:
             shown += " and every worker was asked to announce itself"
         if not checked:
-            return (
-                f"could not check what {broker} delivers (the check's own messages did not "
-                f"come back: may this user publish?): {shown}"
-                + ("; who is online may be missing" if presence else "")
+            return f"could not check what {broker} delivers ({why}): {shown}" + (
+                "; who is online may be missing" if presence else ""
             )
         return (
             f"{broker} does not deliver retained messages to wildcard subscriptions: {shown}; "

@@ -23,7 +23,8 @@ from typing import Any, TextIO
 import orjson
 
 from dovecote import activity as act
-from dovecote import topics
+from dovecote import capabilities, topics
+from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.logs import setup_logging
 from dovecote.mqtt import Message
@@ -170,6 +171,7 @@ async def tail(
     seconds: float,
     out: TextIO,
     connect_timeout: float = 10.0,
+    declared: Capabilities | None = None,
 ) -> int:
     done = asyncio.Event()
     seen = 0
@@ -195,7 +197,7 @@ async def tail(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
-    state = StateFirst(settings.root, topic_filter, show)
+    state = StateFirst(settings.root, topic_filter, show, declared)
     conn = await client.connect(settings, "tail", state.on_message, connect_timeout)
     absolute = f"{settings.root}/{topic_filter}"
     sub = conn.subscribe(absolute, 1)
@@ -241,6 +243,7 @@ def command(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         topic_filter = check_filter(args.filter)
+        declared = capabilities.declared(settings.get_str("DOVECOTE_BROKER_CAPABILITIES", ""))
     except (ConfigError, ValueError) as exc:
         print(f"dovecote tail: {exc}", file=sys.stderr)
         return 2
@@ -256,6 +259,7 @@ def command(args: argparse.Namespace) -> int:
                 seconds=args.seconds,
                 out=sys.stdout,
                 connect_timeout=args.connect_timeout,
+                declared=declared,
             )
         )
     except client.Unreachable as exc:

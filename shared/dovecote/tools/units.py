@@ -41,6 +41,8 @@ Group=dovecote
 WorkingDirectory=/opt/dovecote
 EnvironmentFile=/etc/dovecote/dovecote.env
 EnvironmentFile=-/etc/dovecote/{service}.env
+# This worker's own login (dovecote logins init --env-dir /etc/dovecote/logins).
+EnvironmentFile=-/etc/dovecote/logins/{service}-%i.env
 Environment=DOVECOTE_INSTANCE=%i
 ExecStart=/opt/dovecote/.venv/bin/python -m services.{service}
 # SIGTERM: the worker finishes its handlers (unacknowledged messages come back anyway),
