@@ -65,14 +65,11 @@ def test_every_service_has_its_systemd_unit_and_systemd_accepts_each(tmp_path: P
     for path in units.generated():  # as installed in /opt/dovecote, but in this checkout
         text = path.read_text().replace("/opt/dovecote/.venv/bin/python", sys.executable)
         (tmp_path / path.name).write_text(text.replace("/opt/dovecote", str(PROJECT)))
-        instance = path.name.replace("@.", "@1.")
-        verified = subprocess.run(
-            [analyze, "verify", "--man=no", str(tmp_path / instance)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert (verified.returncode, verified.stdout + verified.stderr) == (0, ""), instance
+    instances = [str(tmp_path / p.name.replace("@.", "@1.")) for p in units.generated()]
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", *instances], capture_output=True, text=True, timeout=60
+    )
+    assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
 
 
 def test_every_service_may_write_its_own_topics_and_no_one_elses() -> None:
