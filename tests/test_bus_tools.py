@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,20 @@ async def cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> tu
     return proc.returncode, out.decode(), err.decode()
 
 
+TAILS: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+def no_tail_left() -> Iterator[None]:
+    """A test that failed before its tail ended must not leave it running."""
+    yield
+    while TAILS:
+        proc = TAILS.pop()
+        if proc.returncode is None:  # by pid: the test's event loop may be closed already
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+
 async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
     """``dovecote tail`` running and subscribed (it says so on stderr once it is)."""
     proc = await asyncio.create_subprocess_exec(
@@ -64,6 +81,7 @@ async def start_tail(env: dict[str, str], *args: str) -> asyncio.subprocess.Proc
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    TAILS.append(proc)
     assert proc.stderr is not None
     first = await asyncio.wait_for(proc.stderr.readline(), 30)
     assert first.startswith(b"watching "), first
