@@ -20,7 +20,7 @@ from dovecote.config import Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
-from dovecote.tools.broker import PrivateMosquitto
+from dovecote.tools.broker import PrivateMosquitto, free_port
 from dovecote.worker import Worker
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
@@ -384,6 +384,44 @@ async def test_a_stop_does_not_wait_for_acks_from_a_broker_that_went_away(
         assert time.monotonic() - lost < 1.0
     finally:
         own.stop()
+
+
+@pytest.mark.real_broker  # starts a private broker of its own
+async def test_a_connection_dropped_before_its_connack_is_retried_at_once(
+    tmp_path: Path, root: str
+) -> None:
+    """A broker restarting under load accepts a connection and dies before answering it.
+    That attempt is over: the next one follows with the backoff, not after waiting the
+    keepalive (30 s) for a CONNACK that cannot come (the broker-restart test failed so)."""
+    port = free_port()
+    accepted = 0
+
+    def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.transport.abort()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", port)
+    conn = Connection(
+        parse_mqtt_url(f"mqtt://127.0.0.1:{port}"),
+        f"{root}-early",
+        on_message=lambda _: None,
+        keepalive=30,
+    )
+    conn.start()
+    own = None
+    try:
+        await wait_until(lambda: accepted >= 1, 10, "a first attempt, hung up on")
+        server.close()
+        await server.wait_closed()
+        own = PrivateMosquitto(tmp_path / "broker", port=port).start()
+        back = time.monotonic()
+        await conn.wait_connected(10)
+        assert time.monotonic() - back < 5
+    finally:
+        await conn.stop(1)
+        if own is not None:
+            own.stop()
 
 
 def test_a_service_may_only_publish_its_own_topics(settings: Settings) -> None:

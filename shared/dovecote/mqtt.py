@@ -179,6 +179,9 @@ class Connection:
         self.connected = asyncio.Event()
         self.disconnected = asyncio.Event()
         self.disconnected.set()
+        # This connection attempt's socket dropped before any CONNACK: it is over.
+        self._answered = False
+        self._lost_unanswered = asyncio.Event()
         self.connects = 0  # successful CONNACKs, for logs and tests
 
         transport: Literal["websockets", "tcp"] = "websockets" if broker.websockets else "tcp"
@@ -345,9 +348,11 @@ class Connection:
             if self._stopping or self.connected.is_set():
                 return
             self.disconnected.clear()
+            self._answered = False
+            self._lost_unanswered.clear()
             try:
                 await self._loop.run_in_executor(None, self._client.reconnect)
-                await asyncio.wait_for(self.connected.wait(), self._keepalive)
+                await self._connack()
                 return
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 failures += 1
@@ -363,9 +368,29 @@ class Connection:
                 self.disconnected.set()
             await asyncio.sleep(delay)
 
+    async def _connack(self) -> None:
+        """Until this attempt is answered; it is over if the socket drops first (a broker
+        dying as it accepted us): no CONNACK can come on it, so no waiting the keepalive."""
+        answered = asyncio.ensure_future(self.connected.wait())
+        dropped = asyncio.ensure_future(self._lost_unanswered.wait())
+        try:
+            await asyncio.wait(
+                {answered, dropped}, timeout=self._keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            answered.cancel()
+            dropped.cancel()
+        if self.connected.is_set():
+            return
+        if self._lost_unanswered.is_set():
+            raise ConnectionResetError("the broker closed the connection before answering it")
+        # Refused (bad credentials, ...): the broker closed the socket; we retry slowly.
+        raise TimeoutError(f"no CONNACK accepting the connection within {self._keepalive} s")
+
     def _handle_connect(
         self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any
     ) -> None:
+        self._answered = True
         if reason.is_failure:
             # Refused (bad credentials, ...): the broker closes the socket; we retry slowly.
             log.error("%s: broker refused the connection: %s", self.client_id, reason)
@@ -394,6 +419,8 @@ class Connection:
         was_connected = self.connected.is_set()
         self.connected.clear()
         self.disconnected.set()
+        if not self._answered:
+            self._lost_unanswered.set()
         for fut in self._pending_subacks.values():
             if not fut.done():
                 fut.set_exception(BusError("disconnected before SUBACK"))
