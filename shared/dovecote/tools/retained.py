@@ -61,7 +61,11 @@ class StateFirst:
         self.filter = f"{root}/{topic_filter}"
         self.emit = emit
         self.token = uuid.uuid4().hex[:16]
-        self.exact: set[str] = set()  # state topics also subscribed exactly
+        retained = [t for t in topics.all_topics() if t.retain]
+        self.under = [t for t in retained if overlap(self.filter, t.filter(self.root))]
+        # The state topics under the filter: subscribed one by one where wildcards get no
+        # retained message, and then they can arrive through two subscriptions.
+        self.exact = {t.address(self.root) for t in self.under if not t.params}
         self.asked = False  # the presence question went out: Joins are state, not news
         self.ready = False
         self._held: list[Message] = []
@@ -144,14 +148,11 @@ class StateFirst:
         self, conn: Connection, settings: Settings, caps: capabilities.Capabilities, why: str
     ) -> str:
         checked = caps.checked
-        retained = [t for t in topics.all_topics() if t.retain]
-        under = [t for t in retained if overlap(self.filter, t.filter(self.root))]
-        self.exact = {t.address(self.root) for t in under if not t.params}
         granted = [conn.subscribe(topic, 1) for topic in sorted(self.exact)]
         pending = {g for g in granted if g is not None}
         if pending:  # asyncio.wait: see capabilities.probe
             await asyncio.wait(pending, timeout=5)
-        presence = topics.PRESENCE in under
+        presence = topics.PRESENCE in self.under
         # A user who may not publish (the check did not come back) is not made to try:
         # RabbitMQ closes the connection of a refused publish.
         if presence and checked:
