@@ -13,6 +13,12 @@ filters alone and the others stand by, keeping their per-worker (plain) filters.
 lost, because worker 1's persistent session queues what arrives while it is down and the
 supervisor (or systemd) brings the same instance back, and nothing is processed twice.
 
+On RabbitMQ, given its AMQP listener (``DOVECOTE_AMQP_URL``), a pool shares its load the
+broker's own way instead: the pooled filters are bound to one quorum queue of the pool and
+every worker consumes from it (``dovecote.poolqueue``), whatever the pool's size, so a pool
+that grows from one worker to three needs no change of form. Nothing pooled is then
+subscribed over MQTT (its forms are unsubscribed, for sessions of an earlier run).
+
 A worker told that it is alone (``DOVECOTE_POOL_SIZE=1``, which ``dovecote run`` sets for a
 service of one worker) subscribes plainly even where ``$share`` works: Mosquitto 2.0.11 does
 not restore shared subscriptions from its persistence file, so after a broker restart every
@@ -95,6 +101,7 @@ class Plan:
     unsubscribe: list[str]  # other forms a resumed session may still hold
     standby: bool  # pooled filters left to the leader (no shared subscriptions)
     pooled: list[str]  # the pooled filters, without any prefix
+    queued: bool = False  # the pooled filters are read from the pool's queue (AMQP)
 
 
 def plan(
@@ -104,12 +111,22 @@ def plan(
     plain: Iterable[str],
     caps: Capabilities,
     alone: bool = False,
+    queue: bool = False,
 ) -> Plan:
-    """What to subscribe and unsubscribe. ``alone``: this is the pool's only worker."""
+    """What to subscribe and unsubscribe. ``alone``: this is the pool's only worker;
+    ``queue``: the broker can give the pool a queue of its own (RabbitMQ over AMQP)."""
     pooled_, plain_ = minimal(pooled), minimal(plain)
     shared = [f"$share/{service}/{f}" for f in pooled_]
     plain_forms_of_pooled = [f for f in pooled_ if f not in plain_]
     shared_forms_of_plain = [f"$share/{service}/{f}" for f in plain_]
+    if queue and not caps.shared_subscriptions and pooled_:
+        return Plan(
+            plain_,
+            plain_forms_of_pooled + shared + shared_forms_of_plain,
+            standby=False,
+            pooled=pooled_,
+            queued=True,
+        )
     if caps.shared_subscriptions and not alone:
         return Plan(
             shared + plain_,

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from dovecote import activity as act
-from dovecote import capabilities, letters, lifeline, pool, topics
+from dovecote import capabilities, letters, lifeline, pool, poolqueue, topics
 from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.dispatch import Binding, Dispatcher
@@ -80,11 +80,14 @@ class Worker:
             Binding(f"{self.root}/{rel}", entry, handler, shared)
             for rel, entry, shared, handler in self.service.bindings()
         ]
+        raw_amqp = settings.get_str("DOVECOTE_AMQP_URL", "")
+        self.amqp_urls = poolqueue.parse_amqp_urls(raw_amqp) if raw_amqp else []
+        self.queue: poolqueue.PoolQueue | None = None  # the pool's queue, where used
         self.dispatcher = Dispatcher(
             self.name,
             settings,
             bindings,
-            ack=self.conn.ack,
+            ack=self._ack,
             park=self._publish_letter,
             on_query=self._answer_presence_query,
             eager=service_cls.eager_handlers,
@@ -100,6 +103,13 @@ class Worker:
 
     def _on_message(self, msg: Message) -> None:
         self.dispatcher.on_message(msg)  # looked up per message: tests may swap it
+
+    def _ack(self, mid: int, qos: int) -> None:
+        if poolqueue.is_queue_mid(mid):
+            if self.queue is not None:
+                self.queue.ack(mid)
+        else:
+            self.conn.ack(mid, qos)
 
     def _plan_subscriptions(self, bindings: list[Binding]) -> None:
         named = [(b.filter, getattr(b.handler, "__name__", "?")) for b in bindings]
@@ -208,8 +218,22 @@ class Worker:
         # which survive a Mosquitto restart where $share ones do not (dovecote/pool.py).
         alone = self.settings.get_int("DOVECOTE_POOL_SIZE", 0, 0, 64) == 1
         self.plan = plan = pool.plan(
-            self.name, self.settings.instance, self.pooled, self.plain, self.caps, alone
+            self.name,
+            self.settings.instance,
+            self.pooled,
+            self.plain,
+            self.caps,
+            alone,
+            queue=bool(self.amqp_urls),
         )
+        if plan.queued:
+            self.queue = poolqueue.PoolQueue(
+                self.amqp_urls,
+                poolqueue.queue_name(self.root, self.name),
+                plan.pooled,
+                self._on_message,
+            )
+            self.queue.start()
         self.conn.unsubscribe(*plan.unsubscribe)
         for f in plan.subscribe:
             self.conn.subscribe(f, 1)
@@ -231,8 +255,16 @@ class Worker:
             self.caps.describe(),
             ", ".join(plan.subscribe),
         )
+        if plan.queued:
+            self.log.info(
+                "broker %s does not deliver shared subscriptions ($share): the pool reads "
+                "%s from its queue %s over AMQP (competing consumers)",
+                broker,
+                ", ".join(plan.pooled),
+                poolqueue.queue_name(self.root, self.name),
+            )
         # The inbox alone (no shared handler, e.g. the gateway) is nothing to warn about.
-        if not self.caps.shared_subscriptions and not alone and self.shares_work:
+        elif not self.caps.shared_subscriptions and not alone and self.shares_work:
             if plan.standby:
                 self.log.warning(
                     "broker %s does not deliver shared subscriptions ($share): this worker "
@@ -288,10 +320,14 @@ class Worker:
 
     async def shutdown(self) -> None:
         self.log.info("stopping")
+        if self.queue is not None:
+            self.queue.pause()
         await self.service.teardown()
         tasks = self.dispatcher.tasks
         if tasks:  # let handlers in flight finish (bounded); unacked ones come back
             await asyncio.wait(set(tasks), timeout=5)
+        if self.queue is not None:  # what was handed on and not acked goes back to the pool
+            await self.queue.stop()
         with contextlib.suppress(Exception):
             self.conn.publish(self.presence_topic, self._presence("Leave", "offline"), 1, True)
         await self.conn.stop()

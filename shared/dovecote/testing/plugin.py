@@ -199,6 +199,8 @@ def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]
         DEMO_PASSWORD=DEMO_PASSWORD,
     )
     env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
+    if isinstance(broker, PrivateRabbitMQ):  # pools share a quorum queue (dovecote.poolqueue)
+        env["DOVECOTE_AMQP_URL"] = broker.amqp_url
     return env
 
 

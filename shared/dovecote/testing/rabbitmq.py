@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, ClassVar
 
 from dovecote.project import PROJECT
 from dovecote.tools.broker import BrokerUnavailable, free_port, mqtt_answers
@@ -39,6 +39,14 @@ class PrivateRabbitMQ:
     ws_port: int = 0
     amqp_port: int = 0
     name: str = ""
+    # A cluster's nodes share one epmd (they find each other through it) and one cookie;
+    # a lone node starts its own epmd on a port of its own.
+    epmd_port: int = 0
+    own_epmd: bool = True
+    cookie: str = ""
+    extra_config: str = ""  # lines appended to dev.conf (a cluster node's settings)
+    dist_port: int = 0
+    ctl_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     epmd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -75,9 +83,20 @@ class PrivateRabbitMQ:
             "@AMQP_PORT@": str(self.amqp_port),
         }.items():
             conf = conf.replace(key, value)
+        if self.extra_config:
+            conf += "\n" + self.extra_config.strip() + "\n"
         (d / "rabbitmq.conf").write_text(conf)
         shutil.copy(RABBITMQ_DIR / "enabled_plugins", d / "enabled_plugins")
-        epmd_port, dist_port, ctl_port = free_port(), free_port(), free_port()
+        if self.cookie:  # the shared secret of a cluster's nodes (and of rabbitmqctl)
+            cookie = d / "home" / ".erlang.cookie"
+            cookie.unlink(missing_ok=True)
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)
+        # Chosen once: a node started again after a kill keeps its ports and its data.
+        self.epmd_port = self.epmd_port or free_port()
+        self.dist_port = self.dist_port or free_port()
+        self.ctl_port = self.ctl_port or free_port()
+        epmd_port, dist_port, ctl_port = self.epmd_port, self.dist_port, self.ctl_port
         self.env = {
             **os.environ,
             "HOME": str(d / "home"),
@@ -99,6 +118,12 @@ class PrivateRabbitMQ:
         }
 
     def start(self, timeout: float = 90.0) -> PrivateRabbitMQ:
+        self.launch()
+        self.wait_mqtt(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Start the node and return at once (a cluster boots its nodes side by side)."""
         if not self.available():
             raise BrokerUnavailable(
                 "RabbitMQ is not installed: sudo apt-get install -y rabbitmq-server"
@@ -106,13 +131,8 @@ class PrivateRabbitMQ:
         self.write_config()
         out = self.log_file.open("ab")
         # Our own epmd, so the node never registers with (or starts) the machine's.
-        self.epmd = subprocess.Popen(
-            ["epmd", "-port", self.env["ERL_EPMD_PORT"], "-address", self.host],
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        if self.own_epmd:
+            self.epmd = start_epmd(self.epmd_port, self.host, self.env, out)
         self.process = subprocess.Popen(
             [RABBITMQ_SERVER],
             env=self.env,
@@ -122,6 +142,10 @@ class PrivateRabbitMQ:
             start_new_session=True,
         )
         out.close()
+
+    def wait_mqtt(self, timeout: float = 90.0) -> None:
+        """Until the node answers MQTT; stopped, with its log's end, if it cannot."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -130,7 +154,7 @@ class PrivateRabbitMQ:
                     f"rabbitmq exited at start: {self.log_file.read_text(errors='replace')[-3000:]}"
                 )
             if mqtt_answers(self.host, self.port, 0.5):
-                return self
+                return
             time.sleep(0.2)
         self.stop()
         raise BrokerUnavailable(f"rabbitmq did not answer MQTT on port {self.port} in {timeout} s")
@@ -147,6 +171,15 @@ class PrivateRabbitMQ:
         )
         return done.stdout
 
+    def kill(self) -> None:
+        """kill -9 of the node (every process of its group): no goodbye, no flush."""
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful: the start script turns SIGTERM into a clean node shutdown."""
         for proc in (self.process, self.epmd):
@@ -160,3 +193,16 @@ class PrivateRabbitMQ:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def start_epmd(
+    port: int, host: str, env: dict[str, str], out: IO[bytes] | int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """An Erlang port mapper of our own on loopback, never the machine's."""
+    return subprocess.Popen(
+        ["epmd", "-port", str(port), "-address", host],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
