@@ -1,20 +1,26 @@
 """A pool of 1 vs 2 workers of one service on the same burst, side by side in one run.
 
-Each worker is its own process (``bench.pool_worker``: ~1.5 ms of CPU per message), joined
-to one ``$share`` group on a private Mosquitto. The workers connect first; then
-``mosquitto_pub`` publishes a QoS 1 burst of N activities and the rate is N over the time
-from the start of the burst to the last "worked" report. Goal: 2 workers >= 1.5x one
-(2 cores here, shared with the broker and this process).
+Each worker is its own process (``bench.pool_worker``: ~1.5 ms of CPU per message), and the
+pool is measured on both brokers: on a private Mosquitto its workers join one ``$share``
+group; on a private RabbitMQ node they consume the pool's quorum queue as competing consumers
+over AMQP (``dovecote.poolqueue``; RabbitMQ has no ``$share``). The workers connect first;
+then ``mosquitto_pub`` publishes a QoS 1 burst of N activities over MQTT and the rate is N
+over the time from the start of the burst to the last "worked" report. Goal: 2 workers >=
+1.5x one (2 cores here, shared with the broker and this process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from bench.common import REPEATS, heading, median, private_broker
@@ -23,12 +29,15 @@ from dovecote import activity as act
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection, Message
 from dovecote.project import PROJECT
+from dovecote.testing.rabbitmq import PrivateRabbitMQ
 
 N = 1500
 SIZES = (1, 2)
 
 
-async def burst(url: str, workers: int) -> tuple[float, Counter[str]]:
+async def burst(
+    url: str, workers: int, extra_env: dict[str, str] | None = None
+) -> tuple[float, Counter[str]]:
     root = f"p{uuid.uuid4().hex[:8]}"
     done: dict[str, float] = {}
     by_worker: Counter[str] = Counter()
@@ -55,7 +64,7 @@ async def burst(url: str, workers: int) -> tuple[float, Counter[str]]:
         assert fut is not None
         await fut
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
-    env |= {"MQTT_URL": url, "DOVECOTE_ROOT": root, "LOG_LEVEL": "WARNING"}
+    env |= {"MQTT_URL": url, "DOVECOTE_ROOT": root, "LOG_LEVEL": "WARNING", **(extra_env or {})}
     procs = [
         await asyncio.create_subprocess_exec(
             sys.executable,
@@ -85,27 +94,51 @@ async def burst(url: str, workers: int) -> tuple[float, Counter[str]]:
         await watch.stop()
 
 
+BROKERS = ("mosquitto", "rabbitmq")
+
+
+@contextlib.contextmanager
+def broker_for(kind: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """The broker's MQTT_URL and what else a pool needs there."""
+    if kind == "mosquitto":
+        with private_broker() as b:
+            yield b.url, {}
+        return
+    with tempfile.TemporaryDirectory(prefix="dovecote-bench-rabbitmq-") as d:
+        node = PrivateRabbitMQ(Path(d)).start()
+        try:
+            yield node.url, {"DOVECOTE_AMQP_URL": node.amqp_url}
+        finally:
+            node.stop()
+
+
 async def measure() -> dict[str, Any]:
-    rates: dict[int, list[float]] = {n: [] for n in SIZES}
-    splits: dict[int, Counter[str]] = {}
-    with private_broker() as broker:
-        for _ in range(REPEATS):
-            for n in SIZES:  # alternated, so that machine noise hits both alike
-                rate, split = await burst(broker.url, n)
-                rates[n].append(rate)
-                splits[n] = split
+    kinds = [k for k in BROKERS if k == "mosquitto" or PrivateRabbitMQ.available()]
+    rates: dict[str, dict[int, list[float]]] = {k: {n: [] for n in SIZES} for k in kinds}
+    splits: dict[str, dict[int, Counter[str]]] = {k: {} for k in kinds}
+    for kind in kinds:
+        with broker_for(kind) as (url, extra):
+            for _ in range(REPEATS):
+                for n in SIZES:  # alternated, so that machine noise hits both alike
+                    rate, split = await burst(url, n, extra)
+                    rates[kind][n].append(rate)
+                    splits[kind][n] = split
     return {"rates": rates, "splits": splits}
 
 
 def report(r: dict[str, Any]) -> None:
-    heading(
-        f"Worker pool: {N:,} QoS 1 activities, ~1.5 ms of CPU each (zlib, 512 KiB), "
-        f"$share on Mosquitto, median of {REPEATS}"
-    )
-    base = median(r["rates"][1])
-    for n in SIZES:
-        m = median(r["rates"][n])
-        split = ", ".join(f"#{k}: {v}" for k, v in sorted(r["splits"][n].items()))
-        goal = "   (goal >= 1.50x)" if n > 1 else ""
-        print(f"    {n} worker{'s' if n > 1 else ' '}  {m:>7,.0f} msg/s  {m / base:5.2f}x{goal}")
-        print(f"               last run's split: {split}")
+    for kind in r["rates"]:
+        how = "$share" if kind == "mosquitto" else "the pool's quorum queue over AMQP"
+        heading(
+            f"Worker pool on {kind}: {N:,} QoS 1 activities, ~1.5 ms of CPU each (zlib, "
+            f"512 KiB), {how}, median of {REPEATS}"
+        )
+        base = median(r["rates"][kind][1])
+        for n in SIZES:
+            m = median(r["rates"][kind][n])
+            split = ", ".join(f"#{k}: {v}" for k, v in sorted(r["splits"][kind][n].items()))
+            goal = "   (goal >= 1.50x)" if n > 1 else ""
+            print(
+                f"    {n} worker{'s' if n > 1 else ' '}  {m:>7,.0f} msg/s  {m / base:5.2f}x{goal}"
+            )
+            print(f"               last run's split: {split}")

@@ -264,7 +264,7 @@ UrlFor = Callable[[str], str]  # a user's name -> the MQTT_URL with its credenti
 
 
 async def start_federation(
-    env: dict[str, str], url_for: UrlFor, logs: Path
+    env: dict[str, str], url_for: UrlFor, logs: Path, amqp_for: UrlFor | None = None
 ) -> list[ServiceProcess]:
     """The gateway first, answering before the rest start: its free port is taken before
     the others' many outgoing connections could take it as their ephemeral port."""
@@ -272,7 +272,10 @@ async def start_federation(
     procs = []
     try:
         for s in order:
-            procs.append(ServiceProcess(s, env | {"MQTT_URL": url_for(s)}, logs).start())
+            own = {"MQTT_URL": url_for(s)}
+            if amqp_for is not None:  # pools read their queue with the same credentials
+                own["DOVECOTE_AMQP_URL"] = amqp_for(s)
+            procs.append(ServiceProcess(s, env | own, logs).start())
             if s == "gateway":
                 await wait_http(f"{env['PUBLIC_URL']}/healthz")
     except BaseException:
@@ -821,7 +824,10 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
     watch_id = f"{ROOT}-tail-{uuid.uuid4().hex[:8]}"  # a tool's id: the observer's to use
     observer = await Probe(url_for(acl.OBSERVER), ROOT, client_id=watch_id).start()
     env = federation_env(tmp_path, free_port())
-    procs = await start_federation(env, url_for, tmp_path)
+    amqp_for: UrlFor = lambda user: (  # noqa: E731
+        f"amqp://{user}:pw-{user}@{broker.host}:{broker.amqp_port}/dovecote"
+    )
+    procs = await start_federation(env, url_for, tmp_path, amqp_for)
 
     def connect_as(who: str) -> Connection:
         return Connection(
@@ -834,6 +840,9 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
 
     try:
         await end_to_end(observer, env, connect_as, env | {"MQTT_URL": url_for(acl.OPERATOR)})
+        for p in procs:  # every pool read its own queue, on its own user's permissions
+            if p.name != "gateway":
+                assert "from its queue dovecote-pool.dovecote." in p.log, p.log[-2000:]
         tried = 0
         for user in USERS:
             for topic in forgeries(user):

@@ -50,6 +50,10 @@ class Builder(Service):
         self.orphan: dict[str, Any] | None = None
         self.orphan_context: str | None = None
         self.settling: asyncio.Task[None] | None = None
+        # The latest state/build and state/builds seen on the bus (this worker's own
+        # included), as activities: what this worker republishes when asked, if it owns them.
+        self.seen_state: dict[str, Any] | None = None
+        self.seen_history: dict[str, Any] | None = None
 
     async def setup(self) -> None:
         self.settling = asyncio.get_running_loop().create_task(self._settle_after_restore())
@@ -109,6 +113,7 @@ class Builder(Service):
 
     @handles(topics.BUILD_STATE, shared=False)
     async def on_state(self, activity: act.BuildUpdated, _: Delivery) -> None:
+        self.seen_state = act.to_builtins(activity)
         state = act.to_builtins(activity.object)
         if state.get("worker") != self.worker:
             self.last_state = state  # another worker's build: remember it is running
@@ -125,10 +130,21 @@ class Builder(Service):
 
     @handles(topics.BUILD_HISTORY, shared=False)
     async def on_history(self, activity: act.BuildHistoryUpdated, _: Delivery) -> None:
+        self.seen_history = act.to_builtins(activity)
         self.restored.set()
         if not self.history:
             self.history = [act.to_builtins(x) for x in activity.object.orderedItems]
         self.total = max(self.total, activity.object.totalItems)
+
+    def republish_state(self) -> None:
+        """The latest build and history, as last published, if this worker owns them: it
+        runs the build now, or ran the latest one (a builder pool answers once)."""
+        state = self.seen_state
+        if state is None or (self.current is None and state["object"].get("worker") != self.worker):
+            return
+        self.bus.publish(topics.BUILD_STATE, state)  # the same activity id: seen ones skip it
+        if self.seen_history is not None:
+            self.bus.publish(topics.BUILD_HISTORY, self.seen_history)
 
     async def teardown(self) -> None:
         if self.settling is not None:
@@ -160,18 +176,12 @@ class Builder(Service):
         self.history = b.with_history(self.history, build)
         self.total = max(self.total, len(self.history))
         self._announce(FINAL_TOPIC[state], "Update", summary=why)
-        self.bus.publish(
-            topics.BUILD_HISTORY,
-            act.new(
-                "Update",
-                self.bus.actor,
-                {
-                    "type": "OrderedCollection",
-                    "totalItems": self.total,
-                    "orderedItems": self.history,
-                },
-            ),
+        self.seen_history = act.new(
+            "Update",
+            self.bus.actor,
+            {"type": "OrderedCollection", "totalItems": self.total, "orderedItems": self.history},
         )
+        self.bus.publish(topics.BUILD_HISTORY, self.seen_history)
         self.log.info(
             "%s %s at %d%% [context=%s]", build["name"], state, build["progress"], self.context
         )
@@ -188,6 +198,7 @@ class Builder(Service):
             "Update", self.bus.actor, self.current, context=self.context, summary=summary
         )
         self.bus.publish(topics.BUILD_STATE, state)
+        self.seen_state = state
 
     def _reject(self, command: act.Activity, why: str) -> None:
         self.log.info("refused %s: %s", command.type, why)

@@ -87,6 +87,10 @@ class Points(Service):
             )
             self.publish_leaderboard(activity.context)
 
+    def republish_state(self) -> None:
+        """Asked for the state (services/query): the leaderboard, from the durable ledger."""
+        self.publish_leaderboard(None)
+
     def publish_leaderboard(self, context: str | None) -> None:
         leaders = self.ledger.leaderboard(LEADERS)
         board = {

@@ -38,6 +38,7 @@ from dovecote.errors import ConfigError
 from dovecote.mqtt import Backoff, Message
 
 log = logging.getLogger("dovecote.poolqueue")
+logging.getLogger("pika").setLevel(logging.WARNING)  # its INFO is a line per (re)connect
 
 EXCHANGE = "amq.topic"  # where RabbitMQ's MQTT plugin publishes (mqtt.exchange)
 PREFETCH = 20  # unacknowledged messages per worker: Mosquitto's in-flight window, alike

@@ -155,6 +155,14 @@ class Service:
     async def teardown(self) -> None:
         """Release resources; may still publish (the connection closes after this)."""
 
+    def republish_state(self) -> None:
+        """Publish the retained state topics this service owns, as they are now.
+
+        Called when someone asks (``services/query``): a subscriber whose broker node holds
+        no or an old retained copy (a RabbitMQ cluster keeps retained messages per node).
+        Only the worker that holds the latest state should answer; by default, nothing.
+        """
+
     @classmethod
     def handled(cls) -> list[tuple[str, Topic | None, bool, str]]:
         """(filter relative to root, registry entry or None, shared, handler's name): what

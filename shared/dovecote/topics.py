@@ -529,10 +529,13 @@ PRESENCE_QUERY = register(
         1,
         False,
         act.Activity,
-        "Who is online? Every worker answers by publishing its presence Join again. Sent by "
-        "a subscriber of services/+/+ on a broker that does not deliver retained messages "
-        "to wildcard subscriptions (RabbitMQ), where it would otherwise see nobody.",
-        actor="whoever asks (a gateway, `dovecote tail`)",
+        "Who is online, and what is the state now? Every worker answers by publishing its "
+        "presence Join again, and the owner of each state topic republishes it (the builder "
+        "that ran the latest build, points). Sent on connecting by a subscriber of "
+        "services/+/+ or of a state topic on a broker that does not deliver retained "
+        "messages to wildcard subscriptions (RabbitMQ), where it would see nobody, and whose "
+        "retained store is per node, where another node's state would be missing or old.",
+        actor="whoever asks (a gateway, a builder, `dovecote tail`)",
     )
 )
 PROBE = register(

@@ -8,7 +8,9 @@
   itself on ``services/<service>/<instance>`` (retained Join; its Last Will is a Leave);
 - hands every message to its ``Dispatcher`` (``dovecote.dispatch``), where a message's whole
   path is;
-- answers the presence query (brokers that keep retained messages from wildcards);
+- answers the state query (``services/query``): re-announces itself and has its service
+  republish the state topics it owns, for a subscriber whose broker node does not hold
+  them (RabbitMQ: no retained messages to wildcards, and a retained store per node);
 - keeps an outbox for durable publishes (``dovecote.outbox``) when the service asks;
 - stops on SIGTERM/SIGINT, or when the ``dovecote run`` that started it is gone
   (``dovecote.lifeline``): teardown, handlers in flight finish (bounded), a Leave, a clean
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -27,7 +30,7 @@ import sys
 from pathlib import Path
 
 from dovecote import activity as act
-from dovecote import capabilities, letters, lifeline, pool, poolqueue, topics
+from dovecote import capabilities, instance, letters, lifeline, pool, poolqueue, topics
 from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.dispatch import Binding, Dispatcher
@@ -89,14 +92,14 @@ class Worker:
             bindings,
             ack=self._ack,
             park=self._publish_letter,
-            on_query=self._answer_presence_query,
+            on_query=self._answer_state_query,
             eager=service_cls.eager_handlers,
             log=self.log,
         )
         self.caps: Capabilities | None = None
         self.declared = capabilities.declared(settings.get_str("DOVECOTE_BROKER_CAPABILITIES", ""))
         self.plan: pool.Plan | None = None
-        self._ask_presence = False
+        self._ask_state = False
         self.stopping = asyncio.Event()
         self.supervisor_fd = lifeline.from_env(settings.env)  # None: not run by a supervisor
         self._plan_subscriptions(bindings)
@@ -180,15 +183,18 @@ class Worker:
 
     def _on_connected(self, session_present: bool) -> None:
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
-        if self._ask_presence:
+        if self._ask_state:
             # Sent after this connection's SUBSCRIBE: the answers match it.
             question = act.new(
-                "Question", self.bus.actor, {"type": "Collection", "name": "services online"}
+                "Question",
+                self.bus.actor,
+                {"type": "Collection", "name": "services online and state now"},
             )
             self.bus.publish(topics.PRESENCE_QUERY, question)
 
-    def _answer_presence_query(self, msg: Message) -> None:
-        """Someone cannot see retained presence through a wildcard: say we are here.
+    def _answer_state_query(self, msg: Message) -> None:
+        """Someone cannot trust its broker node for retained presence and state: say we are
+        here, and have the service republish the state it owns (``Service.republish_state``).
 
         Only an activity is a question: garbage is parked with its reason like any other
         payload, not answered (a flood of junk must not make every worker republish).
@@ -199,6 +205,10 @@ class Worker:
             self.dispatcher.reject(msg, str(exc))
             return
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
+        try:
+            self.service.republish_state()
+        except Exception:  # a bug there must not stop the worker answering what it can
+            self.log.exception("republishing state for %s failed", msg.topic)
         self.conn.ack(msg.mid, msg.qos)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -234,12 +244,19 @@ class Worker:
                 self._on_message,
             )
             self.queue.start()
+            # Bound before this worker says it is online (its Join): from then on what is
+            # published reaches the pool, as with MQTT subscriptions made before connecting.
+            await self.queue.ready.wait()
         self.conn.unsubscribe(*plan.unsubscribe)
         for f in plan.subscribe:
             self.conn.subscribe(f, 1)
+        # A broker that gives no retained message to a wildcard is RabbitMQ, whose retained
+        # store is also per node: in a cluster, the node this worker is on may hold no or an
+        # old copy of what was published via another. The owners answer the query.
         sample = topics.PRESENCE.address(self.root, service="x", instance="1")
-        self._ask_presence = not self.caps.retained_to_wildcards and any(
-            f != sample and topics.matches(f, sample) for f in plan.subscribe
+        state = [t.address(self.root) for t in topics.all_topics() if t.kind == "state"]
+        self._ask_state = not self.caps.retained_to_wildcards and any(
+            (f != sample and topics.matches(f, sample)) or f in state for f in plan.subscribe
         )
         self.conn.start()
         self._log_start(plan, alone)
@@ -286,10 +303,11 @@ class Worker:
                     ", ".join(plan.pooled),
                     self.name,
                 )
-        if self._ask_presence:
+        if self._ask_state:
             self.log.info(
-                "broker %s does not deliver retained messages to wildcards: asking "
-                "every worker to announce itself on %s",
+                "broker %s does not deliver retained messages to wildcards (and may keep "
+                "them per node): asking every worker to announce itself and the owners "
+                "of state to republish it, on %s",
                 broker,
                 self.query_topic,
             )
@@ -348,6 +366,9 @@ def run(service_cls: type[Service]) -> None:
     try:
         settings = Settings.from_env()
         setup_logging(settings.log_level)
+        if settings.instance == instance.AUTO:  # unique across machines, stable (instance.py)
+            found = instance.claim(settings.env, settings.root, service_cls.name, settings.data_dir)
+            settings = dataclasses.replace(settings, instance=found)
         worker = Worker(service_cls, settings)  # a service reads its own settings here
     except ConfigError as exc:
         print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)

@@ -6,6 +6,8 @@ Also a pytest plugin (``pytest_plugins = ["dovecote.testing.plugin"]``) with the
   and a RabbitMQ node with the MQTT plugin (``--broker=mosquitto|rabbitmq|both``, default
   both, or ``DOVECOTE_TEST_BROKER``); every test that uses it runs once per broker, and
   ``@pytest.mark.brokers("mosquitto")`` limits one to the brokers named;
+- ``cluster``: three RabbitMQ nodes clustered on loopback, once per test session (tests
+  marked ``cluster``; ``dovecote cluster`` starts the same by hand);
 - ``root``: a fresh topic root per test, so tests sharing the broker never see each other;
 - ``service_env``: the environment a service needs to join that broker under that root;
 - ``start_service``: runs ``python -m services.<name>`` as a real process, stopped after;
@@ -33,6 +35,7 @@ import pytest
 __all__ = ["MemoryBus", "Probe", "ServiceProcess", "StartService", "TestBroker", "wait_until"]
 
 from dovecote.project import PROJECT
+from dovecote.testing.cluster import PrivateCluster
 from dovecote.testing.gateway import DEMO_PASSWORD
 from dovecote.testing.memory import MemoryBus
 from dovecote.testing.probe import Probe, wait_until
@@ -121,6 +124,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "real_broker: needs a real broker (added to every test that uses the `broker` "
         "fixture; put it on a test that starts one itself); --no-broker leaves these out",
     )
+    config.addinivalue_line(
+        "markers",
+        "cluster: uses the three-node RabbitMQ cluster (one per test session, ~35 s to start)",
+    )
     if config.getoption("no_broker"):
         for kind in (PrivateMosquitto, PrivateRabbitMQ):
             kind.start = _refuse_to_start  # type: ignore[assignment,method-assign]
@@ -136,7 +143,7 @@ def _refuse_to_start(self: TestBroker, *_: object, **__: object) -> TestBroker:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if "broker" in getattr(item, "fixturenames", ()):
+        if {"broker", "cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real_broker)
     if not config.getoption("no_broker"):
         return
@@ -176,16 +183,29 @@ def broker(
     b.stop()
 
 
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster]:
+    """Three RabbitMQ nodes clustered on loopback (``dovecote.testing.cluster``), once per
+    test session. A test that kills a node starts it again (``cluster.restart``)."""
+    try:
+        c = PrivateCluster(tmp_path_factory.mktemp("cluster")).start()
+    except BrokerUnavailable as exc:
+        pytest.fail(f"cannot start a private RabbitMQ cluster: {exc}")
+    yield c
+    c.stop()
+
+
 @pytest.fixture
 def root() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]:
+def environment(url: str, root: str, folder: Path, amqp_url: str = "") -> dict[str, str]:
+    """What a service needs to join the broker at ``url`` under ``root``, its stores in
+    ``folder``: this process's environment without any MQTT_ or DOVECOTE_ variable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
     env.update(
-        MQTT_URL=broker.url,
+        MQTT_URL=url,
         DOVECOTE_ROOT=root,
         PORT=str(free_port()),
         BUILD_TICK_SECONDS="0.2",
@@ -193,15 +213,21 @@ def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]
         PYTHONUNBUFFERED="1",
         # Every store (any service's, a new one's too) in the test's own folder, never the
         # project's .dovecote/.
-        DOVECOTE_DATA_DIR=str(tmp_path / "data"),
+        DOVECOTE_DATA_DIR=str(folder / "data"),
         # A gateway's sessions and its demo people (dovecote.testing.gateway signs in).
         DOVECOTE_SESSION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
         DEMO_PASSWORD=DEMO_PASSWORD,
     )
     env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
-    if isinstance(broker, PrivateRabbitMQ):  # pools share a quorum queue (dovecote.poolqueue)
-        env["DOVECOTE_AMQP_URL"] = broker.amqp_url
+    if amqp_url:  # RabbitMQ: pools share a quorum queue (dovecote.poolqueue)
+        env["DOVECOTE_AMQP_URL"] = amqp_url
     return env
+
+
+@pytest.fixture
+def service_env(broker: TestBroker, root: str, tmp_path: Path) -> dict[str, str]:
+    amqp = broker.amqp_url if isinstance(broker, PrivateRabbitMQ) else ""
+    return environment(broker.url, root, tmp_path, amqp)
 
 
 StartService = Callable[..., ServiceProcess]

@@ -102,7 +102,9 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         grant = logins.service_grant(cls, root)
         write = _amqp_regex(list(grant.write))
         read = _amqp_regex([*grant.read, *(f"$share/+/{f}" for f in grant.read)])
-        own = _queues(f"{re.escape(root)}-{service}-[a-z0-9_-]+")
+        # Its session queues, and its pool's queue on RabbitMQ (shared/dovecote/poolqueue.py).
+        pool = re.escape(f"dovecote-pool.{root}.{service}")
+        own = f"({_queues(f'{re.escape(root)}-{service}-[a-z0-9_-]+')}|{pool})"
         lines.append(
             f"user {service} \"$DOVECOTE_PW_{service.upper()}\" '{own}' '{write}' '{read}'"
         )

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from dovecote import lifeline
+from dovecote import instance, lifeline
 from dovecote.project import PROJECT
 
 STOP_TIMEOUT = 10.0
@@ -93,8 +93,12 @@ class Supervisor:
         self.package = package  # workers run as ``python -m <package>.<service>``
         self.handle_signals = handle_signals
         self.color = sys.stdout.isatty() if color is None else color
+        # DOVECOTE_INSTANCE=auto: <machine>-<n>, unique across machines (dovecote.instance).
+        prefix = ""
+        if self.env.get("DOVECOTE_INSTANCE", "").strip() == instance.AUTO:
+            prefix = f"{instance.machine_name(self.env)}-"
         self.workers = [
-            Worker(service, str(i + 1), COLORS[n % len(COLORS)])
+            Worker(service, f"{prefix}{i + 1}", COLORS[n % len(COLORS)])
             for n, (service, count) in enumerate(plan.items())
             for i in range(count)
         ]

@@ -1,0 +1,173 @@
+"""Past one machine: the federation on a three-node RabbitMQ cluster (``dovecote cluster``).
+
+One cluster per test session (the ``cluster`` fixture, ~35 s to boot on two cores); the
+tests are marked ``cluster`` and run on one pytest-xdist worker. Each test has its own topic
+root, so they share the cluster without seeing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from dovecote import activity as act
+from dovecote.testing.cluster import PrivateCluster
+from dovecote.testing.plugin import Probe, ServiceProcess, environment
+from tests.fixtures import wait_http
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def node_url(cluster: PrivateCluster, names: str) -> str:
+    """``MQTT_URL`` naming some nodes, in order: ``"a"``, ``"cab"``."""
+    return "mqtt://" + ",".join(f"{cluster.node(n).host}:{cluster.node(n).port}" for n in names)
+
+
+def amqp_url(cluster: PrivateCluster, names: str) -> str:
+    first = cluster.node(names[0])
+    hosts = ",".join(f"{cluster.node(n).host}:{cluster.node(n).amqp_port}" for n in names)
+    return first.amqp_url.replace(f"{first.host}:{first.amqp_port}", hosts)
+
+
+@dataclass
+class OnCluster:
+    cluster: PrivateCluster
+    root: str
+    folder: Path
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    procs: list[ServiceProcess] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    shared: dict[str, str] = field(default_factory=dict)  # one gateway URL, one data folder
+
+    def env(self, nodes: str, **extra: str) -> dict[str, str]:
+        env = environment(
+            node_url(self.cluster, nodes), self.root, self.folder, amqp_url(self.cluster, nodes)
+        )
+        if not self.shared:
+            self.shared = {k: env[k] for k in ("PORT", "PUBLIC_URL", "DOVECOTE_DATA_DIR")}
+        return {**env, **self.shared, "DOVECOTE_SERVICE_TOKEN": self.token, **extra}
+
+    def start(self, name: str, nodes: str, **extra: str) -> ServiceProcess:
+        proc = ServiceProcess(name, self.env(nodes, **extra), self.folder).start()
+        self.procs.append(proc)
+        return proc
+
+    async def probe(self, node: str, *exact: str, topic_filter: str = "#") -> Probe:
+        p = await Probe(node_url(self.cluster, node), self.root).start(topic_filter, *exact)
+        self.probes.append(p)
+        return p
+
+    @property
+    def public_url(self) -> str:
+        return self.shared["PUBLIC_URL"]
+
+
+@pytest.fixture
+async def on_cluster(
+    cluster: PrivateCluster, root: str, tmp_path: Path
+) -> AsyncIterator[OnCluster]:
+    c = OnCluster(cluster, root, tmp_path)
+    yield c
+    for p in c.probes:
+        await p.stop()
+    for proc in reversed(c.procs):
+        code = proc.stop()
+        tail = "\n".join(proc.log.splitlines()[-30:])
+        print(f"--- {proc.name}.{proc.instance} (exit code {code}):\n{tail}")
+
+
+ADA = "ada"
+
+
+def person(base: str, user: str) -> dict[str, Any]:
+    return {
+        "type": "Person",
+        "id": f"{base}/users/{user}",
+        "name": user.title(),
+        "preferredUsername": user,
+    }
+
+
+async def api_state(url: str) -> dict[str, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/api/state") as r:
+        frames = orjson.loads(await r.read())
+    return {f["topic"]: f["activity"] for f in frames}
+
+
+# --- the cluster itself ---------------------------------------------------------------------
+
+
+def test_three_nodes_one_cluster_persistent_sessions_on_quorum_queues(
+    cluster: PrivateCluster,
+) -> None:
+    assert cluster.running_nodes() == {n.name for n in cluster.nodes}
+    assert len({n.port for n in cluster.nodes}) == 3
+    assert len({n.directory for n in cluster.nodes}) == 3
+    conf = cluster.node("b").directory / "rabbitmq.conf"
+    assert "mqtt.durable_queue_type = quorum" in conf.read_text()
+
+
+# --- state is right on every node ------------------------------------------------------------
+
+
+async def test_a_gateway_on_node_c_shows_the_state_published_via_node_a(
+    on_cluster: OnCluster,
+) -> None:
+    """RabbitMQ keeps retained messages per node: what the builder and points published
+    via node A is not retained on node C. The gateway there asks (services/query) and the
+    owners republish: its dashboard shows the build, the history, the leaderboard and who
+    is online."""
+    c = on_cluster
+    c.start("builder", "a", BUILD_TICK_SECONDS="0.05")
+    c.start("points", "a")
+    on_a = await c.probe("a")
+    for name in ("builder", "points"):
+        await on_a.wait_online(name, timeout=60)
+    ada = person(c.public_url, ADA)
+    on_a.publish("commands/builder/start", act.new("Start", ada, {"type": "Build"}))
+    [done] = await on_a.wait_for("events/build/succeeded", timeout=30)
+    await on_a.wait_for("state/leaderboard", lambda a: a["object"]["totalItems"] == 1)
+    await on_a.wait_for("state/builds")
+
+    # Node C holds none of it: a subscriber there, exact topics and all, gets nothing.
+    state = ["state/build", "state/builds", "state/leaderboard"]
+    on_c = await c.probe("c", *state, topic_filter="services/+/+")
+    await asyncio.sleep(2.0)
+    assert [m.topic for m in on_c.messages] == [], "node C had retained state after all"
+
+    c.start("gateway", "c")
+    await wait_http(f"{c.public_url}/healthz", 60)
+
+    def shows_everything(s: dict[str, dict[str, Any]]) -> bool:
+        build = s.get(f"{c.root}/state/build")
+        return (
+            build is not None
+            and build["object"]["id"] == done["object"]["id"]
+            and build["object"]["state"] == "succeeded"
+            and f"{c.root}/state/builds" in s
+            and f"{c.root}/state/leaderboard" in s
+            and f"{c.root}/services/builder/1" in s
+            and f"{c.root}/services/points/1" in s
+        )
+
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = asyncio.get_running_loop().time() + 20
+    while not shows_everything(seen := await api_state(c.public_url)):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the gateway on node C shows only {sorted(seen)}")
+        await asyncio.sleep(0.2)
+    board = seen[f"{c.root}/state/leaderboard"]["object"]["orderedItems"]
+    assert [(p["preferredUsername"], p["points"]) for p in board] == [(ADA, 5)]
+    history = seen[f"{c.root}/state/builds"]["object"]
+    assert history["orderedItems"][0]["id"] == done["object"]["id"]
+    # The dashboard page renders from the same state.
+    async with aiohttp.ClientSession() as http, http.get(f"{c.public_url}/") as r:
+        assert done["object"]["name"] in await r.text()
