@@ -9,7 +9,7 @@ session, and what was queued for it, back).
 name (``DOVECOTE_MACHINE``, else the host name) made a valid topic level, and ``<n>`` the
 lowest number no live worker of the same service and root holds on this machine. A worker
 holds its number with an exclusive ``flock`` on ``<DOVECOTE_DATA_DIR>/instances/<root>-
-<service>-<n>.lock`` for as long as its process lives; the kernel releases it when the
+<service>-<machine>-<n>.lock`` for as long as its process lives; the kernel releases it when the
 process dies, kill -9 included, so a worker started again after a crash takes the number
 its predecessor held (the others still hold theirs). The supervisor (``dovecote run``) with
 ``DOVECOTE_INSTANCE=auto`` numbers its workers itself: ``<machine>-1`` .. ``<machine>-N``.
@@ -54,7 +54,7 @@ def claim(env: Mapping[str, str], root: str, service: str, folder: Path) -> str:
     locks = folder / "instances"
     locks.mkdir(parents=True, exist_ok=True)
     for n in range(1, 1000):
-        fd = os.open(locks / f"{root}-{service}-{n}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(locks / f"{root}-{service}-{machine}-{n}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
