@@ -23,6 +23,7 @@ import io
 import os
 import random
 import sqlite3
+import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -88,10 +89,43 @@ class FaultRow:
         return self.lost == 0 and self.duplicated == 0
 
 
+@dataclass
+class FailoverRow:
+    """How long the workers a fault cut off took to be back (first Join after it)."""
+
+    fault: str
+    workers: int
+    median_ms: float
+    max_ms: float
+
+
 # Rows recorded in this process and not yet attached to a test report. Reports carry them to
 # the process that prints the table: the same one, or pytest-xdist's controller.
 _PENDING: list[FaultRow] = []
 TABLE: list[FaultRow] = []
+_PENDING_FAILOVER: list[FailoverRow] = []
+FAILOVERS: list[FailoverRow] = []
+
+
+def record_failover(fault: str, seconds: list[float]) -> None:
+    """Add a failover row (times in seconds, one per worker that had to fail over)."""
+    assert seconds, "no worker failed over"
+    _PENDING_FAILOVER.append(
+        FailoverRow(
+            fault,
+            len(seconds),
+            round(statistics.median(seconds) * 1000),
+            round(max(seconds) * 1000),
+        )
+    )
+
+
+def render_failovers(rows: list[FailoverRow]) -> str:
+    lines = ["| fault | workers cut off | failover median | failover max |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {r.fault} | {r.workers} | {r.median_ms:.0f} ms | {r.max_ms:.0f} ms |" for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def record(*rows: FaultRow) -> None:
@@ -145,6 +179,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report = outcome.get_result()
         report.user_properties.append(("fault_rows", [asdict(r) for r in _PENDING]))
         _PENDING.clear()
+    if _PENDING_FAILOVER:
+        report = outcome.get_result()
+        report.user_properties.append(("failover_rows", [asdict(r) for r in _PENDING_FAILOVER]))
+        _PENDING_FAILOVER.clear()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -152,13 +190,18 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         if name == "fault_rows":
             rows: list[dict[str, Any]] = value  # type: ignore[assignment]
             TABLE.extend(FaultRow(**row) for row in rows)
+        elif name == "failover_rows":
+            found: list[dict[str, Any]] = value  # type: ignore[assignment]
+            FAILOVERS.extend(FailoverRow(**row) for row in found)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if not TABLE or hasattr(config, "workerinput"):  # xdist workers report to the controller
+    if not (TABLE or FAILOVERS) or hasattr(config, "workerinput"):  # xdist: the controller
         return
     name = config.getoption("chaos")
     table = render(TABLE)
+    if FAILOVERS:
+        table += "\n\n" + render_failovers(FAILOVERS)
     terminalreporter.write_sep("=", f"fault suite ({name} run)")
     terminalreporter.write_line(table)
     REPORT_DIR.mkdir(parents=True, exist_ok=True)

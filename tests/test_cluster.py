@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,10 @@ import orjson
 import pytest
 
 from dovecote import activity as act
+from dovecote.mqtt import Message
 from dovecote.testing.cluster import PrivateCluster
 from dovecote.testing.plugin import Probe, ServiceProcess, environment
+from tests.chaos import Scale, Traffic, record, record_failover, settle
 from tests.fixtures import wait_http
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -171,3 +174,72 @@ async def test_a_gateway_on_node_c_shows_the_state_published_via_node_a(
     # The dashboard page renders from the same state.
     async with aiohttp.ClientSession() as http, http.get(f"{c.public_url}/") as r:
         assert done["object"]["name"] in await r.text()
+
+
+# --- kill -9 of a node under load -------------------------------------------------------------
+
+
+class TimedProbe(Probe):
+    """A probe that also notes when each message arrived."""
+
+    def __init__(self, url: str, root: str) -> None:
+        super().__init__(url, root, persistent=True)
+        self.arrivals: list[tuple[float, str, bytes]] = []
+
+    def _record(self, msg: Message) -> None:
+        self.arrivals.append((time.monotonic(), msg.topic, msg.payload))
+        super()._record(msg)
+
+    def joins_after(self, since: float) -> dict[str, float]:
+        """Worker presence topic -> when its first Join after ``since`` arrived."""
+        found: dict[str, float] = {}
+        for at, topic, payload in self.arrivals:
+            if at > since and "/services/" in topic and b'"Join"' in payload:
+                found.setdefault(topic.split("/", 2)[2], at)
+        return found
+
+
+# Each service names the three nodes in its own order: it connects to the first that
+# answers, and fails over to the next. A is the node killed.
+SPREAD = {"resizer": "abc", "tweeter": "acb", "notifier": "bca", "points": "cab", "gateway": "bac"}
+
+
+@pytest.mark.chaos
+async def test_kill_9_of_a_node_under_load_loses_and_doubles_nothing(
+    on_cluster: OnCluster, scale: Scale
+) -> None:
+    c = on_cluster
+    probe = TimedProbe(node_url(c.cluster, "c"), c.root)
+    await probe.start("#")
+    c.probes.append(probe)
+    for name, nodes in SPREAD.items():
+        c.start(name, nodes, RESIZER_THREADS="2", LOG_LEVEL="WARNING")
+    await wait_http(f"{c.public_url}/healthz", 60)
+    for name in SPREAD:
+        await probe.wait_online(name, timeout=60)
+    on_a = [f"{n}/1" for n, nodes in SPREAD.items() if nodes[0] == "a"]
+
+    traffic = Traffic(c.public_url, probe)
+    await traffic.prepare()
+    flowing = asyncio.get_running_loop().create_task(
+        traffic.run(scale.seconds, scale.uploads_per_s / 2, scale.builds_per_s / 2)
+    )
+    await asyncio.sleep(scale.seconds / 3)
+    killed_at = time.monotonic()
+    c.cluster.node("a").kill()
+    await flowing
+    fault = "kill -9 of RabbitMQ node A of 3 under load"
+    points_db = Path(c.shared["DOVECOTE_DATA_DIR"]) / "points.sqlite3"
+    accounts = await settle(traffic, probe, points_db, fault, scale.settle)
+
+    back = probe.joins_after(killed_at)
+    failover = sorted(back[w] - killed_at for w in on_a if w in back)
+    print(
+        f"\nfailover after kill -9 of node A: {len(failover)} workers on it, "
+        + ", ".join(f"{t * 1000:.0f} ms" for t in failover)
+    )
+    assert len(failover) == len(on_a), f"not every worker of node A came back: {back}"
+    assert all(p.alive() for p in c.procs), "a service died"
+    record(*accounts.rows())
+    record_failover(fault, failover)
+    c.cluster.restart("a")  # for the tests after this one
