@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,10 @@ import pytest
 from dovecote import activity as act
 from dovecote.mqtt import Message
 from dovecote.testing.cluster import PrivateCluster
-from dovecote.testing.plugin import Probe, ServiceProcess, environment
+from dovecote.testing.plugin import Probe, ServiceProcess, environment, wait_until
 from tests.chaos import Scale, Traffic, record, record_failover, settle
 from tests.fixtures import wait_http
+from tests.services.tally.ledger import open_ledger
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -58,8 +60,10 @@ class OnCluster:
             self.shared = {k: env[k] for k in ("PORT", "PUBLIC_URL", "DOVECOTE_DATA_DIR")}
         return {**env, **self.shared, "DOVECOTE_SERVICE_TOKEN": self.token, **extra}
 
-    def start(self, name: str, nodes: str, **extra: str) -> ServiceProcess:
-        proc = ServiceProcess(name, self.env(nodes, **extra), self.folder).start()
+    def start(
+        self, name: str, nodes: str, package: str = "services", **extra: str
+    ) -> ServiceProcess:
+        proc = ServiceProcess(name, self.env(nodes, **extra), self.folder, package).start()
         self.procs.append(proc)
         return proc
 
@@ -116,6 +120,58 @@ def test_three_nodes_one_cluster_persistent_sessions_on_quorum_queues(
     assert len({n.directory for n in cluster.nodes}) == 3
     conf = cluster.node("b").directory / "rabbitmq.conf"
     assert "mqtt.durable_queue_type = quorum" in conf.read_text()
+
+
+# --- pools on the cluster ----------------------------------------------------------------------
+
+
+async def test_a_pool_spread_over_three_nodes_handles_each_item_once_and_shares_the_load(
+    on_cluster: OnCluster,
+) -> None:
+    """Three tally workers, each on another node: the pool's quorum queue gives each item to
+    one of them, and each gets a share. Sessions and the pool's queue are quorum queues."""
+    c = on_cluster
+    ledger = c.folder / "tally.sqlite"
+    for n, nodes in (("1", "a"), ("2", "b"), ("3", "c")):
+        c.start(
+            "tally",
+            nodes,
+            package="tests.services",
+            DOVECOTE_INSTANCE=n,
+            TALLY_DB=str(ledger),
+            TALLY_WORK_SECONDS="0.01",
+        )
+    on_b = await c.probe("b")
+    for n in ("1", "2", "3"):
+        await on_b.wait_online("tally", n, timeout=60)
+    sent = set()
+    for _ in range(300):
+        item = act.new("Create", person(c.public_url, ADA), {"type": "Note"})
+        sent.add(item["id"])
+        on_b.publish("events/tally/item", item)
+
+    def rows() -> list[tuple[str, str, int]]:
+        db = open_ledger(str(ledger))
+        try:
+            return list(db.execute("SELECT id, worker, runs FROM tally"))
+        finally:
+            db.close()
+
+    await wait_until(lambda: len(rows()) == len(sent), 60, "every item handled")
+    await asyncio.sleep(1.0)  # a second delivery would show by now
+    got = rows()
+    assert {r[0] for r in got} == sent and all(r[2] == 1 for r in got)
+    shares = Counter(r[1] for r in got)
+    assert set(shares) == {"1", "2", "3"} and min(shares.values()) >= 30, shares
+    queues = dict(
+        line.split("\t")[:2]
+        for line in c.cluster.node("a")
+        .rabbitmqctl("list_queues", "name", "type", "--no-table-headers", "--quiet")
+        .splitlines()
+        if c.root in line
+    )
+    assert queues[f"dovecote-pool.{c.root}.tally"] == "quorum"
+    assert queues[f"mqtt-subscription-{c.root}-tally-1qos1"] == "quorum"
 
 
 # --- state is right on every node ------------------------------------------------------------
