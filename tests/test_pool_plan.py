@@ -80,3 +80,21 @@ def test_a_worker_alone_subscribes_plainly_even_where_share_works() -> None:
     assert not p.standby
     shared = plan("builder", "1", POOLED, PLAIN, FULL)
     assert "r/commands/builder/#" in shared.unsubscribe  # and back again when it grows
+
+
+def test_an_auto_id_numbered_1_leads_a_pool_where_the_broker_cannot_share() -> None:
+    first = plan("builder", "web1-1", POOLED, PLAIN, RABBIT)
+    second = plan("builder", "web1-2", POOLED, PLAIN, RABBIT)
+    assert not first.standby and "r/commands/builder/#" in first.subscribe
+    assert second.standby and "r/commands/builder/#" not in second.subscribe
+
+
+def test_with_a_pool_queue_nothing_pooled_is_subscribed_over_mqtt_by_any_worker() -> None:
+    for instance in ("1", "2"):
+        p = plan("builder", instance, POOLED, PLAIN, RABBIT, queue=True)
+        assert p.queued and not p.standby
+        assert p.subscribe == ["r/commands/builder/stop", "r/services/query", "r/state/build"]
+        assert "r/commands/builder/#" in p.unsubscribe  # a plain form from an older run
+        assert p.pooled == ["r/commands/builder/#"]
+    # Where $share works, the queue is not used.
+    assert not plan("builder", "1", POOLED, PLAIN, FULL, queue=True).queued

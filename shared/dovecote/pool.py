@@ -41,6 +41,12 @@ from dovecote.errors import DovecoteError
 LEADER = "1"  # the instance that works alone where the broker cannot share
 
 
+def is_leader(instance: str) -> bool:
+    """Worker ``1``, or ``<machine>-1`` with ``DOVECOTE_INSTANCE=auto`` (dovecote.instance):
+    without shared subscriptions or a pool queue, a pool must then live on one machine."""
+    return instance == LEADER or instance.endswith(f"-{LEADER}")
+
+
 class PoolError(DovecoteError, ValueError):
     """Handlers whose subscriptions would make a pool process a message twice."""
 
@@ -134,7 +140,7 @@ def plan(
             standby=False,
             pooled=pooled_,
         )
-    if instance == LEADER or alone:
+    if is_leader(instance) or alone:
         return Plan(minimal([*pooled_, *plain_]), shared + shared_forms_of_plain, False, pooled_)
     return Plan(
         plain_,
