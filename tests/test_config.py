@@ -25,6 +25,19 @@ def test_mqtt_url_with_credentials_is_parsed_and_redacted() -> None:
     assert parse_mqtt_url("wss://h/mqtt").websockets
 
 
+def test_mqtt_url_may_name_every_node_of_a_cluster() -> None:
+    b = parse_mqtt_url("mqtt://svc:pw@a.example:1883,b.example:1884,[::1]:1885,c.example")
+    assert b.nodes == [("a.example", 1883), ("b.example", 1884), ("::1", 1885), ("c.example", 1883)]
+    assert (b.host, b.port, b.username, b.password) == ("a.example", 1883, "svc", "pw")
+    assert b.redacted() == "mqtt://svc:***@a.example:1883,b.example:1884,[::1]:1885,c.example:1883"
+    assert parse_mqtt_url("mqtt://h:1").nodes == [("h", 1)]
+    assert parse_mqtt_url("wss://a,b/ws").nodes == [("a", 443), ("b", 443)]
+    with pytest.raises(ConfigError, match="no host"):
+        parse_mqtt_url("mqtt://a:1883,,b:1884")
+    with pytest.raises(ConfigError, match="bad port"):
+        parse_mqtt_url("mqtt://a:1883,b:x")
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

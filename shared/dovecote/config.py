@@ -34,6 +34,14 @@ class BrokerAddress:
     password: str | None = None
     path: str = "/mqtt"
     ca_file: str | None = None  # PEM CA(s) for mqtts:// and wss://; None: the system's
+    # More nodes of the same broker (a cluster), tried in order after host:port when it
+    # cannot be reached or is lost: mqtt://a:1883,b:1884,c:1885
+    others: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        """Every (host, port) of the broker, in the order to try them."""
+        return [(self.host, self.port), *self.others]
 
     @property
     def tls(self) -> bool:
@@ -46,27 +54,47 @@ class BrokerAddress:
     def redacted(self) -> str:
         """The URL as safe to print: the password is never logged."""
         auth = f"{self.username}:***@" if self.username else ""
-        return f"{self.scheme}://{auth}{self.host}:{self.port}"
+        hosts = ",".join(_hostport(h, p) for h, p in self.nodes)
+        return f"{self.scheme}://{auth}{hosts}"
+
+    def node_url(self, host: str, port: int) -> str:
+        """One node, as safe to print."""
+        auth = f"{self.username}:***@" if self.username else ""
+        return f"{self.scheme}://{auth}{_hostport(host, port)}"
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 _DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 
 
 def parse_mqtt_url(url: str, ca_file: str | None = None) -> BrokerAddress:
-    parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS:
+    """``mqtt://user:pass@host:port/path``; several nodes of one broker (a cluster) are
+    listed comma-separated, ``mqtt://user:pass@a:1883,b:1884,c:1885``: same scheme, login
+    and path for all, each node's port its own (default: the scheme's)."""
+    whole = urlsplit(url)
+    if whole.scheme not in _DEFAULT_PORTS:
         raise ConfigError(f"MQTT_URL: scheme must be one of {sorted(_DEFAULT_PORTS)}, got {url!r}")
-    if not parts.hostname:
-        raise ConfigError(f"MQTT_URL: no host in {url!r}")
-    try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
-    except ValueError as exc:
-        raise ConfigError(f"MQTT_URL: bad port in {url!r}") from exc
+    auth, at, hosts = whole.netloc.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for one in hosts.split(","):
+        parts = urlsplit(f"{whole.scheme}://{auth}{at}{one.strip()}{whole.path}")
+        if not parts.hostname:
+            raise ConfigError(f"MQTT_URL: no host in {url!r}")
+        try:
+            nodes.append((parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]))
+        except ValueError as exc:
+            raise ConfigError(f"MQTT_URL: bad port in {url!r}") from exc
+    parts = urlsplit(f"{whole.scheme}://{auth}{at}{hosts.split(',')[0].strip()}{whole.path}")
+    (host, port), *others = nodes
     scheme = "mqtt" if parts.scheme == "tcp" else parts.scheme
     return BrokerAddress(
         scheme=scheme,
-        host=parts.hostname,
+        host=host,
         port=port,
+        others=tuple(others),
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         path=parts.path or "/mqtt",
