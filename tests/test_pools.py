@@ -20,6 +20,7 @@ import pytest
 
 from dovecote import activity as act
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
+from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from dovecote.tools.supervisor import Supervisor
 from tests.chaos import FaultRow, record
 from tests.services.tally.ledger import open_ledger
@@ -180,3 +181,30 @@ async def test_kill_9_a_worker_under_load_it_is_respawned_and_nothing_is_lost(
             sum(r[3] - 1 for r in rows),  # handler runs beyond the first, all by the killed pid
         )
     )
+
+
+@pytest.mark.brokers("rabbitmq")
+async def test_on_rabbitmq_a_pool_whose_connections_are_all_closed_reconnects_and_loses_nothing(
+    broker: TestBroker, service_env: dict[str, str], probe: Probe, tmp_path: Path
+) -> None:
+    """The broker closes every connection mid-burst (rabbitmqctl close_all_connections): the
+    workers consume their pool's queue again; what they held unacknowledged is redelivered."""
+    assert isinstance(broker, PrivateRabbitMQ)
+    async with running_pool(service_env, probe, tmp_path, TALLY_WORK_SECONDS="0.02") as pool:
+        sent = burst(probe, 600)
+        await wait_until(lambda: pool.count() >= 50, 60, "the pool at work")
+        broker.rabbitmqctl("close_all_connections", "test: every connection closed")
+        await wait_until(lambda: pool.count() == len(sent), 90, "every item in the ledger")
+        rows = pool.rows()
+        assert {r[0] for r in rows} == sent
+        assert pool.said("tally.", "lost AMQP node"), pool.lines
+        record(
+            FaultRow(
+                "RabbitMQ closes every connection of a pool of 3 mid-burst (tally)",
+                len(sent),
+                len(rows),
+                len(sent - {r[0] for r in rows}),
+                0,  # one ledger row per item: once in effect
+                sum(r[3] - 1 for r in rows),
+            )
+        )

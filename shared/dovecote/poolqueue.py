@@ -178,7 +178,7 @@ class PoolQueue:
             assert self._closed is not None
             await self._closed.wait()  # lost: reconnect at once, to the next node first
             log.warning("%s: lost AMQP node %s; reconnecting", self.queue, _redacted(url))
-            self._conn, self._channel = None, None
+            await self._close()  # what is left of it (a consumer the broker cancelled)
 
     async def _consume(self, url: str) -> None:
         loop = asyncio.get_running_loop()
@@ -207,6 +207,8 @@ class PoolQueue:
         conn = await asyncio.wait_for(opened, 15)
         channel = await self._call(lambda cb: conn.channel(on_open_callback=cb))
         channel.add_on_close_callback(lambda _c, exc: lost(None, exc))
+        # The broker cancels a consumer whose queue is gone or moved: consume again, anew.
+        channel.add_on_cancel_callback(lambda _f: lost(None, ConnectionError("consumer cancelled")))
         await self._call(
             lambda cb: channel.queue_declare(
                 self.queue,
