@@ -100,6 +100,9 @@ class PoolQueue:
         self._backoff = backoff
         self._mids = itertools.count(MID_BASE)
         self._tags: dict[int, tuple[Any, int]] = {}  # our mid -> (channel, delivery tag)
+        self._outstanding: set[int] = set()  # delivery tags of this channel not yet acked
+        self._acked: set[int] = set()  # acked by the dispatcher this loop turn, not yet sent
+        self._flush_scheduled = False
         self._conn: AsyncioConnection | None = None
         self._channel: Any = None
         self._consumer = ""
@@ -120,8 +123,29 @@ class PoolQueue:
         if found is None:
             return
         channel, tag = found
-        if channel is self._channel and channel.is_open:
-            channel.basic_ack(tag)
+        if channel is not self._channel or not channel.is_open:
+            return
+        self._acked.add(tag)
+        if not self._flush_scheduled:  # one flush per loop turn, for every ack of that turn
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks, channel)
+
+    def _flush_acks(self, channel: Any) -> None:
+        """Acknowledge this turn's messages: those below the oldest still in a handler with
+        one ``multiple`` ack (the usual case: handlers finish in order), the others one by
+        one. Fewer frames for the broker, which shares the machine with the workers."""
+        self._flush_scheduled = False
+        done, self._acked = self._acked, set()
+        if channel is not self._channel or not channel.is_open or not done:
+            return
+        self._outstanding -= done
+        floor = min(self._outstanding, default=None)
+        below = [t for t in done if floor is None or t < floor]
+        if below:
+            channel.basic_ack(max(below), multiple=True)
+        for tag in done:
+            if floor is not None and tag > floor:
+                channel.basic_ack(tag)
 
     @property
     def unacked(self) -> int:
@@ -221,6 +245,7 @@ class PoolQueue:
             await self._call(functools.partial(self._bind, channel, key))
         await self._call(lambda cb: channel.basic_qos(prefetch_count=self._prefetch, callback=cb))
         self._channel = channel
+        self._outstanding, self._acked = set(), set()
         self._consumer = channel.basic_consume(self.queue, self._deliver)
         self.connects += 1
         self.url = url
@@ -253,6 +278,7 @@ class PoolQueue:
     def _deliver(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         mid = next(self._mids)
         self._tags[mid] = (channel, method.delivery_tag)
+        self._outstanding.add(method.delivery_tag)
         # qos 1 whatever the publisher's: the queue holds it until this worker acks.
         self._on_message(Message(topic_of(method.routing_key), body, 1, False, mid))
 
