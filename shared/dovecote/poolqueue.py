@@ -38,7 +38,9 @@ from dovecote.errors import ConfigError
 from dovecote.mqtt import Backoff, Message
 
 log = logging.getLogger("dovecote.poolqueue")
-logging.getLogger("pika").setLevel(logging.WARNING)  # its INFO is a line per (re)connect
+# pika logs a lost node as an ERROR with a stack, and each (re)connect at INFO: this module
+# says both itself, once, as a warning with the reason.
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 EXCHANGE = "amq.topic"  # where RabbitMQ's MQTT plugin publishes (mqtt.exchange)
 PREFETCH = 20  # unacknowledged messages per worker: Mosquitto's in-flight window, alike
@@ -112,6 +114,7 @@ class PoolQueue:
         self.ready = asyncio.Event()  # consuming now
         self.connects = 0
         self.url: str | None = None  # the node consumed from now
+        self.lost_because = ""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -201,7 +204,12 @@ class PoolQueue:
                 await asyncio.sleep(delay)
             assert self._closed is not None
             await self._closed.wait()  # lost: reconnect at once, to the next node first
-            log.warning("%s: lost AMQP node %s; reconnecting", self.queue, _redacted(url))
+            log.warning(
+                "%s: lost AMQP node %s (%s); reconnecting",
+                self.queue,
+                _redacted(url),
+                self.lost_because,
+            )
             await self._close()  # what is left of it (a consumer the broker cancelled)
 
     async def _consume(self, url: str) -> None:
@@ -216,6 +224,7 @@ class PoolQueue:
         def lost(_: Any, exc: BaseException) -> None:
             failed(_, exc)
             self.ready.clear()
+            self.lost_because = repr(exc)
             closed.set()
 
         params = pika.URLParameters(url)
