@@ -24,7 +24,7 @@ from dovecote import activity as act
 from dovecote.mqtt import Message
 from dovecote.testing.cluster import PrivateCluster
 from dovecote.testing.plugin import Probe, ServiceProcess, environment, wait_until
-from tests.chaos import Scale, Traffic, record, record_failover, settle
+from tests.chaos import NO_RATE_LIMITS, Scale, Traffic, record, record_failover, settle
 from tests.fixtures import wait_http
 from tests.services.tally.ledger import open_ledger
 
@@ -57,7 +57,8 @@ class OnCluster:
             node_url(self.cluster, nodes), self.root, self.folder, amqp_url(self.cluster, nodes)
         )
         if not self.shared:
-            self.shared = {k: env[k] for k in ("PORT", "PUBLIC_URL", "DOVECOTE_DATA_DIR")}
+            keep = ("PORT", "PUBLIC_URL", "DOVECOTE_DATA_DIR", "DOVECOTE_SESSION_KEY")
+            self.shared = {k: env[k] for k in keep}
         return {**env, **self.shared, "DOVECOTE_SERVICE_TOKEN": self.token, **extra}
 
     def start(
@@ -269,7 +270,7 @@ async def test_kill_9_of_a_node_under_load_loses_and_doubles_nothing(
     await probe.start("#")
     c.probes.append(probe)
     for name, nodes in SPREAD.items():
-        c.start(name, nodes, RESIZER_THREADS="2", LOG_LEVEL="WARNING")
+        c.start(name, nodes, RESIZER_THREADS="2", LOG_LEVEL="WARNING", **NO_RATE_LIMITS)
     await wait_http(f"{c.public_url}/healthz", 60)
     for name in SPREAD:
         await probe.wait_online(name, timeout=60)
