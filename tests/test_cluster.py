@@ -184,8 +184,25 @@ async def test_a_gateway_on_node_c_shows_the_state_published_via_node_a(
     """RabbitMQ keeps retained messages per node: what the builder and points published
     via node A is not retained on node C. The gateway there asks (services/query) and the
     owners republish: its dashboard shows the build, the history, the leaderboard and who
-    is online."""
+    is online. Node C even holds an old build, retained there before: the answer wins."""
     c = on_cluster
+    # An old build retained via node C, before the builder (on A) ever ran one.
+    stale = {
+        "type": "Build",
+        "id": act.new_id(),
+        "name": "Build #0",
+        "state": "failed",
+        "progress": 70,
+        "attributedTo": person("http://localhost:8080", ADA),
+    }
+    old_c = await c.probe("c", topic_filter="state/build")
+    old_c.publish(
+        "state/build", act.new("Update", act.service_actor("builder"), stale), retain=True
+    )
+    assert await old_c.conn.flush(10), "the old build was not taken"
+    await old_c.stop()
+    c.probes.remove(old_c)
+
     c.start("builder", "a", BUILD_TICK_SECONDS="0.05")
     c.start("points", "a")
     on_a = await c.probe("a")
@@ -197,11 +214,13 @@ async def test_a_gateway_on_node_c_shows_the_state_published_via_node_a(
     await on_a.wait_for("state/leaderboard", lambda a: a["object"]["totalItems"] == 1)
     await on_a.wait_for("state/builds")
 
-    # Node C holds none of it: a subscriber there, exact topics and all, gets nothing.
+    # Node C holds none of it: a subscriber there, exact topics and all, gets the old
+    # build and nothing else.
     state = ["state/build", "state/builds", "state/leaderboard"]
     on_c = await c.probe("c", *state, topic_filter="services/+/+")
     await asyncio.sleep(2.0)
-    assert [m.topic for m in on_c.messages] == [], "node C had retained state after all"
+    assert [m.topic for m in on_c.messages] == [f"{c.root}/state/build"], "node C had more"
+    assert on_c.on("state/build")[0]["object"]["id"] == stale["id"]
 
     c.start("gateway", "c")
     await wait_http(f"{c.public_url}/healthz", 60)
