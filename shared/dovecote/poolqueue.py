@@ -190,7 +190,7 @@ class PoolQueue:
                 try:
                     await self._consume(url)
                     break
-                except (OSError, pika.exceptions.AMQPError, TimeoutError) as exc:
+                except Exception as exc:
                     failures += 1
                     if failures == 1 or failures % 20 == 0:
                         log.warning(
