@@ -190,7 +190,7 @@ class PoolQueue:
                 try:
                     await self._consume(url)
                     break
-                except Exception as exc:
+                except Exception as exc:  # anything: retried and said, never a dead pool
                     failures += 1
                     if failures == 1 or failures % 20 == 0:
                         log.warning(
