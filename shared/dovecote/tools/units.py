@@ -24,6 +24,8 @@ UNIT = """\
 # One {service} worker: `systemctl enable --now dovecote-{service}@{{1..N}}` runs a pool of N.
 # The instance number becomes DOVECOTE_INSTANCE, so a restarted worker resumes its own
 # persistent MQTT session (client id <root>-{service}-<n>) and gets what it missed.
+# DOVECOTE_INSTANCE=auto in /etc/dovecote/{service}.env overrides it (EnvironmentFile= wins):
+# <machine>-<n>, unique across machines (never in the shared dovecote.env).
 [Unit]
 Description=Dovecote {service}, worker %i
 Documentation=file:///opt/dovecote/docs/deploying.md
