@@ -7,9 +7,11 @@ handed to ``on_message`` synchronously, with no thread and no queue hop
 paho asks for a write, we flush once at the end of the current loop iteration, and watch
 for writability only when the kernel's buffer is full.
 
-Reconnection is ours: forever, with capped exponential backoff and jitter. The blocking TCP
-connect runs in a thread so that a slow or absent broker never stalls the loop. Publishes
-with QoS 1 made while disconnected stay queued in paho (bounded) and go out on reconnect.
+Reconnection is ours: forever, with capped exponential backoff and jitter, over the nodes
+``MQTT_URL`` names in turn (a cluster: a lost node is left for the next at once). The
+blocking TCP connect runs in a thread so that a slow or absent broker never stalls the
+loop. Publishes with QoS 1 made while disconnected stay queued in paho (bounded) and go out
+on reconnect.
 """
 
 from __future__ import annotations
@@ -155,6 +157,8 @@ class Connection:
         quiet: bool = False,
     ) -> None:
         self.broker = broker
+        self.node = broker.nodes[0]  # (host, port) of the node connected to, or tried last
+        self._tried = 0  # connection attempts, over the nodes in turn
         self._connect_level = logging.DEBUG if quiet else logging.INFO  # a short-lived helper
         self.client_id = client_id
         self._on_message = on_message
@@ -344,9 +348,17 @@ class Connection:
     async def _connect_forever(self) -> None:
         assert self._loop is not None
         failures = 0
-        for delay in self._backoff.delays():
+        nodes = self.broker.nodes
+        delays = self._backoff.delays()  # one delay after each round of the nodes
+        while True:
             if self._stopping or self.connected.is_set():
                 return
+            # A cluster's nodes (MQTT_URL=mqtt://a:1883,b:1884,...) in turn, from the one after
+            # the last tried: a node that is lost or refuses is left for the next at once.
+            self.node = nodes[self._tried % len(nodes)]
+            self._tried += 1
+            if len(nodes) > 1:  # paho's reconnect() goes where connect_async() last said
+                self._client.connect_async(*self.node, self._keepalive)
             self.disconnected.clear()
             self._answered = False
             self._lost_unanswered.clear()
@@ -360,13 +372,15 @@ class Connection:
                     log.warning(
                         "%s: cannot reach broker %s (%s); retrying (attempt %d)",
                         self.client_id,
-                        self.broker.redacted(),
+                        self.broker.node_url(*self.node),
                         exc or type(exc).__name__,
                         failures,
                     )
                 self._teardown_socket()
                 self.disconnected.set()
-            await asyncio.sleep(delay)
+                if self._tried % len(nodes):
+                    continue  # the next node at once; the backoff delay after a whole round
+            await asyncio.sleep(next(delays))
 
     async def _connack(self) -> None:
         """Until this attempt is answered; it is over if the socket drops first (a broker
@@ -400,7 +414,7 @@ class Connection:
             self._connect_level,
             "%s: connected to %s (session %s)",
             self.client_id,
-            self.broker.redacted(),
+            self.broker.node_url(*self.node),
             "resumed" if flags.session_present else "new",
         )
         self.connected.set()
