@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from dovecote import activity as act
@@ -126,3 +127,47 @@ async def test_a_start_queued_while_the_builder_was_down_continues_the_numbering
     start_service("builder", BUILD_TICK_SECONDS="0.05")
     [_, second] = await probe.wait_for("events/build/started", count=2)
     assert second["object"]["name"] == "Build #2"
+
+
+def published(activity: dict[str, Any]) -> float:
+    return datetime.fromisoformat(activity["published"]).timestamp()
+
+
+async def test_the_first_build_of_a_fresh_federation_starts_at_once(
+    start_service: StartService, probe: Probe
+) -> None:
+    """Issue 14: with no retained history (a fresh federation) the first Start waited
+    RESTORE_WAIT (2 s) for one that was never coming; the runtime now says at once that
+    the retained state has all arrived."""
+    start_service("builder")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    start = command("Start", {"type": "Build"})
+    probe.publish("commands/builder/start", start)
+    [started] = await probe.wait_for("events/build/started")
+    assert started["object"]["name"] == "Build #1"
+    waited = published(started) - published(start)
+    assert waited < 0.5, f"the first build started {waited:.2f} s after it was asked for"
+
+
+async def test_a_start_queued_longer_than_the_max_age_is_refused_never_run_later(
+    start_service: StartService, probe: Probe
+) -> None:
+    """Issue 14: a Start sent while the builder was offline started a build by itself on
+    its next run, minutes later. Now it is refused with a reason, and nothing starts."""
+    builder = start_service("builder", BUILD_COMMAND_MAX_AGE="1")
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
+    assert await asyncio.to_thread(builder.stop) == 0
+    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave")
+    stale = command("Start", {"type": "Build"})
+    probe.publish("commands/builder/start", stale)  # queued in the builder's session
+    await probe.conn.flush()
+    await asyncio.sleep(1.5)  # older than BUILD_COMMAND_MAX_AGE when the builder gets it
+    start_service("builder", BUILD_COMMAND_MAX_AGE="1")
+    [refused] = await probe.wait_for("events/build/rejected", timeout=15)
+    assert refused["object"]["id"] == stale["id"]
+    assert "Start expired" in refused["summary"] and "nothing was started" in refused["summary"]
+    # A fresh Start is still Build #1: the expired one never ran, now or later.
+    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
+    [started] = await probe.wait_for("events/build/started")
+    assert started["object"]["name"] == "Build #1"
+    assert len(probe.on("events/build/started")) == 1

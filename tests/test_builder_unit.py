@@ -145,3 +145,78 @@ async def test_a_build_that_finished_before_the_crash_is_not_called_interrupted(
     await builder.on_state(*own_state(builder, b.finished(build, "succeeded"), retained=False))
     builder._report_orphan()  # what the settling does
     assert not [t for t, _, _, _ in rec.sent if t.endswith("events/build/failed")]
+
+
+async def test_a_start_older_than_the_max_age_is_refused_with_a_reason_and_never_run() -> None:
+    builder, rec = make_builder()
+    old = act.new("Start", ADA, {"type": "Build"}, context="urn:uuid:c1")
+    old["published"] = "2020-01-01T10:00:00.000Z"  # long before "now": queued while offline
+    await builder.on_start(
+        topics.BUILD_START.codec.decode(act.encode(old)),
+        Delivery.of("dovecote", topics.BUILD_START, old),
+    )
+    assert builder.task is None and builder.current is None
+    [(topic, refused, _, _)] = rec.sent
+    assert topic == "dovecote/events/build/rejected"
+    assert refused["object"]["id"] == old["id"]
+    assert refused["summary"].startswith("Ada's Start expired: it was sent ")
+    assert "nothing was started" in refused["summary"]
+    # A fresh one runs, and numbering goes on as if the expired one never was.
+    await builder.on_start(*start_command())
+    assert builder.current is not None and builder.current["name"] == "Build #1"
+    await builder.teardown()
+
+
+async def test_a_stopped_build_says_who_stopped_it_and_a_failed_one_why() -> None:
+    builder, rec = make_builder(tick="0.05")
+    await builder.on_start(*start_command())
+    await asyncio.sleep(0.12)
+    grace = {"type": "Person", "id": "http://localhost:8080/users/grace", "name": "Grace"}
+    stop = act.new("Stop", grace, {"type": "Build"})
+    await builder.on_stop(
+        topics.BUILD_STOP.codec.decode(act.encode(stop)),
+        Delivery.of("dovecote", topics.BUILD_STOP, stop),
+    )
+    [stopped] = [p for t, p, _, _ in rec.sent if t.endswith("events/build/stopped")]
+    build = stopped["object"]
+    assert build["stoppedBy"] == grace
+    assert build["summary"] == f"stopped by Grace at {build['progress']} %"
+    assert stopped["summary"] == build["summary"]
+    [history] = [p for t, p, _, _ in rec.sent if t.endswith("state/builds")]
+    assert history["object"]["orderedItems"][0]["stoppedBy"] == grace
+
+    await builder.on_start(*start_command(fail=True))
+    assert builder.task is not None
+    await builder.task
+    [failed] = [p for t, p, _, _ in rec.sent if t.endswith("events/build/failed")]
+    assert failed["object"]["summary"] == "failed at 70 %: it was asked to (fail at 70%)"
+    assert "stoppedBy" not in failed["object"]
+
+
+async def test_a_build_stopped_by_a_shutdown_says_so() -> None:
+    builder, rec = make_builder(tick="5")
+    await builder.on_start(*start_command())
+    await builder.teardown()
+    [stopped] = [p for t, p, _, _ in rec.sent if t.endswith("events/build/stopped")]
+    assert stopped["object"]["summary"] == "stopped at 0 %: the builder was shut down"
+
+
+async def test_the_runtime_saying_retained_state_arrived_ends_the_wait_at_once() -> None:
+    settings = Settings.from_env({"BUILD_TICK_SECONDS": "5"})
+    rec = Recorder()
+    builder = Builder(Bus(rec, "builder", settings), settings)  # nothing restored yet
+    await builder.setup()
+    stale = {**b.new_build(7, False, ADA, "builder.1"), "progress": 40}
+    await builder.on_state(*own_state(builder, stale, retained=True))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    waiting = loop.create_task(builder.on_start(*start_command()))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # it waits for the history ...
+    await builder.retained_arrived()  # ... until the runtime says it has all arrived
+    await waiting
+    assert loop.time() - began < 0.5  # not RESTORE_WAIT
+    names = [t.split("/", 1)[1] for t, *_ in rec.sent]
+    assert names[:2] == ["events/build/failed", "state/build"]  # the orphan, reported first
+    assert "events/build/started" in names
+    await builder.teardown()

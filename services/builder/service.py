@@ -7,13 +7,20 @@
 
 The builder keeps nothing it cannot rebuild: on start-up its own retained ``state/build``
 and ``state/builds`` tell it the build count, the history and whether a build of this very
-worker was interrupted by a crash.
+worker was interrupted by a crash. The runtime says when they have all arrived
+(``retained_arrived``), so a first command waits milliseconds for them, not a guessed while.
+
+A start command carries the moment it was sent (``published``): one older than
+``BUILD_COMMAND_MAX_AGE`` when the builder gets it (queued while the builder was offline) is
+refused with the reason, never run late. Every build that ends other than by succeeding
+says why (``summary``), and a stopped one who stopped it (``stoppedBy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 from dovecote import Bus, Delivery, Service, handles, topics
@@ -21,7 +28,9 @@ from dovecote import activity as act
 from dovecote.config import Settings
 from services.builder import build as b
 
-RESTORE_WAIT = 2.0  # seconds a first command waits for the retained history
+# At most this many seconds a first command waits for the retained history: normally the
+# runtime says it has arrived (or that there is none) within milliseconds of connecting.
+RESTORE_WAIT = 2.0
 
 FINAL_TOPIC = {
     "succeeded": topics.BUILD_SUCCEEDED,
@@ -37,6 +46,8 @@ class Builder(Service):
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
         self.tick = settings.get_float("BUILD_TICK_SECONDS", 1.0, 0.0, 60.0)
+        self.max_age = settings.get_float("BUILD_COMMAND_MAX_AGE", 10.0, 1.0, 86400.0)
+        self.stopped_by: dict[str, Any] | None = None  # who asked to stop the running build
         self.current: dict[str, Any] | None = None  # the build this worker runs
         self.context: str | None = None
         self.task: asyncio.Task[None] | None = None
@@ -56,10 +67,16 @@ class Builder(Service):
         self.seen_history: dict[str, Any] | None = None
 
     async def setup(self) -> None:
+        # A fallback only: the runtime's retained_arrived normally comes long before this.
         self.settling = asyncio.get_running_loop().create_task(self._settle_after_restore())
+
+    async def retained_arrived(self) -> None:
+        self.restored.set()
+        self._report_orphan()
 
     async def _settle_after_restore(self) -> None:
         await asyncio.sleep(RESTORE_WAIT)
+        self.restored.set()
         self._report_orphan()
 
     def _report_orphan(self) -> None:
@@ -72,6 +89,10 @@ class Builder(Service):
 
     @handles(topics.BUILD_START)
     async def on_start(self, activity: act.StartBuild, _: Delivery) -> None:
+        age = (datetime.now(UTC) - activity.published).total_seconds()  # as it arrives
+        if age > self.max_age:
+            self._reject(activity, expired_why(activity, age))
+            return
         if not self.restored.is_set():
             # A command queued while we were down arrives before the retained history
             # (sent only after we resubscribe): wait for it, or numbering starts over.
@@ -107,9 +128,8 @@ class Builder(Service):
         if wanted is not None and wanted != self.current["id"]:
             self._reject(activity, f"{wanted} is not the running build")
             return
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        self.stopped_by = act.to_builtins(activity.actor)
+        await self._cancel()
 
     @handles(topics.BUILD_STATE, shared=False)
     async def on_state(self, activity: act.BuildUpdated, _: Delivery) -> None:
@@ -150,9 +170,16 @@ class Builder(Service):
         if self.settling is not None:
             self.settling.cancel()
         if self.task is not None and self.current is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await self._cancel()
+
+    async def _cancel(self) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self.current is not None:  # cancelled before its first line ran
+            by, self.stopped_by = self.stopped_by, None
+            self._finish("stopped", b.stopped_why(self.current, by), by)
 
     # --- the fake build ----------------------------------------------------------------------
 
@@ -166,12 +193,20 @@ class Builder(Service):
                     self._announce(topics.BUILD_PROGRESS, "Update")
             self._finish(self.current["state"])
         except asyncio.CancelledError:
-            self._finish("stopped")
+            by, self.stopped_by = self.stopped_by, None
+            self._finish("stopped", b.stopped_why(self.current, by), by)
             raise
 
-    def _finish(self, state: str, why: str | None = None) -> None:
+    def _finish(
+        self, state: str, why: str | None = None, by: dict[str, Any] | None = None
+    ) -> None:
         assert self.current is not None
-        build = self.current if self.current["state"] == state else b.finished(self.current, state)
+        build = self.current
+        if build["state"] != state:
+            build = b.finished(build, state, why=why)
+        if by is not None:
+            build["stoppedBy"] = by
+        why = build.get("summary", why)
         self.current = build
         self.history = b.with_history(self.history, build)
         self.total = max(self.total, len(self.history))
@@ -212,3 +247,12 @@ class Builder(Service):
                 summary=why,
             ),
         )
+
+
+def expired_why(command: act.StartBuild, age: float) -> str:
+    """Why a start queued for too long is refused: a page shows this to the person."""
+    who = command.actor.name or command.actor.id
+    return (
+        f"{who}'s Start expired: it was sent {age:.0f} s ago (the builder was offline), "
+        "more than BUILD_COMMAND_MAX_AGE allows; nothing was started. Press Start again."
+    )

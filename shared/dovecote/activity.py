@@ -218,6 +218,17 @@ class Build(Model):
         Name | None,
         doc("The builder instance running it (`DOVECOTE_INSTANCE`)."),
     ] = None
+    summary: Annotated[
+        Text | None,
+        doc(
+            "Why it ended, for people: set when it failed (asked to, or interrupted by a "
+            "builder restart) or was stopped (by whom, at what progress)."
+        ),
+    ] = None
+    stoppedBy: Annotated[
+        Actor | None,
+        doc("The person whose Stop ended it; absent when the builder itself stopped it."),
+    ] = None
 
 
 class StartBuild(Activity):

@@ -109,6 +109,7 @@ class Dispatcher:
         # activity id -> (mid, qos) of copies that arrived while the first was in a handler
         self._inflight: dict[str, list[tuple[int, int]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.retained_tasks: set[asyncio.Task[None]] = set()  # handling retained messages
 
     # --- the path ----------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class Dispatcher:
             self.reject(msg, f"payload of {len(msg.payload)} bytes is over the {limit}-byte limit")
             return
         if len(routes) > 1:
-            self._spawn(self._handle_all(msg, routes))
+            self._spawn(self._handle_all(msg, routes), msg.retain)
             return
         binding, params = routes[0]
         entry = binding.entry or self._entry_for(msg.topic)
@@ -196,7 +197,7 @@ class Dispatcher:
         coro = handler(activity, delivery)
         if not self._eager:
             self._inflight.setdefault(activity.id, [])
-            self._spawn(self._complete(coro, handler, activity, delivery, msg))
+            self._spawn(self._complete(coro, handler, activity, delivery, msg), msg.retain)
             return
         try:
             pending = coro.send(None)
@@ -205,10 +206,12 @@ class Dispatcher:
             return
         except Exception as exc:
             self._inflight.setdefault(activity.id, [])
-            self._spawn(self._retry_then_done(handler, activity, delivery, msg, exc))
+            self._spawn(self._retry_then_done(handler, activity, delivery, msg, exc), msg.retain)
             return
         self._inflight.setdefault(activity.id, [])
-        self._spawn(self._complete(finish(coro, pending), handler, activity, delivery, msg))
+        self._spawn(
+            self._complete(finish(coro, pending), handler, activity, delivery, msg), msg.retain
+        )
 
     async def _complete(
         self,
@@ -357,7 +360,10 @@ class Dispatcher:
         )
         return Message(parked.name, payload, msg.qos, False, msg.mid)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], retained: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if retained:
+            self.retained_tasks.add(task)
+            task.add_done_callback(self.retained_tasks.discard)

@@ -163,6 +163,12 @@ class Service:
         Only the worker that holds the latest state should answer; by default, nothing.
         """
 
+    async def retained_arrived(self) -> None:
+        """Called once, after the first connection: the broker has delivered the retained
+        messages of this worker's subscriptions, and their handlers have run. A service that
+        restores itself from its own retained state knows here that there is no more to come
+        (none at all, on a fresh federation), instead of waiting a guessed while."""
+
     @classmethod
     def handled(cls) -> list[tuple[str, Topic | None, bool, str]]:
         """(filter relative to root, registry entry or None, shared, handler's name): what

@@ -11,6 +11,8 @@
 - answers the state query (``services/query``): re-announces itself and has its service
   republish the state topics it owns, for a subscriber whose broker node does not hold
   them (RabbitMQ: no retained messages to wildcards, and a retained store per node);
+- tells the service once the retained messages of its subscriptions have arrived
+  (``Service.retained_arrived``: a marker it published after subscribing came back);
 - keeps an outbox for durable publishes (``dovecote.outbox``) when the service asks;
 - stops on SIGTERM/SIGINT, or when the ``dovecote run`` that started it is gone
   (``dovecote.lifeline``): teardown, handlers in flight finish (bounded), a Leave, a clean
@@ -60,6 +62,12 @@ class Worker:
         )
         self.inbox = inbox(self.root, self.name)
         self.query_topic = topics.PRESENCE_QUERY.address(self.root)
+        # Comes back after the retained messages of this worker's subscriptions: published
+        # on the same connection after its SUBSCRIBE, which the broker answers first.
+        token = f"{self.name}-{settings.instance}"[:64]
+        self.marker_topic = topics.PROBE.address(self.root, token=token, check="marker")
+        self._marker: str | None = None  # the id of the marker in flight
+        self._arrived: asyncio.Task[None] | None = None
         self.conn: Transport = connect(
             settings.broker,
             self.client_id,
@@ -105,6 +113,9 @@ class Worker:
         self._plan_subscriptions(bindings)
 
     def _on_message(self, msg: Message) -> None:
+        if msg.topic == self.marker_topic:
+            self._on_marker(msg)
+            return
         self.dispatcher.on_message(msg)  # looked up per message: tests may swap it
 
     def _ack(self, mid: int, qos: int) -> None:
@@ -183,6 +194,10 @@ class Worker:
 
     def _on_connected(self, session_present: bool) -> None:
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
+        if self._arrived is None:
+            marker = act.new("Create", self.bus.actor, {"type": "Note", "name": "marker"})
+            self._marker = marker["id"]
+            self.conn.publish(self.marker_topic, act.encode(marker), 1, False)
         if self._ask_state:
             # Sent after this connection's SUBSCRIBE: the answers match it.
             question = act.new(
@@ -210,6 +225,31 @@ class Worker:
         except Exception:  # a bug there must not stop the worker answering what it can
             self.log.exception("republishing state for %s failed", msg.topic)
         self.conn.ack(msg.mid, msg.qos)
+
+    # --- retained state: when it has all arrived --------------------------------------
+
+    def _on_marker(self, msg: Message) -> None:
+        """Our marker is back: the retained messages subscribed before it came first (a
+        copy left from an earlier run of this worker has another id, and is ignored)."""
+        self.conn.ack(msg.mid, msg.qos)
+        try:
+            mine = topics.PROBE.codec.decode(msg.payload).id == self._marker
+        except InvalidActivity:
+            mine = False
+        if mine and self._arrived is None:
+            self._arrived = asyncio.get_running_loop().create_task(self._retained_arrived())
+
+    async def _retained_arrived(self) -> None:
+        # The retained messages' handlers still running, if any (not every handler: one may
+        # itself be waiting for this, as the builder's first Start does).
+        handling = set(self.dispatcher.retained_tasks)
+        if handling:
+            await asyncio.wait(handling, timeout=10)
+        self.conn.unsubscribe(self.marker_topic)
+        try:
+            await self.service.retained_arrived()
+        except Exception:
+            self.log.exception("retained_arrived failed")
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -250,6 +290,7 @@ class Worker:
         self.conn.unsubscribe(*plan.unsubscribe)
         for f in plan.subscribe:
             self.conn.subscribe(f, 1)
+        self.conn.subscribe(self.marker_topic, 1)  # last: its marker follows the rest
         # A broker that gives no retained message to a wildcard is RabbitMQ, whose retained
         # store is also per node: in a cluster, the node this worker is on may hold no or an
         # old copy of what was published via another. The owners answer the query.
@@ -340,6 +381,8 @@ class Worker:
         self.log.info("stopping")
         if self.queue is not None:
             self.queue.pause()
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.cancel()
         await self.service.teardown()
         tasks = self.dispatcher.tasks
         if tasks:  # let handlers in flight finish (bounded); unacked ones come back
