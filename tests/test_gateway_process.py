@@ -344,3 +344,70 @@ async def test_error_answers_carry_the_security_headers_too(federation: Federati
                 csp = r.headers.get("Content-Security-Policy", "")
                 assert "script-src 'self'" in csp, (method, path, r.status)
                 assert r.headers.get("X-Content-Type-Options") == "nosniff", (method, path)
+
+
+async def gateway_sees(fed: Federation, check: Any, timeout: float = 10) -> None:
+    """Wait until the gateway's own retained view (``/api/state``) passes ``check``."""
+    root = fed.probe.root
+    seen: dict[str, Any] = {}
+
+    async def poll() -> bool:
+        async with aiohttp.ClientSession() as http, http.get(f"{fed.url}/api/state") as r:
+            frames = await r.json()
+        seen.clear()
+        seen.update({f["topic"][len(root) + 1 :]: f["activity"] for f in frames})
+        return bool(check(seen))
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await poll():
+        assert loop.time() < deadline, f"the gateway never saw it: {sorted(seen)}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.build_tick(0.5)
+async def test_a_command_that_cannot_work_now_is_refused_with_the_reason(
+    federation: Federation,
+) -> None:
+    """Issue 14: Stop with nothing running answered 202 and published a Stop for nobody; a
+    Start with the builder offline was queued and ran by itself on its next start."""
+    url, probe = federation.url, federation.probe
+    headers = await as_person(federation, "ada")
+    async with await federation.signed_in("ada") as http:
+
+        async def answer(path: str, body: dict[str, Any]) -> tuple[int, str]:
+            async with http.post(f"{url}{path}", json=body) as r:
+                return r.status, await r.text()
+
+        assert await answer("/api/builds/stop", {}) == (409, "no build is running")
+        status, _ = await answer("/api/builds", {})
+        assert status == 202
+        await gateway_sees(
+            federation,
+            lambda s: s.get("state/build", {}).get("object", {}).get("state") == "running",
+        )
+        assert await answer("/api/builds", {}) == (409, "Build #1 is running")
+        other = "urn:uuid:00000000-0000-4000-8000-000000000000"
+        status, why = await answer("/api/builds/stop", {"id": other})
+        assert status == 409 and why.startswith(f"{other} is not the running build")
+        # The same refusals on the websocket: error frames with the status.
+        async with websockets.connect(ws_url(federation), additional_headers=headers) as conn:
+            page = Browserish(conn)
+            await conn.send(orjson.dumps({"command": "build.start"}).decode())
+            frame = await page.wait(lambda f: f.get("type") == "error")
+            assert (frame["status"], frame["error"]) == (409, "Build #1 is running")
+        assert (await answer("/api/builds/stop", {}))[0] == 202
+        await probe.wait_for("events/build/stopped")
+        assert len(probe.on("commands/builder/stop")) == 1  # the refused ones: never sent
+        assert len(probe.on("commands/builder/start")) == 1
+
+        # The builder goes offline: Start is refused with that reason, and nothing queues.
+        assert federation.builder is not None
+        await asyncio.to_thread(federation.builder.stop)
+        await gateway_sees(
+            federation, lambda s: s.get("services/builder/1", {}).get("type") == "Leave"
+        )
+        async with http.post(f"{url}/api/builds", json={}) as r:
+            assert (r.status, await r.text()) == (503, "builder is offline")
+            assert r.headers["Retry-After"] == "10"
+        assert len(probe.on("commands/builder/start")) == 1

@@ -10,7 +10,10 @@ person asking (their session or token), never anything the body says.
 | POST /api/builds       | a person | start a build (`{"shouldFail": bool}`): 202   |
 | POST /api/builds/stop  | a person | stop it (`{"id": build id}`, or the running)  |
 
-The websocket takes the same commands as frames (``live.py``).
+A command that cannot work now is refused with the reason instead of being published
+(``status.py``): Stop with no build running, or Start while one runs, is a 409; either with
+the builder known to be offline is a 503 with Retry-After. The websocket takes the same
+commands as frames (``live.py``) and answers the same refusals as error frames.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.topics import Topic
-from services.gateway import sessions
-from services.gateway.context import CTX
+from services.gateway import sessions, status
+from services.gateway.context import CTX, Context
 
 Builder = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -81,6 +84,20 @@ def parse(name: object, body: object, actor: Mapping[str, Any]) -> tuple[Topic, 
     return entry, activity
 
 
+def refusal(ctx: Context, name: str, activity: Mapping[str, Any]) -> tuple[int, str] | None:
+    """(HTTP status, reason) when the command cannot work now; None when it may go."""
+    hub, root = ctx.hub, ctx.root
+    if name == "build.start":
+        why = status.why_not_start(hub, root)
+    elif name == "build.stop":
+        why = status.why_not_stop(hub, root, activity["object"].get("id"))
+    else:
+        return None
+    if why is None:
+        return None
+    return (503 if why == status.offline_reason("builder") else 409), why
+
+
 # --- over HTTP -------------------------------------------------------------------------------
 
 
@@ -110,6 +127,14 @@ async def _submit(request: web.Request, name: str) -> web.Response:
         entry, activity = parse(name, body, ctx.directory.actor(who))
     except CommandError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
+    refused = refusal(ctx, name, activity)
+    if refused is not None:
+        code, why = refused
+        if code == 409:
+            raise web.HTTPConflict(text=why)
+        unavailable = web.HTTPServiceUnavailable(text=why)
+        unavailable.headers["Retry-After"] = "10"
+        raise unavailable
     ctx.limits.check("commands", who.id, request)
     try:
         ctx.publish(entry, activity)

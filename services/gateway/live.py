@@ -74,6 +74,9 @@ def command_frame(ctx: Context, who: Person | None, text: str, address: str | No
         entry, activity = commands.parse(name, body, ctx.directory.actor(who))
     except commands.CommandError as exc:
         return notice("error", error=str(exc))
+    refused = commands.refusal(ctx, str(name), activity)
+    if refused is not None:
+        return notice("error", error=refused[1], status=refused[0], command=name)
     wait = ctx.limits.retry_after("commands", who.id, address)
     if wait:
         return notice("error", error=f"too many commands: try again in {wait} s", retryAfter=wait)
