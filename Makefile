@@ -6,6 +6,8 @@ RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 # The official AsyncAPI parser (npm), which tests/test_asyncapi.py runs on docs/asyncapi.yaml.
 PARSER_STAMP := tests/asyncapi/node_modules/.package-lock.json
+# axe-core (npm), the accessibility checker the Chromium tests run on every page (tests/a11y.py).
+AXE_STAMP := tests/axe/node_modules/.package-lock.json
 
 .PHONY: run test check lint bench chaos docs system-deps clean
 
@@ -14,7 +16,7 @@ run: $(RUN_STAMP)
 	$(BIN)/dovecote run $(services)
 
 ## test: the whole suite (real broker, real processes, real headless chromium)
-test: $(DEV_STAMP) system-deps $(PARSER_STAMP)
+test: $(DEV_STAMP) system-deps $(PARSER_STAMP) $(AXE_STAMP)
 	$(BIN)/pytest -n $${TEST_WORKERS:-3} --dist loadgroup
 
 ## check: the fast loop, no broker (seconds): lint, then every test that needs no real broker
@@ -74,5 +76,10 @@ system-deps:
 $(PARSER_STAMP): tests/asyncapi/package.json tests/asyncapi/package-lock.json | system-deps
 	npm ci --prefix tests/asyncapi --ignore-scripts --no-audit --no-fund --loglevel=error
 
+# Pinned by the committed lock file; axe-core has no install scripts, none run anyway.
+$(AXE_STAMP): tests/axe/package.json tests/axe/package-lock.json | system-deps
+	npm ci --prefix tests/axe --ignore-scripts --no-audit --no-fund --loglevel=error
+
 clean:
-	rm -rf $(VENV) .dovecote .pytest_cache .mypy_cache .ruff_cache tests/asyncapi/node_modules
+	rm -rf $(VENV) .dovecote .pytest_cache .mypy_cache .ruff_cache tests/asyncapi/node_modules \
+	  tests/axe/node_modules

@@ -111,6 +111,7 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
         "deploy/systemd/dovecote-hello@.service",
         "docs/asyncapi.yaml",
         "docs/schemas/HelloNoteCreated.json",
+        "docs/schemas/HelloState.json",
         "docs/topics.md",
         "services/hello/__init__.py",
         "services/hello/__main__.py",

@@ -197,9 +197,7 @@ class Builder(Service):
             self._finish("stopped", b.stopped_why(self.current, by), by)
             raise
 
-    def _finish(
-        self, state: str, why: str | None = None, by: dict[str, Any] | None = None
-    ) -> None:
+    def _finish(self, state: str, why: str | None = None, by: dict[str, Any] | None = None) -> None:
         assert self.current is not None
         build = self.current
         if build["state"] != state:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # the features import CTX from here; this module imports none
     from services.gateway.store import ImageStore
 
 Publish = Callable[[Topic, dict[str, Any]], None]
+FEED_SIZE = 40  # events a page's "On the bus" shows
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Context:
     limits: Limits
     hashing: Executor  # password hashing (~0.1 s of CPU each) runs here
     images: Images | None = None
+    # The last public events as frames, newest last: the feed a page is drawn with.
+    feed: deque[bytes] = field(default_factory=lambda: deque(maxlen=FEED_SIZE))
 
 
 CTX = web.AppKey("ctx", Context)

@@ -1,4 +1,5 @@
-"""The dashboard page and what it is drawn from: retained state, the gallery, the inbox.
+"""The dashboard page and what it is drawn from: retained state, the gallery, the inbox,
+the last events on the bus (so a reload keeps the feed), and why a control is unavailable.
 
 | method and path | what                                                            |
 |-----------------|-----------------------------------------------------------------|
@@ -15,8 +16,9 @@ import aiohttp_jinja2
 import orjson
 from aiohttp import web
 
-from services.gateway import follows, gallery, inbox, sessions
+from services.gateway import follows, gallery, inbox, photos, sessions, state_cards, status
 from services.gateway.context import CTX, Context
+from services.gateway.people import Person
 
 
 def add_routes(app: web.Application) -> None:
@@ -36,6 +38,8 @@ async def dashboard(request: web.Request) -> web.Response:
     frames = snapshot(ctx)
     ring = ctx.hub.ring  # read with the snapshot (no await between): the page resumes here
     epoch, seq = ring.epoch, ring.seq
+    feed = [orjson.loads(frame) for frame in ctx.feed]  # the same moment: no frame twice
+    why = reasons(ctx, who)
     build = next(
         (f["activity"]["object"] for f in frames if f["topic"] == f"{ctx.root}/state/build"),
         None,
@@ -43,6 +47,7 @@ async def dashboard(request: web.Request) -> web.Response:
     # Asked after the resume point was read: a notification that arrives meanwhile may be
     # both in the inbox and replayed on the socket; the page shows each id once.
     box = await ctx.inbox.fetch(ctx.directory.actor(who)) if who else None
+    found, more = gallery.page(ctx.images, None)
     response = aiohttp_jinja2.render_template(
         "dashboard.html",
         request,
@@ -54,7 +59,12 @@ async def dashboard(request: web.Request) -> web.Response:
             "root": ctx.root,
             "epoch": epoch,
             "seq": seq,
-            "gallery": gallery.recent(ctx.images),
+            "tiles": [photos.tile(image) for image in found],
+            "older": gallery.image_id_of(found[-1]) if more and found else None,
+            "waiting": photos.resizer_status(ctx),
+            "cards": state_cards.hints(),
+            "feed": feed,
+            "why": why,
             "inbox": box,
             "notes": inbox.items(box) if box else [],
             "people": follows.people_to_show(ctx, who),
@@ -62,6 +72,17 @@ async def dashboard(request: web.Request) -> web.Response:
     )
     response.headers["Cache-Control"] = "no-store"  # a person's own page
     return response
+
+
+def reasons(ctx: Context, who: Person | None) -> dict[str, str | None]:
+    """Why Start and Stop cannot be pressed now (None: they can), as the page says it."""
+    if who is None:
+        signed_out = "sign in to start or stop builds"
+        return {"start": signed_out, "stop": signed_out}
+    return {
+        "start": status.why_not_start(ctx.hub, ctx.root),
+        "stop": status.why_not_stop(ctx.hub, ctx.root),
+    }
 
 
 async def health(request: web.Request) -> web.Response:

@@ -121,8 +121,9 @@ async def upload(request: web.Request) -> web.Response:
     context = act.new_id()  # the correlation id of this upload's journey
     activity = act.new("Create", actor, image, context=context)
     store = images.store
+    record = {**image, "published": activity["published"]}  # the gallery says when
     await loop.run_in_executor(
-        images.pool, store.save_original, image_id, info.extension, data, image
+        images.pool, store.save_original, image_id, info.extension, data, record
     )
     try:
         ctx.publish(topics.IMAGE_CREATED, activity)
@@ -295,18 +296,38 @@ async def recent_images(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(found), content_type="application/json")
 
 
-def recent(images: Images | None, limit: int = 12) -> list[dict[str, Any]]:
+PAGE = 24  # images a page shows at once (the dashboard's gallery, /photos)
+
+
+def recent(images: Images | None, limit: int = PAGE) -> list[dict[str, Any]]:
     """The newest images for a page's first paint: as published, plus their thumbnails."""
+    return page(images, None, limit)[0]
+
+
+def page(
+    images: Images | None, before: str | None, limit: int = PAGE
+) -> tuple[list[dict[str, Any]], bool]:
+    """Images older than ``before`` (None: the newest) with their thumbnails, and whether
+    older ones remain. ``NotFound``: no image ``before``."""
     if images is None:
-        return []
-    out = []
-    for image in images.store.recent(limit):
-        image_id = str(image.get("id", "")).rsplit("/", 1)[-1]
-        try:
-            sizes = images.store.thumbnail_sizes(image_id)
-        except BadName:
-            continue
-        base = f"{images.public_url}/images/{image_id}/thumbnails"
-        image["preview"] = [{"type": "Link", "href": f"{base}/{s}", "width": s} for s in sizes]
-        out.append(image)
-    return out
+        return [], False
+    found, more = images.store.page(before, limit)
+    return [with_previews(images, image) for image in found], more
+
+
+def with_previews(images: Images, image: dict[str, Any]) -> dict[str, Any]:
+    """The stored image plus ``preview``: its thumbnails that exist (none yet: [])."""
+    image_id = image_id_of(image)
+    try:
+        sizes = images.store.thumbnail_sizes(image_id)
+    except BadName:
+        sizes = []
+    base = f"{images.public_url}/images/{image_id}/thumbnails"
+    return {
+        **image,
+        "preview": [{"type": "Link", "href": f"{base}/{s}", "width": s} for s in sizes],
+    }
+
+
+def image_id_of(image: dict[str, Any]) -> str:
+    return str(image.get("id", "")).rsplit("/", 1)[-1]

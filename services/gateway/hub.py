@@ -170,9 +170,10 @@ class Hub:
         for frame in self.snapshot():
             client.push(frame)
 
-    def broadcast(self, topic: str, payload: bytes, retain: bool = False) -> None:
+    def broadcast(self, topic: str, payload: bytes, retain: bool = False) -> bytes:
         """Send to every socket: at the end of this loop turn, with the rest of the burst.
-        ``retain``: also the frame a newcomer gets first (state, presence)."""
+        ``retain``: also the frame a newcomer gets first (state, presence). Returns the
+        frame (unframed JSON)."""
         frame = envelope(self.ring.seq + 1, topic, payload)
         data = text_frame(frame)
         self.ring.add(None, data)
@@ -181,6 +182,7 @@ class Hub:
         if not self._batch:
             asyncio.get_running_loop().call_soon(self.flush)
         self._batch.append(data)
+        return frame
 
     def send_to_user(self, user: str, topic: str, payload: bytes) -> None:
         """Send to that person's sockets only (now, and on a replay)."""

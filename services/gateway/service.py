@@ -3,7 +3,8 @@
 | listens to                                   | publishes                            |
 |----------------------------------------------|--------------------------------------|
 | events/# (every event, also of new services) | commands/builder/start, stop         |
-| state/* (retained, topic by topic)           | events/image/created (on upload)     |
+| state/* (retained, topic by topic; any       | events/image/created (on upload)     |
+|   service's, its own topics.py's included)   |                                      |
 | services/+/+ (presence, retained)            | events/people/followed, unfollowed   |
 | users/+/notifications (to that person only)  | commands/notifier/inbox, read        |
 | users/+/inbox (to that person only)          |                                      |
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from services.gateway import images, people, sessions
 from services.gateway.badrequests import quiet_client_faults
-from services.gateway.context import Context, Images
+from services.gateway.context import FEED_SIZE, Context, Images
 from services.gateway.directory import Directory
 from services.gateway.hub import REPLAY_BYTES, Hub
 from services.gateway.inbox import InboxClient
@@ -38,9 +40,16 @@ from services.gateway.people import People
 from services.gateway.store import ImageStore
 from services.gateway.web import create_app
 
+# Every service's own topics.py too: a new service's retained state, and how the dashboard
+# shows it (its display hint), reach the pages with no edit here (state_cards.py).
+topics.load_service_topics()
 # Retained state is subscribed topic by topic: RabbitMQ delivers retained messages only
-# to exact-topic subscriptions (docs/brokers.md).
+# to exact-topic subscriptions (docs/brokers.md). A shown state topic with parameters
+# (state/badges/{user}) needs its wildcard: there RabbitMQ sends what is published after
+# the gateway subscribed, and what was retained before through the presence query (a
+# worker answers with what it has published since it started: dovecote.worker).
 STATE_TOPICS = [t for t in topics.all_topics() if t.kind == "state" and not t.params]
+SHOWN_WITH_PARAMS = [t for t in topics.all_topics() if t.display is not None and t.params]
 
 
 class Gateway(Service):
@@ -58,6 +67,7 @@ class Gateway(Service):
         super().__init__(bus, settings)
         # Bytes of recent frames held for pages that reconnect (0: no page ever resumes).
         self.hub = Hub(settings.get_int("GATEWAY_REPLAY_BYTES", REPLAY_BYTES, 0, 1024**3))
+        self.feed: deque[bytes] = deque(maxlen=FEED_SIZE)  # what a page's feed is drawn with
         self.directory = Directory(settings.public_url)
         self.people = People(
             Path(settings.get_str("ACCOUNTS_DB", str(settings.data_dir / "accounts.sqlite3")))
@@ -99,9 +109,9 @@ class Gateway(Service):
 
     @handles("events/#", shared=False)  # every worker serves its own browsers
     async def on_event(self, _: act.Activity, delivery: Delivery) -> None:
-        self.hub.broadcast(delivery.topic, delivery.payload)
+        self.feed.append(self.hub.broadcast(delivery.topic, delivery.payload))
 
-    @handles(*STATE_TOPICS, topics.PRESENCE, shared=False)
+    @handles(*STATE_TOPICS, *SHOWN_WITH_PARAMS, topics.PRESENCE, shared=False)
     async def on_state(self, _: act.Activity, delivery: Delivery) -> None:
         self.hub.broadcast(delivery.topic, delivery.payload, retain=True)
 
@@ -139,6 +149,7 @@ class Gateway(Service):
             limits=self.limits,
             hashing=self.hashing,
             images=self.images,
+            feed=self.feed,
         )
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False)
         await self.runner.setup()

@@ -3,7 +3,7 @@
 Layout under the store's directory (``IMAGES_DIR``)::
 
     originals/<id>.<ext>            the uploaded bytes, unchanged
-    originals/<id>.json             the AS2 Image as published (for the gallery)
+    originals/<id>.json             the AS2 Image as published, and when (for the gallery)
     thumbnails/<id>/<size>.<ext>    what the resizer PUT
 
 A client's file name never becomes a path: ids are generated here (uuid4 hex) and every id
@@ -21,6 +21,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,14 +124,50 @@ class ImageStore:
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The newest complete images, newest first, as published (AS2 Image objects)."""
-        metas = sorted(
-            self.originals.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True
-        )
-        out = []
-        for meta in metas[:limit]:
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                out.append(orjson.loads(meta.read_bytes()))
-        return out
+        return self.page(None, limit)[0]
+
+    def ordered(self) -> list[str]:
+        """Every complete image's id, newest first (by when its record was written)."""
+        found = []
+        for meta in self.originals.glob("*.json"):
+            with contextlib.suppress(OSError):  # removed meanwhile (a discarded upload)
+                found.append((meta.stat().st_mtime_ns, meta.stem))
+        return [image_id for _, image_id in sorted(found, reverse=True)]
+
+    def page(self, before: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` images older than ``before`` (None: the newest), newest first,
+        and whether there are older ones still. ``NotFound``: no image ``before``."""
+        ids = self.ordered()
+        start = 0
+        if before is not None:
+            try:
+                start = ids.index(valid_id(before)) + 1
+            except ValueError:
+                raise NotFound(f"no image {before}") from None
+        out = [r for r in map(self.record, ids[start : start + limit]) if r is not None]
+        return out, start + limit < len(ids)
+
+    def record(self, image_id: str) -> dict[str, Any] | None:
+        """The image as published, with when (``published``; the record's time for an image
+        stored before it was kept), or None."""
+        meta = self.originals / f"{valid_id(image_id)}.json"
+        try:
+            image: dict[str, Any] = orjson.loads(meta.read_bytes())
+            if "published" not in image:
+                stamp = datetime.fromtimestamp(meta.stat().st_mtime, UTC)
+                image["published"] = stamp.isoformat(timespec="milliseconds")
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return image
+
+    def neighbours(self, image_id: str) -> tuple[str | None, str | None]:
+        """The ids of the next newer and the next older image."""
+        ids = self.ordered()
+        try:
+            at = ids.index(valid_id(image_id))
+        except ValueError:
+            return None, None
+        return (ids[at - 1] if at > 0 else None), (ids[at + 1] if at + 1 < len(ids) else None)
 
     def files(self) -> Iterator[Path]:
         """Every file in the store (tests check nothing was half-stored)."""

@@ -26,13 +26,26 @@ from services.gateway import (
     gallery,
     inbox,
     live,
+    photos,
     sessions,
+    state_cards,
 )
 from services.gateway.context import CTX, Context
 
 HERE = Path(__file__).parent
 MAX_REQUEST_BYTES = 16 * 1024  # bodies read whole (commands, forms); uploads stream
-FEATURES = (dashboard, live, commands, gallery, accounts, follows, inbox, directory)
+FEATURES = (
+    dashboard,
+    live,
+    commands,
+    gallery,
+    photos,
+    state_cards,
+    accounts,
+    follows,
+    inbox,
+    directory,
+)
 
 
 def create_app(ctx: Context) -> web.Application:

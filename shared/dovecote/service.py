@@ -38,6 +38,7 @@ Handler = Callable[[Any, "Delivery"], Coroutine[Any, Any, None]]
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 _MARK = "__dovecote_handles__"
+RETAINED_KEPT = 1000  # retained topics with parameters a worker can publish again when asked
 
 
 def handles(*targets: Topic | str, shared: bool = True) -> Callable[[F], F]:
@@ -100,6 +101,10 @@ class Bus:
         self.root = settings.root
         self.instance = settings.instance
         self.actor = act.service_actor(service)
+        # The retained messages published on topics with parameters, newest per topic: a
+        # broker that sends retained messages to no wildcard subscription (RabbitMQ) makes
+        # the worker publish them again when asked (the presence query).
+        self.retained_sent: dict[str, tuple[bytes, int]] = {}
 
     def address(self, entry: Topic, **params: str) -> str:
         return entry.address(self.root, **params)
@@ -123,7 +128,13 @@ class Bus:
             if self._durable is None:
                 raise BusError(f"{self.service} has no outbox: set `outbox = True` on it")
             send = self._durable
-        send(entry.address(self.root, **params), payload, entry.qos, entry.retain)
+        topic = entry.address(self.root, **params)
+        send(topic, payload, entry.qos, entry.retain)
+        if entry.retain and entry.params:
+            self.retained_sent.pop(topic, None)
+            self.retained_sent[topic] = (payload, entry.qos)
+            if len(self.retained_sent) > RETAINED_KEPT:
+                del self.retained_sent[next(iter(self.retained_sent))]
         return payload
 
 

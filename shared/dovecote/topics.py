@@ -7,7 +7,8 @@ from this module, and tests check the docs against it.
 
 A service that introduces topics of its own declares them in ``services/<name>/topics.py``
 with ``register()``; the docs generator finds them there, so adding a service needs no edit
-here. Rules for every topic (docs/topics.md):
+here. A retained ``state/...`` topic may say how the dashboard shows it (``display=``, see
+``dovecote.display``): the gateway then draws it as a card. Rules for every topic (docs/topics.md):
 
 - lowercase, no leading slash, no spaces; levels separated by ``/``;
 - no ``.`` anywhere: RabbitMQ maps ``/`` to ``.`` for AMQP, so a dot would split a level;
@@ -22,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from dovecote import activity as act
+from dovecote.display import Display
 from dovecote.errors import TopicError as TopicError  # re-exported: topics.TopicError
 from dovecote.project import importable
 
@@ -68,6 +70,8 @@ class Topic:
     meanings: Mapping[str, str] = field(
         default_factory=dict, kw_only=True, compare=False, hash=False, repr=False
     )
+    # How the dashboard shows this retained state as a card (``dovecote.display``).
+    display: Display | None = field(default=None, kw_only=True, repr=False)
     levels: tuple[str, ...] = field(init=False, repr=False)
     params: tuple[str, ...] = field(init=False, repr=False)
     codec: act.Codec = field(init=False, repr=False, compare=False)
@@ -84,6 +88,13 @@ class Topic:
         object.__setattr__(self, "levels", levels)
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "codec", act.Codec(self.payload))
+        if self.display is not None:
+            if not (self.retain and self.kind == "state"):
+                raise TopicError(
+                    f"topic {self.pattern!r}: only retained state/... topics have a display "
+                    "(a card shows what is true now, which a late page gets from the broker)"
+                )
+            self.display.check(self.payload, params, self.pattern)
 
     def meaning(self, param: str) -> str:
         """What one ``{param}`` level holds; "" when nobody said (a test fails on that)."""
@@ -531,8 +542,10 @@ PRESENCE_QUERY = register(
         act.Activity,
         "Who is online, and what is the state now? Every worker answers by publishing its "
         "presence Join again, and the owner of each state topic republishes it (the builder "
-        "that ran the latest build, points). Sent on connecting by a subscriber of "
-        "services/+/+ or of a state topic on a broker that does not deliver retained "
+        "that ran the latest build, points); every worker also publishes again the retained "
+        "state it has published since it started on topics with a parameter "
+        "(`state/<x>/{user}`). Sent on connecting by a subscriber of services/+/+, of a state "
+        "topic or of such a topic's wildcard on a broker that does not deliver retained "
         "messages to wildcard subscriptions (RabbitMQ), where it would see nobody, and whose "
         "retained store is per node, where another node's state would be missing or old.",
         actor="whoever asks (a gateway, a builder, `dovecote tail`)",

@@ -209,7 +209,8 @@ class Worker:
 
     def _answer_state_query(self, msg: Message) -> None:
         """Someone cannot trust its broker node for retained presence and state: say we are
-        here, and have the service republish the state it owns (``Service.republish_state``).
+        here, have the service republish the state it owns (``Service.republish_state``),
+        and publish again the retained state (on topics with parameters) sent since we started.
 
         Only an activity is a question: garbage is parked with its reason like any other
         payload, not answered (a flood of junk must not make every worker republish).
@@ -224,6 +225,8 @@ class Worker:
             self.service.republish_state()
         except Exception:  # a bug there must not stop the worker answering what it can
             self.log.exception("republishing state for %s failed", msg.topic)
+        for topic, (payload, qos) in list(self.bus.retained_sent.items()):
+            self.conn.publish(topic, payload, qos, True)  # the same ids: repeats, not news
         self.conn.ack(msg.mid, msg.qos)
 
     # --- retained state: when it has all arrived --------------------------------------
@@ -293,11 +296,20 @@ class Worker:
         self.conn.subscribe(self.marker_topic, 1)  # last: its marker follows the rest
         # A broker that gives no retained message to a wildcard is RabbitMQ, whose retained
         # store is also per node: in a cluster, the node this worker is on may hold no or an
-        # old copy of what was published via another. The owners answer the query.
-        sample = topics.PRESENCE.address(self.root, service="x", instance="1")
-        state = [t.address(self.root) for t in topics.all_topics() if t.kind == "state"]
+        # old copy of what was published via another. The owners answer the query. The
+        # wildcard of a retained topic with parameters (presence, a card's state/x/{user})
+        # misses them there too.
+        samples = [
+            t.address(self.root, **dict.fromkeys(t.params, "x"))
+            for t in topics.all_topics()
+            if t.retain and t.params
+        ]
+        state = [
+            t.address(self.root) for t in topics.all_topics() if t.kind == "state" and not t.params
+        ]
         self._ask_state = not self.caps.retained_to_wildcards and any(
-            (f != sample and topics.matches(f, sample)) or f in state for f in plan.subscribe
+            f in state or any(f != sample and topics.matches(f, sample) for sample in samples)
+            for f in plan.subscribe
         )
         self.conn.start()
         self._log_start(plan, alone)

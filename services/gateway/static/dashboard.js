@@ -12,6 +12,9 @@ const $ = (id) => document.getElementById(id);
 
 const services = new Map(); // "builder/1" -> presence object
 let currentBuild = null;
+// Start was pressed while this build was the current one ("" for none): until another
+// build (or a refusal) comes back, Start waits. null: not waiting.
+let starting = null;
 
 function rel(topic) {
   return topic.startsWith(ROOT + "/") ? topic.slice(ROOT.length + 1) : topic;
@@ -30,7 +33,27 @@ function el(tag, attrs = {}, ...children) {
 function time(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  return isNaN(d) ? "" : d.toLocaleTimeString();
+  return isNaN(d) ? "" : d.toLocaleTimeString([], { hour12: false });
+}
+
+// A time for a caption: the hour today, the day otherwise (one short line, never wrapped).
+function when(iso) {
+  const d = new Date(iso);
+  if (!iso || isNaN(d)) return "";
+  const today = d.toDateString() === new Date().toDateString();
+  return today
+    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false })
+    : d.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+// --- presence: who is online decides what a control can do ---------------------------------
+
+// true: a worker of the service is online; false: all those seen are offline; null: none
+// seen yet (the page does not call a service offline before it has heard of it).
+function online(name) {
+  const seen = [...services.values()].filter((s) => s.name === name);
+  if (!seen.length) return null;
+  return seen.some((s) => s.status === "online");
 }
 
 function took(build) {
@@ -42,6 +65,7 @@ function took(build) {
 // --- build ------------------------------------------------------------------------------
 
 function showBuild(build, summary) {
+  if (starting !== null && build.id !== starting) starting = null; // its build began
   currentBuild = build;
   const state = build.state;
   $("build-name").textContent = build.name;
@@ -52,9 +76,36 @@ function showBuild(build, summary) {
   fill.style.width = `${build.progress}%`;
   fill.setAttribute("aria-valuenow", String(build.progress));
   $("progress-label").textContent = `${build.progress}%`;
-  $("start").disabled = !ME || state === "running";
-  $("stop").disabled = !ME || state !== "running";
-  $("build-note").textContent = summary || "";
+  // Why it ended: failed (and how), stopped (by whom); nothing for a success or a run.
+  const why = build.summary || (state !== "running" && state !== "succeeded" ? summary : "");
+  $("build-why").textContent = why || "";
+  $("build-why").hidden = !why;
+  showControls();
+}
+
+// Every control that cannot be used says why, beside it (the server draws the same).
+function showControls() {
+  const running = currentBuild && currentBuild.state === "running";
+  const builder = online("builder");
+  let start = null;
+  let stop = null;
+  if (!ME) start = stop = "sign in to start or stop builds";
+  else {
+    if (builder === false) start = "builder is offline";
+    else if (running) start = `${currentBuild.name} is running`;
+    else if (starting !== null) start = "starting…";
+    if (!running) stop = "no build is running";
+    else if (builder === false) stop = "builder is offline";
+  }
+  const same = start && start === stop; // said once (Stop is described by both lines)
+  for (const [id, why] of [["start", start], ["stop", stop]]) {
+    $(id).disabled = Boolean(why);
+    const line = $(`${id}-why`);
+    if (same) line.textContent = id === "start" ? `${why[0].toUpperCase()}${why.slice(1)}.` : "";
+    else line.textContent = why ? `${id === "start" ? "Start" : "Stop"}: ${why}` : "";
+    line.hidden = !line.textContent;
+  }
+  $("should-fail").disabled = Boolean(start);
 }
 
 function showHistory(collection) {
@@ -67,14 +118,16 @@ function showHistory(collection) {
   }
   for (const b of items) {
     const by = (b.attributedTo && (b.attributedTo.name || b.attributedTo.id)) || "";
+    const result = el("td", { class: "result" }, el("span", { class: `badge badge-${b.state}` }, b.state));
+    if (b.summary) result.append(el("span", { class: "result-why" }, b.summary));
     body.append(
       el("tr", {},
-        el("td", {}, b.name),
-        el("td", {}, el("span", { class: `badge badge-${b.state}` }, b.state)),
-        el("td", {}, `${b.progress}%`),
+        el("td", { class: "nowrap" }, b.name),
+        result,
+        el("td", { class: "wide" }, `${b.progress}%`),
         el("td", {}, by),
-        el("td", {}, time(b.startTime)),
-        el("td", {}, took(b)),
+        el("td", { class: "wide nowrap" }, time(b.startTime)),
+        el("td", { class: "nowrap" }, took(b)),
       ),
     );
   }
@@ -83,6 +136,8 @@ function showHistory(collection) {
 // --- presence ---------------------------------------------------------------------------
 
 function showServices() {
+  showControls();
+  showPending();
   const list = $("services");
   list.replaceChildren();
   const keys = [...services.keys()].sort();
@@ -102,15 +157,20 @@ function showServices() {
 
 // --- the feed ---------------------------------------------------------------------------
 
+const fed = new Set(); // activity ids in the feed: a replay may bring one again
+
 function addToFeed(topic, a) {
   const list = $("feed");
+  if (a.id && fed.has(a.id)) return;
+  if (a.id) fed.add(a.id);
+  list.querySelector(".feed-empty")?.remove();
   const who = (a.actor && (a.actor.name || a.actor.id)) || "";
   const obj = a.object || {};
   const what = typeof obj === "string" ? obj : obj.name || obj.type || "";
   const detail = a.summary || (obj.progress !== undefined ? `${obj.progress}%` : "");
   list.prepend(
     el("li", {},
-      el("time", {}, time(a.published)),
+      el("time", { datetime: a.published || "" }, time(a.published)),
       el("code", {}, rel(topic)),
       el("span", { class: "feed-type" }, a.type),
       el("span", { class: "feed-what" }, `${who} · ${what}`),
@@ -123,6 +183,7 @@ function addToFeed(topic, a) {
 // --- photos -----------------------------------------------------------------------------
 
 const tiles = new Map(); // image id (its URL) -> tile element
+let shownTiles = GALLERY_SIZE; // how many the gallery keeps (more once older ones are loaded)
 
 // Images are served by this gateway: use the path, so the page works whatever host name
 // the gateway's PUBLIC_URL uses (and the CSP's img-src 'self' holds).
@@ -133,26 +194,53 @@ function localPath(href) {
   } catch { return null; }
 }
 
-function showImage(image, published) {
+// What a tile without its thumbnail is waiting for, in words: the resizer may be offline.
+function waiting() {
+  return online("resizer") === false
+    ? "waiting for the resizer: it is offline; the thumbnail comes when it is back"
+    : "resizing…";
+}
+
+function showPending() {
+  const text = waiting();
+  for (const node of document.querySelectorAll("#gallery .pending-text")) node.textContent = text;
+}
+
+// The same tile the server draws (templates/photos/tile.html): a link to the photo's page,
+// shaped like the photo (its width to height, bounded), never cropped.
+function makeTile(image, published) {
+  const by = image.attributedTo ? image.attributedTo.name || "" : "";
+  const at = published || image.published || "";
+  const ratio = Math.min(3, Math.max(0.5, (Number(image.width) || 1) / (Number(image.height) || 1)));
+  const page = `/photos/${encodeURIComponent(String(image.id).split("/").pop())}`;
+  const tile = el("li", { class: "tile", "data-image": image.id },
+    el("a", { class: "tile-link", href: page },
+      el("span", { class: "frame pending" },
+        el("span", { class: "spinner", "aria-hidden": "true" }),
+        el("span", { class: "pending-text" }, waiting()),
+      ),
+      el("span", { class: "caption" },
+        el("span", { class: "caption-title" }, image.name || "Untitled"),
+        el("span", { class: "caption-by" },
+          by, by && at ? " · " : "", el("time", { datetime: at }, when(at))),
+      ),
+    ),
+  );
+  tile.style.setProperty("--ratio", ratio.toFixed(3));
+  return tile;
+}
+
+function showImage(image, published, older = false) {
   if (!image || !image.id) return;
   let tile = tiles.get(image.id);
   if (!tile) {
-    const by = image.attributedTo ? image.attributedTo.name || "" : "";
-    tile = el("li", { class: "tile", "data-image": image.id },
-      el("div", { class: "frame pending" },
-        el("span", { class: "spinner", "aria-hidden": "true" }),
-        el("span", { class: "pending-text" }, "resizing…"),
-      ),
-      el("div", { class: "caption" },
-        el("span", { class: "caption-title" }, image.name || "Untitled"),
-        el("span", { class: "caption-by" }, [by, time(published)].filter(Boolean).join(" · ")),
-      ),
-    );
+    tile = makeTile(image, published);
     tiles.set(image.id, tile);
     const list = $("gallery");
     list.querySelector(".gallery-empty")?.remove();
-    list.prepend(tile);
-    while (list.children.length > GALLERY_SIZE) {
+    if (older) list.append(tile);
+    else list.prepend(tile);
+    while (list.children.length > shownTiles) {
       tiles.delete(list.lastChild.dataset.image);
       list.lastChild.remove();
     }
@@ -168,16 +256,41 @@ function showPreview(image) {
   }
   const previews = (image.preview || [])
     .map((p) => ({ href: localPath(p.href), width: Number(p.width) || 0 }))
-    .filter((p) => p.href);
+    .filter((p) => p.href)
+    .sort((a, b) => a.width - b.width);
   if (!previews.length) return;
   const best = previews.find((p) => p.width >= 256) || previews[previews.length - 1];
-  const img = el("img", { alt: image.name || "photo", src: best.href, decoding: "async" });
+  const img = el("img", { alt: "", src: best.href, decoding: "async" });
   img.srcset = previews.map((p) => `${p.href} ${p.width}w`).join(", ");
-  img.sizes = "(max-width: 820px) 45vw, 220px";
+  img.sizes = "(max-width: 600px) 90vw, 320px";
   const frame = tile.querySelector(".frame");
   frame.className = "frame ready";
   frame.replaceChildren(img);
   tile.classList.add("resized");
+}
+
+// Older photos, in place; the link goes to /photos?before=… where there is no script.
+async function moreImages(ev) {
+  ev.preventDefault();
+  const link = $("gallery-more");
+  try {
+    const res = await fetch(`/api/images?before=${encodeURIComponent(link.dataset.before)}`);
+    if (!res.ok) throw new Error(await res.text());
+    const page = await res.json();
+    const found = page.orderedItems || [];
+    shownTiles += found.length;
+    for (const image of found) showImage(image, null, true);
+    const last = found[found.length - 1];
+    if (page.next && last) {
+      const id = String(last.id).split("/").pop();
+      link.dataset.before = id;
+      link.href = `/photos?before=${encodeURIComponent(id)}`;
+    } else link.parentElement.remove();
+    // Keyboard: go on from the first photo just loaded.
+    tiles.get(found[0]?.id)?.querySelector("a")?.focus();
+  } catch (err) {
+    $("upload-note").textContent = `Older photos not loaded: ${err.message || err}`;
+  }
 }
 
 async function upload(ev) {
@@ -254,13 +367,17 @@ function apply(frame) {
   else if (topic === "state/leaderboard") showLeaderboard(a.object);
   else if (ME && topic === `users/${ME}/notifications`) Inbox.add(a);
   else if (ME && topic === `users/${ME}/inbox`) Inbox.state(a);
+  else if (topic.startsWith("state/") && StateCards.apply(topic, a)) return;
   else if (topic.startsWith("services/")) {
     services.set(topic.slice("services/".length), a.object);
     showServices();
   } else if (topic.startsWith("events/")) {
     addToFeed(frame.topic, a);
-    if (topic === "events/build/rejected") $("build-note").textContent = a.summary || "refused";
-    else if (topic === "events/image/created") showImage(a.object, a.published);
+    if (topic === "events/build/rejected") {
+      $("build-note").textContent = a.summary || "refused";
+      starting = null;
+      showControls();
+    } else if (topic === "events/image/created") showImage(a.object, a.published);
     else if (topic === "events/image/resized") showPreview(a.object);
     else if (topic === "events/people/followed") Follows.seen(a, true);
     else if (topic === "events/people/unfollowed") Follows.seen(a, false);
@@ -268,7 +385,11 @@ function apply(frame) {
 }
 
 function notice(frame) {
-  if (frame.type === "error") $("build-note").textContent = `Error: ${frame.error}`;
+  if (frame.type === "error") {
+    $("build-note").textContent = `Error: ${frame.error}`;
+    starting = null;
+    showControls();
+  }
   else if (frame.type === "hello") {
     epoch = frame.epoch;
     if (!frame.resumed) lastSeq = frame.seq; // a fresh start: the state follows, then seq+1
@@ -338,14 +459,22 @@ async function command(path, body) {
       headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
       body: JSON.stringify(body),
     });
-    if (!res.ok) note.textContent = `Error: ${await res.text()}`;
+    if (!res.ok) {
+      note.textContent = `Not done: ${await res.text()}`;
+      starting = null;
+      showControls();
+    }
   } catch (err) {
-    note.textContent = `Error: ${err}`;
+    note.textContent = `Not done: ${err}`;
+    starting = null;
+    showControls();
   }
 }
 
 $("start").addEventListener("click", () => {
-  $("start").disabled = true; // re-enabled by the build's own state
+  starting = currentBuild ? currentBuild.id : ""; // until its build (or a refusal) is back
+  $("build-note").textContent = "";
+  showControls();
   command("/api/builds", { shouldFail: $("should-fail").checked });
 });
 $("stop").addEventListener("click", () => {
@@ -358,10 +487,18 @@ if (ME) {
     $("upload-file-name").textContent = file ? file.name : "Choose a photo";
   });
 }
+$("gallery-more")?.addEventListener("click", moreImages);
 Inbox.start();
 Follows.start();
+StateCards.start();
 
-// The state the server rendered with, then live frames.
-for (const image of JSON.parse($("gallery-data").textContent).reverse()) showImage(image, null);
+// The page as the server drew it (tiles, feed), the state it was drawn with, then live.
+for (const tile of document.querySelectorAll("#gallery .tile[data-image]")) {
+  tiles.set(tile.dataset.image, tile);
+}
+shownTiles = Math.max(GALLERY_SIZE, tiles.size);
+for (const t of document.querySelectorAll("#gallery time[datetime]")) t.textContent = when(t.dateTime);
+for (const frame of JSON.parse($("feed-data").textContent)) addToFeed(frame.topic, frame.activity);
 for (const frame of JSON.parse($("snapshot").textContent)) apply(frame);
+showControls();
 connect();

@@ -25,6 +25,7 @@ const Inbox = (() => {
     count.textContent = String(unread);
     count.hidden = unread === 0;
     $("mark-read").disabled = unread === 0;
+    $("mark-read-why").hidden = unread !== 0; // a disabled control says why
     document.body.dataset.unread = String(unread);
   }
 

@@ -62,6 +62,19 @@ def topics_markdown(root: str = "dovecote") -> str:
     for t in topics.all_topics():
         lines.append(f"- `{t.pattern}`: actor is {t.actor or '(not said)'}.")
         lines += [f"  - `{{{p}}}` is {t.meaning(p) or '(not said)'}." for p in t.params]
+    shown = [t for t in topics.all_topics() if t.display is not None]
+    if shown:
+        lines += ["", "## On the dashboard", ""]
+        lines += [
+            "Retained state a service declared a display for (`display=`, see",
+            "[adding a service](adding-a-service.md)); the dashboard draws each as a card:",
+            "",
+        ]
+        for t in shown:
+            assert t.display is not None
+            fields = ", ".join(f"{f.label} (`{f.path}`)" for f in t.display.fields)
+            rows = f", a row per item of `{t.display.rows}`" if t.display.rows else ""
+            lines.append(f"- `{t.pattern}`: the card “{t.display.title}”: {fields}{rows}.")
     lines += [
         "",
         "## Subscribing",
