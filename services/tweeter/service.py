@@ -2,7 +2,8 @@
 
 - listens to ``events/image/created`` (the gateway's, one per upload);
 - publishes ``events/tweet/created``, its own topic (``topics.py``): a Note whose text is
-  also the activity's ``summary``, which is what the dashboard's live feed shows.
+  also the activity's ``summary``, which is what the dashboard's live feed shows;
+- and the same Note retained on ``state/tweeter``: the dashboard's "Tweets" card.
 
 It keeps nothing: the tweet's id is made from the image's, so a redelivered upload (at
 least once) makes the same tweet, and subscribers that deduplicate on ids see it once.
@@ -49,4 +50,7 @@ class Tweeter(Service):
         created = act.new("Create", self.bus.actor, tweet, context=context, summary=text)
         created["id"] = act.derived_id(activity.id, "tweeted")  # a redelivery: the same tweet
         self.bus.publish(own.TWEETED, created)
+        latest = act.new("Update", self.bus.actor, tweet, context=context)
+        latest["id"] = act.derived_id(activity.id, "latest")  # a redelivery: the same one
+        self.bus.publish(own.LATEST, latest)
         self.log.info("tweeted about %s [context=%s]", image.id, context)

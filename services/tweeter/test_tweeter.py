@@ -82,6 +82,8 @@ async def test_an_image_created_event_gets_a_tweet(
     assert tweet["object"]["attributedTo"] == ADA
     assert tweet["summary"] == tweet["object"]["content"]  # what the live feed shows
     assert (tweet["context"], tweet["actor"]["name"]) == ("urn:uuid:c0ffee", "tweeter")
+    [latest] = await probe.wait_for("state/tweeter")  # retained: the dashboard's card
+    assert latest["object"] == tweet["object"]
 
 
 def png(seed: int) -> bytes:

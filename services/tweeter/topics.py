@@ -1,9 +1,10 @@
-"""The topic the tweeter publishes, declared by the tweeter itself.
+"""The topics the tweeter publishes, declared by the tweeter itself.
 
-Nothing else needs editing: ``make docs`` finds this module and documents the topic in
+Nothing else needs editing: ``make docs`` finds this module and documents the topics in
 docs/topics.md and docs/asyncapi.yaml; the runtime lets the tweeter, and only the tweeter
-(the ``publisher``), publish it; the gateway forwards every ``events/#`` topic to the
-dashboard's live feed.
+(the ``publisher``), publish them; the gateway forwards every ``events/#`` topic to the
+dashboard's live feed, and shows the retained ``state/tweeter`` as a card, as its
+``display`` says.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Literal
 from msgspec import Meta
 
 from dovecote import activity as act
+from dovecote.display import Display, Field
 from dovecote.topics import Topic, register
 
 TWEET_LENGTH = 280
@@ -47,5 +49,34 @@ TWEETED = register(
         TweetCreated,
         "The tweeter posted a Note (at most 280 characters) about an uploaded image.",
         actor="the tweeter; `object.attributedTo` is the person who uploaded the image",
+    )
+)
+
+
+class LatestTweet(act.Activity):
+    """The tweeter's latest tweet, kept at the broker for pages that open later."""
+
+    type: Literal["Update"]
+    object: Annotated[Tweet, act.doc("The latest tweet.")]
+
+
+LATEST = register(
+    Topic(
+        "state/tweeter",
+        "tweeter",
+        1,
+        True,
+        LatestTweet,
+        "The latest tweet (retained); the dashboard shows it as a card.",
+        actor="the tweeter",
+        display=Display(
+            "Tweets",
+            hint="the latest",
+            fields=(
+                Field("Tweet", "object.content"),
+                Field("About a photo by", "object.attributedTo"),
+                Field("When", "published", "time"),
+            ),
+        ),
     )
 )
