@@ -131,7 +131,7 @@ class Pipeline:
     points_db: Path
     token: str
     services: dict[str, ServiceProcess]
-    start: Callable[[str], ServiceProcess]  # (re)start a service with the pipeline's env
+    start: Callable[..., ServiceProcess]  # (re)start a service with the pipeline's env (+ more)
 
     def users_url(self, user: str) -> str:
         return f"{self.url}/users/{user}"
@@ -165,8 +165,8 @@ async def pipeline(
         "IMAGE_MAX_BYTES": str(2 * 1024 * 1024),
     }
 
-    def start(name: str) -> ServiceProcess:
-        return start_service(name, **env)
+    def start(name: str, **more: str) -> ServiceProcess:
+        return start_service(name, **{**env, **more})
 
     services = {name: start(name) for name in PIPELINE}
     url = service_env["PUBLIC_URL"]

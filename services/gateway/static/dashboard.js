@@ -213,7 +213,7 @@ function makeTile(image, published) {
   const at = published || image.published || "";
   const ratio = Math.min(3, Math.max(0.5, (Number(image.width) || 1) / (Number(image.height) || 1)));
   const page = `/photos/${encodeURIComponent(String(image.id).split("/").pop())}`;
-  const tile = el("li", { class: "tile", "data-image": image.id },
+  const tile = el("li", { class: "tile fresh", "data-image": image.id },
     el("a", { class: "tile-link", href: page },
       el("span", { class: "frame pending" },
         el("span", { class: "spinner", "aria-hidden": "true" }),
