@@ -22,10 +22,12 @@ async def upload(url: str, token: str, title: str, width: int, height: int, seed
     form.add_field("file", photo, filename=f"{seed}.jpg", content_type="image/jpeg")
     form.add_field("title", title)
     headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{url}/api/images", data=form, headers=headers) as r:
-            assert r.status == 201, await r.text()
-            image_id: str = (await r.json())["id"]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/api/images", data=form, headers=headers) as r,
+    ):
+        assert r.status == 201, await r.text()
+        image_id: str = (await r.json())["id"]
     return image_id
 
 
@@ -49,9 +51,11 @@ async def test_every_screen_fits_a_phone_and_a_desktop_with_no_serious_violation
     ]
     await probe.wait_for("events/image/resized", count=len(ids), timeout=30)
     await probe.wait_for("state/tweeter", count=len(ids))
-    async with await pipeline.signed_in("grace") as grace:
-        async with grace.post(f"{url}/api/builds", json={"shouldFail": True}) as r:
-            assert r.status == 202
+    async with (
+        await pipeline.signed_in("grace") as grace,
+        grace.post(f"{url}/api/builds", json={"shouldFail": True}) as r,
+    ):
+        assert r.status == 202
     await probe.wait_for("events/build/failed")
     await probe.wait_for("users/ada/notifications")  # Ada follows Grace: her inbox has it
 
