@@ -177,7 +177,7 @@ function addToFeed(topic, a) {
       el("span", { class: "feed-detail", title: detail }, detail),
     ),
   );
-  while (list.children.length > FEED_SIZE) list.lastChild.remove();
+  while (list.children.length > FEED_SIZE) list.lastElementChild.remove();
 }
 
 // --- photos -----------------------------------------------------------------------------
@@ -239,11 +239,17 @@ function showImage(image, published, older = false) {
     const list = $("gallery");
     list.querySelector(".gallery-empty")?.remove();
     if (older) list.append(tile);
-    else list.prepend(tile);
-    while (list.children.length > shownTiles) {
-      tiles.delete(list.lastChild.dataset.image);
-      list.lastChild.remove();
+    else {
+      list.prepend(tile);
+      if (shownTiles > GALLERY_SIZE) shownTiles += 1; // older ones were asked for: keep them
     }
+    let trimmed = false;
+    while (list.children.length > shownTiles) {
+      tiles.delete(list.lastElementChild.dataset.image);
+      list.lastElementChild.remove();
+      trimmed = true;
+    }
+    if (trimmed) olderFrom(list.lastElementChild); // what fell off is the next "older" page
   }
   if (image.preview && image.preview.length) showPreview(image);
 }
@@ -269,6 +275,19 @@ function showPreview(image) {
   tile.classList.add("resized");
 }
 
+// The "Older photos" link, for the photos after this tile (made if the page had none).
+function olderFrom(tile) {
+  const id = String(tile.dataset.image).split("/").pop();
+  let link = $("gallery-more");
+  if (!link) {
+    link = el("a", { id: "gallery-more", class: "btn btn-quiet" }, "Older photos");
+    link.addEventListener("click", moreImages);
+    $("gallery").after(el("p", { class: "pager" }, link));
+  }
+  link.dataset.before = id;
+  link.href = `/photos?before=${encodeURIComponent(id)}`;
+}
+
 // Older photos, in place; the link goes to /photos?before=… where there is no script.
 async function moreImages(ev) {
   ev.preventDefault();
@@ -281,11 +300,8 @@ async function moreImages(ev) {
     shownTiles += found.length;
     for (const image of found) showImage(image, null, true);
     const last = found[found.length - 1];
-    if (page.next && last) {
-      const id = String(last.id).split("/").pop();
-      link.dataset.before = id;
-      link.href = `/photos?before=${encodeURIComponent(id)}`;
-    } else link.parentElement.remove();
+    if (page.next && last) olderFrom(tiles.get(last.id));
+    else link.parentElement.remove();
     // Keyboard: go on from the first photo just loaded.
     tiles.get(found[0]?.id)?.querySelector("a")?.focus();
   } catch (err) {

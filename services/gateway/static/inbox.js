@@ -52,7 +52,7 @@ const Inbox = (() => {
     const list = $("notifications");
     list.querySelector(".empty")?.remove();
     list.prepend(item(note, true));
-    while (list.children.length > SHOWN) list.lastChild.remove();
+    while (list.children.length > SHOWN) list.lastElementChild.remove();
     unread += 1;
     show();
   }
