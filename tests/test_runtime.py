@@ -502,3 +502,30 @@ async def test_the_bus_socket_sends_each_write_at_once(probe: Probe) -> None:
     for conf in ("dev.conf", "production.conf"):
         text = (PROJECT / "deploy" / "mosquitto" / conf).read_text()
         assert "\nset_tcp_nodelay true\n" in text, conf
+
+
+async def test_retained_state_with_a_parameter_reaches_a_wildcard_on_every_broker(
+    start_service: Any, probe: Probe, broker: TestBroker
+) -> None:
+    """A card of a row per person subscribes state/<x>/+: RabbitMQ sends retained messages
+    to exact subscriptions only, so a worker asked on services/query publishes again what
+    it has retained on such topics since it started (the same activities: repeats)."""
+    start_service("scores", package="tests.services")
+    await probe.wait_online("scores")
+    for user in ("ada", "grace"):
+        probe.publish("events/scores/set", act.new("Set", ADA, {"type": "Note", "user": user}))
+    published = [(await probe.wait_for(f"state/scores/{u}"))[0] for u in ("ada", "grace")]
+    late = await Probe(broker.url, probe.root).start("state/scores/+")
+    try:
+        if broker.kind == "mosquitto":  # retained messages to a wildcard, at once
+            for user in ("ada", "grace"):
+                await late.wait_for(f"state/scores/{user}")
+        else:
+            await asyncio.sleep(0.5)  # (an absence: given the time the others took)
+            assert late.messages == [], "RabbitMQ 3.10 sends no retained message to a +"
+        question = act.new("Question", ADA, {"type": "Collection", "name": "services online"})
+        probe.publish("services/query", question)
+        again = [(await late.wait_for(f"state/scores/{u}"))[-1] for u in ("ada", "grace")]
+        assert [a["id"] for a in again] == [a["id"] for a in published]
+    finally:
+        await late.stop()
