@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from dovecote.testing.plugin import Probe
@@ -34,7 +35,9 @@ async def test_a_new_service_has_its_card_on_the_dashboard_with_no_gateway_edit(
     await run([*cli, "new-service", "badges"], repo, env)
     changed, _ = await run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
     touched = sorted(line[3:] for line in changed.splitlines())
-    assert [f for f in touched if not f.startswith(("services/badges/", "docs/"))] == []
+    # Its folder and what is generated from it (the contract, the broker's permissions, its
+    # unit, its setting in the env example): not one gateway, page or shared file.
+    assert touched and all(f.startswith(("services/badges/", "docs/", "deploy/")) for f in touched)
 
     sup = await asyncio.create_subprocess_exec(
         *cli, "run", "builder", "badges", "notifier", "gateway", cwd=repo, env=env,
@@ -45,6 +48,9 @@ async def test_a_new_service_has_its_card_on_the_dashboard_with_no_gateway_edit(
         await wait_http(f"{url}/healthz", timeout=60)
         for service in ("builder", "badges", "gateway"):
             await probe.wait_online(service, timeout=30)
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/api/cards") as r:
+            cards = {card["pattern"]: card for card in await r.json()}
+        assert cards["state/badges"]["title"] == "badges"  # with the tweeter's, in the copy
         page = await (await browser.new_context()).new_page()
         await sign_in_page(page, url, "ada")
         card = page.locator("[data-card='state/badges']")
@@ -53,7 +59,7 @@ async def test_a_new_service_has_its_card_on_the_dashboard_with_no_gateway_edit(
         await page.click("#start")
         await card.locator("dl").wait_for(timeout=20_000)
         facts = await card.locator("dt, dd").all_text_contents()
-        assert facts[:3] == ["Last note", "Build #1 succeeded", "When"]
+        assert facts[:3] == ["Last note", "Build #1 succeeded, noted by badges", "When"]
         assert facts[3]  # the time, in the reader's own zone
 
         # Retained: a page opened now shows it at once, its socket blocked.
@@ -62,7 +68,7 @@ async def test_a_new_service_has_its_card_on_the_dashboard_with_no_gateway_edit(
         await late.goto(f"{url}/")
         await late.locator("[data-card='state/badges'] dd").first.wait_for()
         assert await late.locator("[data-card='state/badges'] dd").first.text_content() == (
-            "Build #1 succeeded"
+            "Build #1 succeeded, noted by badges"
         )
     finally:
         sup.send_signal(signal.SIGINT)
