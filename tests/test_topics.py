@@ -85,7 +85,10 @@ def test_every_registered_topic_is_well_formed() -> None:
     entries = list(topics.all_topics())
     assert len(entries) >= 10
     for t in entries:
-        kinds = {"events", "commands", "state", "services", "deadletter", "users", "replies"}
+        kinds = {
+            *("events", "commands", "state", "services", "deadletter", "users", "replies"),
+            "metrics",
+        }
         assert t.kind in kinds
         assert "." not in t.pattern
         if t.kind == "state":

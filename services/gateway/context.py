@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from dovecote.topics import Topic
+from services.gateway.operators import Operations
 
 if TYPE_CHECKING:  # the features import CTX from here; this module imports none of them
     from services.gateway.directory import Directory
@@ -53,6 +54,7 @@ class Context:
     images: Images | None = None
     # The last public events as frames, newest last: the feed a page is drawn with.
     feed: deque[bytes] = field(default_factory=lambda: deque(maxlen=FEED_SIZE))
+    operations: Operations = field(default_factory=Operations)  # metrics, traces, operators
 
 
 CTX = web.AppKey("ctx", Context)

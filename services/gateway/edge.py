@@ -4,7 +4,8 @@
 - **Host**: only the host and port of ``PUBLIC_URL`` are served. A page on another name that
   resolves to this machine (DNS rebinding: ``evil.example`` pointed at 127.0.0.1) sends its
   own name as ``Host`` and is refused with 421 before anything else happens. ``/healthz``
-  answers whatever the name (load balancers probe by address).
+  and ``/metrics`` answer whatever the name (load balancers and scrapers go by address;
+  ``/metrics`` wants a token, which no rebound page has: ``prometheus.py``).
 - **Origin**: a websocket, or a request that changes state, carrying an ``Origin`` that is
   not exactly ``PUBLIC_URL``'s scheme, host and port is refused (403). SameSite=Lax keeps the
   session cookie off other *sites*, but another port of the same host is the same site.
@@ -31,7 +32,7 @@ from services.gateway.sessions import COOKIE, expected_csrf
 log = logging.getLogger("dovecote.gateway.edge")
 HERE = Path(__file__).parent
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-ANY_HOST = {"/healthz"}
+ANY_HOST = {"/healthz", "/metrics"}
 CSRF_HEADER = "X-CSRF-Token"
 FORM = "application/x-www-form-urlencoded"
 

@@ -120,6 +120,10 @@ class Hub:
         self._lagging: set[Client] = set()
         self._drainer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        # counted for the gateway's metrics report (services/gateway/service.py: readings)
+        self.slow_closes = 0  # sockets closed with 1013
+        self.replays = 0  # pages that came back and resumed from the ring
+        self.replays_refused = 0  # pages that came back and could not (they reload)
 
     def join(self, ws: web.WebSocketResponse, request: web.Request, user: str | None) -> Client:
         """Register a prepared socket; the frames broadcast from now on are its frames.
@@ -161,10 +165,12 @@ class Hub:
             if size > QUEUE_BYTES:  # no more than a lagging socket may hold
                 reason = f"{size // 1024} KiB missed: more than a socket may be sent at once"
             if reason is None:
+                self.replays += 1
                 client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=True, **hello))
                 if missed:
                     client.write(b"".join(missed))
                 return
+            self.replays_refused += 1
             client.push(notice("cannot-resume", reason=reason))
         client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=False, **hello))
         for frame in self.snapshot():
@@ -207,6 +213,13 @@ class Hub:
         for client in stuck:
             self.drop_stuck(client)
 
+    def queued_bytes(self) -> tuple[int, int]:
+        """Bytes held back in our own queues for slow sockets, and bytes in the sockets'
+        transport buffers (written, not yet taken by the kernel)."""
+        held = sum(client.held for client in self._lagging)
+        buffered = sum(client.transport.get_write_buffer_size() for client in self.clients)
+        return held, buffered
+
     def lagging(self, client: Client) -> None:
         self._lagging.add(client)
         if self._drainer is None:
@@ -226,6 +239,7 @@ class Hub:
         log.warning(
             "closing a socket of %s: %d KiB of frames unread", client.user, client.held // 1024
         )
+        self.slow_closes += 1
         self.leave(client)
         task = asyncio.get_running_loop().create_task(self._close_stuck(client))
         self._closing.add(task)

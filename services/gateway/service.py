@@ -7,11 +7,16 @@
 |   service's, its own topics.py's included)   |                                      |
 | services/+/+ (presence, retained)            | events/people/followed, unfollowed   |
 | users/+/notifications (to that person only)  | commands/notifier/inbox, read        |
-| users/+/inbox (to that person only)          |                                      |
-| replies/notifier/+ (answers to this worker)  |                                      |
+| users/+/inbox (to that person only)          | commands/deadletters/list, replay    |
+| replies/notifier/+ (answers to this worker)  |   (an operator's, from their page)   |
+| metrics/+/+ (every worker's measurements)    | replies/gateway/{request} (traces)   |
+| deadletter/+ (for traces only)               |                                      |
+| replies/deadletters/+ (answers to its page)  |                                      |
+| commands/gateway/trace (`dovecote trace`)    |                                      |
 
-Commands, dead letters, replies and other people's notifications never reach a browser.
-The HTTP side is assembled in ``web.py`` from one module per feature.
+Commands, dead letters, metrics, replies and other people's notifications never reach a
+browser. Every activity with a correlation id it hears (or sends) goes into the trace
+index (``traces.py``). The HTTP side is assembled in ``web.py`` from one module per feature.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,8 +43,12 @@ from services.gateway.directory import Directory
 from services.gateway.hub import REPLAY_BYTES, Hub
 from services.gateway.inbox import InboxClient
 from services.gateway.limits import Limits
+from services.gateway.operators import ASK_TIMEOUT, TRACE_INDEX_BYTES, Operations, operators_from
 from services.gateway.people import People
+from services.gateway.questions import Questions
 from services.gateway.store import ImageStore
+from services.gateway.telemetry import Fleet
+from services.gateway.traces import TraceIndex, context_of_letter
 from services.gateway.web import create_app
 
 # Every service's own topics.py too: a new service's retained state, and how the dashboard
@@ -62,6 +73,8 @@ class Gateway(Service):
     # their events go through a durable outbox, so a crash before the broker's PUBACK (a
     # broker outage, a kill -9) cannot lose them. Bounded: when full, the gateway says 503.
     outbox = True
+    # Its operations page lists and replays dead letters for the people in OPERATORS.
+    operator = True
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
@@ -89,6 +102,17 @@ class Gateway(Service):
         self.limits = Limits(settings.env)
         self.inbox = InboxClient(self._ask, settings.get_float("INBOX_TIMEOUT", 2.0, 0.1, 60.0))
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+        self.ops = Operations(
+            operators=operators_from(settings.env.get("OPERATORS", "")),
+            metrics_token=settings.get_str("METRICS_TOKEN", "") or None,
+            fleet=Fleet(),
+            traces=TraceIndex(
+                settings.get_int("TRACE_INDEX_BYTES", TRACE_INDEX_BYTES, 0, 1024**3),
+                settings.root,
+            ),
+            questions=Questions(self._ask, ASK_TIMEOUT),
+        )
+        self.traces = self.ops.traces
         self.runner: web.AppRunner | None = None
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
         max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
@@ -108,21 +132,68 @@ class Gateway(Service):
         )
 
     @handles("events/#", shared=False)  # every worker serves its own browsers
-    async def on_event(self, _: act.Activity, delivery: Delivery) -> None:
+    async def on_event(self, activity: act.Activity, delivery: Delivery) -> None:
         self.feed.append(self.hub.broadcast(delivery.topic, delivery.payload))
+        self.traces.add(delivery.topic, activity.context, delivery.payload)
 
     @handles(*STATE_TOPICS, *SHOWN_WITH_PARAMS, topics.PRESENCE, shared=False)
-    async def on_state(self, _: act.Activity, delivery: Delivery) -> None:
+    async def on_state(self, activity: act.Activity, delivery: Delivery) -> None:
         self.hub.broadcast(delivery.topic, delivery.payload, retain=True)
+        if not delivery.retained:  # state from before this worker started: not news
+            self.traces.add(delivery.topic, activity.context, delivery.payload)
 
     @handles(topics.NOTIFICATION, shared=False)  # every gateway worker: each has its sockets
-    async def on_notification(self, _: act.Notification, delivery: Delivery) -> None:
+    async def on_notification(self, note: act.Notification, delivery: Delivery) -> None:
         # The topic names the one person it is for: only that person's sockets get it.
         self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
+        self.traces.add(delivery.topic, note.context, delivery.payload)
 
     @handles(topics.INBOX_STATE, shared=False)
     async def on_inbox(self, _: act.InboxUpdated, delivery: Delivery) -> None:
         self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
+
+    # --- for operators: metrics, traces, dead letters -----------------------------------
+
+    @handles(topics.METRICS, shared=False)  # every worker serves /metrics
+    async def on_metrics(self, report: act.MetricsReport, _: Delivery) -> None:
+        self.ops.fleet.record(report.object)
+
+    @handles(topics.DEADLETTER, shared=False)  # a parked message is a step of its trace
+    async def on_letter(self, letter: act.DeadLetter, delivery: Delivery) -> None:
+        self.traces.add(delivery.topic, context_of_letter(letter), delivery.payload)
+
+    @handles(topics.DEADLETTER_REPLY, shared=False)  # the one that asked takes it
+    async def on_letters_answer(self, reply: act.DeadLetterReply, delivery: Delivery) -> None:
+        self.ops.questions.answered(reply.inReplyTo, delivery.payload)
+
+    @handles(topics.TRACE_QUERY)  # `dovecote trace`: any worker of the pool answers
+    async def on_trace_query(self, query: act.ViewTrace, _: Delivery) -> None:
+        answer = act.new(
+            "Accept",
+            self.bus.actor,
+            self.traces.find(query.object.context),
+            inReplyTo=query.id,
+            context=query.context,
+        )
+        try:
+            request = uuid.UUID(query.id.removeprefix("urn:uuid:")).hex
+        except ValueError:
+            self.log.warning("trace query %s has no urn:uuid id: nowhere to answer", query.id)
+            return
+        self.bus.publish(topics.TRACE_REPLY, answer, request=request)
+
+    def readings(self) -> Mapping[str, float]:
+        held, buffered = self.hub.queued_bytes()
+        return {
+            "sockets_open": len(self.hub.clients),
+            "socket_queue_bytes": held,
+            "socket_buffer_bytes": buffered,
+            "slow_closes_total": self.hub.slow_closes,
+            "replays_total": self.hub.replays,
+            "replays_refused_total": self.hub.replays_refused,
+            "trace_index_bytes": self.traces.held,
+            "trace_contexts": len(self.traces.contexts),
+        }
 
     @handles(topics.INBOX_REPLY, shared=False)  # every worker; the one that asked takes it
     async def on_inbox_reply(self, reply: act.InboxReply, delivery: Delivery) -> None:
@@ -150,6 +221,7 @@ class Gateway(Service):
             hashing=self.hashing,
             images=self.images,
             feed=self.feed,
+            operations=self.ops,
         )
         self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -185,11 +257,20 @@ class Gateway(Service):
         )
 
     def _publish(self, entry: topics.Topic, activity: dict[str, object]) -> None:
-        self.bus.publish(entry, activity, durable=True)
+        payload = self.bus.publish(entry, activity, durable=True)
+        self._sent(entry, activity, payload)
 
     def _ask(self, entry: topics.Topic, activity: dict[str, object]) -> None:
         """A question (an inbox): not kept in the outbox; unanswered, the page goes on."""
-        self.bus.publish(entry, activity)
+        payload = self.bus.publish(entry, activity)
+        self._sent(entry, activity, payload)
+
+    def _sent(self, entry: topics.Topic, activity: dict[str, object], payload: bytes) -> None:
+        """A command this gateway sent is a step of its trace too (a build's Start); its
+        events come back to it on ``events/#`` like everyone's."""
+        context = activity.get("context")
+        if isinstance(context, str) and entry.kind == "commands" and not entry.params:
+            self.traces.add(entry.address(self.bus.root), context, payload)
 
     async def teardown(self) -> None:
         await self.hub.close_all()

@@ -26,7 +26,9 @@ from services.gateway import (
     gallery,
     inbox,
     live,
+    operations,
     photos,
+    prometheus,
     sessions,
     state_cards,
 )
@@ -46,6 +48,7 @@ FEATURES = (
     inbox,
     directory,
 )
+FOR_OPERATORS = (operations, prometheus)  # health, dead letters, traces, /metrics
 
 
 def create_app(ctx: Context) -> web.Application:
@@ -66,7 +69,7 @@ def create_app(ctx: Context) -> web.Application:
             edge.guard(rules),
         ]
     )
-    for feature in FEATURES:
+    for feature in (*FEATURES, *FOR_OPERATORS):
         feature.add_routes(app)
     app.router.add_static("/static", HERE / "static", name="static", append_version=True)
     return app

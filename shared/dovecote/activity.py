@@ -869,6 +869,249 @@ class DeadLetterReply(Activity, kw_only=True):
     ]
 
 
+# --- metrics and traces ----------------------------------------------------------------
+
+Count = Annotated[int, Meta(ge=0)]
+Label = Annotated[str, Meta(max_length=200)]
+ReadingName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+class Latency(Model):
+    """Handler latency as a histogram: how many messages took how long."""
+
+    bounds: Annotated[
+        Annotated[list[float], Meta(min_length=1, max_length=64)],
+        doc("Upper bounds of the buckets in seconds, ascending."),
+    ]
+    counts: Annotated[
+        Annotated[list[Count], Meta(min_length=2, max_length=65)],
+        doc(
+            "Messages per bucket since the worker started, one more than `bounds`: "
+            "`counts[i]` took at most `bounds[i]` (and more than `bounds[i-1]`); the last "
+            "took longer than every bound. Not cumulative."
+        ),
+    ]
+    sum: Annotated[
+        Annotated[float, Meta(ge=0)],
+        doc("Seconds, every message together."),
+    ]
+
+
+class WorkerMeasurements(Model):
+    """One worker's totals since it started; rates come from two reports' difference."""
+
+    type: Literal["Service"]
+    id: Annotated[
+        Iri,
+        doc("`urn:dovecote:service:<service>:<instance>`."),
+    ]
+    name: Annotated[
+        Name,
+        doc("The service."),
+    ]
+    instance: Annotated[
+        Name,
+        doc("The worker within its service (`DOVECOTE_INSTANCE`)."),
+    ]
+    started: Annotated[
+        Published,
+        doc("When the worker started: every count below is since then."),
+    ]
+    interval: Annotated[
+        Annotated[float, Meta(gt=0)],
+        doc("Seconds between two reports (`DOVECOTE_METRICS_INTERVAL`)."),
+    ]
+    connected: Annotated[
+        bool,
+        doc(
+            "Whether the worker's connection to the broker was up when it made the report "
+            "(a worker that is down sends none: its reports stop)."
+        ),
+    ]
+    reconnects: Annotated[
+        Count,
+        doc("Times the worker connected again after losing the broker."),
+    ]
+    handled: Annotated[
+        Annotated[dict[Label, Count], Meta(max_length=128)],
+        doc(
+            "Messages whose handler ran to its end (or gave up), by topic: the registry's "
+            "pattern (`users/{user}/notifications`), else the topic below the root; past "
+            "100 topics, `other`."
+        ),
+    ]
+    latency: Annotated[
+        Latency,
+        doc(
+            "How long handling took, from the moment the message's handler began to its "
+            "acknowledgement: retries and their backoff included."
+        ),
+    ]
+    skipped: Annotated[
+        Count,
+        doc(
+            "Redeliveries skipped: copies of an activity already handled, or still in its "
+            "handler (acknowledged with it)."
+        ),
+    ]
+    retries: Annotated[
+        Count,
+        doc("Handler runs after a failed first one."),
+    ]
+    parked: Annotated[
+        Count,
+        doc("Messages dead-lettered (on `deadletter/<service>`)."),
+    ]
+    published: Annotated[
+        Count,
+        doc("Messages the worker published (its reports, presence and letters included)."),
+    ]
+    unacknowledged: Annotated[
+        Count,
+        doc("QoS 1 publishes the broker has not acknowledged yet."),
+    ]
+    inflight: Annotated[
+        Count,
+        doc("Handlers running now (waiting on I/O, or on a retry's backoff)."),
+    ]
+    lag: Annotated[
+        Annotated[float, Meta(ge=0)],
+        doc(
+            "Seconds: how old the newest activity the worker began handling since the last "
+            "report was when it began (now minus its `published`); 0 when it began none. "
+            "Includes the clock difference between the publisher and this worker."
+        ),
+    ]
+    outbox: Annotated[
+        Count | None,
+        doc(
+            "Messages in the worker's durable outbox that the broker has not acknowledged "
+            "(services with one: the gateway)."
+        ),
+    ] = None
+    readings: Annotated[
+        Annotated[dict[ReadingName, float], Meta(max_length=32)],
+        doc(
+            "The service's own readings (the gateway's open sockets, bytes queued, 1013 "
+            "closes, replays): a name ending in `_total` counts since the start, any other "
+            "is a value now."
+        ),
+    ] = {}
+
+
+class MetricsReport(Activity):
+    """A worker's measurements, every few seconds (``dovecote.metrics``)."""
+
+    type: Literal["Update"]
+    object: Annotated[
+        WorkerMeasurements,
+        doc("The worker and its measurements."),
+    ]
+
+
+class TraceQuery(Model):
+    type: Literal["Collection"]
+    context: Annotated[
+        Annotated[str, Meta(min_length=1, max_length=200)],
+        doc(
+            "A correlation id (`context`), or the start of one (at least 4 characters: the "
+            "`ctx 37747bd6` that `dovecote tail` shows is enough)."
+        ),
+    ]
+
+
+class ViewTrace(Activity):
+    """An operator asks the gateway for one correlation id's trace (``dovecote trace``)."""
+
+    type: Literal["View"]
+    object: Annotated[
+        TraceQuery,
+        doc("Which trace."),
+    ]
+
+
+class TraceStep(Model):
+    """One activity that carried the correlation id, as the gateway saw it."""
+
+    type: Literal["Link"]
+    href: Annotated[
+        Iri,
+        doc("The activity's id."),
+    ]
+    name: Annotated[
+        Annotated[str, Meta(max_length=65535)],
+        doc("The topic it was published on, below the root."),
+    ]
+    activity: Annotated[
+        Name,
+        doc("The activity's type (`Create`, `Update`, ...)."),
+    ]
+    service: Annotated[
+        Name,
+        doc(
+            "Who published it: the topic's publisher in the registry (for a topic every "
+            "service publishes, the service its topic names), else the actor's name."
+        ),
+    ]
+    actor: Annotated[
+        Name,
+        doc("The activity's actor, by name (or id)."),
+    ]
+    summary: Annotated[
+        Text,
+        doc("A few words about its object (as `dovecote tail` shows it)."),
+    ]
+    published: Annotated[
+        Published,
+        doc("When its publisher made it: the steps are in this order."),
+    ]
+    received: Annotated[
+        Published,
+        doc("When the gateway received it."),
+    ]
+
+
+class Trace(Model):
+    type: Literal["OrderedCollection"]
+    totalItems: Annotated[
+        Count,
+        doc("Activities the gateway holds for it (the first 200 are listed)."),
+    ]
+    context: Annotated[
+        Annotated[str, Meta(max_length=200)] | None,
+        doc("The correlation id found; absent when none (or several) matched."),
+    ] = None
+    orderedItems: Annotated[
+        Annotated[list[TraceStep], Meta(max_length=200)],
+        doc("The activities, oldest first by `published`."),
+    ] = []
+    partial: Annotated[
+        bool,
+        doc(
+            "Older steps of this trace were dropped: the gateway's index is bounded "
+            "(`TRACE_INDEX_BYTES`) and keeps the newest."
+        ),
+    ] = False
+    candidates: Annotated[
+        Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=20)],
+        doc("Correlation ids that start with what was asked, when more than one does."),
+    ] = []
+
+
+class TraceReply(Activity, kw_only=True):
+    """The gateway's answer to one ``ViewTrace`` (``inReplyTo`` its id)."""
+
+    type: Literal["Accept"]
+    object: Annotated[
+        Trace,
+        doc("The trace."),
+    ]
+    inReplyTo: Annotated[
+        Iri,
+        doc("The id of the `View` this answers."),
+    ]
+
+
 # --- codec -------------------------------------------------------------------------------
 
 

@@ -137,6 +137,7 @@ class Settings:
     root: str  # topic root, ``dovecote`` unless DOVECOTE_ROOT says otherwise
     instance: str  # worker id within its service; part of the stable MQTT client id
     log_level: str
+    log_format: str  # "text" (one readable line) or "json" (one JSON object per line)
     max_payload_bytes: int  # larger payloads are dead-lettered unread
     handler_attempts: int  # a failing handler is tried this often, then dead-lettered
     keepalive: int
@@ -158,6 +159,9 @@ class Settings:
         level = env.get("LOG_LEVEL", "INFO").strip().upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        log_format = env.get("LOG_FORMAT", "").strip().lower() or "text"
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
         port = _int(env, "PORT", 8080, 1, 65535)
         host = env.get("HOST", "").strip() or "127.0.0.1"
         public = env.get("PUBLIC_URL", "").strip().rstrip("/")
@@ -173,6 +177,7 @@ class Settings:
             root=root,
             instance=instance,
             log_level=level,
+            log_format=log_format,
             max_payload_bytes=_int(env, "DOVECOTE_MAX_PAYLOAD", 256 * 1024, 1024, 64 * 1024**2),
             handler_attempts=_int(env, "DOVECOTE_HANDLER_ATTEMPTS", 3, 1, 100),
             keepalive=_int(env, "MQTT_KEEPALIVE", 30, 5, 3600),

@@ -16,6 +16,10 @@
 
 Every park is published on ``deadletter/<service>`` (``dovecote.letters``) and acknowledged:
 a poison message never blocks the stream.
+
+The worker's ``Meter`` (``dovecote.metrics``) hears of each message at 7 (``begin``, its
+lag) and 8 (``done``, its latency and topic), and of each skip, retry and park where it
+happens: a counter bumped, nothing more.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dovecote import letters, topics
 from dovecote.config import Settings
 from dovecote.eager import finish
 from dovecote.errors import InvalidActivity, InvalidLetter, Unprocessable
+from dovecote.metrics import Meter
 from dovecote.mqtt import Message
 from dovecote.service import Delivery, Handler, inbox
 from dovecote.topics import Topic
@@ -90,6 +95,7 @@ class Dispatcher:
         on_query: Callable[[Message], None],
         eager: bool,
         log: logging.Logger,
+        meter: Meter | None = None,
     ) -> None:
         self.name = name
         self.root = settings.root
@@ -100,6 +106,7 @@ class Dispatcher:
         self._on_query = on_query
         self._eager = eager
         self.log = log
+        self.meter = meter or Meter()
         self.inbox = inbox(self.root, name)
         self.query_topic = topics.PRESENCE_QUERY.address(self.root)
         self.redeliver_topic = topics.REDELIVER.address(self.root, service=name)
@@ -183,10 +190,12 @@ class Dispatcher:
         """
         if activity_id in self._seen:
             self.log.debug("duplicate %s on %s skipped", activity_id, msg.topic)
+            self.meter.skipped += 1
             self._ack(msg.mid, msg.qos)
             return True
         waiting = self._inflight.get(activity_id)
         if waiting is not None:
+            self.meter.skipped += 1
             waiting.append((msg.mid, msg.qos))
             return True
         return False
@@ -194,24 +203,26 @@ class Dispatcher:
     def _run(self, handler: Handler, activity: Any, delivery: Delivery, msg: Message) -> None:
         """Run the handler: its first step now when the service is eager (``eager.py``),
         as a task otherwise; the message is done (acked) when the handler is."""
+        started = self.meter.begin(None if msg.retain else activity.published)
         coro = handler(activity, delivery)
         if not self._eager:
             self._inflight.setdefault(activity.id, [])
-            self._spawn(self._complete(coro, handler, activity, delivery, msg), msg.retain)
+            self._spawn(self._complete(coro, handler, activity, delivery, msg, started), msg.retain)
             return
         try:
             pending = coro.send(None)
         except StopIteration:
-            self._done(activity, msg)
+            self._done(activity, msg, started)
             return
         except Exception as exc:
             self._inflight.setdefault(activity.id, [])
-            self._spawn(self._retry_then_done(handler, activity, delivery, msg, exc), msg.retain)
+            self._spawn(
+                self._retry_then_done(handler, activity, delivery, msg, exc, started), msg.retain
+            )
             return
         self._inflight.setdefault(activity.id, [])
-        self._spawn(
-            self._complete(finish(coro, pending), handler, activity, delivery, msg), msg.retain
-        )
+        first = finish(coro, pending)
+        self._spawn(self._complete(first, handler, activity, delivery, msg, started), msg.retain)
 
     async def _complete(
         self,
@@ -220,18 +231,25 @@ class Dispatcher:
         activity: Any,
         delivery: Delivery,
         msg: Message,
+        started: float,
     ) -> None:
         try:
             await first
         except Exception as exc:
             await self._retry(handler, activity, delivery, msg, exc)
-        self._done(activity, msg)
+        self._done(activity, msg, started)
 
     async def _retry_then_done(
-        self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
+        self,
+        handler: Handler,
+        activity: Any,
+        delivery: Delivery,
+        msg: Message,
+        error: Exception,
+        started: float,
     ) -> None:
         await self._retry(handler, activity, delivery, msg, error)
-        self._done(activity, msg)
+        self._done(activity, msg, started)
 
     async def _retry(
         self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
@@ -255,6 +273,7 @@ class Dispatcher:
             await asyncio.sleep(delay)
             delay *= 2
             attempts += 1
+            self.meter.retries += 1
             try:
                 await handler(activity, delivery)
             except Exception as exc:
@@ -275,6 +294,7 @@ class Dispatcher:
     async def _handle_all(self, msg: Message, routes: list[Route]) -> None:
         """A message more than one handler wants: each runs (and retries) once; one ack."""
         decoded: dict[int, Any] = {}
+        started = 0.0
         for binding, params in routes:
             entry = binding.entry or self._entry_for(msg.topic)
             codec = entry.codec if entry else GENERIC
@@ -289,6 +309,7 @@ class Dispatcher:
                 if self._duplicate(activity.id, msg):
                     return
                 self._inflight.setdefault(activity.id, [])
+                started = self.meter.begin(None if msg.retain else activity.published)
             decoded[id(codec)] = activity
             if activity.id in self._seen:
                 continue
@@ -300,12 +321,14 @@ class Dispatcher:
         for activity in decoded.values():
             self._seen.add(activity.id)
         self._ack(msg.mid, msg.qos)
+        self.meter.done(msg.topic, started)
         for activity in decoded.values():
             self._settle(activity.id)
 
-    def _done(self, activity: Any, msg: Message) -> None:
+    def _done(self, activity: Any, msg: Message, started: float) -> None:
         self._seen.add(activity.id)
         self._ack(msg.mid, msg.qos)
+        self.meter.done(msg.topic, started)
         self._settle(activity.id)
 
     def _settle(self, activity_id: str) -> None:
@@ -323,6 +346,7 @@ class Dispatcher:
     def park(self, msg: Message, reason: str, attempts: int) -> None:
         """Publish the message, with the reason, on this service's dead-letter topic."""
         self.log.warning("dead-lettered a message on %s: %s", msg.topic, reason)
+        self.meter.parked += 1
         if msg.topic == self.deadletter_topic:  # never loop on our own letters
             return
         self._publish_letter(msg.topic, msg.payload, reason, attempts)

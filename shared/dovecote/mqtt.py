@@ -186,7 +186,8 @@ class Connection:
         # This connection attempt's socket dropped before any CONNACK: it is over.
         self._answered = False
         self._lost_unanswered = asyncio.Event()
-        self.connects = 0  # successful CONNACKs, for logs and tests
+        self.connects = 0  # successful CONNACKs, for logs, tests and metrics
+        self.published = 0  # messages handed to paho (metrics)
 
         transport: Literal["websockets", "tcp"] = "websockets" if broker.websockets else "tcp"
         c = paho.Client(
@@ -275,6 +276,7 @@ class Connection:
         info = self._client.publish(topic, payload, qos, retain)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             raise BusError(f"outgoing queue full; {topic} not published")
+        self.published += 1
         if qos > 0:
             self._unacked_out.add(info.mid)
             if on_acked is not None:

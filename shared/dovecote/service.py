@@ -22,7 +22,7 @@ it starts (``dovecote.worker``) gives every handler the guarantees of the messag
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -35,6 +35,7 @@ from dovecote.topics import Topic
 __all__ = ["Bus", "Delivery", "Handler", "Service", "Unprocessable", "handles", "inbox"]
 
 Handler = Callable[[Any, "Delivery"], Coroutine[Any, Any, None]]
+OPERATOR = "operator"  # the publisher of the operators' commands (``dovecote deadletter``)
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 _MARK = "__dovecote_handles__"
@@ -89,14 +90,22 @@ class Bus:
 
     ``durable`` sends through the worker's outbox (``dovecote.outbox``), for services that set
     ``Service.outbox``: what was promised outside the bus (a 201, a 202) survives a crash.
+    ``operator``: it may also send the operators' commands (``Service.operator``).
     """
 
     def __init__(
-        self, send: Send, service: str, settings: Settings, durable: Send | None = None
+        self,
+        send: Send,
+        service: str,
+        settings: Settings,
+        durable: Send | None = None,
+        *,
+        operator: bool = False,
     ) -> None:
         self._send = send
         self._durable = durable
         self.service = service
+        self.publishers = ("*", service, OPERATOR) if operator else ("*", service)
         self.settings = settings
         self.root = settings.root
         self.instance = settings.instance
@@ -117,7 +126,7 @@ class Bus:
         ``durable=True``: written to the outbox first; ``OutboxFull`` (a ``BusError``) when it
         is full, and nothing is sent.
         """
-        if entry.publisher not in ("*", self.service):
+        if entry.publisher not in self.publishers:
             raise TopicError(
                 f"{self.service} may not publish {entry.pattern} (publisher: {entry.publisher})"
             )
@@ -154,6 +163,9 @@ class Service:
     # A durable outbox (``dovecote.outbox``) for ``bus.publish(..., durable=True)``: for what a
     # service promised outside the bus before the broker acknowledged it (the gateway's 201).
     outbox: ClassVar[bool] = False
+    # Sends the operators' commands (publisher "operator": dead letters, traces) for the
+    # people it trusts as operators: the gateway's operations page. Its broker login may.
+    operator: ClassVar[bool] = False
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus
@@ -179,6 +191,11 @@ class Service:
         messages of this worker's subscriptions, and their handlers have run. A service that
         restores itself from its own retained state knows here that there is no more to come
         (none at all, on a fresh federation), instead of waiting a guessed while."""
+
+    def readings(self) -> Mapping[str, float]:
+        """The service's own measurements for its metrics report (``dovecote.metrics``):
+        name -> value, a name ending in ``_total`` a count since the start."""
+        return {}
 
     @classmethod
     def handled(cls) -> list[tuple[str, Topic | None, bool, str]]:

@@ -102,8 +102,8 @@ class Topic:
 
     @property
     def kind(self) -> str:
-        """The first level: events, commands, state, users, services, deadletter or replies
-        (answers to one request, on a topic the asker subscribed to first)."""
+        """The first level: events, commands, state, users, services, deadletter, metrics
+        or replies (answers to one request, on a topic the asker subscribed to first)."""
         return self.levels[0]
 
     def address(self, root: str, **params: str) -> str:
@@ -395,6 +395,47 @@ DEADLETTER_REPLY = register(
         "The deadletters service's answer to one operator command; `{request}` is the "
         "command's uuid in hex, which the asking tool subscribed to first.",
         actor="the deadletters service",
+    )
+)
+
+# --- watching the federation: metrics and traces --------------------------------------
+
+METRICS = register(
+    Topic(
+        "metrics/{service}/{instance}",
+        "*",
+        0,
+        False,
+        act.MetricsReport,
+        "One worker's measurements since it started (messages handled per topic, a handler "
+        "latency histogram, skips, retries, parks, publishes, lag, connection), every "
+        "`DOVECOTE_METRICS_INTERVAL` seconds; the gateway serves them at `/metrics` and on "
+        "its operations page. QoS 0: every count is a total, the next report repairs a "
+        "lost one.",
+        actor="the worker's service",
+    )
+)
+TRACE_QUERY = register(
+    Topic(
+        "commands/gateway/trace",
+        "operator",
+        1,
+        False,
+        act.ViewTrace,
+        "`dovecote trace CONTEXT`: every activity the gateway saw carry one correlation id, "
+        "from its bounded index; the answer comes on `replies/gateway/{request}`.",
+        actor="the operator's tool (`dovecote trace`, an Application)",
+    )
+)
+TRACE_REPLY = register(
+    Topic(
+        "replies/gateway/{request}",
+        "gateway",
+        1,
+        False,
+        act.TraceReply,
+        "The gateway's answer to one `commands/gateway/trace`: the trace, oldest step first.",
+        actor="the gateway",
     )
 )
 

@@ -23,6 +23,7 @@ class Transport(Protocol):
     connected: asyncio.Event
     disconnected: asyncio.Event
     connects: int  # successful connections so far
+    published: int  # messages handed over to be published so far (metrics)
 
     def start(self) -> None: ...
 

@@ -14,6 +14,7 @@
 - tells the service once the retained messages of its subscriptions have arrived
   (``Service.retained_arrived``: a marker it published after subscribing came back);
 - keeps an outbox for durable publishes (``dovecote.outbox``) when the service asks;
+- measures itself and reports on ``metrics/<service>/<instance>`` (``dovecote.metrics``);
 - stops on SIGTERM/SIGINT, or when the ``dovecote run`` that started it is gone
   (``dovecote.lifeline``): teardown, handlers in flight finish (bounded), a Leave, a clean
   disconnect.
@@ -32,7 +33,7 @@ import sys
 from pathlib import Path
 
 from dovecote import activity as act
-from dovecote import capabilities, instance, letters, lifeline, pool, poolqueue, topics
+from dovecote import capabilities, instance, letters, lifeline, metrics, pool, poolqueue, topics
 from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.dispatch import Binding, Dispatcher
@@ -85,8 +86,13 @@ class Worker:
                 settings.get_int("DOVECOTE_OUTBOX_LIMIT", 10_000, 1, 1_000_000),
             )
         durable = self._publish_durable if self.outbox is not None else None
-        self.bus = Bus(self.conn.publish, self.name, settings, durable)
+        self.bus = Bus(
+            self.conn.publish, self.name, settings, durable, operator=service_cls.operator
+        )
         self.service = service_cls(self.bus, settings)
+        interval = settings.get_float("DOVECOTE_METRICS_INTERVAL", metrics.INTERVAL, 0, 3600)
+        self.meter = metrics.Meter() if interval else metrics.Unmetered()
+        self.reporter = self._reporter(interval) if interval else None
         bindings = [
             Binding(f"{self.root}/{rel}", entry, handler, shared)
             for rel, entry, shared, handler in self.service.bindings()
@@ -103,6 +109,7 @@ class Worker:
             on_query=self._answer_state_query,
             eager=service_cls.eager_handlers,
             log=self.log,
+            meter=self.meter,
         )
         self.caps: Capabilities | None = None
         self.declared = capabilities.declared(settings.get_str("DOVECOTE_BROKER_CAPABILITIES", ""))
@@ -172,6 +179,36 @@ class Worker:
                 len(left),
                 self.outbox.path,
             )
+
+    # --- metrics ---------------------------------------------------------------------
+
+    def _reporter(self, interval: float) -> metrics.Reporter:
+        outbox = self.outbox
+        sources = metrics.Sources(
+            connected=self.conn.connected.is_set,
+            connects=lambda: self.conn.connects,
+            published=lambda: self.conn.published,
+            unacknowledged=lambda: self.conn.unacknowledged,
+            inflight=lambda: len(self.dispatcher.tasks),
+            outbox=(lambda: len(outbox)) if outbox is not None else None,
+            readings=self.service.readings,
+        )
+
+        def publish(measurements: dict[str, object]) -> None:
+            report = act.new("Update", self.bus.actor, measurements)
+            self.bus.publish(
+                topics.METRICS, report, service=self.name, instance=self.settings.instance
+            )
+
+        return metrics.Reporter(
+            self.meter,
+            sources,
+            publish,
+            root=self.root,
+            service=self.name,
+            instance=self.settings.instance,
+            interval=interval,
+        )
 
     # --- presence ----------------------------------------------------------------------
 
@@ -312,6 +349,8 @@ class Worker:
             for f in plan.subscribe
         )
         self.conn.start()
+        if self.reporter is not None:
+            self.reporter.start()
         self._log_start(plan, alone)
 
     def _log_start(self, plan: pool.Plan, alone: bool) -> None:
@@ -395,6 +434,8 @@ class Worker:
             self.queue.pause()
         if self._arrived is not None and not self._arrived.done():
             self._arrived.cancel()
+        if self.reporter is not None:
+            await self.reporter.stop()
         await self.service.teardown()
         tasks = self.dispatcher.tasks
         if tasks:  # let handlers in flight finish (bounded); unacked ones come back
@@ -420,10 +461,11 @@ def run(service_cls: type[Service]) -> None:
     """The whole ``__main__`` of a service: configure, connect, serve until signalled."""
     try:
         settings = Settings.from_env()
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_format, service_cls.name, settings.instance)
         if settings.instance == instance.AUTO:  # unique across machines, stable (instance.py)
             found = instance.claim(settings.env, settings.root, service_cls.name, settings.data_dir)
             settings = dataclasses.replace(settings, instance=found)
+            setup_logging(settings.log_level, settings.log_format, service_cls.name, found)
         worker = Worker(service_cls, settings)  # a service reads its own settings here
     except ConfigError as exc:
         print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)

@@ -201,6 +201,7 @@ class MemoryConnection:
         self.disconnected = asyncio.Event()
         self.disconnected.set()
         self.connects = 0
+        self.published = 0
         self._on_message = on_message
         self._on_connected = on_connected
         self._will = will
@@ -250,6 +251,7 @@ class MemoryConnection:
         on_acked: Callable[[], None] | None = None,
     ) -> None:
         msg = Message(topic, bytes(payload), qos, retain, 0)
+        self.published += 1
         if not self.connected.is_set():
             if qos > 0:  # as paho: QoS 1 waits for the connection, QoS 0 is lost
                 self._outgoing.append((msg, on_acked))

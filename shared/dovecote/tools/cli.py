@@ -21,6 +21,7 @@ from dovecote.tools import (
     scaffold,
     supervisor,
     tail,
+    trace,
 )
 
 
@@ -70,6 +71,12 @@ def _run(
     fresh_password = not env.get("DEMO_PASSWORD", "").strip()
     if fresh_password:
         env["DEMO_PASSWORD"] = secrets.token_urlsafe(9)
+    # The operations page is for operators; on a demo run that is Ada. A scraper reads
+    # /metrics with this token (a fresh one per run when none is set).
+    env["OPERATORS"] = env.get("OPERATORS", "").strip() or "ada"
+    fresh_metrics = not env.get("METRICS_TOKEN", "").strip()
+    if fresh_metrics:
+        env["METRICS_TOKEN"] = secrets.token_urlsafe(24)
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
@@ -92,6 +99,11 @@ def _run(
         sup.say(
             f"scripts:        make a token on {url}/account, then "
             f"curl -H 'Authorization: Bearer <token>' -F file=@cat.jpg {url}/api/images"
+        )
+        sup.say(f"operations:     {url}/operations (operators: {env['OPERATORS']})")
+        sup.say(
+            f"metrics:        curl -H 'Authorization: Bearer {env['METRICS_TOKEN']}' {url}/metrics"
+            + ("   (a fresh METRICS_TOKEN: set one to keep it)" if fresh_metrics else "")
         )
     if fresh_token:
         sup.say("service token:  a fresh DOVECOTE_SERVICE_TOKEN for this run (set one to keep it)")
@@ -137,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         tail,
         publish,
         deadletter,
+        trace,
         logins,
     ):  # each module adds its own subcommand
         command.add_command(sub)

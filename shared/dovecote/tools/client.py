@@ -16,7 +16,7 @@ from dovecote.mqtt import Connection, Message
 
 # The tools' client ids are <root>-<tool>-<8 hex digits> (or MQTT_CLIENT_ID): the RabbitMQ
 # permissions let the observer and the operator use those ids' session queues only.
-TOOL_IDS = ("deadletter", "publish", "tail")
+TOOL_IDS = ("deadletter", "publish", "tail", "trace")
 
 
 class Unreachable(DovecoteError, RuntimeError):

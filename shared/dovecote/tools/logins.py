@@ -8,8 +8,9 @@ declarations, never listed by hand:
   writes the topics whose registry publisher it is, with its own name in the slots every
   service publishes (``services/<itself>/+``, ``deadletter/<itself>``);
 - the **observer** reads the whole root (dashboards, ``mosquitto_sub``) and writes nothing;
-- the **operator** (``dovecote deadletter``) writes the operators' commands and reads their
-  replies;
+- the **operator** (``dovecote deadletter``, ``dovecote trace``) writes the operators'
+  commands and reads their replies; a service marked ``Service.operator`` (the gateway, for
+  its operations page) writes them too;
 - a **person** reads ``users/<them>/notifications`` and nothing else (their own device).
 
 On Mosquitto every login is a client of the dynamic-security plugin pinned to **one client
@@ -111,6 +112,9 @@ def writable(publisher: str, root: str) -> list[str]:
     """The MQTT filters ``publisher`` (a service, or the operator) may publish to."""
     out: list[str] = []
     mine = (OPERATOR,) if publisher == OPERATOR else (publisher, "*")
+    cls = service_classes().get(publisher) if publisher != OPERATOR else None
+    if cls is not None and cls.operator:
+        mine = (*mine, OPERATOR)
     for t in topics.all_topics():
         if t.publisher not in mine:
             continue
@@ -135,7 +139,8 @@ def observer_grant(root: str) -> Grant:
 
 
 def operator_grant(root: str) -> Grant:
-    return Grant((topics.DEADLETTER_REPLY.filter(root),), tuple(writable(OPERATOR, root)))
+    replies = (topics.DEADLETTER_REPLY.filter(root), topics.TRACE_REPLY.filter(root))
+    return Grant(replies, tuple(writable(OPERATOR, root)))
 
 
 def person_grant(person: str, root: str) -> Grant:

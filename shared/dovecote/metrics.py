@@ -1,0 +1,256 @@
+"""A worker measures itself: what the message path counts, and the report it publishes.
+
+The ``Meter`` is bumped by the message path (``dispatch.py``) and read only here, both on
+the event loop: plain integers, no locks. Per message it costs two clock reads, one bucket
+found by bisection in a fixed array, and one dict increment (``begin`` and ``done``); what
+is rare (a skipped copy, a retry, a park) is one attribute increment where it happens.
+
+Every ``DOVECOTE_METRICS_INTERVAL`` seconds the ``Reporter`` publishes the worker's totals
+since it started on ``metrics/<service>/<instance>`` (QoS 0, about 1 KB): counters only
+ever grow, so a lost report loses nothing and the next one repairs it, and whoever reads
+them (the gateway's ``/metrics`` and operations page) takes rates from their differences.
+``0`` turns metrics off: the path calls an ``Unmetered`` that does nothing, and no report
+is sent.
+
+**Lag** is how old the activity a worker begins handling is, against its ``published``
+time: sampled at each report from the newest activity begun since the previous one (0
+when it began none: nothing is waiting for it that it has seen). Retained messages are left
+out (state from before the worker started is old on purpose). It compares this machine's
+clock with the publisher's: keep clocks in sync (NTP), or read it as "plus the skew".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from dovecote import topics
+
+log = logging.getLogger("dovecote.metrics")
+
+# Upper bounds of the latency buckets, seconds: an eager handler takes microseconds, a
+# thumbnail tens of milliseconds, a retried handler (with its backoff) seconds.
+BOUNDS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+LABELS = 100  # distinct topic labels a worker reports; past that, "other"
+INTERVAL = 5.0  # seconds between reports (DOVECOTE_METRICS_INTERVAL)
+clock = time.perf_counter
+
+
+class Meter:
+    """What one worker has done since it started."""
+
+    def __init__(self) -> None:
+        self.started = datetime.now(UTC)
+        self.buckets = [0] * (len(BOUNDS) + 1)  # the last: slower than every bound
+        self.seconds = 0.0  # handler time, all messages together
+        self.topics: dict[str, int] = {}  # concrete topic -> handled, since the last fold
+        self.handled: dict[str, int] = {}  # topic label -> handled, since start
+        self.skipped = 0  # copies of an activity handled already (or in its handler)
+        self.retries = 0  # handler runs after the first
+        self.parked = 0  # messages dead-lettered
+        self.newest: datetime | None = None  # ``published`` of the newest activity begun
+        self.newest_at = 0.0  # and when it began (``clock``)
+
+    def begin(self, published: datetime | None) -> float:
+        """A message's handling begins; its ``published`` (None: retained, no lag)."""
+        now = clock()
+        if published is not None:
+            self.newest = published
+            self.newest_at = now
+        return now
+
+    def done(self, topic: str, started: float) -> None:
+        """A message's handling is over (handled, or given up and parked)."""
+        took = clock() - started
+        self.buckets[bisect_left(BOUNDS, took)] += 1
+        self.seconds += took
+        counts = self.topics
+        counts[topic] = counts.get(topic, 0) + 1
+
+    def fold(self, label: Callable[[str], str]) -> dict[str, int]:
+        """The per-topic counts so far, by label (a topic's registry pattern): the
+        concrete topics counted since the last fold are added up and forgotten, so one
+        topic per request (a reply's) costs memory for one report's time only."""
+        handled = self.handled
+        for topic, count in self.topics.items():
+            name = label(topic)
+            if name not in handled and len(handled) >= LABELS:
+                name = "other"
+            handled[name] = handled.get(name, 0) + count
+        self.topics.clear()
+        return dict(handled)
+
+    def lag(self, since: float) -> float:
+        """Seconds between the ``published`` of the newest activity begun after ``since``
+        (a ``clock`` reading) and the moment it began; 0 when none began."""
+        if self.newest is None or self.newest_at < since:
+            return 0.0
+        began = time.time() - (clock() - self.newest_at)
+        return max(0.0, began - self.newest.timestamp())
+
+
+class Unmetered(Meter):
+    """Metrics off (``DOVECOTE_METRICS_INTERVAL=0``): the message path counts nothing."""
+
+    def begin(self, published: datetime | None) -> float:
+        return 0.0
+
+    def done(self, topic: str, started: float) -> None:
+        pass
+
+
+def quantile(q: float, bounds: tuple[float, ...] | list[float], counts: list[int]) -> float | None:
+    """The ``q`` quantile (0-1) of a bucketed distribution, interpolated inside its bucket
+    as Prometheus' ``histogram_quantile`` does; None for no observations. Values past the
+    last bound are reported as that bound."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, count in enumerate(counts):
+        if count and seen + count >= rank:
+            if i >= len(bounds):
+                return float(bounds[-1])
+            low = bounds[i - 1] if i else 0.0
+            return low + (bounds[i] - low) * (rank - seen) / count
+        seen += count
+    return float(bounds[-1])
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+class Sources:
+    """Where a report's readings come from, besides the meter (the worker's parts)."""
+
+    def __init__(
+        self,
+        *,
+        connected: Callable[[], bool],
+        connects: Callable[[], int],
+        published: Callable[[], int],
+        unacknowledged: Callable[[], int],
+        inflight: Callable[[], int],
+        outbox: Callable[[], int] | None,
+        readings: Callable[[], Mapping[str, float]],
+    ) -> None:
+        self.connected = connected
+        self.connects = connects
+        self.published = published
+        self.unacknowledged = unacknowledged
+        self.inflight = inflight
+        self.outbox = outbox
+        self.readings = readings
+
+
+class Reporter:
+    """Publishes one worker's measurements every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        meter: Meter,
+        sources: Sources,
+        publish: Callable[[dict[str, Any]], None],
+        *,
+        root: str,
+        service: str,
+        instance: str,
+        interval: float,
+    ) -> None:
+        self.meter = meter
+        self.sources = sources
+        self._publish = publish
+        self.root = root
+        self.service = service
+        self.instance = instance
+        self.interval = interval
+        self._labels: dict[str, str] = {}
+        self._since = clock()
+        self._task: asyncio.Task[None] | None = None
+
+    def label(self, topic: str) -> str:
+        """A concrete topic's registry pattern (``users/{user}/notifications``), or the
+        topic below the root when no entry is registered here."""
+        name = self._labels.get(topic)
+        if name is None:
+            found = topics.lookup(self.root, topic)
+            name = found[0].pattern if found else topic.removeprefix(f"{self.root}/")
+            if len(self._labels) > 10_000:
+                self._labels.clear()
+            self._labels[topic] = name
+        return name
+
+    def measurements(self) -> dict[str, Any]:
+        """The report's ``object``: everything since the worker started."""
+        meter, src = self.meter, self.sources
+        now = clock()
+        obj: dict[str, Any] = {
+            "type": "Service",
+            "id": f"urn:dovecote:service:{self.service}:{self.instance}",
+            "name": self.service,
+            "instance": self.instance,
+            "started": meter.started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "interval": self.interval,
+            "connected": src.connected(),
+            "reconnects": max(0, src.connects() - 1),
+            "handled": meter.fold(self.label),
+            "latency": {
+                "bounds": list(BOUNDS),
+                "counts": list(meter.buckets),
+                "sum": round(meter.seconds, 6),
+            },
+            "skipped": meter.skipped,
+            "retries": meter.retries,
+            "parked": meter.parked,
+            "published": src.published(),
+            "unacknowledged": src.unacknowledged(),
+            "inflight": src.inflight(),
+            "lag": round(meter.lag(self._since), 6),
+            "readings": {k: float(v) for k, v in src.readings().items()},
+        }
+        if src.outbox is not None:
+            obj["outbox"] = src.outbox()
+        self._since = now
+        return obj
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self._publish(self.measurements())
+            except Exception:  # a report is never worth a worker: say it and go on
+                log.exception("could not publish this worker's metrics")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,202 @@
+"""Every worker measures itself and says so on the bus (``dovecote.metrics``).
+
+A real service process (the tally) gets a known mix of traffic; its reports on
+``metrics/tally/1`` must count exactly that: handled per topic, the latency histogram,
+skipped copies, retries, parks, its lag behind an old activity. The unit tests below pin
+the pieces: the meter, the quantiles the page draws, metrics off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dovecote import activity as act
+from dovecote import metrics
+from dovecote.config import Settings
+from dovecote.metrics import BOUNDS, Meter, Unmetered, quantile
+from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
+from dovecote.tools.broker import PrivateMosquitto
+from dovecote.worker import Worker
+from tests.services.tally.service import Tally
+
+ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+TALLY = "tests.services"
+
+
+def item(content: str = "count me", **extra: Any) -> dict[str, Any]:
+    return act.new("Create", ADA, {"type": "Note", "content": content}, **extra)
+
+
+async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
+    broker: TestBroker, start_service: StartService, probe: Probe, tmp_path: Path
+) -> None:
+    poison = tmp_path / "bug"
+    poison.write_text("the handler fails while this file exists")
+    start_service(
+        "tally",
+        package=TALLY,
+        TALLY_DB=str(tmp_path / "tally.sqlite"),
+        TALLY_WORK_SECONDS="0.002",
+        TALLY_POISON_FILE=str(poison),
+        DOVECOTE_HANDLER_ATTEMPTS="3",
+        DOVECOTE_METRICS_INTERVAL="0.5",
+    )
+    await probe.wait_online("tally")
+    good = [item() for _ in range(10)]
+    for a in good:
+        probe.publish("events/tally/item", a)
+    for a in good[:3]:  # redeliveries: the same activities again
+        probe.publish("events/tally/item", a)
+    probe.publish("events/tally/item", b"not an activity")  # parked before any handler
+    probe.publish("events/tally/item", item("poison"))  # 3 tries: 2 retries, then parked
+    old = item(published=(datetime.now(UTC) - timedelta(seconds=30)).isoformat())
+    await probe.wait_for("deadletter/tally", count=2, timeout=30)
+    probe.publish("events/tally/item", old)  # the newest begun: 30 s behind
+
+    [report] = await probe.wait_for(
+        "metrics/tally/1", lambda a: sum(a["object"]["handled"].values()) == 12, timeout=30
+    )
+    m = report["object"]
+    assert report["type"] == "Update" and report["actor"]["name"] == "tally"
+    assert m["name"] == "tally" and m["instance"] == "1" and m["interval"] == 0.5
+    assert m["handled"] == {"events/tally/item": 12}  # 10 + the poison (gave up) + the old
+    assert m["skipped"] == 3
+    assert m["retries"] == 2
+    assert m["parked"] == 2
+    assert m["connected"] is True and m["reconnects"] == 0
+    latency = m["latency"]
+    assert latency["bounds"] == list(BOUNDS) and sum(latency["counts"]) == 12
+    # each handler slept 2 ms: nothing under 1 ms; the poison's backoff (0.2 + 0.4 s) shows
+    assert sum(latency["counts"][: BOUNDS.index(0.001) + 1]) == 0
+    assert sum(latency["counts"][BOUNDS.index(0.5) + 1 :]) == 1
+    assert latency["sum"] > 0.6
+    # The published count covers the letters, the presence Join and the reports so far.
+    assert m["published"] >= 2 + 1 + 1
+    assert 29.0 <= m["lag"] < 60.0, m["lag"]
+    # Idle from then on: no lag (nothing begun since), the totals stay.
+    [later] = await probe.wait_for(
+        "metrics/tally/1",
+        lambda a: a["id"] != report["id"] and a["published"] > report["published"],
+        timeout=10,
+    )
+    assert later["object"]["lag"] == 0.0
+    assert later["object"]["handled"] == {"events/tally/item": 12}
+
+
+async def test_metrics_off_sends_no_report_and_counts_nothing(
+    broker: TestBroker, root: str, probe: Probe, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {
+            "MQTT_URL": broker.url,
+            "DOVECOTE_ROOT": root,
+            "DOVECOTE_METRICS_INTERVAL": "0",
+            "DOVECOTE_DATA_DIR": str(tmp_path),
+        }
+    )
+    w = Worker(Tally, settings)
+    await w.start()
+    try:
+        await w.conn.wait_connected(10)
+        assert isinstance(w.meter, Unmetered) and w.reporter is None
+        await probe.wait_online("tally")
+        await asyncio.sleep(1.5)
+        assert probe.on("metrics/tally/1") == []
+    finally:
+        await w.shutdown()
+
+
+async def test_reconnects_and_the_connection_are_reported(tmp_path: Path, root: str) -> None:
+    own = PrivateMosquitto(tmp_path / "broker").start()
+    try:
+        settings = Settings.from_env(
+            {
+                "MQTT_URL": own.url,
+                "DOVECOTE_ROOT": root,
+                "DOVECOTE_METRICS_INTERVAL": "60",
+                "DOVECOTE_DATA_DIR": str(tmp_path),
+            }
+        )
+        w = Worker(Tally, settings)
+        await w.start()
+        assert w.reporter is not None
+        await w.conn.wait_connected(10)
+        first = w.reporter.measurements()
+        assert first["connected"] is True and first["reconnects"] == 0
+        own.stop()
+        await wait_until(lambda: not w.conn.connected.is_set(), what="disconnect")
+        assert w.reporter.measurements()["connected"] is False
+        own.start()
+        await w.conn.wait_connected(30)
+        again = w.reporter.measurements()
+        assert again["connected"] is True and again["reconnects"] == 1
+        await w.shutdown()
+    finally:
+        own.stop()
+
+
+# --- the pieces ----------------------------------------------------------------------------
+
+
+def test_the_meter_buckets_each_message_once_and_folds_topics_into_patterns() -> None:
+    meter = Meter()
+    clock = iter([10.0, 10.0003, 20.0, 20.2, 30.0, 61.0])
+    real = metrics.clock
+    metrics.clock = lambda: next(clock)
+    try:
+        for topic in ("r/users/ada/notifications", "r/users/bob/notifications", "r/x/y"):
+            started = meter.begin(None)
+            meter.done(topic, started)
+    finally:
+        metrics.clock = real
+    # 0.3 ms, 200 ms, 31 s (past every bound): one in each of three buckets
+    assert meter.buckets[BOUNDS.index(0.0005)] == 1
+    assert meter.buckets[BOUNDS.index(0.25)] == 1
+    assert meter.buckets[-1] == 1 and sum(meter.buckets) == 3
+    assert meter.seconds == pytest.approx(31.2003)
+    folded = meter.fold(lambda t: "users/{user}/notifications" if "/users/" in t else "x/y")
+    assert folded == {"users/{user}/notifications": 2, "x/y": 1}
+    assert meter.topics == {}  # the concrete topics are forgotten once folded
+    meter.done("r/x/y", metrics.clock())
+    assert meter.fold(lambda t: "x/y")["x/y"] == 2
+
+
+def test_past_a_hundred_topic_labels_the_rest_count_as_other() -> None:
+    meter = Meter()
+    for n in range(metrics.LABELS + 5):
+        meter.done(f"r/t{n}", metrics.clock())
+    folded = meter.fold(lambda t: t)
+    assert len(folded) == metrics.LABELS + 1 and folded["other"] == 5
+
+
+def test_lag_is_the_age_of_the_newest_activity_begun_since_the_last_report() -> None:
+    meter = Meter()
+    since = metrics.clock()
+    assert meter.lag(since) == 0.0
+    meter.begin(datetime.now(UTC) - timedelta(seconds=12))
+    assert meter.lag(since) == pytest.approx(12, abs=0.5)
+    assert meter.lag(metrics.clock()) == 0.0  # nothing begun since this report
+    meter.begin(None)  # a retained message: no lag of its own
+    assert meter.lag(since) == pytest.approx(12, abs=0.5)
+
+
+def test_unmetered_counts_no_message() -> None:
+    meter = Unmetered()
+    meter.done("r/x", meter.begin(datetime.now(UTC)))
+    assert sum(meter.buckets) == 0 and meter.topics == {} and meter.newest is None
+
+
+def test_quantiles_interpolate_inside_the_bucket_like_prometheus() -> None:
+    bounds = [0.1, 0.2, 0.4]
+    # 100 values: 50 in (0, 0.1], 40 in (0.1, 0.2], 9 in (0.2, 0.4], 1 above
+    counts = [50, 40, 9, 1]
+    assert quantile(0.5, bounds, counts) == pytest.approx(0.1)
+    assert quantile(0.7, bounds, counts) == pytest.approx(0.15)
+    assert quantile(0.99, bounds, counts) == pytest.approx(0.4)
+    assert quantile(0.995, bounds, counts) == 0.4  # past the last bound: the bound
+    assert quantile(0.5, bounds, [0, 0, 0, 0]) is None
