@@ -66,10 +66,10 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
-# Tests start their own Mosquitto, drive Debian's chromium and run the AsyncAPI parser
-# with node; install what is missing.
+# Tests start their own Mosquitto, drive Debian's chromium, run the AsyncAPI parser with
+# node and check /metrics with Prometheus' promtool; install what is missing.
 system-deps:
-	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium npm:npm rabbitmq-server:rabbitmq-server
+	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium npm:npm rabbitmq-server:rabbitmq-server promtool:prometheus
 
 # --ignore-scripts: nothing the parser needs runs at install time (one dependency's
 # postinstall only sends usage analytics).

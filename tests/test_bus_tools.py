@@ -353,3 +353,35 @@ def test_summaries_pick_the_telling_fields() -> None:
     assert summarize(note) == f"Note {note['content']!r}"
     cleared = Message("t1/state/build", b"", 1, True, 1)
     assert describe(cleared, "t1").endswith("state/build  (empty: a cleared retained topic)")
+
+
+async def test_tail_hides_metrics_reports_unless_asked_for_them(
+    service_env: dict[str, str], probe: Probe
+) -> None:
+    report = {
+        "type": "Service",
+        "id": "urn:dovecote:service:builder:1",
+        "name": "builder",
+        "instance": "1",
+        "started": act.now(),
+        "interval": 5.0,
+        "connected": True,
+        "reconnects": 0,
+        "handled": {},
+        "latency": {"bounds": [0.1], "counts": [0, 0], "sum": 0.0},
+        "skipped": 0,
+        "retries": 0,
+        "parked": 0,
+        "published": 3,
+        "unacknowledged": 0,
+        "inflight": 0,
+        "lag": 0.0,
+    }
+    everything = await start_tail(service_env, "-C", "1")
+    named = await start_tail(service_env, "metrics/#", "-C", "1")
+    probe.publish("metrics/builder/1", act.new("Update", BUILDER, report), qos=0)
+    probe.publish("events/build/started", act.new("Create", BUILDER, build("running", 0)))
+    [line] = await finish(everything)
+    assert "events/build/started" in line  # the report went by, unseen
+    [shown] = await finish(named)
+    assert "metrics/builder/1" in shown and "INVALID" not in shown

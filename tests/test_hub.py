@@ -154,6 +154,8 @@ async def lagging_then_reading(gateway: Gateway, slow: socket.socket) -> None:
     count += 20
     gateway.hub.flush()
     assert client.held > 0 and client in gateway.hub.clients
+    held, buffered = gateway.hub.queued_bytes()  # what the gateway's metrics report
+    assert held == client.held and buffered > 0
 
     received = bytearray()
     slow.setblocking(False)
@@ -185,6 +187,7 @@ async def test_a_socket_that_never_reads_is_closed_and_forgotten(
             if not gateway.hub.clients:
                 break
         assert not gateway.hub.clients and not gateway.hub.by_user
+        assert gateway.hub.slow_closes == 1  # counted for the gateway's metrics report
         # Had it woken up now, it would read what its socket held, then the documented code.
         received = await read_to_the_end(stuck)
     frames = parse_frames(received[received.find(b"\r\n\r\n") + 4 :])
@@ -214,8 +217,10 @@ async def test_a_page_that_missed_more_than_a_socket_may_hold_reloads_instead(
         first = orjson.loads(await conn.recv())
         assert first["type"] == "cannot-resume" and "KiB missed" in first["reason"]
         assert orjson.loads(await conn.recv())["resumed"] is False
+    assert (gateway.hub.replays, gateway.hub.replays_refused) == (0, 1)
     # Had it seen up to number 140 (seq 141), the last nine would be its whole replay.
     async with websockets.connect(back + str(hello["seq"] + 141)) as conn:
         assert orjson.loads(await conn.recv())["resumed"] is True
         got = [await asyncio.wait_for(conn.recv(), 5) for _ in range(9)]
         assert numbers(got) == list(range(141, 150))
+    assert (gateway.hub.replays, gateway.hub.replays_refused) == (1, 1)

@@ -143,7 +143,8 @@ async def _ask(
 ) -> web.Response:
     ctx = request.app[CTX]
     command = act.new(verb, ctx.directory.actor(who), obj)
-    command["context"] = command["id"]  # follows a replay through every service's log
+    if entry is topics.DEADLETTER_REPLAY:  # followed through every service's log (a list
+        command["context"] = command["id"]  # is not worth a trace of its own)
     try:
         entry.codec.decode(act.encode(command))
     except act.InvalidActivity as exc:

@@ -139,7 +139,7 @@ def worker_view(w: Followed, now: float) -> dict[str, Any]:
         "silent": w.stale(now),
         "age": round(now - w.received, 3),
         "interval": m.interval,
-        "started": act.to_builtins(m.started),
+        "started": m.started.isoformat(timespec="milliseconds"),
         "connected": m.connected and not w.stale(now),
         "totals": {
             "handled": handled_total(m),

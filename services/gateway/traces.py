@@ -29,7 +29,7 @@ ENTRY_OVERHEAD = 120  # bytes an entry costs beyond its payload and topic
 LISTED = 200  # steps a trace lists (act.Trace)
 MIN_PREFIX = 4  # characters a shortened context needs
 CANDIDATES = 20
-RECENT = 20  # contexts the operations page offers
+RECENT = 12  # contexts the operations page offers
 
 Entry = tuple[float, str, bytes]  # received (time.time()), topic, payload
 

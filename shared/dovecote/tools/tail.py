@@ -177,9 +177,14 @@ async def tail(
     seen = 0
     style = Style(out.isatty() and not os.environ.get("NO_COLOR"))
 
+    # Every worker's metrics report, every few seconds: shown only when asked for by name.
+    absolute = f"{settings.root}/{topic_filter}"
+    noisy = topics.matches(absolute, f"{settings.root}/metrics/s/i")
+    reports = f"{settings.root}/metrics/" if noisy and topic_filter[:1] in "#+" else ""
+
     def show(msg: Message) -> None:
         nonlocal seen
-        if done.is_set():
+        if done.is_set() or (reports and msg.topic.startswith(reports)):
             return
         try:
             if raw:
@@ -199,15 +204,15 @@ async def tail(
         loop.add_signal_handler(sig, done.set)
     state = StateFirst(settings.root, topic_filter, show, declared)
     conn = await client.connect(settings, "tail", state.on_message, connect_timeout)
-    absolute = f"{settings.root}/{topic_filter}"
     sub = conn.subscribe(absolute, 1)
     granted = await sub if sub is not None else [1]
     if granted[0] >= 0x80:
         await conn.stop(1)
         print(f"dovecote tail: the broker refused a subscription to {absolute}", file=sys.stderr)
         return 1
+    hidden = " (metrics reports hidden: `dovecote tail 'metrics/#'` shows them)" if reports else ""
     print(
-        f"watching {absolute} on {settings.broker.redacted()} (Ctrl-C stops)",
+        f"watching {absolute} on {settings.broker.redacted()}{hidden} (Ctrl-C stops)",
         file=sys.stderr,
         flush=True,
     )

@@ -9,8 +9,8 @@ of the id: the ``ctx 37747bd6`` that ``dovecote tail`` shows.
 One line per activity, oldest first by ``published``: the time since the first step and
 since the step before, the clock time, who published it, the topic, the activity:
 
-    +0 ms        +0   22:13:08.281  gateway   events/image/created   Create Grace Hopper → Image …
-    +6 ms        +6   22:13:08.287  tweeter   events/tweet/created   Create tweeter → Note …
+          +0 ms      +0  22:13:08.281  gateway  events/image/created  Create Grace Hopper → Image …
+          +6 ms      +6  22:13:08.287  tweeter  events/tweet/created  Create tweeter → Note …
 """
 
 from __future__ import annotations
@@ -97,8 +97,9 @@ def timeline(trace: dict[str, Any]) -> str:
     for s in steps:
         at = _ms(s["published"])
         when = datetime.fromtimestamp(at / 1000).strftime("%H:%M:%S.%f")[:12]
+        since_first, since_previous = f"+{at - first:.0f}", f"+{at - previous:.0f}"
         lines.append(
-            f"  +{at - first:>6.0f} ms {at - previous:>+7.0f}  {when}  "
+            f"{since_first:>8} ms {since_previous:>7}  {when}  "
             f"{s['service']:<{width}}  {s['name']:<{topic_width}}  "
             f"{s['activity']} {s['actor']} → {s['summary']}"
         )
