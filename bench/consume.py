@@ -9,12 +9,16 @@ Two ways, both side by side in one run, on the same broker:
   the last message: each consumer's own ceiling.
 
 "bare paho" is the same asyncio integration with auto-ack and no validation: the part of
-the cost that is paho's own.
+the cost that is paho's own. The Dovecote worker runs twice, with its metrics on (the
+default: ``dovecote.metrics`` counts every message) and off (``DOVECOTE_METRICS_INTERVAL=0``):
+what measuring itself costs a worker, in the same run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import tempfile
 import time
 import uuid
@@ -27,6 +31,8 @@ from bench.common import REPEATS, heading, median, private_broker
 from dovecote import Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import Settings, parse_mqtt_url
+from dovecote.dispatch import Binding, Dispatcher
+from dovecote.metrics import Meter, Unmetered
 from dovecote.mqtt import Connection, Message
 from dovecote.worker import Worker
 
@@ -139,8 +145,13 @@ async def run_consumer(
     return (len(data) - (1 if live else 0)) / elapsed
 
 
-async def dovecote_worker(url: str, root: str, data: list[bytes], live: bool) -> float:
-    settings = Settings.from_env({"MQTT_URL": url, "DOVECOTE_ROOT": root, "LOG_LEVEL": "WARNING"})
+async def dovecote_worker(
+    url: str, root: str, data: list[bytes], live: bool, metrics: bool = True
+) -> float:
+    env = {"MQTT_URL": url, "DOVECOTE_ROOT": root, "LOG_LEVEL": "WARNING"}
+    if not metrics:
+        env["DOVECOTE_METRICS_INTERVAL"] = "0"
+    settings = Settings.from_env(env)
     topic = BENCH_TOPIC.address(root)
     if not live:
         await make_session(url, f"{root}-benchsvc-1", topic)
@@ -236,12 +247,45 @@ CONSUMERS: dict[str, Consumer] = {
     "mosquitto_sub (C)": c_client,
     "bare paho (our loop, auto-ack)": bare_paho,
     "dovecote worker (validate+dedupe+ack)": dovecote_worker,
+    "dovecote worker, metrics off": functools.partial(dovecote_worker, metrics=False),
     "FastStream 0.7 (pydantic+ack)": faststream_sub,
 }
 
 
+def dispatch_cpu(data: list[bytes], metered: bool) -> float:
+    """CPU microseconds per message of the message path alone (route, decode, dedupe, an
+    eager handler that returns at once, ack), no broker: where the meter's cost shows
+    undiluted by the socket and paho."""
+
+    async def handler(activity: Any, delivery: Delivery) -> None:
+        return None
+
+    settings = Settings.from_env({"DOVECOTE_ROOT": "bench"})
+    topic = BENCH_TOPIC.address("bench")
+    dispatcher = Dispatcher(
+        "benchsvc",
+        settings,
+        [Binding(topic, BENCH_TOPIC, handler, True)],
+        ack=lambda mid, qos: None,
+        park=lambda *_: None,
+        on_query=lambda _: None,
+        eager=True,
+        log=logging.getLogger("bench"),
+        meter=Meter() if metered else Unmetered(),
+    )
+    messages = [Message(topic, payload, 1, False, n % 65535 + 1) for n, payload in enumerate(data)]
+    began = time.process_time()
+    for msg in messages:
+        dispatcher.on_message(msg)
+    return (time.process_time() - began) / len(messages) * 1e6
+
+
 async def measure() -> dict[str, Any]:
     data = payloads(N)
+    path: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(max(REPEATS, 5)):
+        for mode in ("on", "off"):
+            path[mode].append(dispatch_cpu(data, mode == "on"))
     results: dict[str, dict[str, list[float]]] = {"live": {}, "backlog": {}}
     with private_broker() as broker:
         for _ in range(REPEATS):
@@ -250,7 +294,7 @@ async def measure() -> dict[str, Any]:
                     root = f"b{uuid.uuid4().hex[:8]}"
                     rate = await consumer(broker.url, root, data, mode == "live")
                     results[mode].setdefault(name, []).append(rate)
-    return {"size": sum(map(len, data)) // len(data), "results": results}
+    return {"size": sum(map(len, data)) // len(data), "results": results, "path": path}
 
 
 def report(r: dict[str, Any]) -> None:
@@ -264,5 +308,25 @@ def report(r: dict[str, Any]) -> None:
         print(f"  {title}")
         for name, values in rates.items():
             m = median(values)
-            goal = "   (goal >= 0.60x)" if name.startswith("dovecote") else ""
+            goal = "   (goal >= 0.60x)" if name.startswith("dovecote worker (") else ""
             print(f"    {name:40} {m:>9,.0f} msg/s  {m / base:5.2f}x{goal}")
+        on = median(rates["dovecote worker (validate+dedupe+ack)"])
+        off = median(rates["dovecote worker, metrics off"])
+        print(
+            f"    metrics on vs off: {on:,.0f} vs {off:,.0f} msg/s, "
+            f"{(off - on) / off * 100:+.1f} % slower on   (goal <= 5 %; runs: "
+            + ", ".join(
+                f"{(b - a) / b * 100:+.1f}"
+                for a, b in zip(
+                    rates["dovecote worker (validate+dedupe+ack)"],
+                    rates["dovecote worker, metrics off"],
+                    strict=True,
+                )
+            )
+            + ")"
+        )
+    on, off = median(r["path"]["on"]), median(r["path"]["off"])
+    print(
+        f"  the message path alone (no broker), CPU per message: metrics on {on:.2f} us, "
+        f"off {off:.2f} us: {(on - off) / off * 100:+.1f} %"
+    )

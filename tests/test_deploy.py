@@ -81,6 +81,11 @@ def test_every_service_may_write_its_own_topics_and_no_one_elses() -> None:
     # {service} in the deadletters' own command topic names any service, not itself.
     assert "d/commands/+/redeliver" in acl.writable("deadletters", "d")
     assert not any("redeliver" in f for f in builder + gateway)
+    # Its own metrics only; the gateway sends the operators' commands for its operations page.
+    assert "d/metrics/builder/+" in builder and "d/metrics/gateway/+" not in builder
+    assert "d/commands/deadletters/replay" in gateway
+    assert "d/commands/deadletters/replay" not in builder
+    assert "d/commands/deadletters/replay" in acl.writable(acl.OPERATOR, "d")
 
 
 def production_config(d: Path, port: int, ws_port: int, certs: Certs) -> str:
@@ -244,12 +249,16 @@ def forgeries(user: str) -> list[str]:
 
     Ownership is read from the registry, not from the generated ACL: an entry's publisher
     owns it; an entry every service publishes (``*``) is owned by the service its
-    ``{service}`` level names (presence, dead letters), or by everyone when it has none.
+    ``{service}`` level names (presence, dead letters), or by everyone when it has none; the
+    operator's commands are also owned by a service that acts for operators (the gateway).
     """
     other = next(s for s in SERVICES if s != user)
+    operates = user in SERVICES and logins.service_classes()[user].operator
     out = []
     for t in topics.all_topics():
         if t.publisher == user or (t.publisher == "*" and "service" not in t.params):
+            continue
+        if t.publisher == acl.OPERATOR and operates:
             continue
         params = {p: (other if p == "service" else "forged") for p in t.params}
         out.append(t.address(ROOT, **params))
