@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -24,6 +25,7 @@ from dovecote import activity as act
 from dovecote.project import PROJECT
 from dovecote.testing.gateway import cookie_header
 from dovecote.testing.plugin import Probe, StartService, wait_until
+from dovecote.tools.broker import free_port
 from tests.fixtures import Federation
 from tests.services.tally.ledger import open_ledger
 
@@ -141,6 +143,67 @@ async def test_metrics_are_served_in_the_prometheus_format_one_series_per_worker
     )
     assert progress == len(federation.probe.on("events/build/progress")) == 9  # 10 %..90 %
     assert context
+
+
+async def test_a_real_prometheus_scrapes_the_gateway_with_its_token(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Debian's Prometheus (the package that brings promtool) scrapes ``/metrics`` as an
+    operator would set it up: by address (``localhost``, not ``PUBLIC_URL``'s host), with
+    ``METRICS_TOKEN`` in a credentials file, every second."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus not found: `make test` installs Debian's prometheus package")
+    await start_build(federation)
+    port = urlsplit(federation.url).port
+    (tmp_path / "token").write_text(METRICS_TOKEN)
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: dovecote\n"
+        f"    authorization: {{credentials_file: {tmp_path / 'token'}}}\n"
+        f"    static_configs: [{{targets: ['localhost:{port}']}}]\n"
+    )
+    web = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    server = await asyncio.create_subprocess_exec(
+        binary,
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{web}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,
+    )
+    api = f"http://127.0.0.1:{web}/api/v1/query"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def query(expr: str) -> list[dict[str, Any]]:
+                try:
+                    async with http.get(api, params={"query": expr}) as r:
+                        if r.status != 200:
+                            return []
+                        found: list[dict[str, Any]] = (await r.json())["data"]["result"]
+                        return found
+                except aiohttp.ClientError:  # not listening yet
+                    return []
+
+            async def scraped() -> bool:
+                started = await query(
+                    'dovecote_messages_handled_total{service="builder",'
+                    'topic="commands/builder/start"}'
+                )
+                return bool(started) and started[0]["value"][1] == "1"
+
+            await wait_until_async(scraped, 60)
+            [up] = await query('up{job="dovecote"}')
+            assert up["value"][1] == "1"
+            workers = await query("dovecote_connected")
+            assert {w["metric"]["service"] for w in workers} == {"builder", "notifier", "gateway"}
+    finally:
+        server.terminate()
+        await server.wait()
+        log.close()
 
 
 async def test_who_may_read_metrics_and_the_operations_page(federation: Federation) -> None:
