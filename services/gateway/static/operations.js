@@ -59,9 +59,18 @@ function ago(s) {
 
 // --- charts: a line per series over the last `window` seconds ------------------------------
 
+// Where the charts' time axis starts: the oldest report held, at most `window` ago (a
+// federation up for two minutes fills the charts, not their last tenth).
+function since(view) {
+  let first = view.now;
+  for (const s of view.services) for (const w of s.workers) if (w.series.t.length) first = Math.min(first, w.series.t[0]);
+  return Math.max(view.now - view.window, Math.min(first, view.now - 60));
+}
+
 function chart(view, series, lines, format, label) {
   const box = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img" });
-  const start = view.now - view.window;
+  const start = view.start;
+  const span = view.now - start;
   let top = 0;
   for (const [key] of lines) for (const v of series[key] || []) if (v !== null && v > top) top = v;
   const scale = top > 0 ? top : 1;
@@ -71,7 +80,7 @@ function chart(view, series, lines, format, label) {
     let pen = "M";
     (series[key] || []).forEach((v, i) => {
       if (v === null) { pen = "M"; return; } // no message in that step: a gap, not a zero
-      const x = ((series.t[i] - start) / view.window) * W;
+      const x = ((series.t[i] - start) / span) * W;
       const y = H - 2 - (v / scale) * (H - 6);
       d += `${pen}${x.toFixed(1)} ${y.toFixed(1)} `;
       pen = "L";
@@ -81,7 +90,7 @@ function chart(view, series, lines, format, label) {
   const top_text = svg("text", { x: W - 2, y: 9, class: "scale", "text-anchor": "end" });
   top_text.textContent = top > 0 ? format(top) : "";
   box.append(top_text);
-  box.setAttribute("aria-label", `${label}, last ${Math.round(view.window / 60)} minutes, top ${format(top)}`);
+  box.setAttribute("aria-label", `${label}, the last ${ago(span)}, top ${format(top)}`);
   return box;
 }
 
@@ -130,6 +139,7 @@ function worker(view, w) {
 }
 
 function showHealth(view) {
+  view.start = since(view);
   const box = $("services");
   box.replaceChildren();
   if (!view.services.length) {
@@ -144,7 +154,7 @@ function showHealth(view) {
     for (const w of service.workers) section.append(worker(view, w));
     box.append(section);
   }
-  $("health-note").textContent = `updated ${new Date(view.now * 1000).toLocaleTimeString()} · the last ${Math.round(view.window / 60)} minutes`;
+  $("health-note").textContent = `updated ${new Date(view.now * 1000).toLocaleTimeString()} · the last ${ago(view.now - view.start)}`;
   showRecent(view.traces || []);
 }
 
