@@ -22,9 +22,20 @@ from dovecote.metrics import BOUNDS, Meter, Unmetered, quantile
 from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto
 from dovecote.worker import Worker
+from tests.services.tally.ledger import open_ledger
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 TALLY = "tests.services"
+
+
+def ledger(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    db = open_ledger(str(path))
+    try:
+        return {r[0] for r in db.execute("SELECT id FROM tally")}
+    finally:
+        db.close()
 
 
 class Quiet(Service):
@@ -45,13 +56,13 @@ def item(content: str = "count me", **extra: Any) -> dict[str, Any]:
 async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
     broker: TestBroker, start_service: StartService, probe: Probe, tmp_path: Path
 ) -> None:
-    poison = tmp_path / "bug"
+    poison, db = tmp_path / "bug", tmp_path / "tally.sqlite"
     poison.write_text("the handler fails while this file exists")
     start_service(
         "tally",
         package=TALLY,
-        TALLY_DB=str(tmp_path / "tally.sqlite"),
-        TALLY_WORK_SECONDS="0.002",
+        TALLY_DB=str(db),
+        TALLY_WORK_SECONDS="0.05",
         TALLY_POISON_FILE=str(poison),
         DOVECOTE_HANDLER_ATTEMPTS="3",
         DOVECOTE_METRICS_INTERVAL="0.5",
@@ -60,8 +71,12 @@ async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
     good = [item() for _ in range(10)]
     for a in good:
         probe.publish("events/tally/item", a)
-    for a in good[:3]:  # redeliveries: the same activities again
+    await wait_until(lambda: len(ledger(db)) == 10, 30, "the ten items handled")
+    for a in good[:3]:  # redeliveries of activities handled already: skipped
         probe.publish("events/tally/item", a)
+    twice = item()  # a copy that arrives while the first is in its 50 ms handler: skipped
+    probe.publish("events/tally/item", twice)
+    probe.publish("events/tally/item", twice)
     probe.publish("events/tally/item", b"not an activity")  # parked before any handler
     probe.publish("events/tally/item", item("poison"))  # 3 tries: 2 retries, then parked
     old = item(published=(datetime.now(UTC) - timedelta(seconds=30)).isoformat())
@@ -69,22 +84,24 @@ async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
     probe.publish("events/tally/item", old)  # the newest begun: 30 s behind
 
     [report] = await probe.wait_for(
-        "metrics/tally/1", lambda a: sum(a["object"]["handled"].values()) == 12, timeout=30
+        "metrics/tally/1", lambda a: sum(a["object"]["handled"].values()) == 13, timeout=30
     )
     m = report["object"]
     assert report["type"] == "Update" and report["actor"]["name"] == "tally"
     assert m["name"] == "tally" and m["instance"] == "1" and m["interval"] == 0.5
-    assert m["handled"] == {"events/tally/item": 12}  # 10 + the poison (gave up) + the old
-    assert m["skipped"] == 3
+    # 10, the one sent twice, the poison (its handler gave up) and the old one
+    assert m["handled"] == {"events/tally/item": 13}
+    assert m["skipped"] == 3 + 1
     assert m["retries"] == 2
     assert m["parked"] == 2
     assert m["connected"] is True and m["reconnects"] == 0
     latency = m["latency"]
-    assert latency["bounds"] == list(BOUNDS) and sum(latency["counts"]) == 12
-    # each handler slept 2 ms: nothing under 1 ms; the poison's backoff (0.2 + 0.4 s) shows
-    assert sum(latency["counts"][: BOUNDS.index(0.001) + 1]) == 0
+    assert latency["bounds"] == list(BOUNDS) and sum(latency["counts"]) == 13
+    # each handler slept 50 ms: none took 25 ms or less; the poison's backoff (0.2 + 0.4 s)
+    # put it past 0.5 s
+    assert sum(latency["counts"][: BOUNDS.index(0.025) + 1]) == 0
     assert sum(latency["counts"][BOUNDS.index(0.5) + 1 :]) == 1
-    assert latency["sum"] > 0.6
+    assert latency["sum"] > 12 * 0.05 + 0.6
     # The published count covers the letters, the presence Join and the reports so far.
     assert m["published"] >= 2 + 1 + 1
     assert 29.0 <= m["lag"] < 60.0, m["lag"]
@@ -95,7 +112,7 @@ async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
         timeout=10,
     )
     assert later["object"]["lag"] == 0.0
-    assert later["object"]["handled"] == {"events/tally/item": 12}
+    assert later["object"]["handled"] == {"events/tally/item": 13}
 
 
 async def test_metrics_off_sends_no_report_and_counts_nothing(
