@@ -272,8 +272,8 @@ async def test_a_socket_can_send_only_whitelisted_commands_as_itself(
         for (frame, why), error in zip(REFUSED_FRAMES, errors, strict=True):
             assert why in error, (frame, error)
         await asyncio.sleep(0.3)
-        # Nothing on the bus but the services' presence (and retained state, if any).
-        quiet = (f"{root}/services/", f"{root}/state/")
+        # Nothing on the bus but the services' presence and metrics (and retained state).
+        quiet = (f"{root}/services/", f"{root}/state/", f"{root}/metrics/")
         assert not [m.topic for m in probe.messages if not m.topic.startswith(quiet)]
         # A whitelisted command goes out in the socket's user's name.
         await conn.send(orjson.dumps({"command": "build.start"}).decode())
@@ -315,7 +315,7 @@ async def test_as_is_gone_a_parameter_or_a_body_never_says_who_you_are(
         async with http.post(f"{federation.url}/api/builds?as=grace", json={"actor": grace}) as r:
             assert r.status == 400 and "unknown field(s): actor" in await r.text()
     await asyncio.sleep(0.3)
-    quiet = (f"{federation.probe.root}/services/", f"{federation.probe.root}/state/")
+    quiet = tuple(f"{federation.probe.root}/{kind}/" for kind in ("services", "state", "metrics"))
     assert not [m.topic for m in federation.probe.messages if not m.topic.startswith(quiet)]
 
 
