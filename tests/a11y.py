@@ -27,6 +27,9 @@ async def serious_violations(page: Any) -> list[str]:
         pytest.fail(f"axe-core is not installed: {INSTALL}")
     if not await page.evaluate("typeof axe !== 'undefined'"):
         await page.evaluate(AXE.read_text())
+    # What is on screen once it settles: a notification fading in (opacity rising from 0)
+    # fails colour contrast mid-flight, which no one ever reads.
+    await page.evaluate("Promise.all(document.getAnimations().map((a) => a.finished))")
     result = await page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
     return [
         f"{v['impact']} {v['id']}: {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
