@@ -17,7 +17,7 @@ from websockets.typing import Origin
 from dovecote import activity as act
 from dovecote.testing.gateway import cookie_header
 from dovecote.testing.plugin import wait_until
-from tests.fixtures import Federation
+from tests.fixtures import Federation, Pipeline
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 
@@ -346,8 +346,10 @@ async def test_error_answers_carry_the_security_headers_too(federation: Federati
                 assert r.headers.get("X-Content-Type-Options") == "nosniff", (method, path)
 
 
-async def gateway_sees(fed: Federation, check: Any, timeout: float = 10) -> None:
-    """Wait until the gateway's own retained view (``/api/state``) passes ``check``."""
+async def gateway_sees(fed: Federation | Pipeline, check: Any, timeout: float = 10) -> None:
+    """Wait until the gateway's own retained view (``/api/state``) passes ``check``: what a
+    page would draw its controls from (the probe seeing an event proves nothing about when
+    the gateway, another subscriber, gets the state published beside it)."""
     root = fed.probe.root
     seen: dict[str, Any] = {}
 

@@ -24,7 +24,7 @@ from dovecote.testing.plugin import ServiceProcess, wait_until
 from tests import imagefiles
 from tests.chaos import FaultRow, record
 from tests.fixtures import Pipeline, joined
-from tests.test_gateway_process import Browserish
+from tests.test_gateway_process import Browserish, gateway_sees
 
 pytestmark = pytest.mark.slow
 
@@ -352,6 +352,10 @@ async def test_each_persons_socket_gets_only_their_own_notifications(
     assert len([t for t in pages["linus"].topics() if "/notifications" in t]) == 2
 
 
+def succeeded(seen: dict[str, Any]) -> bool:
+    return bool(seen.get("state/build", {}).get("object", {}).get("state") == "succeeded")
+
+
 async def test_a_finished_build_notifies_and_a_successful_one_earns_points(
     pipeline: Pipeline,
 ) -> None:
@@ -362,6 +366,8 @@ async def test_a_finished_build_notifies_and_a_successful_one_earns_points(
         async with http.post(f"{p.url}/api/builds", json={}) as r:
             assert r.status == 202
         await probe.wait_for("events/build/succeeded")
+        # As a person would: Start again once the page shows the build over.
+        await gateway_sees(p, succeeded)
         async with http.post(f"{p.url}/api/builds", json={"shouldFail": True}) as r:
             assert r.status == 202
         await probe.wait_for("events/build/failed")
