@@ -1,6 +1,7 @@
 """Poison messages, end to end with real processes: parked with the reason and the attempt
 count while the stream flows on, kept by the deadletters service even when it was down,
-listed and replayed by an operator with ``dovecote deadletter``.
+listed and replayed by an operator with ``dovecote deadletter`` (once: a second replay of
+a letter is refused).
 
 The poison: a tally item (tests/services/tally) whose handler fails while a file exists;
 the operator's "fix" is deleting the file, then replaying the letter.
@@ -9,7 +10,10 @@ the operator's "fix" is deleting the file, then replaying the letter.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,22 @@ def ledger(path: Path) -> dict[str, int]:
         return {r[0]: r[1] for r in db.execute("SELECT id, runs FROM tally")}
     finally:
         db.close()
+
+
+def held_garbage(db: Path) -> list[int]:
+    """The sequence numbers of the garbage (``NNNNNN`` + random bytes) whose letters the
+    store holds, in order."""
+    store = sqlite3.connect(db)
+    try:
+        rows = store.execute("SELECT letter FROM letters").fetchall()
+    finally:
+        store.close()
+    return sorted(int(base64.b64decode(orjson.loads(r[0])["object"]["content"])[:6]) for r in rows)
+
+
+def files_size(db: Path) -> tuple[int, int]:
+    """Bytes of a SQLite store on disk: the file, and its write-ahead log."""
+    return os.path.getsize(db), os.path.getsize(f"{db}-wal")
 
 
 @pytest.mark.chaos
@@ -117,6 +137,16 @@ async def test_a_poison_message_is_parked_kept_listed_and_replayed_while_the_str
     assert {r["replays"] for r in held.values()} == {1}
     assert len(probe.on("deadletter/tally")) == 2  # no new letter: the replays succeeded
 
+    # 3b. Replayed a second time: tally runs a letter again once (dovecote.redelivery); it
+    # refuses this one and parks the command with the reason, and nothing runs.
+    code, out, err = await deadletter_cli(env, "replay", letter["id"])
+    assert code == 0 and "replayed 1 letter(s)" in out, err
+    [refused] = await probe.wait_for(
+        "deadletter/tally", lambda a: "redelivered already" in a["summary"], timeout=30
+    )
+    assert refused["object"]["name"].endswith("/commands/tally/redeliver")
+    assert ledger(db) == runs
+
     sent = {a["id"] for a in [*good, first, second]}
     record(
         FaultRow(
@@ -145,3 +175,65 @@ async def test_the_tool_says_so_when_no_deadletters_service_answers(
     assert code == 1 and "no answer from the deadletters service within 1 s" in err
     code, _, err = await deadletter_cli(service_env, "replay", "--service", "tally")
     assert code == 2 and "give letter ids, or --all" in err
+
+
+async def test_a_garbage_burst_on_the_broadcast_query_is_parked_once_within_the_cap(
+    broker: TestBroker,
+    start_service: StartService,
+    probe: Probe,
+    tmp_path: Path,
+) -> None:
+    """Issue 11: 10 MB of garbage on ``services/query`` in 0.4 s was parked by all 7
+    services and grew the store by 70 MB. Now the keeper alone parks it (the others count
+    it), and the store holds at most ``DEADLETTERS_MAX_BYTES``: the oldest dropped, each
+    drop logged and counted."""
+    cap, n, size = 1024**2, 1000, 10_000
+    db = tmp_path / "deadletters.sqlite3"
+    fast = {"DOVECOTE_METRICS_INTERVAL": "0.5"}
+    keeper = start_service(
+        "deadletters", DEADLETTERS_DB=str(db), DEADLETTERS_MAX_BYTES=str(cap), **fast
+    )
+    others = ("points", "builder")  # every worker of every service gets the broadcast
+    for name in others:
+        start_service(name, **fast)
+    for name in ("deadletters", *others):
+        await probe.wait_online(name)
+
+    began = time.monotonic()
+    for i in range(n):  # not UTF-8: each letter holds it as base64, 13.3 KB
+        probe.publish("services/query", f"{i:06d}".encode() + os.urandom(size - 6))
+    assert await probe.conn.flush(30)
+    sent_in = time.monotonic() - began
+
+    def readings(service: str) -> dict[str, float]:
+        reports = probe.on(f"metrics/{service}/1")
+        return reports[-1]["object"]["readings"] if reports else {}
+
+    def settled(report: dict[str, Any]) -> bool:
+        r = report["object"]["readings"]
+        return bool(r["letters_held"] + r["dropped_over_bytes_total"] >= n)
+
+    await probe.wait_for("metrics/deadletters/1", settled, timeout=60)
+    for name in others:  # counted, not parked
+        await probe.wait_for(
+            f"metrics/{name}/1",
+            lambda a: a["object"]["readings"].get("queries_refused_total") == n,
+            timeout=60,
+        )
+        assert probe.on(f"deadletter/{name}") == []
+        assert probe.on(f"metrics/{name}/1")[-1]["object"]["parked"] == 0
+    assert len(probe.on("deadletter/deadletters")) == n  # parked once, by the keeper
+    kept = readings("deadletters")
+    held, dropped = int(kept["letters_held"]), int(kept["dropped_over_bytes_total"])
+    assert kept["letters_held_bytes"] <= cap and held > 0 and dropped == n - held
+
+    # What is held is the newest: the oldest went first.
+    assert held_garbage(db) == list(range(n - held, n))
+    await wait_until(lambda: keeper.log.count("dropped dead letter") == dropped, 10, "logs")
+    main, wal = files_size(db)
+    assert main <= cap * 1.25 and wal <= 2 * 1024**2  # SQLite's pages; the WAL's bound
+    print(
+        f"{n} x {size} B garbage on services/query sent in {sent_in:.2f} s; kept {held} "
+        f"letters ({kept['letters_held_bytes']:.0f} B, cap {cap}), dropped {dropped}; "
+        f"the store's file {main} B, its WAL {wal} B ({broker.kind})"
+    )

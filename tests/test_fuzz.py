@@ -177,6 +177,8 @@ class Rejections:
             if topic == topics.DEADLETTER.address(targets.root, service=service):
                 self.logged[(service, topic)] += 1  # its own letters: parked in its log only
                 continue
+            if topic == topics.PRESENCE_QUERY.address(targets.root) and service != letters.KEEPER:
+                continue  # broadcast garbage: the keeper alone parks it, the others count it
             key = (service, topic, len(payload))
             self.expected[key] += 1
             self.payloads[key].append(payload[:HEAD])

@@ -125,24 +125,26 @@ async def test_bad_payloads_are_dead_lettered_with_the_reason(
     await wait_until(lambda: any(i == good["id"] for i, _ in seen(worker)), what="next message")
 
 
-async def test_a_garbage_presence_query_is_parked_not_answered(
+async def test_a_garbage_presence_query_is_counted_not_answered_nor_parked(
     worker: Worker, probe: Probe
 ) -> None:
-    """Found by the fuzz run: anything on services/query made every worker republish."""
+    """Found by the fuzz run: anything on services/query made every worker republish. Then
+    issue 11: every worker parked it, so a flood was stored once per service; the keeper of
+    dead letters alone parks it now (tests/test_deadletters.py), the others count it."""
     # The retained Join reaches "#" on Mosquitto only (at once); RabbitMQ never sends it.
     with contextlib.suppress(AssertionError):
         await probe.wait_online("recorder", timeout=1)
     start = len(probe.messages)
     probe.publish("services/query", b"\x00garbage")
-    [letter] = await probe.wait_for("deadletter/recorder")
-    assert "malformed JSON" in letter["summary"]
-    assert letter["object"]["name"] == f"{probe.root}/services/query"
     question = act.new("Question", ADA, {"type": "Collection", "name": "services online"})
-    probe.publish("services/query", question)
+    probe.publish("services/query", question)  # answered after the garbage was dealt with
     await probe.wait_for("services/recorder/1", lambda a: a["type"] == "Join")
     await asyncio.sleep(0.3)  # a second answer would show by now
     since = [m.topic for m in probe.messages[start:]]
     assert since.count(f"{probe.root}/services/recorder/1") == 1, "garbage was answered"
+    assert probe.on("deadletter/recorder") == [], "garbage parked by a service not the keeper"
+    assert worker.refused_queries == 1
+    assert worker._readings()["queries_refused_total"] == 1
 
 
 @pytest.mark.parametrize("char", [b"\x01", b"\xff", b"a"])

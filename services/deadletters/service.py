@@ -7,7 +7,9 @@
 
 A letter parked while no operator was watching is not lost: this service's persistent
 session queues it while the service is down, and the store (``DEADLETTERS_DB``, SQLite)
-keeps it until an operator looks (``dovecote deadletter list``).
+keeps it until an operator looks (``dovecote deadletter list``), within its bounds: at
+most ``DEADLETTERS_MAX_BYTES`` of letters, none older than ``DEADLETTERS_MAX_AGE_SECONDS``;
+past either the oldest go first, each drop logged and counted (``dropped_*_total``).
 
 A replay goes back to the one service that parked the letter, on its own command topic
 (``commands/<service>/redeliver``), never to the original topic: the other subscribers of
@@ -17,7 +19,11 @@ commands only, not events in another service's name (see docs/operating.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +32,11 @@ import orjson
 from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import Settings
-from services.deadletters.store import Letter, Store
+from services.deadletters.store import Dropped, Letter, Store
 
 REPLAY_ALL_LIMIT = 1000  # letters one `replay --all` sends back
+MAX_BYTES = 64 * 1024**2  # DEADLETTERS_MAX_BYTES: a flood of junk fills this, not the disk
+MAX_AGE = 30 * 86400  # DEADLETTERS_MAX_AGE_SECONDS: a month to look at a letter
 
 
 class DeadLetters(Service):
@@ -38,20 +46,76 @@ class DeadLetters(Service):
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
         path = settings.get_str("DEADLETTERS_DB", str(settings.data_dir / "deadletters.sqlite3"))
-        self.store = Store(Path(path))
+        max_bytes = settings.get_int("DEADLETTERS_MAX_BYTES", MAX_BYTES, 65536, 2**40)
+        max_age = settings.get_int("DEADLETTERS_MAX_AGE_SECONDS", MAX_AGE, 1, 10 * 365 * 86400)
+        self.store = Store(Path(path), max_bytes, max_age)
+        self.dropped = {"bytes": 0, "age": 0}  # since this worker started
+        self._expiry: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         self.store.open()
-        _, held = self.store.find(limit=1)
-        self.log.info("dead-letter store %s: %d letters", self.store.path, held)
+        held, size = self.store.held()
+        self.log.info(
+            "dead-letter store %s: %d letters, %d bytes (at most %d bytes, %d s each)",
+            self.store.path,
+            held,
+            size,
+            self.store.max_bytes,
+            self.store.max_age,
+        )
+        self.forget(self.store.prune())
+        self._expiry = asyncio.get_running_loop().create_task(self._expire())
 
     async def teardown(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
         self.store.close()
+
+    async def _expire(self) -> None:
+        """The age limit holds with no new letter arriving too."""
+        every = min(60.0, self.store.max_age / 2)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                self.forget(self.store.prune())
+            except Exception:  # a busy file now is no reason to stop expiring later
+                self.log.exception("expiring dead letters failed")
+
+    def forget(self, dropped: list[Dropped]) -> None:
+        """Count and log each letter the store let go."""
+        now = time.time()
+        for d in dropped:
+            self.dropped[d.why] += 1
+            why = (
+                f"the store is over DEADLETTERS_MAX_BYTES ({self.store.max_bytes})"
+                if d.why == "bytes"
+                else f"older than DEADLETTERS_MAX_AGE_SECONDS ({self.store.max_age})"
+            )
+            self.log.warning(
+                "dropped dead letter %s from %s on %s (%d bytes, kept %.0f s ago): %s",
+                d.id,
+                d.service,
+                d.topic,
+                d.bytes,
+                now - d.kept_at,
+                why,
+            )
+
+    def readings(self) -> Mapping[str, float]:
+        held, size = self.store.held()
+        return {
+            "letters_held": held,
+            "letters_held_bytes": size,
+            "dropped_over_bytes_total": self.dropped["bytes"],
+            "dropped_over_age_total": self.dropped["age"],
+        }
 
     @handles(topics.DEADLETTER)
     async def on_letter(self, letter: act.DeadLetter, delivery: Delivery) -> None:
         parked = letter.object
-        kept = self.store.keep(
+        kept, dropped = self.store.keep(
             Letter(
                 id=letter.id,
                 service=delivery.params["service"],
@@ -74,6 +138,7 @@ class DeadLetters(Service):
                 parked.attempts,
                 letter.summary,
             )
+        self.forget(dropped)
 
     @handles(topics.DEADLETTER_LIST)
     async def on_list(self, command: act.ListDeadLetters, _: Delivery) -> None:

@@ -738,6 +738,14 @@ class DeadLetter(Activity):
         ParkedMessage,
         doc("The message that was parked."),
     ]
+    signature: Annotated[
+        Annotated[str, Meta(max_length=128)] | None,
+        doc(
+            "HMAC-SHA256 (hex) by the parking service's redelivery key over its name, this "
+            "letter's id, the original topic and the whole original payload: the service "
+            "redelivers only a letter it signed, unchanged (`dovecote.redelivery`)."
+        ),
+    ] = None
 
 
 class Redelivery(Activity):

@@ -4,7 +4,8 @@
 
 1. a cleared retained topic: acknowledged, nothing else;
 2. the runtime's own topics: the presence query (answered by the worker) and a redelivery
-   (the parked original takes the message's place and goes on down this path);
+   (a letter this service signed, unchanged, never redelivered before: the parked original
+   takes the message's place and goes on down this path; any other is parked, unrun);
 3. route: which handlers want this topic; none: parked (an unknown command verb says so);
 4. size: over ``DOVECOTE_MAX_PAYLOAD``: parked unread;
 5. decode and validate into the topic's payload type; invalid: parked with the reason;
@@ -38,6 +39,7 @@ from dovecote.eager import finish
 from dovecote.errors import InvalidActivity, InvalidLetter, Unprocessable
 from dovecote.metrics import Meter
 from dovecote.mqtt import Message
+from dovecote.redelivery import Seal
 from dovecote.service import Delivery, Handler, inbox
 from dovecote.topics import Topic
 
@@ -96,7 +98,9 @@ class Dispatcher:
         eager: bool,
         log: logging.Logger,
         meter: Meter | None = None,
+        seal: Seal | None = None,
     ) -> None:
+        """``seal``: checks the letters sent back for redelivery; None: none is run."""
         self.name = name
         self.root = settings.root
         self.settings = settings
@@ -107,6 +111,7 @@ class Dispatcher:
         self._eager = eager
         self.log = log
         self.meter = meter or Meter()
+        self.seal = seal
         self.inbox = inbox(self.root, name)
         self.query_topic = topics.PRESENCE_QUERY.address(self.root)
         self.redeliver_topic = topics.REDELIVER.address(self.root, service=name)
@@ -358,6 +363,10 @@ class Dispatcher:
         arrived on its original topic; its ack is the redelivery command's. An id remembered
         as handled is forgotten first: the operator wants it handled again. None when there
         is nothing to run (the command was parked or was a repeat).
+
+        Whoever may write this command need not be who may write the original topic: only
+        a letter this service signed, unchanged, on a topic it handles, redelivered for
+        the first time, runs (``dovecote.redelivery``); any other is parked with the reason.
         """
         try:
             command = topics.REDELIVER.codec.decode(msg.payload)
@@ -374,8 +383,22 @@ class Dispatcher:
         except InvalidLetter as exc:
             self.reject(msg, str(exc))
             return None
-        if not parked.name.startswith(f"{self.root}/") or parked.name == self.redeliver_topic:
-            self.reject(msg, f"cannot redeliver a message of {parked.name!r} here")
+        refused = self._refusal(command, payload)
+        if refused is not None:
+            self.reject(msg, refused)
+            return None
+        assert self.seal is not None  # _refusal says so when there is none
+        earlier = self.seal.claim(command.object.id, command.id)
+        if earlier == command.id:  # the broker's copy of this very command, after a restart
+            self.log.warning("redelivery %s ran once already: skipped", command.id)
+            self._ack(msg.mid, msg.qos)
+            return None
+        if earlier is not None:
+            self.reject(
+                msg,
+                f"dead letter {command.object.id} was redelivered already (by {earlier}): a "
+                "letter runs again once; if it fails again, its new letter can be replayed",
+            )
             return None
         with contextlib.suppress(InvalidActivity):
             self._seen.discard(GENERIC.decode(payload).id)
@@ -383,6 +406,22 @@ class Dispatcher:
             "redelivering dead letter %s (%s) on %s", command.object.id, command.id, parked.name
         )
         return Message(parked.name, payload, msg.qos, False, msg.mid)
+
+    def _refusal(self, command: act.Redelivery, payload: bytes) -> str | None:
+        """Why this letter may not run here; None: it may (not yet claimed)."""
+        if self.seal is None:
+            return f"{self.name} checks no dead letters here: none is redelivered"
+        forged = self.seal.forged(command.object, payload)
+        if forged is not None:
+            return forged
+        topic = command.object.object.name
+        if (
+            not topic.startswith(f"{self.root}/")
+            or topic == self.redeliver_topic
+            or not self._route(topic)
+        ):
+            return f"cannot redeliver a message of {topic!r} here: {self.name} does not handle it"
+        return None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], retained: bool = False) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -3,13 +3,14 @@
 Pure functions, shared by the runtime (which parks and redelivers), the deadletters service
 (which keeps letters) and the tests (which read them). A letter is an AS2 ``Flag`` whose
 ``object`` carries the original topic, the payload (text, or base64 when it is not UTF-8),
-its size and the attempts made; ``summary`` is the reason.
+its size and the attempts made; ``summary`` is the reason; ``signature`` is the parking
+service's proof that it parked this letter as it is (``dovecote.redelivery``).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dovecote import activity as act
@@ -18,6 +19,11 @@ from dovecote.errors import InvalidLetter
 TEXT = "application/activity+json"
 BINARY = "application/octet-stream;base64"
 REASON_LIMIT = 4000
+# The service that keeps every letter; it alone parks garbage on the broadcast presence
+# query, which every worker of every service receives (worker.py: _answer_state_query).
+KEEPER = "deadletters"
+
+Sign = Callable[[str, str, bytes], str]  # (letter id, topic, payload) -> signature
 
 
 def letter(
@@ -27,9 +33,11 @@ def letter(
     reason: str,
     attempts: int,
     limit: int,
+    sign: Sign | None = None,
 ) -> dict[str, Any]:
     """The ``Flag`` that parks ``payload`` (as it arrived on ``topic``), at most ``limit``
-    bytes once encoded.
+    bytes once encoded, signed with ``sign`` over the whole payload (a letter cut short
+    cannot be redelivered anyway).
 
     The letter must fit the payload limit, or the deadletters service would refuse it in
     turn: the original is cut until it does. Cutting at the limit is not enough (the fuzz run
@@ -41,10 +49,13 @@ def letter(
         text = True
     except UnicodeDecodeError:
         text = False
-    envelope = len(act.encode(_flag(actor, topic, payload, reason, attempts, 0, text)))
+    letter_id = act.new_id()
+    signature = sign(letter_id, topic, payload) if sign else None
+    head = (actor, letter_id, signature, topic, payload, reason, attempts)
+    envelope = len(act.encode(_flag(*head, 0, text)))
     keep = limit
     while True:
-        flag = _flag(actor, topic, payload, reason, attempts, keep, text)
+        flag = _flag(*head, keep, text)
         size = len(act.encode(flag))
         if size <= limit or keep == 0:
             return flag
@@ -55,6 +66,8 @@ def letter(
 
 def _flag(
     actor: Mapping[str, Any],
+    letter_id: str,
+    signature: str | None,
     topic: str,
     payload: bytes,
     reason: str,
@@ -75,7 +88,9 @@ def _flag(
         "size": len(payload),
         "attempts": attempts,
     }
-    return act.new("Flag", actor, parked, summary=reason[:REASON_LIMIT])
+    flag = act.new("Flag", actor, parked, summary=reason[:REASON_LIMIT], signature=signature)
+    flag["id"] = letter_id
+    return flag
 
 
 def kept(parked: act.ParkedMessage) -> bytes:

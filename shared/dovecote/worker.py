@@ -33,7 +33,17 @@ import sys
 from pathlib import Path
 
 from dovecote import activity as act
-from dovecote import capabilities, instance, letters, lifeline, metrics, pool, poolqueue, topics
+from dovecote import (
+    capabilities,
+    instance,
+    letters,
+    lifeline,
+    metrics,
+    pool,
+    poolqueue,
+    redelivery,
+    topics,
+)
 from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.dispatch import Binding, Dispatcher
@@ -90,6 +100,9 @@ class Worker:
             self.conn.publish, self.name, settings, durable, operator=service_cls.operator
         )
         self.service = service_cls(self.bus, settings)
+        # Signs the letters this worker parks; checks those sent back (dovecote.redelivery).
+        self.seal = redelivery.Seal.for_service(settings, self.name)
+        self.refused_queries = 0  # garbage on services/query another service keeps
         interval = settings.get_float("DOVECOTE_METRICS_INTERVAL", metrics.INTERVAL, 0, 3600)
         self.meter = metrics.Meter() if interval else metrics.Unmetered()
         self.reporter = self._reporter(interval) if interval else None
@@ -110,6 +123,7 @@ class Worker:
             eager=service_cls.eager_handlers,
             log=self.log,
             meter=self.meter,
+            seal=self.seal,
         )
         self.caps: Capabilities | None = None
         self.declared = capabilities.declared(settings.get_str("DOVECOTE_BROKER_CAPABILITIES", ""))
@@ -149,7 +163,9 @@ class Worker:
 
     def _publish_letter(self, topic: str, payload: bytes, reason: str, attempts: int) -> None:
         limit = self.settings.max_payload_bytes
-        flag = letters.letter(self.bus.actor, topic, payload, reason, attempts, limit)
+        flag = letters.letter(
+            self.bus.actor, topic, payload, reason, attempts, limit, self.seal.sign
+        )
         self.bus.publish(topics.DEADLETTER, flag, service=self.name)
 
     def _publish_durable(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
@@ -191,7 +207,7 @@ class Worker:
             unacknowledged=lambda: self.conn.unacknowledged,
             inflight=lambda: len(self.dispatcher.tasks),
             outbox=(lambda: len(outbox)) if outbox is not None else None,
-            readings=self.service.readings,
+            readings=self._readings,
         )
 
         def publish(measurements: dict[str, object]) -> None:
@@ -209,6 +225,12 @@ class Worker:
             instance=self.settings.instance,
             interval=interval,
         )
+
+    def _readings(self) -> dict[str, float]:
+        found = dict(self.service.readings())
+        if self.name != letters.KEEPER:
+            found["queries_refused_total"] = self.refused_queries
+        return found
 
     # --- presence ----------------------------------------------------------------------
 
@@ -249,13 +271,22 @@ class Worker:
         here, have the service republish the state it owns (``Service.republish_state``),
         and publish again the retained state (on topics with parameters) sent since we started.
 
-        Only an activity is a question: garbage is parked with its reason like any other
-        payload, not answered (a flood of junk must not make every worker republish).
+        Only an activity is a question: garbage is not answered (a flood of junk must not
+        make every worker republish). It is parked by the keeper of dead letters alone
+        (``letters.KEEPER``): every worker of every service gets this broadcast, and each
+        parking its copy multiplied a flood by the number of services in the store (10 MB
+        of junk grew it by 70 MB). The others count it (``queries_refused_total``) and log
+        it at debug level: the letter the keeper parks is the record.
         """
         try:
             topics.PRESENCE_QUERY.codec.decode(msg.payload)
         except InvalidActivity as exc:
-            self.dispatcher.reject(msg, str(exc))
+            if self.name == letters.KEEPER:
+                self.dispatcher.reject(msg, str(exc))
+                return
+            self.refused_queries += 1
+            self.log.debug("refused a presence query (%s kept it): %s", letters.KEEPER, exc)
+            self.conn.ack(msg.mid, msg.qos)
             return
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
         try:
@@ -454,6 +485,7 @@ class Worker:
                     self.outbox.path,
                 )
             self.outbox.close()
+        self.seal.close()
         self.log.info("stopped")
 
 

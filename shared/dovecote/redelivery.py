@@ -1,0 +1,166 @@
+"""Who may have a dead letter handled again: the service that parked it, once, unchanged.
+
+A redelivery (``commands/<service>/redeliver``) makes a service run a payload as if it had
+arrived on another topic, a topic whose publisher the sender of the command need not be:
+the deadletters login may write every service's redeliver command, not the events in it.
+So a service runs only what it parked itself, and each letter once:
+
+- **signed**: the parking worker signs each letter with its service's redelivery key,
+  HMAC-SHA256 over the service's name, the letter's id, the original topic and the whole
+  original payload (``signature`` on the ``Flag``); a letter forged, or with its payload or
+  topic altered, fails the check;
+- **once**: the first redelivery of a letter is recorded (SQLite, beside the key) before it
+  runs; a second one, from another replay command, is refused. A copy of the same command
+  (the broker's redelivery of it) is skipped as a repeat.
+
+The key: ``DOVECOTE_REDELIVERY_KEY`` when set (32 characters or more), else the file
+``<DOVECOTE_REDELIVERY_DIR>/<service>.key`` (default ``<DOVECOTE_DATA_DIR>/redelivery/``),
+made on first use with 64 random hex digits, mode 0600, and shared by the service's
+workers on this machine. Workers of one service on several machines need the same key: the
+same file copied to each, or the same variable in each one's environment
+(docs/operating.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from dovecote import activity as act
+from dovecote.config import ConfigError, Settings
+from dovecote.sqlite import SqliteFile
+
+log = logging.getLogger("dovecote.redelivery")
+
+MIN_KEY = 32  # characters: a key from the environment shorter than this is refused
+VERSION = b"dovecote-letter-1"  # what is signed, and how: bump it to change either
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS redelivered (
+    letter  TEXT PRIMARY KEY,   -- the Flag's id
+    command TEXT NOT NULL,      -- the redelivery command that ran it
+    at      TEXT NOT NULL
+);
+"""
+
+
+def folder(settings: Settings) -> Path:
+    return Path(settings.get_str("DOVECOTE_REDELIVERY_DIR", str(settings.data_dir / "redelivery")))
+
+
+def load_key(settings: Settings, service: str) -> bytes:
+    """The service's key: from the environment, else its file (made now if there is none)."""
+    given = settings.get_str("DOVECOTE_REDELIVERY_KEY", "")
+    if given:
+        if len(given) < MIN_KEY:
+            raise ConfigError(f"DOVECOTE_REDELIVERY_KEY must be {MIN_KEY} characters or more")
+        return given.encode()
+    path = folder(settings) / f"{service}.key"
+    if not path.exists():
+        _make_key(path)
+    text = path.read_text().strip()
+    if len(text) < MIN_KEY:
+        raise ConfigError(
+            f"the redelivery key {path} is {len(text)} characters (damaged?): delete it to "
+            f"make a new one (letters parked before cannot be replayed then), or restore it"
+        )
+    return text.encode()
+
+
+def _make_key(path: Path) -> None:
+    """Write a fresh key where none is, atomically: workers starting at once on one machine
+    all end up with the first one written (a link fails where the name exists)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, f"{secrets.token_hex(32)}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(draft, path)
+        log.info("made the redelivery key %s", path)
+    except FileExistsError:
+        pass  # another worker of this service made it first: that one it is
+    finally:
+        draft.unlink()
+
+
+def signature(key: bytes, service: str, letter_id: str, topic: str, payload: bytes) -> str:
+    """HMAC-SHA256 (hex) of one letter: each part length-prefixed, so no two different
+    letters sign the same bytes."""
+    mac = hmac.new(key, VERSION, hashlib.sha256)
+    for part in (service.encode(), letter_id.encode(), topic.encode()):
+        mac.update(len(part).to_bytes(4, "big"))
+        mac.update(part)
+    mac.update(payload)
+    return mac.hexdigest()
+
+
+class Record(SqliteFile):
+    """The letters this service has redelivered (one file per service and machine)."""
+
+    schema = SCHEMA
+
+    def claim(self, letter_id: str, command_id: str) -> str | None:
+        """None: the letter is now recorded as redelivered by ``command_id``. Else the id of
+        the command that redelivered it before."""
+        done = self.db.execute(
+            "INSERT INTO redelivered (letter, command, at) VALUES (?, ?, ?) "
+            "ON CONFLICT (letter) DO NOTHING",
+            (letter_id, command_id, act.now()),
+        ).rowcount
+        if done:
+            return None
+        row = self.db.execute(
+            "SELECT command FROM redelivered WHERE letter = ?", (letter_id,)
+        ).fetchone()
+        return str(row[0])
+
+
+class Seal:
+    """One service's key and record: signs the letters it parks, checks those sent back."""
+
+    def __init__(self, service: str, key: bytes, record: Path) -> None:
+        self.service = service
+        self._key = key
+        self.record = Record(record)
+        self._opened = False
+
+    @classmethod
+    def for_service(cls, settings: Settings, service: str) -> Seal:
+        key = load_key(settings, service)
+        return cls(service, key, folder(settings) / f"{service}.redelivered.sqlite3")
+
+    def sign(self, letter_id: str, topic: str, payload: bytes) -> str:
+        return signature(self._key, self.service, letter_id, topic, payload)
+
+    def forged(self, letter: act.DeadLetter, payload: bytes) -> str | None:
+        """Why this letter is not one this service parked as it is; None: it is."""
+        if not letter.signature:
+            return f"an unsigned dead letter: {self.service} redelivers only letters it signed"
+        expected = self.sign(letter.id, letter.object.name, payload)
+        if not hmac.compare_digest(expected, letter.signature):
+            return (
+                f"a dead letter whose signature does not match: not parked by {self.service} "
+                "as it is (forged, or its topic or payload changed)"
+            )
+        return None
+
+    def claim(self, letter_id: str, command_id: str) -> str | None:
+        """None: first redelivery of the letter (recorded now); else the earlier command."""
+        if not self._opened:
+            self.record.open()
+            self._opened = True
+        return self.record.claim(letter_id, command_id)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.record.close()
+        self._opened = False

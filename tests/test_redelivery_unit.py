@@ -1,0 +1,83 @@
+"""The redelivery key and record (``dovecote.redelivery``), without a broker."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+
+from dovecote import activity as act
+from dovecote import letters, redelivery
+from dovecote.config import ConfigError, Settings
+
+POINTS = act.service_actor("points")
+TOPIC = "dovecote/events/image/created"
+
+
+def settings(tmp_path: Path, **env: str) -> Settings:
+    return Settings.from_env({"DOVECOTE_DATA_DIR": str(tmp_path), **env})
+
+
+def test_the_key_is_made_once_per_service_mode_0600_and_shared_by_its_workers(
+    tmp_path: Path,
+) -> None:
+    first = redelivery.load_key(settings(tmp_path), "points")
+    path = tmp_path / "redelivery" / "points.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first) == 64
+    assert redelivery.load_key(settings(tmp_path), "points") == first  # a second worker
+    assert redelivery.load_key(settings(tmp_path), "builder") != first
+    assert sorted(p.name for p in path.parent.iterdir()) == ["builder.key", "points.key"]
+    elsewhere = settings(tmp_path, DOVECOTE_REDELIVERY_DIR=str(tmp_path / "keys"))
+    assert redelivery.load_key(elsewhere, "points") != first
+    assert (tmp_path / "keys" / "points.key").exists()
+
+
+def test_a_key_from_the_environment_wins_and_a_short_or_damaged_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    copied = "0123456789abcdef" * 4
+    assert redelivery.load_key(settings(tmp_path, DOVECOTE_REDELIVERY_KEY=copied), "x") == (
+        copied.encode()
+    )
+    assert not (tmp_path / "redelivery").exists()
+    with pytest.raises(ConfigError, match="32 characters or more"):
+        redelivery.load_key(settings(tmp_path, DOVECOTE_REDELIVERY_KEY="short"), "x")
+    damaged = tmp_path / "redelivery" / "points.key"
+    damaged.parent.mkdir()
+    damaged.write_text("\n")
+    with pytest.raises(ConfigError, match="damaged"):
+        redelivery.load_key(settings(tmp_path), "points")
+
+
+def test_a_signed_letter_passes_and_any_change_to_it_fails(tmp_path: Path) -> None:
+    seal = redelivery.Seal.for_service(settings(tmp_path), "points")
+    payload = b'{"not": "an upload"}'
+    flag = letters.letter(POINTS, TOPIC, payload, "why", 1, 4096, seal.sign)
+
+    def check(changed: dict[str, object], body: bytes = payload) -> str | None:
+        return seal.forged(act.Codec(act.DeadLetter).decode(orjson.dumps(changed)), body)
+
+    assert check(flag) is None
+    assert "does not match" in (check(flag, b'{"not": "an upload!"}') or "")
+    assert "does not match" in (check(flag | {"id": act.new_id()}) or "")
+    moved = flag | {"object": flag["object"] | {"name": "dovecote/events/build/succeeded"}}
+    assert "does not match" in (check(moved) or "")
+    assert "unsigned" in (check({k: v for k, v in flag.items() if k != "signature"}) or "")
+    other = redelivery.Seal.for_service(settings(tmp_path), "builder")
+    assert "does not match" in (
+        other.forged(act.Codec(act.DeadLetter).decode(act.encode(flag)), payload) or ""
+    )
+
+
+def test_a_letter_is_claimed_once_and_the_record_outlives_the_worker(tmp_path: Path) -> None:
+    seal = redelivery.Seal.for_service(settings(tmp_path), "points")
+    assert seal.claim("urn:uuid:letter", "urn:uuid:first") is None
+    assert seal.claim("urn:uuid:letter", "urn:uuid:second") == "urn:uuid:first"
+    seal.close()
+    again = redelivery.Seal.for_service(settings(tmp_path), "points")  # restarted
+    assert again.claim("urn:uuid:letter", "urn:uuid:third") == "urn:uuid:first"
+    assert again.claim("urn:uuid:other", "urn:uuid:third") is None
+    again.close()
