@@ -359,7 +359,8 @@ REDELIVER = register(
         act.Redelivery,
         "Handle a dead letter again: the runtime of the service that parked it runs the "
         "original payload through the handler of its original topic (only that service sees "
-        "it; no one else's topic is republished).",
+        "it; no one else's topic is republished), if the letter carries that service's "
+        "signature, unchanged, and was not redelivered before; else it is parked, unrun.",
         actor="the deadletters service, on an operator's `dovecote deadletter replay`",
     )
 )
