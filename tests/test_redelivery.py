@@ -9,6 +9,7 @@ process on a real broker: each is refused and parked with the reason; nothing is
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from pathlib import Path
@@ -65,7 +66,8 @@ async def test_points_refuses_forged_altered_and_replayed_letters_and_awards_not
 ) -> None:
     web = service_env["PUBLIC_URL"]
     points_db = tmp_path / "points.sqlite3"
-    start_service("points", POINTS_DB=str(points_db), DOVECOTE_HANDLER_ATTEMPTS="1")
+    points_env = {"POINTS_DB": str(points_db), "DOVECOTE_HANDLER_ATTEMPTS": "1"}
+    points = start_service("points", **points_env)
     await probe.wait_online("points")
     created = f"{probe.root}/events/image/created"
 
@@ -120,6 +122,22 @@ async def test_points_refuses_forged_altered_and_replayed_letters_and_awards_not
         lambda a: a["object"]["name"].endswith("/redeliver"),
         count=len(sent),
     )
+    # The record outlives the worker: restarted, points skips a copy of the first command
+    # (it ran once) and refuses a third replay.
+    assert await asyncio.to_thread(points.stop) == 0
+    await probe.wait_for("services/points/1", lambda a: a["type"] == "Leave")
+    start_service("points", **points_env)
+    await probe.wait_for("services/points/1", lambda a: a["type"] == "Join", count=2)
+    probe.publish("commands/points/redeliver", first)
+    third = command(genuine)
+    sent.append(("redelivered already", third))
+    probe.publish("commands/points/redeliver", third)
+    await probe.wait_for(
+        "deadletter/points",
+        lambda a: a["object"]["name"].endswith("/redeliver"),
+        count=len(sent),
+    )
+    assert len(probe.on("deadletter/points")) == 1 + 1 + len(sent)  # nothing ran again
 
     # A real upload goes through: points was listening all along.
     real = upload(web, "ada")
