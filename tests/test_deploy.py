@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from dovecote import activity as act
-from dovecote import pool, topics
+from dovecote import letters, pool, topics
 from dovecote.config import BrokerAddress, ConfigError, Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
@@ -471,6 +471,29 @@ async def test_the_whole_federation_works_on_the_production_config_and_no_one_ca
         assert denied == tried, f"{tried} forgeries tried, {denied} denied"
         assert leaked(observer) == [], "forged messages got through"
         assert all(p.alive() for p in procs)
+
+        # Issue 11: the deadletters login may write commands/points/redeliver. Five letters
+        # it makes up, naming the upload event (which it may not write), for people who do
+        # not exist: points refuses each (unsigned) and parks it; nothing is awarded.
+        rogue = secured.connection(user_of("deadletters", 2))
+        rogue.start()
+        await rogue.wait_connected(10)
+        for n, event in enumerate(uploads(env, 5)):
+            event["actor"] = {"type": "Person", "id": f"{env['PUBLIC_URL']}/users/ghost{n}"}
+            flag = letters.letter(
+                act.service_actor("points"),
+                f"{ROOT}/events/image/created",
+                act.encode(event),
+                "made up",
+                0,
+                262144,
+            )
+            undo = act.new("Undo", act.service_actor("deadletters"), flag)
+            rogue.publish(f"{ROOT}/commands/points/redeliver", act.encode(undo))
+        await observer.wait_for("deadletter/points", lambda a: "unsigned" in a["summary"], count=5)
+        await rogue.stop()
+        ghosts = [a for a in observer.on("events/points/awarded") if "ghost" in str(a)]
+        assert ghosts == [], "a made-up letter was redelivered"
 
         # Wrong password: no connection at all.
         assert connack(secured, f"{ROOT}-gateway-2", "gateway-2", "wrong", True) == 5
