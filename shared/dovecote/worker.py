@@ -285,7 +285,7 @@ class Worker:
                 self.dispatcher.reject(msg, str(exc))
                 return
             self.refused_queries += 1
-            self.log.debug("refused a presence query (%s kept it): %s", letters.KEEPER, exc)
+            self.log.debug("refused a presence query (%s parks it): %s", letters.KEEPER, exc)
             self.conn.ack(msg.mid, msg.qos)
             return
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
