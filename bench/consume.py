@@ -59,7 +59,7 @@ Consumer = Callable[[str, str, list[bytes], bool], Awaitable[Run]]
 
 
 def payloads(n: int) -> list[bytes]:
-    actor = act.service_actor("builder")
+    actor = act.service("builder")
     out = []
     for i in range(n):
         build = {

@@ -160,7 +160,7 @@ class Publisher:
             await asyncio.sleep(0.05)
 
     def payload(self, step: int) -> bytes:
-        activity = act.new("Update", act.service_actor("builder"), self.build)
+        activity = act.new("Update", act.service("builder"), self.build)
         activity["summary"] = f"{step}:{time.time_ns()}"
         return act.encode(activity)
 

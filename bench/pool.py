@@ -79,8 +79,7 @@ async def burst(
         await asyncio.wait_for(all_online.wait(), 60)
         await asyncio.sleep(0.3)  # idle, subscribed
         data = [
-            act.encode(act.new("Create", act.service_actor("bench"), {"type": "Note"}))
-            for _ in range(N)
+            act.encode(act.new("Create", act.service("bench"), {"type": "Note"})) for _ in range(N)
         ]
         began = time.perf_counter()
         await mosquitto_pub(url, f"{root}/events/bench/work", data)

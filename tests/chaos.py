@@ -322,9 +322,7 @@ class Traffic:
             "progress": 100,
             "attributedTo": requester,
         }
-        done = act.new(
-            "Update", act.service_actor("builder"), build, context=act.new_id(), summary="ok"
-        )
+        done = act.new("Update", act.service("builder"), build, context=act.new_id(), summary="ok")
         self.probe.publish("events/build/succeeded", done)
         self.builds.append(BuildDone(done["id"], user))
 

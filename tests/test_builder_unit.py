@@ -114,7 +114,7 @@ async def test_stop_mid_build_publishes_stopped() -> None:
 
 
 def own_state(builder: Builder, state: dict[str, Any], retained: bool) -> tuple[Any, Delivery]:
-    update = act.new("Update", act.service_actor("builder"), state)
+    update = act.new("Update", act.service("builder"), state)
     return (
         topics.BUILD_STATE.codec.decode(act.encode(update)),
         Delivery.of("dovecote", topics.BUILD_STATE, update, retained=retained),

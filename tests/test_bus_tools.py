@@ -23,7 +23,7 @@ from dovecote.testing.plugin import Probe, StartService, TestBroker
 from dovecote.tools.broker import free_port
 from dovecote.tools.tail import describe, short_id, summarize
 
-BUILDER = act.service_actor("builder")
+BUILDER = act.service("builder")
 CTX = "urn:uuid:c0ffee12-0000-4000-8000-000000000000"
 
 

@@ -196,9 +196,7 @@ async def test_a_gateway_on_node_c_shows_the_state_published_via_node_a(
         "attributedTo": person("http://localhost:8080", ADA),
     }
     old_c = await c.probe("c", topic_filter="state/build")
-    old_c.publish(
-        "state/build", act.new("Update", act.service_actor("builder"), stale), retain=True
-    )
+    old_c.publish("state/build", act.new("Update", act.service("builder"), stale), retain=True)
     assert await old_c.conn.flush(10), "the old build was not taken"
     await old_c.stop()
     c.probes.remove(old_c)

@@ -481,14 +481,14 @@ async def test_the_whole_federation_works_on_the_production_config_and_no_one_ca
         for n, event in enumerate(uploads(env, 5)):
             event["actor"] = {"type": "Person", "id": f"{env['PUBLIC_URL']}/users/ghost{n}"}
             flag = letters.letter(
-                act.service_actor("points"),
+                act.service("points"),
                 f"{ROOT}/events/image/created",
                 act.encode(event),
                 "made up",
                 0,
                 262144,
             )
-            undo = act.new("Undo", act.service_actor("deadletters"), flag)
+            undo = act.new("Undo", act.service("deadletters"), flag)
             rogue.publish(f"{ROOT}/commands/points/redeliver", act.encode(undo))
         await observer.wait_for("deadletter/points", lambda a: "unsigned" in a["summary"], count=5)
         await rogue.stop()
@@ -606,7 +606,7 @@ def notification(person: str, text: str) -> bytes:
     """A notification for ``person`` as the notifier publishes it."""
     web = "http://127.0.0.1:8080"
     upload = act.new("Create", ADA, {"type": "Note", "content": text})
-    note = act.new("Announce", act.service_actor("notifier"), upload, summary=text)
+    note = act.new("Announce", act.service("notifier"), upload, summary=text)
     note["to"] = [f"{web}/users/{person}"]
     return act.encode(note)
 

@@ -623,7 +623,7 @@ async def test_hostile_websocket_frames_get_error_frames_and_everyone_keeps_rece
 
         async def ticker() -> None:
             while not stop.is_set():
-                tick = act.new("Create", act.service_actor("fuzz"), {"type": "Note"})
+                tick = act.new("Create", act.service("fuzz"), {"type": "Note"})
                 probe.publish("events/fuzz/tick", tick)
                 ticks.append(tick["id"])
                 await asyncio.sleep(0.02)

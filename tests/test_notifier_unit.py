@@ -56,8 +56,8 @@ def test_a_notification_is_valid_addressed_and_stable_across_redelivery() -> Non
     grace = act.Actor(id=GRACE["id"], type="Person", name="Grace", preferredUsername="grace")
     summary = messages.image_summary(cause)
     assert summary == "Ada Lovelace shared a photo: “cat <b>”"
-    first = messages.notification(act.service_actor("notifier"), grace, cause, summary)
-    again = messages.notification(act.service_actor("notifier"), grace, cause, summary)
+    first = messages.notification(act.service("notifier"), grace, cause, summary)
+    again = messages.notification(act.service("notifier"), grace, cause, summary)
     topics.NOTIFICATION.codec.decode(act.encode(first))  # valid for its topic
     assert first["id"] == again["id"]  # a redelivered cause makes the same notification
     assert first["to"] == [GRACE["id"]] and first["context"] == "urn:uuid:ctx"

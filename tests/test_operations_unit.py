@@ -51,7 +51,7 @@ def report(
         "lag": 0.0,
         **extra,
     }
-    activity = act.new("Update", act.service_actor(service), m)
+    activity = act.new("Update", act.service(service), m)
     decoded: act.MetricsReport = act.Codec(act.MetricsReport).decode(act.encode(activity))
     return decoded.object
 
@@ -120,9 +120,7 @@ def test_prometheus_output_parses_with_one_series_per_worker() -> None:
 
 
 def entry(context: str, n: int, pad: int = 0) -> bytes:
-    activity = act.new(
-        "Create", act.service_actor("builder"), {"type": "Note", "content": "x" * pad}
-    )
+    activity = act.new("Create", act.service("builder"), {"type": "Note", "content": "x" * pad})
     activity["context"] = context
     activity["published"] = f"2026-11-29T06:00:{n:02d}.000Z"
     return act.encode(activity)
@@ -165,7 +163,7 @@ def test_a_trace_is_found_by_the_start_of_its_id_unless_that_is_ambiguous() -> N
     assert step["name"] == "events/a/b" and step["service"] == "builder"
     assert step["activity"] == "Create" and step["summary"].startswith("Note")
     # what the gateway answers on the bus validates against the published contract
-    reply = act.new("Accept", act.service_actor("gateway"), index.find("ffff"), inReplyTo="urn:x:1")
+    reply = act.new("Accept", act.service("gateway"), index.find("ffff"), inReplyTo="urn:x:1")
     act.Codec(act.TraceReply).decode(act.encode(reply))
 
 

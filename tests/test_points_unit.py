@@ -42,7 +42,7 @@ def build(state: str, by: dict[str, Any] | None = ADA) -> dict[str, Any]:
     }
     if by is not None:
         obj["attributedTo"] = by
-    return act.new("Update", act.service_actor("builder"), obj)
+    return act.new("Update", act.service("builder"), obj)
 
 
 def test_an_upload_earns_the_uploader_10() -> None:
@@ -62,7 +62,7 @@ def test_a_successful_build_earns_whoever_asked_5_and_a_failed_one_nothing() -> 
 
 
 def test_services_never_earn_points() -> None:
-    a = decoded(topics.IMAGE_CREATED, act.new("Create", act.service_actor("bot"), IMAGE))
+    a = decoded(topics.IMAGE_CREATED, act.new("Create", act.service("bot"), IMAGE))
     assert rules.earned(topics.IMAGE_CREATED, a) == []
 
 

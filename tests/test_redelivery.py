@@ -23,8 +23,8 @@ from dovecote.testing.plugin import Probe, StartService, TestBroker
 from services.points.ledger import Ledger
 from tests.chaos import FaultRow, record
 
-DEADLETTERS = act.service_actor("deadletters")
-POINTS = act.service_actor("points")
+DEADLETTERS = act.service("deadletters")
+POINTS = act.service("points")
 LIMIT = 256 * 1024
 
 

@@ -12,7 +12,7 @@ from dovecote import activity as act
 from dovecote import letters, redelivery
 from dovecote.config import ConfigError, Settings
 
-POINTS = act.service_actor("points")
+POINTS = act.service("points")
 TOPIC = "dovecote/events/image/created"
 
 

@@ -68,7 +68,7 @@ def build_summary(build: act.Build, requester: act.Actor, recipient: act.Actor) 
 
 
 def notification(
-    actor: dict[str, Any],
+    actor: act.Actor,
     recipient: act.Actor,
     cause: act.Activity,
     summary: str,

@@ -2,8 +2,10 @@
 
 Inbound payloads are decoded *and* validated in one step by msgspec into the topic's
 payload type (~3 us a message, see docs/performance.md); a payload that does not conform
-raises ``InvalidActivity`` with a reason a person can act on. Outbound activities are plain dicts
-built by ``new()`` and encoded with orjson. The JSON Schema that documents the contract is
+raises ``InvalidActivity`` with a reason a person can act on. Outbound activities are the same
+Structs, built by their producers (``BuildUpdated(**envelope(), type="Update", ...)``), so mypy
+reports a producer that forgets a field or puts the wrong type on a topic; ``encode()`` writes
+them with msgspec. The JSON Schema that documents the contract is
 generated from the same types (``json_schema()``), so code and contract cannot drift: every
 field says what it means (``doc()``), and a test fails on a field that does not.
 
@@ -16,10 +18,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 
 import msgspec
-import orjson
 from msgspec import Meta, Struct
 
 from dovecote.errors import InvalidActivity as InvalidActivity  # re-exported: act.InvalidActivity
@@ -1143,8 +1144,27 @@ class Codec:
             raise InvalidActivity("malformed JSON: nested too deeply") from None
 
 
-def encode(activity: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(activity)
+class Instant(datetime):
+    """A moment this process stamps (``published``, a build's times): encoded as ``now()``
+    writes it, RFC 3339 in UTC to the millisecond (``2026-11-29T07:51:54.123Z``). A time
+    decoded from a payload is a plain ``datetime`` and keeps msgspec's form."""
+
+    __slots__ = ()
+
+
+def _encode_other(value: Any) -> Any:
+    if isinstance(value, Instant):
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_other)
+
+
+def encode(activity: Activity | Mapping[str, Any]) -> bytes:
+    """JSON of a typed activity (a Struct: the runtime's and services' own) or of a raw one
+    (a dict: tools and tests that write a payload by hand). Omitted fields stay omitted."""
+    return _encoder.encode(activity)
 
 
 def to_builtins(value: Any) -> Any:
@@ -1152,12 +1172,19 @@ def to_builtins(value: Any) -> Any:
     return msgspec.to_builtins(value, builtin_types=(datetime,))
 
 
+def instant() -> Instant:
+    """Now, in UTC, to the millisecond: what a new activity's ``published`` carries."""
+    moment = Instant.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def now() -> str:
-    """RFC 3339, UTC, millisecond precision: what ``published`` carries."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``instant()`` as text, for a raw activity written by hand (tools, tests)."""
+    return instant().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_id() -> str:
+    """A fresh activity id; the one place ids are made (with ``derived_id``)."""
     return uuid.uuid4().urn
 
 
@@ -1168,20 +1195,51 @@ def derived_id(cause: str, *parts: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, " ".join((cause, *parts))).urn
 
 
+def request_key(activity_id: str) -> str | None:
+    """A question's ``urn:uuid`` id as the 32 hex digits of its reply topic's ``{request}``;
+    None when the id is not a ``urn:uuid`` (there is nowhere to answer)."""
+    try:
+        return uuid.UUID(activity_id.removeprefix("urn:uuid:")).hex
+    except ValueError:
+        return None
+
+
+class Envelope(TypedDict):
+    """What every new activity carries and its producer does not choose."""
+
+    context_: str
+    id: str
+    published: datetime
+
+
+def envelope(id: str | None = None) -> Envelope:
+    """``@context``, a fresh id (or the ``derived_id`` given) and ``published`` now, to spread
+    into a new activity: ``act.ImageResized(**act.envelope(), type="Update", actor=..., ...)``.
+    Every other field is named at the call, so mypy reports one that is missing."""
+    return {"context_": AS_CONTEXT, "id": id or new_id(), "published": instant()}
+
+
+def service(name: str) -> Actor:
+    """A service as an activity's actor (``Bus.actor`` is its own)."""
+    return Actor(type="Service", id=f"urn:dovecote:service:{name}", name=name)
+
+
 def new(
     type: str,
-    actor: Mapping[str, Any],
+    actor: Actor | Mapping[str, Any],
     object: Any,
     *,
     context: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A fresh activity. ``context`` is the correlation id that follows one piece of work."""
+    """A raw activity as a dict, for tools and tests that write payloads by hand (a service
+    publishes typed ones: ``Bus.publish`` takes only those). ``context`` is the correlation
+    id that follows one piece of work."""
     activity: dict[str, Any] = {
         "@context": AS_CONTEXT,
         "id": new_id(),
         "type": type,
-        "actor": dict(actor),
+        "actor": to_builtins(actor) if isinstance(actor, Actor) else dict(actor),
         "object": object,
         "published": now(),
     }
@@ -1189,10 +1247,6 @@ def new(
         activity["context"] = context
     activity.update({k: v for k, v in extra.items() if v is not None})
     return activity
-
-
-def service_actor(service: str) -> dict[str, str]:
-    return {"type": "Service", "id": f"urn:dovecote:service:{service}", "name": service}
 
 
 def json_schema(kind: type[Activity]) -> dict[str, Any]:

@@ -111,7 +111,7 @@ async def probe(
     conn.start()
     try:
         await conn.wait_connected()
-        note = act.encode(act.new("Create", act.service_actor("probe"), {"type": "Note"}))
+        note = act.encode(act.new("Create", act.service("probe"), {"type": "Note"}))
         conn.publish(address["retained"], note, 1, True)
         await conn.flush(timeout)
         subacks = [

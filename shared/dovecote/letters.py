@@ -27,7 +27,7 @@ Sign = Callable[[str, str, bytes], str]  # (letter id, topic, payload) -> signat
 
 
 def letter(
-    actor: Mapping[str, Any],
+    actor: act.Actor | Mapping[str, Any],
     topic: str,
     payload: bytes,
     reason: str,
@@ -65,7 +65,7 @@ def letter(
 
 
 def _flag(
-    actor: Mapping[str, Any],
+    actor: act.Actor | Mapping[str, Any],
     letter_id: str,
     signature: str | None,
     topic: str,

@@ -30,7 +30,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.config import Settings
 from dovecote.errors import BusError, TopicError, Unprocessable
-from dovecote.topics import Topic
+from dovecote.topics import P, Topic
 
 __all__ = ["Bus", "Delivery", "Handler", "Service", "Unprocessable", "handles", "inbox"]
 
@@ -74,7 +74,7 @@ class Delivery:
         cls,
         root: str,
         entry: Topic,
-        activity: dict[str, Any],
+        activity: act.Activity | Mapping[str, Any],
         retained: bool = False,
         **params: str,
     ) -> Delivery:
@@ -109,7 +109,7 @@ class Bus:
         self.settings = settings
         self.root = settings.root
         self.instance = settings.instance
-        self.actor = act.service_actor(service)
+        self.actor = act.service(service)
         # The retained messages published on topics with parameters, newest per topic: a
         # broker that sends retained messages to no wildcard subscription (RabbitMQ) makes
         # the worker publish them again when asked (the presence query).
@@ -119,9 +119,14 @@ class Bus:
         return entry.address(self.root, **params)
 
     def publish(
-        self, entry: Topic, activity: dict[str, Any], *, durable: bool = False, **params: str
+        self,
+        entry: Topic[P],
+        activity: P | Mapping[str, Any],
+        *,
+        durable: bool = False,
+        **params: str,
     ) -> bytes:
-        """Validate against the registry, encode with orjson, and send. Returns the bytes.
+        """Validate against the registry, encode, and send. Returns the bytes.
 
         ``durable=True``: written to the outbox first; ``OutboxFull`` (a ``BusError``) when it
         is full, and nothing is sent.

@@ -21,6 +21,9 @@ import importlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from dovecote import activity as act
 from dovecote.display import Display
@@ -30,6 +33,10 @@ from dovecote.project import importable
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _LEVEL_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_-]*|\{[a-z_]+\})$")
 _PARAM_RE = re.compile(r"^\{([a-z_]+)\}$")
+
+# A topic's payload type: ``Topic[act.BuildUpdated]`` takes only that (``Bus.publish``). A
+# bare ``Topic`` is any topic.
+P = TypeVar("P", bound=act.Activity, default=Any)
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -55,14 +62,14 @@ def slug(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class Topic:
-    """One entry of the registry."""
+class Topic(Generic[P]):
+    """One entry of the registry; ``P`` is its payload type."""
 
     pattern: str  # relative to the root, e.g. "users/{user}/notifications"
     publisher: str  # the service that publishes it; "*" for every service
     qos: int
     retain: bool
-    payload: type[act.Activity]
+    payload: type[P]
     summary: str
     # Who the activity's ``actor`` is on this topic, in words (topics.md, AsyncAPI).
     actor: str = field(default="", kw_only=True)
@@ -183,7 +190,7 @@ DELIVERY = (
 _REGISTRY: dict[str, Topic] = {}
 
 
-def register(topic: Topic) -> Topic:
+def register(topic: Topic[P]) -> Topic[P]:
     """Declare a topic. Declaring the same pattern twice is an error, not an override."""
     if topic.pattern in _REGISTRY and _REGISTRY[topic.pattern] != topic:
         raise TopicError(f"topic {topic.pattern!r} is already registered differently")

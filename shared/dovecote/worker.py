@@ -238,7 +238,7 @@ class Worker:
         return act.encode(
             act.new(
                 kind,
-                act.service_actor(self.name),
+                act.service(self.name),
                 {
                     "type": "Service",
                     "id": f"urn:dovecote:service:{self.name}:{self.settings.instance}",
