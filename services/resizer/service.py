@@ -22,7 +22,6 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from PIL import Image
 
@@ -108,14 +107,14 @@ class Resizer(Service):
             except thumbnails.NotAnImage as exc:
                 raise Unprocessable(f"{image.url}: {exc}") from None
             resized = time.perf_counter()
-        previews: list[dict[str, Any]] = [
-            {
-                "type": "Link",
-                "href": f"{image.url}/thumbnails/{t.size}",
-                "mediaType": t.media_type,
-                "width": t.width,
-                "height": t.height,
-            }
+        previews = [
+            act.Thumbnail(
+                type="Link",
+                href=f"{image.url}/thumbnails/{t.size}",
+                mediaType=t.media_type,
+                width=t.width,
+                height=t.height,
+            )
             for t in thumbs
         ]
         await asyncio.gather(
@@ -124,10 +123,15 @@ class Resizer(Service):
                 for t in thumbs
             )
         )
-        obj: dict[str, Any] = {"type": "Image", "id": image.id, "url": image.url}
-        obj.update(name=image.name, preview=previews)
-        update = act.new("Update", self.bus.actor, obj, context=activity.context)
-        update["id"] = act.derived_id(activity.id, "resized")  # once in effect, however often
+        update = act.ImageResized(
+            **act.envelope(act.derived_id(activity.id, "resized")),  # once, however often
+            type="Update",
+            actor=self.bus.actor,
+            object=act.ResizedImage(
+                type="Image", id=image.id, url=image.url, name=image.name, preview=previews
+            ),
+            context=activity.context,
+        )
         self.bus.publish(topics.IMAGE_RESIZED, update)
         self.log.info(
             "resized %s (%dx%d) to %s: fetch %.0f ms, resize %.0f ms, store %.0f ms [context=%s]",

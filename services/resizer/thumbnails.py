@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dovecote import activity as act
+
 FORMATS = ["JPEG", "PNG", "GIF", "WEBP"]
 
 
@@ -36,7 +38,7 @@ class Thumb:
     size: int  # the bound of the longer side it was made for
     width: int
     height: int
-    media_type: str
+    media_type: act.ImageMediaType
     data: bytes
 
 
@@ -133,6 +135,7 @@ def _fit(size: tuple[int, int], bound: int) -> tuple[int, int]:
 
 def _encode(image: Image.Image, size: int, alpha: bool) -> Thumb:
     out = io.BytesIO()
+    media: act.ImageMediaType
     if alpha:
         # WebP keeps transparency; at method 4 it costs ~10 ms more than JPEG, only here.
         image.save(out, "WEBP", quality=80, method=4)
