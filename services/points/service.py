@@ -11,7 +11,6 @@ once per activity id, however often the broker delivers it.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from dovecote import Bus, Delivery, Service, handles, topics
@@ -59,20 +58,22 @@ class Points(Service):
                     "%s for %s already counted [context=%s]", rule.name, who, activity.context
                 )
                 continue
+            award = act.Award(
+                type="Award",
+                id=act.derived_id(activity.id, rule.name),
+                rule=rule.name,
+                points=rule.points,
+                total=total,
+                cause=activity.id,
+            )
             self.bus.publish(
                 topics.POINTS_AWARDED,
-                act.new(
-                    "Add",
-                    self.bus.actor,
-                    {
-                        "type": "Award",
-                        "id": uuid.uuid5(uuid.NAMESPACE_URL, f"{activity.id} {rule.name}").urn,
-                        "rule": rule.name,
-                        "points": rule.points,
-                        "total": total,
-                        "cause": activity.id,
-                    },
-                    target=act.to_builtins(person),
+                act.PointsAwarded(
+                    **act.envelope(),
+                    type="Add",
+                    actor=self.bus.actor,
+                    object=award,
+                    target=person,
                     context=activity.context,
                     summary=f"{person.name or who} {rule.summary}: +{rule.points}",
                 ),
@@ -93,20 +94,27 @@ class Points(Service):
 
     def publish_leaderboard(self, context: str | None) -> None:
         leaders = self.ledger.leaderboard(LEADERS)
-        board = {
-            "type": "OrderedCollection",
-            "totalItems": len(leaders),
-            "orderedItems": [
-                {
-                    "type": "Person",
-                    "id": s.person,
-                    "name": s.name,
-                    "preferredUsername": s.username,
-                    "points": s.points,
-                }
+        board = act.Leaderboard(
+            type="OrderedCollection",
+            totalItems=len(leaders),
+            orderedItems=[
+                act.Standing(
+                    type="Person",
+                    id=s.person,
+                    name=s.name,
+                    preferredUsername=s.username,
+                    points=s.points,
+                )
                 for s in leaders
             ],
-        }
+        )
         self.bus.publish(
-            topics.LEADERBOARD, act.new("Update", self.bus.actor, board, context=context)
+            topics.LEADERBOARD,
+            act.LeaderboardUpdated(
+                **act.envelope(),
+                type="Update",
+                actor=self.bus.actor,
+                object=board,
+                context=context,
+            ),
         )
