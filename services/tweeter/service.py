@@ -11,8 +11,6 @@ least once) makes the same tweet, and subscribers that deduplicate on ids see it
 
 from __future__ import annotations
 
-import uuid
-
 from dovecote import Delivery, Service, handles, topics
 from dovecote import activity as act
 from services.tweeter import topics as own
@@ -28,7 +26,7 @@ def tweet_text(image: act.Image, who: str) -> str:
 
 
 def tweet_id(image_id: str) -> str:
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"tweet:{image_id}").urn
+    return act.derived_id(f"tweet:{image_id}")  # the id it always had
 
 
 class Tweeter(Service):
@@ -38,19 +36,30 @@ class Tweeter(Service):
     async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
         image, uploader = activity.object, activity.actor
         text = tweet_text(image, uploader.name or uploader.id)
-        tweet = {
-            "type": "Note",
-            "id": tweet_id(image.id),
-            "content": text,
-            "inReplyTo": activity.id,
-            "url": image.url,
-            "attributedTo": act.to_builtins(uploader),
-        }
+        tweet = own.Tweet(
+            type="Note",
+            id=tweet_id(image.id),
+            content=text,
+            inReplyTo=activity.id,
+            url=image.url,
+            attributedTo=uploader,
+        )
         context = activity.context or activity.id
-        created = act.new("Create", self.bus.actor, tweet, context=context, summary=text)
-        created["id"] = act.derived_id(activity.id, "tweeted")  # a redelivery: the same tweet
+        created = own.TweetCreated(
+            **act.envelope(act.derived_id(activity.id, "tweeted")),  # redelivered: the same
+            type="Create",
+            actor=self.bus.actor,
+            object=tweet,
+            context=context,
+            summary=text,
+        )
         self.bus.publish(own.TWEETED, created)
-        latest = act.new("Update", self.bus.actor, tweet, context=context)
-        latest["id"] = act.derived_id(activity.id, "latest")  # a redelivery: the same one
+        latest = own.LatestTweet(
+            **act.envelope(act.derived_id(activity.id, "latest")),  # redelivered: the same
+            type="Update",
+            actor=self.bus.actor,
+            object=tweet,
+            context=context,
+        )
         self.bus.publish(own.LATEST, latest)
         self.log.info("tweeted about %s [context=%s]", image.id, context)
