@@ -59,9 +59,9 @@ def test_a_notification_is_valid_addressed_and_stable_across_redelivery() -> Non
     first = messages.notification(act.service("notifier"), grace, cause, summary)
     again = messages.notification(act.service("notifier"), grace, cause, summary)
     topics.NOTIFICATION.codec.decode(act.encode(first))  # valid for its topic
-    assert first["id"] == again["id"]  # a redelivered cause makes the same notification
-    assert first["to"] == [GRACE["id"]] and first["context"] == "urn:uuid:ctx"
-    assert first["object"]["object"]["url"] == IMAGE["url"]
+    assert first.id == again.id  # a redelivered cause makes the same notification
+    assert first.to == [GRACE["id"]] and first.context == "urn:uuid:ctx"
+    assert first.object.object["url"] == IMAGE["url"]
 
 
 def test_build_summaries_speak_to_the_requester_and_about_them_to_others() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Literal
 
 import msgspec
@@ -40,16 +39,16 @@ def name(person: act.Actor) -> str:
     return person.name or person.preferredUsername or person.id
 
 
-def about(activity: act.Activity) -> dict[str, Any]:
+def about(activity: act.Activity) -> act.NotifiedActivity:
     """The original activity, cut down to what a notification needs to show and link."""
     obj = act.to_builtins(activity.object)
     keep = ("type", "id", "url", "name", "state", "progress", "mediaType", "width", "height")
-    return {
-        "type": activity.type,
-        "id": activity.id,
-        "actor": act.to_builtins(activity.actor),
-        "object": {k: obj[k] for k in keep if k in obj},
-    }
+    return act.NotifiedActivity(
+        type=activity.type,
+        id=activity.id,
+        actor=activity.actor,
+        object={k: obj[k] for k in keep if k in obj},
+    )
 
 
 def image_summary(activity: act.ImageCreated) -> str:
@@ -72,16 +71,15 @@ def notification(
     recipient: act.Actor,
     cause: act.Activity,
     summary: str,
-) -> dict[str, Any]:
+) -> act.Notification:
     """One Announce for one person. Its id is derived from the cause and the recipient, so
     a redelivered cause makes the same notification, which subscribers skip as seen."""
-    note = act.new(
-        "Announce",
-        actor,
-        about(cause),
+    return act.Notification(
+        **act.envelope(act.derived_id(cause.id, recipient.id)),
+        type="Announce",
+        actor=actor,
+        object=about(cause),
         context=cause.context or cause.id,
         summary=summary,
         to=[recipient.id],
     )
-    note["id"] = uuid.uuid5(uuid.NAMESPACE_URL, f"{cause.id} {recipient.id}").urn
-    return note

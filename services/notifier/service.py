@@ -18,11 +18,9 @@ notification was sent shows it, and what was read stays read across restarts.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
-from typing import Any
 
-import orjson
+import msgspec
 
 from dovecote import Bus, Delivery, Service, Unprocessable, handles, topics
 from dovecote import activity as act
@@ -30,6 +28,8 @@ from dovecote.config import Settings
 from dovecote.resources import Resources
 from services.notifier import messages
 from services.notifier.inbox import InboxStore
+
+KEPT = msgspec.json.Decoder(act.Notification)  # the inbox keeps notifications as published
 
 
 class Notifier(Service):
@@ -78,12 +78,12 @@ class Notifier(Service):
             return
         counts = self.inbox.counts(user)
         notes = self.inbox.newest(user, command.object.limit)
-        inbox: dict[str, Any] = {
-            "type": "OrderedCollection",
-            "totalItems": counts.total,
-            "unread": counts.unread,
-            "orderedItems": [orjson.loads(n) for n in notes],
-        }
+        inbox = act.Inbox(
+            type="OrderedCollection",
+            totalItems=counts.total,
+            unread=counts.unread,
+            orderedItems=[KEPT.decode(n) for n in notes],
+        )
         self.reply(command, inbox)
 
     @handles(topics.INBOX_READ)
@@ -94,19 +94,31 @@ class Notifier(Service):
             return
         changed = self.inbox.mark_read(user, command.object.upTo)
         counts = self.inbox.counts(user)
-        state = {"type": "OrderedCollection", "totalItems": counts.total, "unread": counts.unread}
-        update = act.new("Update", self.bus.actor, state, context=command.context or command.id)
-        update["id"] = act.derived_id(command.id, "inbox")
+        state = act.InboxState(
+            type="OrderedCollection", totalItems=counts.total, unread=counts.unread
+        )
+        update = act.InboxUpdated(
+            **act.envelope(act.derived_id(command.id, "inbox")),
+            type="Update",
+            actor=self.bus.actor,
+            object=state,
+            context=command.context or command.id,
+        )
         self.bus.publish(topics.INBOX_STATE, update, user=user)
         self.log.info("%s read %d notification(s); %d unread", user, changed, counts.unread)
 
-    def reply(self, command: act.Activity, inbox: dict[str, Any]) -> None:
-        try:
-            request = uuid.UUID(command.id.removeprefix("urn:uuid:")).hex
-        except ValueError:
+    def reply(self, command: act.Activity, inbox: act.Inbox) -> None:
+        request = act.request_key(command.id)
+        if request is None:
             self.log.warning("inbox request %s has no urn:uuid id: nowhere to answer", command.id)
             return
-        answer = act.new("Accept", self.bus.actor, inbox, inReplyTo=command.id)
+        answer = act.InboxReply(
+            **act.envelope(),
+            type="Accept",
+            actor=self.bus.actor,
+            object=inbox,
+            inReplyTo=command.id,
+        )
         self.bus.publish(topics.INBOX_REPLY, answer, request=request)
 
     async def followers(self, person: act.Actor) -> list[act.Actor]:
@@ -125,6 +137,6 @@ class Notifier(Service):
         note = messages.notification(self.bus.actor, person, cause, summary)
         # Kept before it is published: a page rendered from now on lists it. A redelivered
         # cause makes the same id, which is kept once (and published again: subscribers skip).
-        self.inbox.keep(user, note["id"], act.encode(note), self.inbox_size)
+        self.inbox.keep(user, note.id, act.encode(note), self.inbox_size)
         self.bus.publish(topics.NOTIFICATION, note, user=user)
-        self.log.info("notified %s: %s [context=%s]", user, summary, note.get("context"))
+        self.log.info("notified %s: %s [context=%s]", user, summary, note.context)
