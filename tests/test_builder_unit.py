@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from msgspec.structs import replace
 
 from dovecote import activity as act
 from dovecote import topics
@@ -17,34 +18,35 @@ from services.builder import service as builder_service
 from services.builder.service import Builder
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+ADA_ACTOR = act.Actor(type="Person", id=ADA["id"], name="Ada")
 
 
 def test_a_build_takes_ten_ticks_of_ten_percent() -> None:
-    build = b.new_build(1, False, ADA, "builder.1")
+    build = b.new_build(1, False, ADA_ACTOR, "builder.1")
     seen = []
-    while build["state"] == "running":
+    while build.state == "running":
         build = b.advanced(build)
-        seen.append(build["progress"])
+        seen.append(build.progress)
     assert seen == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
-    assert build["state"] == "succeeded" and build["endTime"]
+    assert build.state == "succeeded" and build.endTime
 
 
 def test_a_build_asked_to_fail_fails_at_seventy() -> None:
-    build = b.new_build(1, True, ADA, "builder.1")
-    while build["state"] == "running":
+    build = b.new_build(1, True, ADA_ACTOR, "builder.1")
+    while build.state == "running":
         build = b.advanced(build)
-    assert (build["state"], build["progress"]) == ("failed", 70)
+    assert (build.state, build.progress) == ("failed", 70)
 
 
 def test_history_is_newest_first_unique_and_bounded() -> None:
-    history: list[dict[str, Any]] = []
-    builds = [b.new_build(i, False, ADA, "w") for i in range(30)]
+    history: list[act.Build] = []
+    builds = [b.new_build(i, False, ADA_ACTOR, "w") for i in range(30)]
     for x in builds:
         history = b.with_history(history, x)
     history = b.with_history(history, b.finished(builds[-1], "succeeded"))
     assert len(history) == b.HISTORY_SIZE
-    assert history[0]["id"] == builds[-1]["id"] and history[0]["state"] == "succeeded"
-    assert len({h["id"] for h in history}) == len(history)
+    assert history[0].id == builds[-1].id and history[0].state == "succeeded"
+    assert len({h.id for h in history}) == len(history)
 
 
 class Recorder:
@@ -113,7 +115,7 @@ async def test_stop_mid_build_publishes_stopped() -> None:
     assert builder.task is None
 
 
-def own_state(builder: Builder, state: dict[str, Any], retained: bool) -> tuple[Any, Delivery]:
+def own_state(builder: Builder, state: act.Build, retained: bool) -> tuple[Any, Delivery]:
     update = act.new("Update", act.service("builder"), state)
     return (
         topics.BUILD_STATE.codec.decode(act.encode(update)),
@@ -128,7 +130,7 @@ async def test_a_running_state_of_this_worker_from_before_means_it_was_interrupt
     monkeypatch.setattr(builder_service, "RESTORE_WAIT", 0.05)
     builder, rec = make_builder()
     await builder.setup()
-    stale = {**b.new_build(7, False, ADA, "builder.1"), "progress": 40}
+    stale = replace(b.new_build(7, False, ADA_ACTOR, "builder.1"), progress=40)
     await builder.on_state(*own_state(builder, stale, retained))
     await asyncio.sleep(0.2)  # the restore settles
     failed = [p for t, p, _, _ in rec.sent if t.endswith("events/build/failed")]
@@ -139,9 +141,9 @@ async def test_a_running_state_of_this_worker_from_before_means_it_was_interrupt
 
 async def test_a_build_that_finished_before_the_crash_is_not_called_interrupted() -> None:
     builder, rec = make_builder()
-    build = b.new_build(7, False, ADA, "builder.1")
+    build = b.new_build(7, False, ADA_ACTOR, "builder.1")
     # The dead process's last copies, left queued in order: running, then its success.
-    await builder.on_state(*own_state(builder, {**build, "progress": 90}, retained=False))
+    await builder.on_state(*own_state(builder, replace(build, progress=90), retained=False))
     await builder.on_state(*own_state(builder, b.finished(build, "succeeded"), retained=False))
     builder._report_orphan()  # what the settling does
     assert not [t for t, _, _, _ in rec.sent if t.endswith("events/build/failed")]
@@ -163,7 +165,7 @@ async def test_a_start_older_than_the_max_age_is_refused_with_a_reason_and_never
     assert "nothing was started" in refused["summary"]
     # A fresh one runs, and numbering goes on as if the expired one never was.
     await builder.on_start(*start_command())
-    assert builder.current is not None and builder.current["name"] == "Build #1"
+    assert builder.current is not None and builder.current.name == "Build #1"
     await builder.teardown()
 
 
@@ -206,7 +208,7 @@ async def test_the_runtime_saying_retained_state_arrived_ends_the_wait_at_once()
     rec = Recorder()
     builder = Builder(Bus(rec, "builder", settings), settings)  # nothing restored yet
     await builder.setup()
-    stale = {**b.new_build(7, False, ADA, "builder.1"), "progress": 40}
+    stale = replace(b.new_build(7, False, ADA_ACTOR, "builder.1"), progress=40)
     await builder.on_state(*own_state(builder, stale, retained=True))
     loop = asyncio.get_running_loop()
     began = loop.time()

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
-from typing import Any
+
+from msgspec.structs import replace
 
 from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
@@ -47,24 +48,24 @@ class Builder(Service):
         super().__init__(bus, settings)
         self.tick = settings.get_float("BUILD_TICK_SECONDS", 1.0, 0.0, 60.0)
         self.max_age = settings.get_float("BUILD_COMMAND_MAX_AGE", 10.0, 1.0, 86400.0)
-        self.stopped_by: dict[str, Any] | None = None  # who asked to stop the running build
-        self.current: dict[str, Any] | None = None  # the build this worker runs
+        self.stopped_by: act.Actor | None = None  # who asked to stop the running build
+        self.current: act.Build | None = None  # the build this worker runs
         self.context: str | None = None
         self.task: asyncio.Task[None] | None = None
-        self.last_state: dict[str, Any] | None = None  # the federation's, from state/build
-        self.history: list[dict[str, Any]] = []
+        self.last_state: act.Build | None = None  # the federation's, from state/build
+        self.history: list[act.Build] = []
         self.total = 0
         self.worker = f"{self.name}.{bus.instance}"
         self.restored = asyncio.Event()  # our retained history has arrived (or never will)
         # This worker's own build as the bus last showed it before this process ran any:
         # running there means a previous process of this worker died mid-build.
-        self.orphan: dict[str, Any] | None = None
+        self.orphan: act.Build | None = None
         self.orphan_context: str | None = None
         self.settling: asyncio.Task[None] | None = None
         # The latest state/build and state/builds seen on the bus (this worker's own
         # included), as activities: what this worker republishes when asked, if it owns them.
-        self.seen_state: dict[str, Any] | None = None
-        self.seen_history: dict[str, Any] | None = None
+        self.seen_state: act.BuildUpdated | None = None
+        self.seen_history: act.BuildHistoryUpdated | None = None
 
     async def setup(self) -> None:
         # A fallback only: the runtime's retained_arrived normally comes long before this.
@@ -101,22 +102,32 @@ class Builder(Service):
             self.restored.set()
         self._report_orphan()
         running = self.current or (
-            self.last_state if self.last_state and self.last_state["state"] == "running" else None
+            self.last_state if self.last_state and self.last_state.state == "running" else None
         )
         if running is not None:
-            self._reject(activity, f"{running['name']} is already running")
+            self._reject(activity, f"{running.name} is already running")
             return
         self.total += 1
-        actor = act.to_builtins(activity.actor)
+        actor = activity.actor
         self.current = b.new_build(self.total, activity.object.shouldFail, actor, self.worker)
         self.context = activity.context or activity.id
         self.log.info(
             "%s started by %s [context=%s]",
-            self.current["name"],
-            actor.get("name") or actor["id"],
+            self.current.name,
+            actor.name or actor.id,
             self.context,
         )
-        self._announce(topics.BUILD_STARTED, "Create")
+        self.bus.publish(
+            topics.BUILD_STARTED,
+            act.BuildCreated(
+                **act.envelope(),
+                type="Create",
+                actor=self.bus.actor,
+                object=self.current,
+                context=self.context,
+            ),
+        )
+        self._publish_state(None)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     @handles(topics.BUILD_STOP, shared=False)  # every worker hears it; the owner acts
@@ -125,17 +136,17 @@ class Builder(Service):
         if self.task is None or self.current is None:
             self.log.info("stop: no build running on this worker")
             return
-        if wanted is not None and wanted != self.current["id"]:
+        if wanted is not None and wanted != self.current.id:
             self._reject(activity, f"{wanted} is not the running build")
             return
-        self.stopped_by = act.to_builtins(activity.actor)
+        self.stopped_by = activity.actor
         await self._cancel()
 
     @handles(topics.BUILD_STATE, shared=False)
     async def on_state(self, activity: act.BuildUpdated, _: Delivery) -> None:
-        self.seen_state = act.to_builtins(activity)
-        state = act.to_builtins(activity.object)
-        if state.get("worker") != self.worker:
+        self.seen_state = activity
+        state = activity.object
+        if state.worker != self.worker:
             self.last_state = state  # another worker's build: remember it is running
         elif self.current is None:
             # Our own build, from before this process ran one: the retained copy, or copies
@@ -143,24 +154,24 @@ class Builder(Service):
             # order, and the retained copy (the same id) is then skipped as seen, so the
             # last one seen is the latest: reported once the restore has settled. (Echoes
             # of this process's own publishes are ignored: it knows its build better.)
-            running = state["state"] == "running"
+            running = state.state == "running"
             self.orphan, self.orphan_context = (
                 (state, activity.context) if running else (None, None)
             )
 
     @handles(topics.BUILD_HISTORY, shared=False)
     async def on_history(self, activity: act.BuildHistoryUpdated, _: Delivery) -> None:
-        self.seen_history = act.to_builtins(activity)
+        self.seen_history = activity
         self.restored.set()
         if not self.history:
-            self.history = [act.to_builtins(x) for x in activity.object.orderedItems]
+            self.history = list(activity.object.orderedItems)
         self.total = max(self.total, activity.object.totalItems)
 
     def republish_state(self) -> None:
         """The latest build and history, as last published, if this worker owns them: it
         runs the build now, or ran the latest one (a builder pool answers once)."""
         state = self.seen_state
-        if state is None or (self.current is None and state["object"].get("worker") != self.worker):
+        if state is None or (self.current is None and state.object.worker != self.worker):
             return
         self.bus.publish(topics.BUILD_STATE, state)  # the same activity id: seen ones skip it
         if self.seen_history is not None:
@@ -186,61 +197,74 @@ class Builder(Service):
     async def _run(self) -> None:
         assert self.current is not None
         try:
-            while self.current["state"] == "running":
+            while self.current.state == "running":
                 await asyncio.sleep(self.tick)
                 self.current = b.advanced(self.current)
-                if self.current["state"] == "running":
-                    self._announce(topics.BUILD_PROGRESS, "Update")
-            self._finish(self.current["state"])
+                if self.current.state == "running":
+                    self._announce(topics.BUILD_PROGRESS)
+            self._finish(self.current.state)
         except asyncio.CancelledError:
             by, self.stopped_by = self.stopped_by, None
             self._finish("stopped", b.stopped_why(self.current, by), by)
             raise
 
-    def _finish(self, state: str, why: str | None = None, by: dict[str, Any] | None = None) -> None:
+    def _finish(
+        self, state: act.BuildState, why: str | None = None, by: act.Actor | None = None
+    ) -> None:
         assert self.current is not None
         build = self.current
-        if build["state"] != state:
+        if build.state != state:
             build = b.finished(build, state, why=why)
         if by is not None:
-            build["stoppedBy"] = by
-        why = build.get("summary", why)
+            build = replace(build, stoppedBy=by)
+        why = build.summary if build.summary is not None else why
         self.current = build
         self.history = b.with_history(self.history, build)
         self.total = max(self.total, len(self.history))
-        self._announce(FINAL_TOPIC[state], "Update", summary=why)
-        self.seen_history = act.new(
-            "Update",
-            self.bus.actor,
-            {"type": "OrderedCollection", "totalItems": self.total, "orderedItems": self.history},
+        self._announce(FINAL_TOPIC[state], summary=why)
+        self.seen_history = act.BuildHistoryUpdated(
+            **act.envelope(),
+            type="Update",
+            actor=self.bus.actor,
+            object=act.BuildHistory(
+                type="OrderedCollection", totalItems=self.total, orderedItems=self.history
+            ),
         )
         self.bus.publish(topics.BUILD_HISTORY, self.seen_history)
-        self.log.info(
-            "%s %s at %d%% [context=%s]", build["name"], state, build["progress"], self.context
-        )
+        self.log.info("%s %s at %d%% [context=%s]", build.name, state, build.progress, self.context)
         self.current, self.task = None, None
 
-    def _announce(self, event: topics.Topic, kind: str, summary: str | None = None) -> None:
+    def _announce(self, event: topics.Topic[act.BuildUpdated], summary: str | None = None) -> None:
         """Publish the event, then the same build as the retained state for late joiners."""
-        assert self.current is not None
-        self.bus.publish(
-            event,
-            act.new(kind, self.bus.actor, self.current, context=self.context, summary=summary),
-        )
-        state = act.new(
-            "Update", self.bus.actor, self.current, context=self.context, summary=summary
-        )
+        self.bus.publish(event, self._update(summary))
+        self._publish_state(summary)
+
+    def _publish_state(self, summary: str | None) -> None:
+        state = self._update(summary)
         self.bus.publish(topics.BUILD_STATE, state)
         self.seen_state = state
+
+    def _update(self, summary: str | None) -> act.BuildUpdated:
+        """The build as it is now, as a new activity."""
+        assert self.current is not None
+        return act.BuildUpdated(
+            **act.envelope(),
+            type="Update",
+            actor=self.bus.actor,
+            object=self.current,
+            context=self.context,
+            summary=summary,
+        )
 
     def _reject(self, command: act.Activity, why: str) -> None:
         self.log.info("refused %s: %s", command.type, why)
         self.bus.publish(
             topics.BUILD_REJECTED,
-            act.new(
-                "Reject",
-                self.bus.actor,
-                {"type": command.type, "id": command.id},
+            act.BuildRejected(
+                **act.envelope(),
+                type="Reject",
+                actor=self.bus.actor,
+                object={"type": command.type, "id": command.id},
                 context=command.context or command.id,
                 summary=why,
             ),
