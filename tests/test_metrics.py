@@ -155,14 +155,14 @@ async def test_reconnects_and_the_connection_are_reported(tmp_path: Path, root: 
         assert w.reporter is not None
         await w.conn.wait_connected(10)
         first = w.reporter.measurements()
-        assert first["connected"] is True and first["reconnects"] == 0
+        assert first.connected is True and first.reconnects == 0
         own.stop()
         await wait_until(lambda: not w.conn.connected.is_set(), what="disconnect")
-        assert w.reporter.measurements()["connected"] is False
+        assert w.reporter.measurements().connected is False
         own.start()
         await w.conn.wait_connected(30)
         again = w.reporter.measurements()
-        assert again["connected"] is True and again["reconnects"] == 1
+        assert again.connected is True and again.reconnects == 1
         await w.shutdown()
     finally:
         own.stop()

@@ -28,9 +28,9 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
+from dovecote import activity as act
 from dovecote import topics
 
 log = logging.getLogger("dovecote.metrics")
@@ -65,7 +65,7 @@ class Meter:
     """What one worker has done since it started."""
 
     def __init__(self) -> None:
-        self.started = datetime.now(UTC)
+        self.started = act.instant()
         self.buckets = [0] * (len(BOUNDS) + 1)  # the last: slower than every bound
         self.seconds = 0.0  # handler time, all messages together
         self.topics: dict[str, int] = {}  # concrete topic -> handled, since the last fold
@@ -176,7 +176,7 @@ class Reporter:
         self,
         meter: Meter,
         sources: Sources,
-        publish: Callable[[dict[str, Any]], None],
+        publish: Callable[[act.WorkerMeasurements], None],
         *,
         root: str,
         service: str,
@@ -206,36 +206,33 @@ class Reporter:
             self._labels[topic] = name
         return name
 
-    def measurements(self) -> dict[str, Any]:
+    def measurements(self) -> act.WorkerMeasurements:
         """The report's ``object``: everything since the worker started."""
         meter, src = self.meter, self.sources
         now = clock()
-        obj: dict[str, Any] = {
-            "type": "Service",
-            "id": f"urn:dovecote:service:{self.service}:{self.instance}",
-            "name": self.service,
-            "instance": self.instance,
-            "started": meter.started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "interval": self.interval,
-            "connected": src.connected(),
-            "reconnects": max(0, src.connects() - 1),
-            "handled": meter.fold(self.label),
-            "latency": {
-                "bounds": list(BOUNDS),
-                "counts": list(meter.buckets),
-                "sum": round(meter.seconds, 6),
-            },
-            "skipped": meter.skipped,
-            "retries": meter.retries,
-            "parked": meter.parked,
-            "published": src.published(),
-            "unacknowledged": src.unacknowledged(),
-            "inflight": src.inflight(),
-            "lag": round(meter.lag(self._since), 6),
-            "readings": {k: float(v) for k, v in src.readings().items()},
-        }
-        if src.outbox is not None:
-            obj["outbox"] = src.outbox()
+        obj = act.WorkerMeasurements(
+            type="Service",
+            id=f"urn:dovecote:service:{self.service}:{self.instance}",
+            name=self.service,
+            instance=self.instance,
+            started=meter.started,
+            interval=self.interval,
+            connected=src.connected(),
+            reconnects=max(0, src.connects() - 1),
+            handled=meter.fold(self.label),
+            latency=act.Latency(
+                bounds=list(BOUNDS), counts=list(meter.buckets), sum=round(meter.seconds, 6)
+            ),
+            skipped=meter.skipped,
+            retries=meter.retries,
+            parked=meter.parked,
+            published=src.published(),
+            unacknowledged=src.unacknowledged(),
+            inflight=src.inflight(),
+            lag=round(meter.lag(self._since), 6),
+            outbox=src.outbox() if src.outbox is not None else None,
+            readings={k: float(v) for k, v in src.readings().items()},
+        )
         self._since = now
         return obj
 

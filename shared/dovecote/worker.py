@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 from dovecote import activity as act
 from dovecote import (
@@ -210,8 +211,10 @@ class Worker:
             readings=self._readings,
         )
 
-        def publish(measurements: dict[str, object]) -> None:
-            report = act.new("Update", self.bus.actor, measurements)
+        def publish(measurements: act.WorkerMeasurements) -> None:
+            report = act.MetricsReport(
+                **act.envelope(), type="Update", actor=self.bus.actor, object=measurements
+            )
             self.bus.publish(
                 topics.METRICS, report, service=self.name, instance=self.settings.instance
             )
@@ -234,35 +237,40 @@ class Worker:
 
     # --- presence ----------------------------------------------------------------------
 
-    def _presence(self, kind: str, status: str) -> bytes:
+    def _presence(
+        self, kind: Literal["Join", "Leave"], status: Literal["online", "offline"]
+    ) -> bytes:
+        worker = act.ServiceInstance(
+            type="Service",
+            id=f"urn:dovecote:service:{self.name}:{self.settings.instance}",
+            name=self.name,
+            instance=self.settings.instance,
+            status=status,
+            pid=os.getpid(),
+            host=os.uname().nodename[:200],
+        )
         return act.encode(
-            act.new(
-                kind,
-                act.service(self.name),
-                {
-                    "type": "Service",
-                    "id": f"urn:dovecote:service:{self.name}:{self.settings.instance}",
-                    "name": self.name,
-                    "instance": self.settings.instance,
-                    "status": status,
-                    "pid": os.getpid(),
-                    "host": os.uname().nodename[:200],
-                },
-            )
+            act.Presence(**act.envelope(), type=kind, actor=self.bus.actor, object=worker)
         )
 
     def _on_connected(self, session_present: bool) -> None:
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
         if self._arrived is None:
-            marker = act.new("Create", self.bus.actor, {"type": "Note", "name": "marker"})
-            self._marker = marker["id"]
+            marker = act.Activity(
+                **act.envelope(),
+                type="Create",
+                actor=self.bus.actor,
+                object={"type": "Note", "name": "marker"},
+            )
+            self._marker = marker.id
             self.conn.publish(self.marker_topic, act.encode(marker), 1, False)
         if self._ask_state:
             # Sent after this connection's SUBSCRIBE: the answers match it.
-            question = act.new(
-                "Question",
-                self.bus.actor,
-                {"type": "Collection", "name": "services online and state now"},
+            question = act.Activity(
+                **act.envelope(),
+                type="Question",
+                actor=self.bus.actor,
+                object={"type": "Collection", "name": "services online and state now"},
             )
             self.bus.publish(topics.PRESENCE_QUERY, question)
 
