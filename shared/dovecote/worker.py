@@ -250,7 +250,7 @@ class Worker:
             host=os.uname().nodename[:200],
         )
         return act.encode(
-            act.Presence(**act.envelope(), type=kind, actor=self.bus.actor, object=worker)
+            act.Presence(**act.envelope(), type=kind, actor=act.service(self.name), object=worker)
         )
 
     def _on_connected(self, session_present: bool) -> None:
