@@ -7,20 +7,31 @@ from typing import Any
 import orjson
 import pytest
 
+from dovecote import activity as act
 from dovecote import topics
 from services.gateway import commands
 from services.gateway.hub import envelope
 
-ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
+ADA = act.Actor(type="Person", id="http://localhost:8080/users/ada", name="Ada")
 
 
 def test_start_and_stop_become_registry_commands() -> None:
     entry, a = commands.parse("build.start", {"shouldFail": True}, ADA)
     assert entry is topics.BUILD_START
-    assert a["type"] == "Start" and a["object"] == {"type": "Build", "shouldFail": True}
-    assert a["context"] == a["id"], "a command starts its own correlation"
+    assert orjson.loads(act.encode(a)) == {
+        "@context": act.AS_CONTEXT,
+        "id": a.id,
+        "type": "Start",
+        "actor": {"type": "Person", "id": ADA.id, "name": "Ada"},
+        "object": {"type": "Build", "shouldFail": True},
+        "published": orjson.loads(act.encode(a.published)),
+        "context": a.id,  # a command starts its own correlation
+    }
     entry, a = commands.parse("build.stop", {"id": "urn:uuid:1"}, ADA)
-    assert entry is topics.BUILD_STOP and a["object"]["id"] == "urn:uuid:1"
+    assert entry is topics.BUILD_STOP and orjson.loads(act.encode(a))["object"] == {
+        "type": "Build",
+        "id": "urn:uuid:1",
+    }
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from dovecote import activity as act
 from dovecote.testing.gateway import DEMO_PASSWORD
 from dovecote.tools.broker import free_port
 from services.gateway.hub import Hub
@@ -28,7 +29,7 @@ from tests.fixtures import gateway_context
 class Edge:
     url: str
     client: TestClient[Any, Any]
-    published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    published: list[tuple[str, act.Activity]] = field(default_factory=list)
 
     async def sign_in(self, person: str = "ada") -> str:
         """Sign in through the form (with the page's CSRF token, no Origin); this session's
@@ -54,7 +55,7 @@ def csrf_of(page: str) -> str:
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    published: list[tuple[str, dict[str, Any]]] = []
+    published: list[tuple[str, act.Activity]] = []
     ctx = gateway_context(
         Hub(), url, tmp_path, publish=lambda e, a: published.append((e.pattern, a))
     )
@@ -101,7 +102,7 @@ async def test_a_state_change_needs_the_exact_origin_or_the_csrf_token(edge: Edg
     r = await post("/api/builds", json={}, headers={"X-CSRF-Token": token})
     assert r.status == 202, await r.text()
     assert edge.topics() == ["commands/builder/start"] * 2
-    assert all(a["actor"]["preferredUsername"] == "ada" for _, a in edge.published)
+    assert all(a.actor.preferredUsername == "ada" for _, a in edge.published)
 
 
 async def test_a_form_carries_its_token_and_signing_out_needs_it(edge: Edge) -> None:
@@ -142,7 +143,7 @@ async def test_a_script_uses_its_token_and_a_revoked_one_is_refused(edge: Edge) 
                 f"{edge.url}/api/builds", json={}, headers={"Authorization": wrong}
             ) as r:
                 assert r.status == 401, wrong
-    assert [a["actor"]["preferredUsername"] for _, a in edge.published] == ["linus"]
+    assert [a.actor.preferredUsername for _, a in edge.published] == ["linus"]
 
 
 async def test_signing_in_makes_a_new_session_and_wrong_passwords_say_nothing_more(

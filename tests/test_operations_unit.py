@@ -132,18 +132,18 @@ def test_the_trace_index_keeps_the_newest_within_its_budget_and_says_what_it_los
     index = TraceIndex(budget=5 * cost, root="r")  # room for five
     for n in range(3):
         index.add("r/events/a/b", a, entry(a, n, pad=500))
-    assert index.find(a)["totalItems"] == 3 and "partial" not in index.find(a)
+    assert index.find(a).totalItems == 3 and not index.find(a).partial
     for n in range(4):
         index.add("r/events/a/b", b, entry(b, n, pad=500))
     assert index.held == 5 * cost
     kept = index.find(a)  # its two oldest steps made room
-    assert kept["totalItems"] == 1 and kept["partial"] is True
-    assert kept["orderedItems"][0]["published"].startswith("2026-11-29T06:00:02")
-    assert index.find(b)["totalItems"] == 4 and "partial" not in index.find(b)
+    assert kept.totalItems == 1 and kept.partial is True
+    assert kept.orderedItems[0].published.isoformat().startswith("2026-11-29T06:00:02")
+    assert index.find(b).totalItems == 4 and not index.find(b).partial
     for n in range(5):
         index.add("r/events/a/b", b, entry(b, 10 + n, pad=500))
     assert a not in index.contexts and a not in index.partial  # gone whole: forgotten
-    assert index.find(a)["totalItems"] == 0
+    assert index.find(a).totalItems == 0
     index.add("r/x", None, b"{}")  # no correlation id: nothing to keep
     assert index.held == 5 * cost
 
@@ -152,18 +152,24 @@ def test_a_trace_is_found_by_the_start_of_its_id_unless_that_is_ambiguous() -> N
     index = TraceIndex(budget=1 << 20, root="r")
     for context in ("urn:uuid:abcd1234-1", "urn:uuid:abcd9999-2", "urn:uuid:ffff0000-3"):
         index.add("r/events/a/b", context, entry(context, 1))
-    assert index.find("ffff")["context"] == "urn:uuid:ffff0000-3"
+    assert index.find("ffff").context == "urn:uuid:ffff0000-3"
     many = index.find("abcd")
-    assert many["totalItems"] == 0 and set(many["candidates"]) == {
+    assert many.totalItems == 0 and set(many.candidates) == {
         "urn:uuid:abcd1234-1",
         "urn:uuid:abcd9999-2",
     }
-    assert index.find("abc")["candidates"] == []  # too short to search by
-    [step] = index.find("abcd1234")["orderedItems"]
-    assert step["name"] == "events/a/b" and step["service"] == "builder"
-    assert step["activity"] == "Create" and step["summary"].startswith("Note")
+    assert index.find("abc").candidates == []  # too short to search by
+    [step] = index.find("abcd1234").orderedItems
+    assert step.name == "events/a/b" and step.service == "builder"
+    assert step.activity == "Create" and step.summary.startswith("Note")
     # what the gateway answers on the bus validates against the published contract
-    reply = act.new("Accept", act.service("gateway"), index.find("ffff"), inReplyTo="urn:x:1")
+    reply = act.TraceReply(
+        **act.envelope(),
+        type="Accept",
+        actor=act.service("gateway"),
+        object=index.find("ffff"),
+        inReplyTo="urn:x:1",
+    )
     act.Codec(act.TraceReply).decode(act.encode(reply))
 
 

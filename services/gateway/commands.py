@@ -31,7 +31,8 @@ from dovecote.topics import Topic
 from services.gateway import sessions, status
 from services.gateway.context import CTX, Context
 
-Builder = Callable[[Mapping[str, Any]], dict[str, Any]]
+# A command's activity from the body (its fields checked) and the person asking.
+Make = Callable[[Mapping[str, Any], act.Actor], act.Activity]
 
 
 class CommandError(ValueError):
@@ -48,49 +49,58 @@ def _fields(body: Mapping[str, Any], allowed: dict[str, type]) -> dict[str, Any]
     return {k: body[k] for k in allowed if k in body}
 
 
-def _start(body: Mapping[str, Any]) -> dict[str, Any]:
+def _start(body: Mapping[str, Any], actor: act.Actor) -> act.StartBuild:
     f = _fields(body, {"shouldFail": bool})
-    return {"type": "Build", "shouldFail": f.get("shouldFail", False)}
+    envelope = act.envelope()
+    return act.StartBuild(
+        **envelope,
+        type="Start",
+        actor=actor,
+        object=act.BuildRequest(type="Build", shouldFail=f.get("shouldFail", False)),
+        context=envelope["id"],  # the command starts its own piece of work
+    )
 
 
-def _stop(body: Mapping[str, Any]) -> dict[str, Any]:
+def _stop(body: Mapping[str, Any], actor: act.Actor) -> act.StopBuild:
     f = _fields(body, {"id": str})
-    obj: dict[str, Any] = {"type": "Build"}
-    if "id" in f:
-        obj["id"] = f["id"]
-    return obj
+    envelope = act.envelope()
+    return act.StopBuild(
+        **envelope,
+        type="Stop",
+        actor=actor,
+        object=act.BuildRef(type="Build", id=f.get("id")),
+        context=envelope["id"],
+    )
 
 
-COMMANDS: dict[str, tuple[Topic, str, Builder]] = {
-    "build.start": (topics.BUILD_START, "Start", _start),
-    "build.stop": (topics.BUILD_STOP, "Stop", _stop),
+COMMANDS: dict[str, tuple[Topic, Make]] = {
+    "build.start": (topics.BUILD_START, _start),
+    "build.stop": (topics.BUILD_STOP, _stop),
 }
 
 
-def parse(name: object, body: object, actor: Mapping[str, Any]) -> tuple[Topic, dict[str, Any]]:
+def parse(name: object, body: object, actor: act.Actor) -> tuple[Topic, act.Activity]:
     """The registry topic and the activity for one browser command."""
     if not isinstance(name, str) or name not in COMMANDS:
         raise CommandError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
     if not isinstance(body, Mapping):
         raise CommandError("the command must be a JSON object")
-    entry, kind, build = COMMANDS[name]
-    command_id = act.new_id()
-    activity = act.new(kind, actor, build(body), context=command_id)
-    activity["id"] = command_id
-    try:
+    entry, make = COMMANDS[name]
+    activity = make(body, actor)
+    try:  # what a type does not say: an id that is no IRI, a field too long
         entry.codec.decode(act.encode(activity))
     except act.InvalidActivity as exc:
         raise CommandError(str(exc)) from None
     return entry, activity
 
 
-def refusal(ctx: Context, name: str, activity: Mapping[str, Any]) -> tuple[int, str] | None:
+def refusal(ctx: Context, name: str, activity: act.Activity) -> tuple[int, str] | None:
     """(HTTP status, reason) when the command cannot work now; None when it may go."""
     hub, root = ctx.hub, ctx.root
     if name == "build.start":
         why = status.why_not_start(hub, root)
-    elif name == "build.stop":
-        why = status.why_not_stop(hub, root, activity["object"].get("id"))
+    elif isinstance(activity, act.StopBuild):
+        why = status.why_not_stop(hub, root, activity.object.id)
     else:
         return None
     if why is None:
@@ -143,7 +153,7 @@ async def _submit(request: web.Request, name: str) -> web.Response:
         error.headers["Retry-After"] = "10"
         raise error from None
     return web.json_response(
-        {"id": activity["id"], "topic": f"{ctx.root}/{entry.pattern}"}, status=202
+        {"id": activity.id, "topic": f"{ctx.root}/{entry.pattern}"}, status=202
     )
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from dovecote.topics import Topic
+from dovecote.service import Publish
 from services.gateway.operators import Operations
 
 if TYPE_CHECKING:  # the features import CTX from here; this module imports none of them
@@ -21,7 +20,6 @@ if TYPE_CHECKING:  # the features import CTX from here; this module imports none
     from services.gateway.people import People
     from services.gateway.store import ImageStore
 
-Publish = Callable[[Topic, dict[str, Any]], None]
 FEED_SIZE = 40  # events a page's "On the bus" shows
 
 

@@ -37,20 +37,20 @@ class Directory:
     def url(self, person_id: str) -> str:
         return f"{self.base_url}/users/{person_id}"
 
-    def actor(self, person: Person) -> dict[str, Any]:
+    def actor(self, person: Person) -> act.Actor:
         """The person as an activity's actor: small, with URLs to fetch the rest."""
-        return {
-            "type": "Person",
-            "id": self.url(person.id),
-            "name": person.name,
-            "preferredUsername": person.id,  # the id a per-user topic level is made of
-            "followers": f"{self.url(person.id)}/followers",
-        }
+        return act.Actor(
+            type="Person",
+            id=self.url(person.id),
+            name=person.name,
+            preferredUsername=person.id,  # the id a per-user topic level is made of
+            followers=f"{self.url(person.id)}/followers",
+        )
 
     def person(self, person: Person) -> dict[str, Any]:
         return {
             "@context": act.AS_CONTEXT,
-            **self.actor(person),
+            **act.to_builtins(self.actor(person)),
             "following": f"{self.url(person.id)}/following",
             "icon": {
                 "type": "Image",
@@ -65,7 +65,7 @@ class Directory:
             "id": url,
             "type": "Collection",
             "totalItems": len(people),
-            "items": [self.actor(p) for p in people],
+            "items": [act.to_builtins(self.actor(p)) for p in people],
         }
 
 

@@ -15,6 +15,7 @@ Who follows whom is public, as in the directory (``/users/{user}/followers``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from aiohttp import web
 from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import BusError
+from dovecote.topics import P, Topic
 from services.gateway import sessions
 from services.gateway.context import CTX, Context
 from services.gateway.people import Person, Refused
@@ -52,7 +54,12 @@ async def follow(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=str(exc)) from None
     activity = None
     if changed:
-        activity = act.new("Follow", ctx.directory.actor(who), ctx.directory.actor(other))
+        activity = act.Followed(
+            **act.envelope(),
+            type="Follow",
+            actor=ctx.directory.actor(who),
+            object=ctx.directory.actor(other),
+        )
         _announce(
             ctx,
             topics.PERSON_FOLLOWED,
@@ -70,12 +77,12 @@ async def unfollow(request: web.Request) -> web.Response:
     changed = ctx.people.unfollow(who.id, other.id)
     activity = None
     if changed:
-        taken_back = {
-            "type": "Follow",
-            "actor": ctx.directory.actor(who),
-            "object": ctx.directory.actor(other),
-        }
-        activity = act.new("Undo", ctx.directory.actor(who), taken_back)
+        taken_back = act.FollowRef(
+            type="Follow", actor=ctx.directory.actor(who), object=ctx.directory.actor(other)
+        )
+        activity = act.Unfollowed(
+            **act.envelope(), type="Undo", actor=ctx.directory.actor(who), object=taken_back
+        )
         _announce(
             ctx,
             topics.PERSON_UNFOLLOWED,
@@ -85,7 +92,7 @@ async def unfollow(request: web.Request) -> web.Response:
     return _answer(other, False, activity)
 
 
-def _announce(ctx: Context, entry: topics.Topic, activity: dict[str, Any], undo: Any) -> None:
+def _announce(ctx: Context, entry: Topic[P], activity: P, undo: Callable[[], object]) -> None:
     try:
         ctx.publish(entry, activity)
     except BusError as exc:
@@ -95,10 +102,10 @@ def _announce(ctx: Context, entry: topics.Topic, activity: dict[str, Any], undo:
         raise error from None
 
 
-def _answer(other: Person, following: bool, activity: dict[str, Any] | None) -> web.Response:
+def _answer(other: Person, following: bool, activity: act.Activity | None) -> web.Response:
     body: dict[str, Any] = {"person": other.id, "following": following, "changed": bool(activity)}
     if activity is not None:
-        body["activity"] = activity["id"]
+        body["activity"] = activity.id
     return web.json_response(body)
 
 

@@ -107,21 +107,24 @@ async def upload(request: web.Request) -> web.Response:
     actor = ctx.directory.actor(user)
     image_id = new_id()
     url = f"{images.public_url}/images/{image_id}"
-    image = {
-        "type": "Image",
-        "id": url,
-        "url": url,
-        "mediaType": info.media_type,
-        "name": img.title(title or img.title_from_filename(filename)),
-        "width": info.width,
-        "height": info.height,
-        "size": info.size,
-        "attributedTo": actor,
-    }
+    image = act.Image(
+        type="Image",
+        id=url,
+        url=url,
+        mediaType=info.media_type,
+        name=img.title(title or img.title_from_filename(filename)),
+        width=info.width,
+        height=info.height,
+        size=info.size,
+        attributedTo=actor,
+    )
     context = act.new_id()  # the correlation id of this upload's journey
-    activity = act.new("Create", actor, image, context=context)
+    activity = act.ImageCreated(
+        **act.envelope(), type="Create", actor=actor, object=image, context=context
+    )
     store = images.store
-    record = {**image, "published": activity["published"]}  # the gallery says when
+    # As published, and when: the gallery says so.
+    record = {**act.to_json(image), "published": act.to_json(activity.published)}
     await loop.run_in_executor(
         images.pool, store.save_original, image_id, info.extension, data, record
     )
@@ -143,7 +146,7 @@ async def upload(request: web.Request) -> web.Response:
         user.id,
         context,
     )
-    body = {"id": image_id, "url": url, "context": context, "activity": activity["id"]}
+    body = {"id": image_id, "url": url, "context": context, "activity": activity.id}
     return web.Response(
         status=201,
         body=orjson.dumps(body),

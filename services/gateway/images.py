@@ -14,9 +14,16 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from dovecote import activity as act
+
 # Web formats only: the ones every browser shows. Pillow tries no other decoder (TIFF,
 # PSD, ...), which also keeps its rarer parsers away from untrusted bytes.
-FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+FORMATS: dict[str, act.ImageMediaType] = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+}
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp"}
 TITLE_MAX = 120
 
@@ -31,7 +38,7 @@ class BadImage(ValueError):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    media_type: str
+    media_type: act.ImageMediaType
     width: int
     height: int
     size: int

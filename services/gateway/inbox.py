@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,37 +31,41 @@ from aiohttp import web
 from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import BusError
-from dovecote.topics import Topic
+from dovecote.service import Publish
 from services.gateway import sessions
 from services.gateway.context import CTX
 
 log = logging.getLogger("dovecote.gateway.inbox")
 SHOWN = 30  # notifications a page shows
-Ask = Callable[[Topic, dict[str, Any]], None]
 
 
 class InboxClient:
     """Asks the notifier for inboxes; one per gateway worker."""
 
-    def __init__(self, ask: Ask, timeout: float) -> None:
+    def __init__(self, ask: Publish, timeout: float) -> None:
         self.ask = ask
         self.timeout = timeout
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
-    async def fetch(self, actor: dict[str, Any], limit: int = SHOWN) -> dict[str, Any] | None:
+    async def fetch(self, actor: act.Actor, limit: int = SHOWN) -> dict[str, Any] | None:
         """The person's inbox (an AS2 OrderedCollection with ``unread``), or None when the
         notifier did not answer in time."""
-        command = act.new("View", actor, {"type": "OrderedCollection", "limit": limit})
+        command = act.ViewInbox(
+            **act.envelope(),
+            type="View",
+            actor=actor,
+            object=act.InboxRequest(type="OrderedCollection", limit=limit),
+        )
         answer = asyncio.get_running_loop().create_future()
-        self.pending[command["id"]] = answer
+        self.pending[command.id] = answer
         try:
             self.ask(topics.INBOX_VIEW, command)
             return await asyncio.wait_for(answer, self.timeout)
         except (TimeoutError, BusError) as exc:
-            log.warning("no inbox for %s: %r", actor.get("preferredUsername"), exc)
+            log.warning("no inbox for %s: %r", actor.preferredUsername, exc)
             return None
         finally:
-            self.pending.pop(command["id"], None)
+            self.pending.pop(command.id, None)
 
     def answered(self, in_reply_to: str, inbox: dict[str, Any]) -> None:
         """A reply from the bus: another worker's question is not ours, and is ignored."""
@@ -92,9 +95,12 @@ async def mark_read(request: web.Request) -> web.Response:
     who = await sessions.need_person(request)
     ctx.limits.check("commands", who.id, request)
     up_to = await _up_to(request)
-    read = act.new("Read", ctx.directory.actor(who), {"type": "OrderedCollection"})
-    if up_to is not None:
-        read["object"]["upTo"] = up_to
+    read = act.ReadInbox(
+        **act.envelope(),
+        type="Read",
+        actor=ctx.directory.actor(who),
+        object=act.InboxMark(type="OrderedCollection", upTo=up_to),
+    )
     try:
         topics.INBOX_READ.codec.decode(act.encode(read))
     except act.InvalidActivity as exc:
@@ -105,7 +111,7 @@ async def mark_read(request: web.Request) -> web.Response:
         error = web.HTTPServiceUnavailable(text=f"cannot accept this now: {exc}")
         error.headers["Retry-After"] = "10"
         raise error from None
-    return web.json_response({"id": read["id"]}, status=202)
+    return web.json_response({"id": read.id}, status=202)
 
 
 async def _up_to(request: web.Request) -> str | None:

@@ -84,4 +84,4 @@ def command_frame(ctx: Context, who: Person | None, text: str, address: str | No
         ctx.publish(entry, activity)
     except BusError as exc:
         return notice("error", error=f"cannot accept this now: {exc}")
-    return notice("accepted", id=activity["id"], command=name)
+    return notice("accepted", id=activity.id, command=name)

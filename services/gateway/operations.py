@@ -22,12 +22,13 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp_jinja2
+import msgspec
 import orjson
 from aiohttp import web
 
 from dovecote import activity as act
 from dovecote import topics
-from dovecote.topics import Topic
+from dovecote.topics import P, Topic
 from services.gateway import sessions
 from services.gateway.context import CTX
 from services.gateway.people import Person
@@ -95,15 +96,15 @@ async def trace(request: web.Request) -> web.Response:
     await need_operator(request)
     query = request.match_info["context"].strip()[:200]
     found = request.app[CTX].operations.traces.find(query)
-    if found.get("context") is None:
-        many = found.get("candidates") or []
+    if found.context is None:
+        many = found.candidates
         reason = (
             f"{len(many)} correlation ids start with {query!r}: give more of it"
             if many
             else f"no activity with the correlation id {query!r} in the gateway's index"
         )
         return _json({"error": reason, "candidates": many}, status=404)
-    return _json(found)
+    return _json(act.to_builtins(found))
 
 
 # --- dead letters: asked of the deadletters service, in the operator's name ----------------
@@ -111,16 +112,20 @@ async def trace(request: web.Request) -> web.Response:
 
 async def letters(request: web.Request) -> web.Response:
     who = await need_operator(request)
-    query: dict[str, Any] = {"type": "Collection", "limit": LIST_LIMIT}
-    service = request.query.get("service", "").strip()
-    if service:
-        query["service"] = service[:200]
+    limit = LIST_LIMIT
     if "limit" in request.query:
         raw = request.query["limit"]
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
             raise web.HTTPBadRequest(text=f"limit must be 1-1000, got {raw[:20]!r}")
-        query["limit"] = int(raw)
-    return await _ask(request, who, topics.DEADLETTER_LIST, "View", query)
+        limit = int(raw)
+    service = request.query.get("service", "").strip()[:200] or None
+    command = act.ListDeadLetters(
+        **act.envelope(),
+        type="View",
+        actor=request.app[CTX].directory.actor(who),
+        object=act.LetterQuery(type="Collection", service=service, limit=limit),
+    )
+    return await _ask(request, topics.DEADLETTER_LIST, command)
 
 
 async def replay(request: web.Request) -> web.Response:
@@ -134,18 +139,24 @@ async def replay(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"malformed JSON: {exc}") from None
     if not isinstance(body, dict) or set(body) - {"items", "all", "service"}:
         raise web.HTTPBadRequest(text='send {"items": [letter ids]} or {"all": true, "service": s}')
-    selection = {"type": "Collection", **body}
-    return await _ask(request, who, topics.DEADLETTER_REPLAY, "Undo", selection)
-
-
-async def _ask(
-    request: web.Request, who: Person, entry: Topic, verb: str, obj: dict[str, Any]
-) -> web.Response:
-    ctx = request.app[CTX]
-    command = act.new(verb, ctx.directory.actor(who), obj)
-    if entry is topics.DEADLETTER_REPLAY:  # followed through every service's log (a list
-        command["context"] = command["id"]  # is not worth a trace of its own)
     try:
+        selection = msgspec.convert({**body, "type": "Collection"}, act.LetterSelection)
+    except msgspec.ValidationError as exc:
+        raise web.HTTPBadRequest(text=f"not a valid selection of letters: {exc}") from None
+    envelope = act.envelope()
+    command = act.ReplayDeadLetters(
+        **envelope,
+        type="Undo",
+        actor=request.app[CTX].directory.actor(who),
+        object=selection,
+        context=envelope["id"],  # followed through every service's log (a list is not)
+    )
+    return await _ask(request, topics.DEADLETTER_REPLAY, command)
+
+
+async def _ask(request: web.Request, entry: Topic[P], command: P) -> web.Response:
+    ctx = request.app[CTX]
+    try:  # what a type does not say: a service name or an id too long
         entry.codec.decode(act.encode(command))
     except act.InvalidActivity as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None

@@ -9,11 +9,10 @@ is theirs only). A scraper reads ``/metrics`` with ``METRICS_TOKEN`` instead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from dovecote.config import ConfigError
 from dovecote.errors import BusError
-from dovecote.topics import Topic, TopicError, check_id
+from dovecote.topics import P, Topic, TopicError, check_id
 from services.gateway.questions import Questions
 from services.gateway.telemetry import Fleet
 from services.gateway.traces import TraceIndex
@@ -34,7 +33,7 @@ def operators_from(text: str) -> frozenset[str]:
     return frozenset(found)
 
 
-def _unanswered(entry: Topic, command: dict[str, Any]) -> None:
+def _unanswered(entry: Topic[P], command: P, /) -> None:
     raise BusError("no bus here")
 
 

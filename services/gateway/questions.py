@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from dovecote.errors import BusError
-from dovecote.topics import Topic
+from dovecote.service import Publish
+from dovecote.topics import P, Topic
 
 log = logging.getLogger("dovecote.gateway.questions")
-Ask = Callable[[Topic, dict[str, Any]], None]
 
 
 class Questions:
-    def __init__(self, ask: Ask, timeout: float) -> None:
+    def __init__(self, ask: Publish, timeout: float) -> None:
         self._ask = ask
         self.timeout = timeout
         self.pending: dict[str, asyncio.Future[bytes]] = {}
 
-    async def ask(self, entry: Topic, command: dict[str, Any]) -> bytes | None:
+    async def ask(self, entry: Topic[P], command: P) -> bytes | None:
         """Send ``command``; the answer's payload, or None when none came in time."""
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.pending[command["id"]] = answer
+        self.pending[command.id] = answer
         try:
             self._ask(entry, command)
             return await asyncio.wait_for(answer, self.timeout)
@@ -37,7 +35,7 @@ class Questions:
             log.warning("no answer on %s: %r", entry.pattern, exc)
             return None
         finally:
-            self.pending.pop(command["id"], None)
+            self.pending.pop(command.id, None)
 
     def answered(self, in_reply_to: str, payload: bytes) -> None:
         answer = self.pending.get(in_reply_to)

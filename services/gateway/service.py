@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from aiohttp import web
 from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
+from dovecote.topics import P
 from services.gateway import images, people, sessions
 from services.gateway.badrequests import quiet_client_faults
 from services.gateway.context import FEED_SIZE, Context, Images
@@ -168,18 +168,18 @@ class Gateway(Service):
 
     @handles(topics.TRACE_QUERY)  # `dovecote trace`: any worker of the pool answers
     async def on_trace_query(self, query: act.ViewTrace, _: Delivery) -> None:
-        answer = act.new(
-            "Accept",
-            self.bus.actor,
-            self.traces.find(query.object.context),
+        request = act.request_key(query.id)
+        if request is None:
+            self.log.warning("trace query %s has no urn:uuid id: nowhere to answer", query.id)
+            return
+        answer = act.TraceReply(
+            **act.envelope(),
+            type="Accept",
+            actor=self.bus.actor,
+            object=self.traces.find(query.object.context),
             inReplyTo=query.id,
             context=query.context,
         )
-        try:
-            request = uuid.UUID(query.id.removeprefix("urn:uuid:")).hex
-        except ValueError:
-            self.log.warning("trace query %s has no urn:uuid id: nowhere to answer", query.id)
-            return
         self.bus.publish(topics.TRACE_REPLY, answer, request=request)
 
     def readings(self) -> Mapping[str, float]:
@@ -256,20 +256,20 @@ class Gateway(Service):
             f" (new: {', '.join(created)})" if created else "",
         )
 
-    def _publish(self, entry: topics.Topic, activity: dict[str, object]) -> None:
+    def _publish(self, entry: topics.Topic[P], activity: P, /) -> None:
         payload = self.bus.publish(entry, activity, durable=True)
         self._sent(entry, activity, payload)
 
-    def _ask(self, entry: topics.Topic, activity: dict[str, object]) -> None:
+    def _ask(self, entry: topics.Topic[P], activity: P, /) -> None:
         """A question (an inbox): not kept in the outbox; unanswered, the page goes on."""
         payload = self.bus.publish(entry, activity)
         self._sent(entry, activity, payload)
 
-    def _sent(self, entry: topics.Topic, activity: dict[str, object], payload: bytes) -> None:
+    def _sent(self, entry: topics.Topic, activity: act.Activity, payload: bytes) -> None:
         """A command this gateway sent is a step of its trace too (a build's Start); its
         events come back to it on ``events/#`` like everyone's."""
-        context = activity.get("context")
-        if isinstance(context, str) and entry.kind == "commands" and not entry.params:
+        context = activity.context
+        if context is not None and entry.kind == "commands" and not entry.params:
             self.traces.add(entry.address(self.bus.root), context, payload)
 
     async def teardown(self) -> None:

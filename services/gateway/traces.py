@@ -86,25 +86,23 @@ class TraceIndex:
                 break
         return out
 
-    def find(self, query: str) -> dict[str, Any]:
-        """The trace of ``query`` (a context, or the start of one) as an ``act.Trace``."""
+    def find(self, query: str) -> act.Trace:
+        """The trace of ``query`` (a context, or the start of one)."""
         context, candidates = self._resolve(query.strip())
         if context is None:
-            return {"type": "OrderedCollection", "totalItems": 0, "candidates": candidates}
+            return act.Trace(type="OrderedCollection", totalItems=0, candidates=candidates)
         entries = self.contexts[context]
         steps = sorted(
             (s for s in (self._step(e) for e in entries) if s is not None),
-            key=lambda s: (s["published"], s["received"]),
+            key=lambda s: (s.published, s.received),
         )
-        trace: dict[str, Any] = {
-            "type": "OrderedCollection",
-            "context": context,
-            "totalItems": len(steps),
-            "orderedItems": steps[:LISTED],
-        }
-        if context in self.partial:
-            trace["partial"] = True
-        return trace
+        return act.Trace(
+            type="OrderedCollection",
+            context=context,
+            totalItems=len(steps),
+            orderedItems=steps[:LISTED],
+            partial=context in self.partial,
+        )
 
     def _resolve(self, query: str) -> tuple[str | None, list[str]]:
         if query in self.contexts:
@@ -116,23 +114,23 @@ class TraceIndex:
             return found[0], []
         return None, found[:CANDIDATES]
 
-    def _step(self, entry: Entry) -> dict[str, Any] | None:
+    def _step(self, entry: Entry) -> act.TraceStep | None:
         received, topic, payload = entry
         try:
             a = orjson.loads(payload)
             published = datetime.fromisoformat(a["published"].replace("Z", "+00:00"))
             actor = a["actor"]
-            step = {
-                "type": "Link",
-                "href": a["id"],
-                "name": topic.removeprefix(f"{self.root}/"),
-                "activity": str(a["type"])[:200],
-                "service": publisher(self.root, topic, actor)[:200],
-                "actor": str(actor.get("name") or actor["id"])[:200],
-                "summary": summarize(a.get("object"))[:4096],
-                "published": published.astimezone(UTC).isoformat(timespec="milliseconds"),
-                "received": _iso(received),
-            }
+            step = act.TraceStep(
+                type="Link",
+                href=a["id"],
+                name=topic.removeprefix(f"{self.root}/"),
+                activity=str(a["type"])[:200],
+                service=publisher(self.root, topic, actor)[:200],
+                actor=str(actor.get("name") or actor["id"])[:200],
+                summary=summarize(a.get("object"))[:4096],
+                published=published.astimezone(UTC),
+                received=datetime.fromtimestamp(received, UTC),
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
             return None  # only activities that decoded are kept: never, but never a 500
         return step

@@ -1161,7 +1161,7 @@ def _encode_other(value: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_encode_other)
 
 
-def encode(activity: Activity | Mapping[str, Any]) -> bytes:
+def encode(activity: Activity | Model | Mapping[str, Any] | datetime) -> bytes:
     """JSON of a typed activity (a Struct: the runtime's and services' own) or of a raw one
     (a dict: tools and tests that write a payload by hand). Omitted fields stay omitted."""
     return _encoder.encode(activity)
@@ -1170,6 +1170,11 @@ def encode(activity: Activity | Mapping[str, Any]) -> bytes:
 def to_builtins(value: Any) -> Any:
     """A decoded Struct as plain JSON-ready data (for templates and re-publishing)."""
     return msgspec.to_builtins(value, builtin_types=(datetime,))
+
+
+def to_json(value: Any) -> Any:
+    """A Struct (or a time) as the plain data it is published as: times as their text."""
+    return msgspec.json.decode(encode(value))
 
 
 def instant() -> Instant:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from dovecote import activity as act
 from dovecote import topics
@@ -32,7 +32,16 @@ from dovecote.config import Settings
 from dovecote.errors import BusError, TopicError, Unprocessable
 from dovecote.topics import P, Topic
 
-__all__ = ["Bus", "Delivery", "Handler", "Service", "Unprocessable", "handles", "inbox"]
+__all__ = [
+    "Bus",
+    "Delivery",
+    "Handler",
+    "Publish",
+    "Service",
+    "Unprocessable",
+    "handles",
+    "inbox",
+]
 
 Handler = Callable[[Any, "Delivery"], Coroutine[Any, Any, None]]
 OPERATOR = "operator"  # the publisher of the operators' commands (``dovecote deadletter``)
@@ -83,6 +92,13 @@ class Delivery:
 
 
 Send = Callable[[str, bytes, int, bool], None]  # topic, payload, qos, retain
+
+
+class Publish(Protocol):
+    """A function that publishes one activity of a topic's own payload type (a feature of a
+    service handed ``Bus.publish``, or a wrapper of it, rather than the whole bus)."""
+
+    def __call__(self, entry: Topic[P], activity: P, /) -> None: ...
 
 
 class Bus:
