@@ -111,7 +111,11 @@ async def probe(
     conn.start()
     try:
         await conn.wait_connected()
-        note = act.encode(act.new("Create", act.service("probe"), {"type": "Note"}))
+        note = act.encode(
+            act.Activity(
+                **act.envelope(), type="Create", actor=act.service("probe"), object={"type": "Note"}
+            )
+        )
         conn.publish(address["retained"], note, 1, True)
         await conn.flush(timeout)
         subacks = [

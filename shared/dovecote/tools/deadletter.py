@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import uuid
 from typing import Any
 
 import orjson
@@ -26,8 +25,9 @@ from dovecote.errors import DovecoteError
 from dovecote.logs import setup_logging
 from dovecote.mqtt import Message
 from dovecote.tools import client
+from dovecote.topics import P
 
-CLI_ACTOR = {"type": "Application", "id": "urn:dovecote:cli:deadletter", "name": "dovecote"}
+CLI_ACTOR = act.Actor(type="Application", id="urn:dovecote:cli:deadletter", name="dovecote")
 
 
 class NoAnswer(DovecoteError, RuntimeError):
@@ -35,14 +35,12 @@ class NoAnswer(DovecoteError, RuntimeError):
 
 
 async def ask(
-    settings: Settings, entry: topics.Topic, obj: dict[str, Any], timeout: float = 10.0
+    settings: Settings, entry: topics.Topic[P], command: P, timeout: float = 10.0
 ) -> dict[str, Any]:
     """Send one command to the deadletters service and return its answer (an activity)."""
-    verb = "View" if entry is topics.DEADLETTER_LIST else "Undo"
-    command = act.new(verb, CLI_ACTOR, obj)
-    command["context"] = command["id"]  # follows the replays through every service's log
     entry.codec.decode(act.encode(command))  # a bug here must fail here, not at the service
-    request = uuid.UUID(command["id"].removeprefix("urn:uuid:")).hex
+    request = act.request_key(command.id)
+    assert request is not None, "a command's id is a urn:uuid (act.envelope)"
     reply_topic = topics.DEADLETTER_REPLY.address(settings.root, request=request)
     answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
@@ -106,13 +104,13 @@ def command(args: argparse.Namespace) -> int:
     name = f"dovecote deadletter {args.verb}"
     try:
         settings = Settings.from_env()
-        entry, obj = _request(args)
+        entry, request = _request(args)
     except (ConfigError, ValueError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
     setup_logging("ERROR")
     try:
-        reply = asyncio.run(ask(settings, entry, obj, args.timeout))
+        reply = asyncio.run(ask(settings, entry, request, args.timeout))
     except (client.Unreachable, NoAnswer) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
@@ -128,21 +126,25 @@ def command(args: argparse.Namespace) -> int:
     return 1 if report.get("missing") else 0
 
 
-def _request(args: argparse.Namespace) -> tuple[topics.Topic, dict[str, Any]]:
+def _request(args: argparse.Namespace) -> tuple[topics.Topic, act.Activity]:
     if args.service is not None:
         topics.check_id(args.service, "service")
+    envelope = act.envelope()
+    context = envelope["id"]  # follows the replays through every service's log
     if args.verb == "list":
         if not 1 <= args.limit <= 1000:
             raise ValueError("--limit must be 1-1000")
-        obj: dict[str, Any] = {"type": "Collection", "limit": args.limit}
-        if args.service:
-            obj["service"] = args.service
-        return topics.DEADLETTER_LIST, obj
+        query = act.LetterQuery(type="Collection", service=args.service or None, limit=args.limit)
+        return topics.DEADLETTER_LIST, act.ListDeadLetters(
+            **envelope, type="View", actor=CLI_ACTOR, object=query, context=context
+        )
     if bool(args.ids) == bool(args.all):
         raise ValueError("give letter ids, or --all (not both)")
     if args.service and not args.all:
         raise ValueError("--service goes with --all")
-    obj = {"type": "Collection", "items": args.ids, "all": args.all}
-    if args.service:
-        obj["service"] = args.service
-    return topics.DEADLETTER_REPLAY, obj
+    selection = act.LetterSelection(
+        type="Collection", items=args.ids, all=args.all, service=args.service or None
+    )
+    return topics.DEADLETTER_REPLAY, act.ReplayDeadLetters(
+        **envelope, type="Undo", actor=CLI_ACTOR, object=selection, context=context
+    )

@@ -27,7 +27,7 @@ CHECK_TIMEOUT = 1.5  # a broker that answers at all answers the check in millise
 CHECK_LIMIT = 5.0  # the whole check, connecting included: then it counts as not checked
 UNCHECKED = capabilities.Capabilities(False, False, checked=False)
 ANSWER_GRACE = 0.5  # after the presence question, for the workers' answers
-TOOL_ACTOR = {"type": "Application", "id": "urn:dovecote:cli:tail", "name": "dovecote tail"}
+TOOL_ACTOR = act.Actor(type="Application", id="urn:dovecote:cli:tail", name="dovecote tail")
 
 
 def _wildcard(topic_filter: str) -> bool:
@@ -157,7 +157,12 @@ class StateFirst:
         # RabbitMQ closes the connection of a refused publish.
         if presence and checked:
             self.asked = True
-            question = act.new("Question", TOOL_ACTOR, {"type": "Collection", "name": "online"})
+            question = act.Activity(
+                **act.envelope(),
+                type="Question",
+                actor=TOOL_ACTOR,
+                object={"type": "Collection", "name": "online"},
+            )
             conn.publish(topics.PRESENCE_QUERY.address(self.root), act.encode(question), 1)
             await conn.flush(2)
             await asyncio.sleep(ANSWER_GRACE)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +31,7 @@ from dovecote.logs import setup_logging
 from dovecote.mqtt import Message
 from dovecote.tools import client
 
-CLI_ACTOR = {"type": "Application", "id": "urn:dovecote:cli:trace", "name": "dovecote"}
+CLI_ACTOR = act.Actor(type="Application", id="urn:dovecote:cli:trace", name="dovecote")
 
 
 class NoAnswer(DovecoteError, RuntimeError):
@@ -41,9 +40,15 @@ class NoAnswer(DovecoteError, RuntimeError):
 
 async def ask(settings: Settings, context: str, timeout: float = 10.0) -> dict[str, Any]:
     """The gateway's ``Trace`` of ``context`` (an ``act.Trace`` as JSON data)."""
-    command = act.new("View", CLI_ACTOR, {"type": "Collection", "context": context})
+    command = act.ViewTrace(
+        **act.envelope(),
+        type="View",
+        actor=CLI_ACTOR,
+        object=act.TraceQuery(type="Collection", context=context),
+    )
     topics.TRACE_QUERY.codec.decode(act.encode(command))  # a bad CONTEXT fails here
-    request = uuid.UUID(command["id"].removeprefix("urn:uuid:")).hex
+    request = act.request_key(command.id)
+    assert request is not None, "a command's id is a urn:uuid (act.envelope)"
     reply_topic = topics.TRACE_REPLY.address(settings.root, request=request)
     answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
