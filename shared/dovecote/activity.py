@@ -15,6 +15,7 @@ are allowed (AS2 is extensible), the properties Dovecote relies on are checked.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -1149,12 +1150,18 @@ class Instant(datetime):
     writes it, RFC 3339 in UTC to the millisecond (``2026-11-29T07:51:54.123Z``). A time
     decoded from a payload is a plain ``datetime`` and keeps msgspec's form."""
 
-    __slots__ = ()
+    __slots__ = ("text",)  # written once by ``instant()``: encoding it costs nothing more
+
+    def rfc3339(self) -> str:
+        text: str | None = getattr(self, "text", None)
+        if text is None:
+            text = self.text = self.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return text
 
 
 def _encode_other(value: Any) -> Any:
     if isinstance(value, Instant):
-        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return value.rfc3339()
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
@@ -1179,13 +1186,14 @@ def to_json(value: Any) -> Any:
 
 def instant() -> Instant:
     """Now, in UTC, to the millisecond: what a new activity's ``published`` carries."""
-    moment = Instant.now(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    moment = Instant.fromtimestamp(time.time_ns() // 1_000_000 / 1000, UTC)
+    moment.rfc3339()
+    return moment
 
 
 def now() -> str:
     """``instant()`` as text, for a raw activity written by hand (tools, tests)."""
-    return instant().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return instant().rfc3339()
 
 
 def new_id() -> str:
