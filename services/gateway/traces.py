@@ -128,8 +128,8 @@ class TraceIndex:
                 service=publisher(self.root, topic, actor)[:200],
                 actor=str(actor.get("name") or actor["id"])[:200],
                 summary=summarize(a.get("object"))[:4096],
-                published=published.astimezone(UTC),
-                received=datetime.fromtimestamp(received, UTC),
+                published=act.Instant.of(published.astimezone(UTC)),
+                received=act.Instant.of(datetime.fromtimestamp(received, UTC)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
             return None  # only activities that decoded are kept: never, but never a 500

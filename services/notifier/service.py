@@ -32,6 +32,12 @@ from services.notifier.inbox import InboxStore
 KEPT = msgspec.json.Decoder(act.Notification)  # the inbox keeps notifications as published
 
 
+def kept(note: bytes) -> act.Notification:
+    """A kept notification, to send again as it was published (``published`` to the ms)."""
+    decoded = KEPT.decode(note)
+    return msgspec.structs.replace(decoded, published=act.Instant.of(decoded.published))
+
+
 class Notifier(Service):
     name = "notifier"
 
@@ -82,7 +88,7 @@ class Notifier(Service):
             type="OrderedCollection",
             totalItems=counts.total,
             unread=counts.unread,
-            orderedItems=[KEPT.decode(n) for n in notes],
+            orderedItems=[kept(n) for n in notes],
         )
         self.reply(command, inbox)
 

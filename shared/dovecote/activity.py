@@ -1152,6 +1152,20 @@ class Instant(datetime):
 
     __slots__ = ("text",)  # written once by ``instant()``: encoding it costs nothing more
 
+    @classmethod
+    def of(cls, moment: datetime) -> Instant:
+        """A decoded time, to publish again in the same form (to the millisecond)."""
+        return cls(
+            moment.year,
+            moment.month,
+            moment.day,
+            moment.hour,
+            moment.minute,
+            moment.second,
+            moment.microsecond,
+            moment.tzinfo,
+        )
+
     def rfc3339(self) -> str:
         text: str | None = getattr(self, "text", None)
         if text is None:
