@@ -42,8 +42,13 @@ class BenchPool(Service):
     @handles(WORK)
     async def on_work(self, activity: act.Activity, _: Delivery) -> None:
         size = len(zlib.compress(BLOB + activity.id.encode(), 6))
-        done = act.new("Update", self.bus.actor, {"type": "Note", "name": activity.id})
-        done["result"] = {"type": "Object", "name": self.bus.instance, "size": size}
+        done = act.Activity(
+            **act.envelope(),
+            type="Update",
+            actor=self.bus.actor,
+            object={"type": "Note", "name": activity.id},
+            result={"type": "Object", "name": self.bus.instance, "size": size},
+        )
         self.bus.publish(WORKED, done)
 
 

@@ -220,8 +220,11 @@ class Counter(Service):
         if behaviour is not None:
             await behaviour()
         self.started.append(activity.id)
-        build = {"type": "Build", "id": activity.id, "name": "b", "state": "running", "progress": 0}
-        self.bus.publish(topics.BUILD_STATE, act.new("Update", self.bus.actor, build))
+        build = act.Build(type="Build", id=activity.id, name="b", state="running", progress=0)
+        self.bus.publish(
+            topics.BUILD_STATE,
+            act.BuildUpdated(**act.envelope(), type="Update", actor=self.bus.actor, object=build),
+        )
 
 
 def started(service: Service) -> list[str]:

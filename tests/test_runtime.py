@@ -328,20 +328,17 @@ async def test_reconnects_after_a_broker_restart_and_loses_no_publish(
         await wait_until(lambda: not w.conn.connected.is_set(), what="disconnect")
         # Published while the broker is down: kept by paho's queue, sent on reconnect.
         for n in range(3):
+            parked = act.ParkedMessage(
+                type="Object",
+                name="t",
+                mediaType="application/activity+json",
+                content=str(n),
+                size=1,
+                attempts=0,
+            )
             w.bus.publish(
                 topics.DEADLETTER,
-                act.new(
-                    "Flag",
-                    w.bus.actor,
-                    {
-                        "type": "Object",
-                        "name": "t",
-                        "mediaType": "application/activity+json",
-                        "content": str(n),
-                        "size": 1,
-                        "attempts": 0,
-                    },
-                ),
+                act.DeadLetter(**act.envelope(), type="Flag", actor=w.bus.actor, object=parked),
                 service="recorder",
             )
         own.start()
@@ -430,10 +427,22 @@ def test_a_service_may_only_publish_its_own_topics(settings: Settings) -> None:
     from dovecote.service import Bus
 
     bus = Bus(lambda *a: None, "recorder", settings)
+    build = act.Build(type="Build", id="urn:uuid:1", name="B", state="running", progress=0)
+    state = act.BuildUpdated(**act.envelope(), type="Update", actor=bus.actor, object=build)
     with pytest.raises(topics.TopicError, match="may not publish"):
-        bus.publish(topics.BUILD_STATE, act.new("Update", ADA, {}))
-    with pytest.raises(act.InvalidActivity):
-        bus.publish(topics.DEADLETTER, act.new("Flag", ADA, {"type": "Nope"}), service="recorder")
+        bus.publish(topics.BUILD_STATE, state)
+    # What a type cannot say, the registry's decoder does: no negative attempts.
+    parked = act.ParkedMessage(
+        type="Object",
+        name="t",
+        mediaType="application/activity+json",
+        content="",
+        size=0,
+        attempts=-1,
+    )
+    letter = act.DeadLetter(**act.envelope(), type="Flag", actor=bus.actor, object=parked)
+    with pytest.raises(act.InvalidActivity, match="attempts"):
+        bus.publish(topics.DEADLETTER, letter, service="recorder")
 
 
 class Twice(Service):

@@ -40,6 +40,10 @@ class Scores(Service):
     @handles(SET)
     async def on_set(self, activity: act.Activity, _: Delivery) -> None:
         user = activity.object["user"]
-        state = act.new("Update", self.bus.actor, {"type": "Note", "content": user})
-        state["id"] = act.derived_id(activity.id, "score")
+        state = act.Activity(
+            **act.envelope(act.derived_id(activity.id, "score")),
+            type="Update",
+            actor=self.bus.actor,
+            object={"type": "Note", "content": user},
+        )
         self.bus.publish(SCORE, state, user=user)
