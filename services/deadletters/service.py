@@ -22,12 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import orjson
+import msgspec
 
 from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
@@ -37,6 +36,7 @@ from services.deadletters.store import Dropped, Letter, Store
 REPLAY_ALL_LIMIT = 1000  # letters one `replay --all` sends back
 MAX_BYTES = 64 * 1024**2  # DEADLETTERS_MAX_BYTES: a flood of junk fills this, not the disk
 MAX_AGE = 30 * 86400  # DEADLETTERS_MAX_AGE_SECONDS: a month to look at a letter
+KEPT = msgspec.json.Decoder(act.DeadLetter)  # a letter as its service parked it
 
 
 class DeadLetters(Service):
@@ -165,14 +165,15 @@ class DeadLetters(Service):
         self.reply(command, [self.store.get(x.id) or x for x in letters], len(letters), missing)
 
     def redeliver(self, command: act.Activity, letter: Letter) -> None:
-        redelivery = act.new(
-            "Undo",
-            self.bus.actor,
-            orjson.loads(letter.letter),
+        parked = KEPT.decode(letter.letter)
+        redelivery = act.Redelivery(
+            # The same id if this command is itself redelivered: the service runs it once.
+            **act.envelope(act.derived_id(command.id, letter.id)),
+            type="Undo",
+            actor=self.bus.actor,
+            object=msgspec.structs.replace(parked, published=act.Instant.of(parked.published)),
             context=command.context or command.id,
         )
-        # The same id if this command is itself redelivered: the service runs it once.
-        redelivery["id"] = act.derived_id(command.id, letter.id)
         self.bus.publish(topics.REDELIVER, redelivery, service=letter.service)
         self.store.replayed(letter.id, act.now())
         self.log.info(
@@ -180,7 +181,7 @@ class DeadLetters(Service):
             letter.id,
             letter.service,
             letter.topic,
-            redelivery["context"],
+            redelivery.context,
         )
 
     def reply(
@@ -190,40 +191,42 @@ class DeadLetters(Service):
         total: int,
         missing: list[str] | None = None,
     ) -> None:
-        try:
-            request = uuid.UUID(command.id.removeprefix("urn:uuid:")).hex
-        except ValueError:
+        request = act.request_key(command.id)
+        if request is None:
             self.log.warning("command %s has no urn:uuid id: nowhere to answer", command.id)
             return
-        report: dict[str, Any] = {
-            "type": "OrderedCollection",
-            "totalItems": total,
-            "orderedItems": [summary(x) for x in letters],
-        }
-        if missing:
-            report["missing"] = missing
-        answer = act.new(
-            "Reject" if missing else "Accept",
-            self.bus.actor,
-            report,
+        report = act.LetterReport(
+            type="OrderedCollection",
+            totalItems=total,
+            orderedItems=[summary(x) for x in letters],
+            missing=missing or [],
+        )
+        answer = act.DeadLetterReply(
+            **act.envelope(),
+            type="Reject" if missing else "Accept",
+            actor=self.bus.actor,
+            object=report,
             context=command.context,
             inReplyTo=command.id,
         )
         self.bus.publish(topics.DEADLETTER_REPLY, answer, request=request)
 
 
-def summary(letter: Letter) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "type": "Flag",
-        "id": letter.id,
-        "service": letter.service,
-        "topic": letter.topic,
-        "summary": letter.reason[:4096],
-        "attempts": letter.attempts,
-        "size": letter.size,
-        "published": letter.published,
-        "replays": letter.replays,
-    }
-    if letter.last_replayed:
-        out["lastReplayed"] = letter.last_replayed
-    return out
+def summary(letter: Letter) -> act.LetterSummary:
+    return act.LetterSummary(
+        type="Flag",
+        id=letter.id,
+        service=letter.service,
+        topic=letter.topic,
+        summary=letter.reason[:4096],
+        attempts=letter.attempts,
+        size=letter.size,
+        published=_stored(letter.published),
+        replays=letter.replays,
+        lastReplayed=_stored(letter.last_replayed) if letter.last_replayed else None,
+    )
+
+
+def _stored(moment: str) -> act.Instant:
+    """A time the store keeps as text, to the millisecond (an HTML ``<time>`` shows it)."""
+    return act.Instant.of(datetime.fromisoformat(moment.replace("Z", "+00:00")))
