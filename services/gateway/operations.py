@@ -104,7 +104,7 @@ async def trace(request: web.Request) -> web.Response:
             else f"no activity with the correlation id {query!r} in the gateway's index"
         )
         return _json({"error": reason, "candidates": many}, status=404)
-    return _json(act.to_builtins(found))
+    return _json(act.to_json(found))
 
 
 # --- dead letters: asked of the deadletters service, in the operator's name ----------------

@@ -841,8 +841,8 @@ class LetterSummary(Model):
     ]
     replays: Annotated[
         int,
-        doc("How often it was replayed."),
-    ] = 0
+        doc("How often it was replayed (0: never)."),
+    ]
     lastReplayed: Annotated[
         Published | None,
         doc("When it was last replayed."),
@@ -1190,7 +1190,7 @@ def encode(activity: Activity | Model | Mapping[str, Any] | datetime) -> bytes:
 
 def to_builtins(value: Any) -> Any:
     """A decoded Struct as plain JSON-ready data (for templates and re-publishing)."""
-    return msgspec.to_builtins(value, builtin_types=(datetime,))
+    return msgspec.to_builtins(value, builtin_types=(datetime,), enc_hook=_encode_other)
 
 
 def to_json(value: Any) -> Any:
