@@ -37,7 +37,7 @@ def upload(web: str, user: str) -> dict[str, Any]:
     return act.new("Create", person, image, context=f"urn:uuid:{uuid.uuid4()}")
 
 
-def command(letter: dict[str, Any]) -> dict[str, Any]:
+def command(letter: act.DeadLetter | dict[str, Any]) -> dict[str, Any]:
     """The redelivery command the deadletters service would send for ``letter``."""
     return act.new("Undo", DEADLETTERS, letter)
 

@@ -55,7 +55,7 @@ def test_a_key_from_the_environment_wins_and_a_short_or_damaged_one_is_refused(
 def test_a_signed_letter_passes_and_any_change_to_it_fails(tmp_path: Path) -> None:
     seal = redelivery.Seal.for_service(settings(tmp_path), "points")
     payload = b'{"not": "an upload"}'
-    flag = letters.letter(POINTS, TOPIC, payload, "why", 1, 4096, seal.sign)
+    flag = act.to_json(letters.letter(POINTS, TOPIC, payload, "why", 1, 4096, seal.sign))
 
     def check(changed: dict[str, object], body: bytes = payload) -> str | None:
         return seal.forged(act.Codec(act.DeadLetter).decode(orjson.dumps(changed)), body)

@@ -10,14 +10,14 @@ service's proof that it parked this letter as it is (``dovecote.redelivery``).
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Final
 
 from dovecote import activity as act
 from dovecote.errors import InvalidLetter
 
-TEXT = "application/activity+json"
-BINARY = "application/octet-stream;base64"
+TEXT: Final = "application/activity+json"
+BINARY: Final = "application/octet-stream;base64"
 REASON_LIMIT = 4000
 # The service that keeps every letter; it alone parks garbage on the broadcast presence
 # query, which every worker of every service receives (worker.py: _answer_state_query).
@@ -27,14 +27,14 @@ Sign = Callable[[str, str, bytes], str]  # (letter id, topic, payload) -> signat
 
 
 def letter(
-    actor: act.Actor | Mapping[str, Any],
+    actor: act.Actor,
     topic: str,
     payload: bytes,
     reason: str,
     attempts: int,
     limit: int,
     sign: Sign | None = None,
-) -> dict[str, Any]:
+) -> act.DeadLetter:
     """The ``Flag`` that parks ``payload`` (as it arrived on ``topic``), at most ``limit``
     bytes once encoded, signed with ``sign`` over the whole payload (a letter cut short
     cannot be redelivered anyway).
@@ -49,10 +49,10 @@ def letter(
         text = True
     except UnicodeDecodeError:
         text = False
-    letter_id = act.new_id()
-    signature = sign(letter_id, topic, payload) if sign else None
-    head = (actor, letter_id, signature, topic, payload, reason, attempts)
-    envelope = len(act.encode(_flag(*head, 0, text)))
+    envelope = act.envelope()
+    signature = sign(envelope["id"], topic, payload) if sign else None
+    head = (actor, envelope, signature, topic, payload, reason, attempts)
+    fixed = len(act.encode(_flag(*head, 0, text)))
     keep = limit
     while True:
         flag = _flag(*head, keep, text)
@@ -60,13 +60,13 @@ def letter(
         if size <= limit or keep == 0:
             return flag
         # The envelope's bytes are fixed; the content's bytes per payload byte are not.
-        shrunk = (limit - envelope) * keep // max(size - envelope, 1) - 16
+        shrunk = (limit - fixed) * keep // max(size - fixed, 1) - 16
         keep = max(0, min(keep - 1, shrunk))
 
 
 def _flag(
-    actor: act.Actor | Mapping[str, Any],
-    letter_id: str,
+    actor: act.Actor,
+    envelope: act.Envelope,
     signature: str | None,
     topic: str,
     payload: bytes,
@@ -74,23 +74,25 @@ def _flag(
     attempts: int,
     keep: int,
     text: bool,
-) -> dict[str, Any]:
+) -> act.DeadLetter:
     kept = payload[:keep]
-    if text:  # a cut may split a character: its bytes go, the rest is still a prefix
-        content, media = kept.decode("utf-8", "ignore"), TEXT
-    else:
-        content, media = base64.b64encode(kept).decode(), BINARY
-    parked = {
-        "type": "Object",
-        "name": topic,
-        "mediaType": media,
-        "content": content,
-        "size": len(payload),
-        "attempts": attempts,
-    }
-    flag = act.new("Flag", actor, parked, summary=reason[:REASON_LIMIT], signature=signature)
-    flag["id"] = letter_id
-    return flag
+    parked = act.ParkedMessage(
+        type="Object",
+        name=topic,
+        # a cut may split a character: its bytes go, the rest is still a prefix
+        mediaType=TEXT if text else BINARY,
+        content=kept.decode("utf-8", "ignore") if text else base64.b64encode(kept).decode(),
+        size=len(payload),
+        attempts=attempts,
+    )
+    return act.DeadLetter(
+        **envelope,
+        type="Flag",
+        actor=actor,
+        object=parked,
+        summary=reason[:REASON_LIMIT],
+        signature=signature,
+    )
 
 
 def kept(parked: act.ParkedMessage) -> bytes:
