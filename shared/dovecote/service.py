@@ -137,12 +137,17 @@ class Bus:
     def publish(
         self,
         entry: Topic[P],
-        activity: P | Mapping[str, Any],
+        activity: P,
         *,
         durable: bool = False,
         **params: str,
     ) -> bytes:
         """Validate against the registry, encode, and send. Returns the bytes.
+
+        ``activity`` is the topic's payload type (a registry topic is a ``Topic[P]``), made
+        with its fields named: mypy refuses one that forgets a field, a dict, or another
+        topic's type. The registry's decoder then checks what a type cannot say (an IRI's
+        form, a length), so such a bug fails here, loudly, and never reaches a subscriber.
 
         ``durable=True``: written to the outbox first; ``OutboxFull`` (a ``BusError``) when it
         is full, and nothing is sent.
