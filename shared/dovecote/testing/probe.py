@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from dovecote import activity as act
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection, Message
 from dovecote.transport import Connect, Transport
@@ -58,9 +59,15 @@ class Probe:
         return self
 
     def publish(
-        self, rel_topic: str, payload: bytes | dict[str, Any], qos: int = 1, retain: bool = False
+        self,
+        rel_topic: str,
+        payload: bytes | dict[str, Any] | act.Activity,
+        qos: int = 1,
+        retain: bool = False,
     ) -> None:
-        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        """Raw bytes as they are; an activity, typed or a hand-made dict (it may hold typed
+        parts), encoded as the runtime encodes it."""
+        data = payload if isinstance(payload, bytes) else act.encode(payload)
         self.conn.publish(f"{self.root}/{rel_topic}", data, qos, retain)
 
     def on(self, rel_topic: str) -> list[dict[str, Any]]:
