@@ -9,6 +9,7 @@ import pytest
 from dovecote import activity as act
 from dovecote import topics
 from services.notifier import messages
+from services.notifier.service import kept
 
 ADA = {
     "type": "Person",
@@ -62,6 +63,15 @@ def test_a_notification_is_valid_addressed_and_stable_across_redelivery() -> Non
     assert first.id == again.id  # a redelivered cause makes the same notification
     assert first.to == [GRACE["id"]] and first.context == "urn:uuid:ctx"
     assert first.object.object["url"] == IMAGE["url"]
+
+
+def test_a_kept_notification_is_sent_again_byte_for_byte_as_it_was_published() -> None:
+    """The inbox reply decodes what the inbox kept into Notifications and encodes them
+    again: a decoded time would come back with six digits, which HTML's <time> refuses."""
+    grace = act.Actor(id=GRACE["id"], type="Person", preferredUsername="grace")
+    note = messages.notification(act.service("notifier"), grace, created(), "Ada shared")
+    published = act.encode(note)
+    assert act.encode(kept(published)) == published
 
 
 def test_build_summaries_speak_to_the_requester_and_about_them_to_others() -> None:
