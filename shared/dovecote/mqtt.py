@@ -8,10 +8,12 @@ paho asks for a write, we flush once at the end of the current loop iteration, a
 for writability only when the kernel's buffer is full.
 
 Reconnection is ours: forever, with capped exponential backoff and jitter, over the nodes
-``MQTT_URL`` names in turn (a cluster: a lost node is left for the next at once). The
-blocking TCP connect runs in a thread so that a slow or absent broker never stalls the
-loop. Publishes with QoS 1 made while disconnected stay queued in paho (bounded) and go out
-on reconnect.
+``MQTT_URL`` names in turn (a cluster: a lost node is left for the next at once). One task
+does it for the life of the connection (``_stay_connected``): connect, wait for the loss,
+connect again. The blocking TCP connect runs in a thread so that a slow or absent broker
+never stalls the loop. Publishes with QoS 1 made while disconnected stay queued in paho
+(bounded) and go out on reconnect. Should that task ever die (a bug), the connection says
+so (``wait_broken``) rather than sit there disconnected: a worker exits on it.
 """
 
 from __future__ import annotations
@@ -183,9 +185,12 @@ class Connection:
         self.connected = asyncio.Event()
         self.disconnected = asyncio.Event()
         self.disconnected.set()
-        # This connection attempt's socket dropped before any CONNACK: it is over.
-        self._answered = False
-        self._lost_unanswered = asyncio.Event()
+        # The current attempt's outcome, made before it starts: nothing can happen unseen.
+        self._answer: asyncio.Future[None] | None = None  # accepted (or dropped unanswered)
+        self._ended: asyncio.Future[None] | None = None  # its socket closed
+        self._answered = False  # a CONNACK came, accepting or refusing
+        self._broken = asyncio.Event()
+        self.broken_by: BaseException | None = None  # why reconnecting stopped for good
         self.connects = 0  # successful CONNACKs, for logs, tests and metrics
         self.published = 0  # messages handed to paho (metrics)
 
@@ -226,14 +231,24 @@ class Connection:
 
     def start(self) -> None:
         """Begin connecting (and reconnecting, forever). Returns at once."""
+        if self._connector is not None or self._stopping:
+            return
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._drained = asyncio.Event()
         self._drained.set()
-        self._ensure_connector()
+        self._connector = self._loop.create_task(self._stay_connected())
+        self._connector.add_done_callback(self._connector_ended)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout)
+
+    async def wait_broken(self) -> BaseException:
+        """Returns only if this connection has stopped reconnecting for good, unasked (a
+        bug, logged): why. Nothing else will bring it back; its owner should exit."""
+        await self._broken.wait()
+        assert self.broken_by is not None
+        return self.broken_by
 
     def subscribe(self, topic_filter: str, qos: int) -> asyncio.Future[list[int]] | None:
         """Subscribe now if connected, and again after every reconnect.
@@ -341,33 +356,52 @@ class Connection:
 
     # --- connecting ----------------------------------------------------------------------
 
-    def _ensure_connector(self) -> None:
-        if self._stopping or (self._connector is not None and not self._connector.done()):
-            return
-        assert self._loop is not None
-        self._connector = self._loop.create_task(self._connect_forever())
+    async def _stay_connected(self) -> None:
+        """Connect; wait until the connection is lost; connect again: until ``stop``.
 
-    async def _connect_forever(self) -> None:
+        The one task that ever connects, for the life of this object. A task per loss
+        missed losses: one that came while the previous task was still finishing (a CONNACK
+        and, at once, a session takeover's hang-up) found it "running" and started none, and
+        nothing ever reconnected (issue 11).
+        """
+        while not self._stopping:
+            ended = await self._connect()
+            await ended  # a loss is seen even if it came before this line
+            # At once, from the next node (``_tried``): a lost node is left for the next.
+
+    def _connector_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return  # stopped, as asked
+        self.broken_by = task.exception()
+        log.critical(
+            "%s: stopped reconnecting to the broker on an unexpected error",
+            self.client_id,
+            exc_info=self.broken_by,
+        )
+        self.connected.clear()
+        self._broken.set()
+
+    async def _connect(self) -> asyncio.Future[None]:
+        """Until a connection is accepted: its ``ended``, done when its socket closes."""
         assert self._loop is not None
         failures = 0
         nodes = self.broker.nodes
         delays = self._backoff.delays()  # one delay after each round of the nodes
         while True:
-            if self._stopping or self.connected.is_set():
-                return
             # A cluster's nodes (MQTT_URL=mqtt://a:1883,b:1884,...) in turn, from the one after
             # the last tried: a node that is lost or refuses is left for the next at once.
             self.node = nodes[self._tried % len(nodes)]
             self._tried += 1
             if len(nodes) > 1:  # paho's reconnect() goes where connect_async() last said
                 self._client.connect_async(*self.node, self._keepalive)
-            self.disconnected.clear()
+            answer = self._answer = self._loop.create_future()
+            ended = self._ended = self._loop.create_future()
             self._answered = False
-            self._lost_unanswered.clear()
+            self.disconnected.clear()
             try:
                 await self._loop.run_in_executor(None, self._client.reconnect)
-                await self._connack()
-                return
+                await self._connack(answer)
+                return ended
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
@@ -384,24 +418,16 @@ class Connection:
                     continue  # the next node at once; the backoff delay after a whole round
             await asyncio.sleep(next(delays))
 
-    async def _connack(self) -> None:
-        """Until this attempt is answered; it is over if the socket drops first (a broker
+    async def _connack(self, answer: asyncio.Future[None]) -> None:
+        """Until this attempt is accepted. It is over if the socket drops first (a broker
         dying as it accepted us): no CONNACK can come on it, so no waiting the keepalive."""
-        answered = asyncio.ensure_future(self.connected.wait())
-        dropped = asyncio.ensure_future(self._lost_unanswered.wait())
         try:
-            await asyncio.wait(
-                {answered, dropped}, timeout=self._keepalive, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            answered.cancel()
-            dropped.cancel()
-        if self.connected.is_set():
-            return
-        if self._lost_unanswered.is_set():
-            raise ConnectionResetError("the broker closed the connection before answering it")
-        # Refused (bad credentials, ...): the broker closed the socket; we retry slowly.
-        raise TimeoutError(f"no CONNACK accepting the connection within {self._keepalive} s")
+            await asyncio.wait_for(answer, self._keepalive)
+        except TimeoutError:
+            # Refused (bad credentials, ...): the broker closed the socket; we retry slowly.
+            raise TimeoutError(
+                f"no CONNACK accepting the connection within {self._keepalive} s"
+            ) from None
 
     def _handle_connect(
         self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any
@@ -411,6 +437,8 @@ class Connection:
             # Refused (bad credentials, ...): the broker closes the socket; we retry slowly.
             log.error("%s: broker refused the connection: %s", self.client_id, reason)
             return
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(None)
         self.connects += 1
         log.log(
             self._connect_level,
@@ -435,8 +463,14 @@ class Connection:
         was_connected = self.connected.is_set()
         self.connected.clear()
         self.disconnected.set()
-        if not self._answered:
-            self._lost_unanswered.set()
+        answer, ended = self._answer, self._ended
+        if answer is not None and not answer.done() and not self._answered:
+            answer.set_exception(
+                ConnectionResetError("the broker closed the connection before answering it")
+            )
+            answer.exception()  # retrieved: an attempt given up on has no one awaiting it
+        if ended is not None and not ended.done():
+            ended.set_result(None)  # _stay_connected connects again
         for fut in self._pending_subacks.values():
             if not fut.done():
                 fut.set_exception(BusError("disconnected before SUBACK"))
@@ -446,7 +480,6 @@ class Connection:
             return
         if was_connected:
             log.warning("%s: lost the broker (%s); reconnecting", self.client_id, reason)
-        self._call(self._ensure_connector)
 
     def _send_subscribe(self, filters: list[tuple[str, int]]) -> asyncio.Future[list[int]]:
         assert self._loop is not None

@@ -17,7 +17,8 @@
 - measures itself and reports on ``metrics/<service>/<instance>`` (``dovecote.metrics``);
 - stops on SIGTERM/SIGINT, or when the ``dovecote run`` that started it is gone
   (``dovecote.lifeline``): teardown, handlers in flight finish (bounded), a Leave, a clean
-  disconnect.
+  disconnect; and the same, then exit code 1, should its connection ever stop reconnecting
+  (a bug in it): a restart brings it back, and no live process sits cut off holding its id.
 """
 
 from __future__ import annotations
@@ -443,7 +444,9 @@ class Worker:
                 self.query_topic,
             )
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Until signalled (or its supervisor is gone): 0. 1: its connection stopped
+        reconnecting for good; it stopped as on a signal (``run`` exits with it)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -452,6 +455,9 @@ class Worker:
         # A signal while still waiting for the broker must stop us too.
         starting = loop.create_task(self.start())
         stopping = loop.create_task(self.stopping.wait())
+        # Its connection may also stop reconnecting for good (a bug in it): alive but cut
+        # off, this worker would hold its client id and say nothing; it exits instead.
+        broken = loop.create_task(self.conn.wait_broken())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             starting.cancel()
@@ -459,9 +465,21 @@ class Worker:
                 await starting
         elif starting.exception() is not None:
             stopping.cancel()
+            broken.cancel()
             starting.result()  # why this worker cannot start: exit with it, as before
-        await stopping
+        await asyncio.wait({stopping, broken}, return_when=asyncio.FIRST_COMPLETED)
+        if broken.done():
+            self.log.critical(
+                "no longer connecting to the broker (%r): stopping, with exit code 1, to be "
+                "restarted by `dovecote run` or systemd",
+                broken.result(),
+            )
+            stopping.cancel()
+            await self.shutdown()
+            return 1
+        broken.cancel()
         await self.shutdown()
+        return 0
 
     def _supervisor_gone(self) -> None:
         self.log.warning("the `dovecote run` that started this worker is gone: stopping")
@@ -510,7 +528,9 @@ def run(service_cls: type[Service]) -> None:
     except ConfigError as exc:
         print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    asyncio.run(worker.run())
+    code = asyncio.run(worker.run())
+    if code:
+        raise SystemExit(code)
 
 
 __all__ = ["Worker", "run"]

@@ -225,6 +225,11 @@ class MemoryConnection:
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout)
 
+    async def wait_broken(self) -> BaseException:
+        """Never: the in-memory bus has no connecting that could fail."""
+        never: asyncio.Future[BaseException] = self._running_loop().create_future()
+        return await never
+
     def subscribe(self, topic_filter: str, qos: int) -> asyncio.Future[list[int]] | None:
         self._subscriptions[topic_filter] = qos
         if not self.connected.is_set():
