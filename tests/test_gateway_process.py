@@ -95,6 +95,33 @@ async def test_frames_carry_the_brokers_bytes_and_only_browser_topics(
     assert frame[len(prefix) : -1] in bus
 
 
+async def test_pages_see_a_workers_service_instance_and_status_only(
+    federation: Federation,
+) -> None:
+    """Issue 11: a worker's Join names its process id and host, for operators on the bus;
+    what the gateway gives pages (the socket, ``/api/state``) has its service, instance
+    and status, and nothing else of it."""
+    headers = await as_person(federation, "ada")
+    async with websockets.connect(ws_url(federation), additional_headers=headers) as conn:
+        page = Browserish(conn)
+        frame = await page.wait(lambda f: f.get("topic", "").endswith("/services/builder/1"))
+        await page.wait(lambda f: f.get("topic", "").endswith("/services/gateway/1"))
+    assert frame["activity"] == {
+        "type": "Join",
+        "object": {"name": "builder", "instance": "1", "status": "online"},
+    }
+    async with aiohttp.ClientSession() as http, http.get(f"{federation.url}/api/state") as r:
+        state = await r.read()
+    for seen in (b"".join(page.frames), state):
+        assert b'"pid"' not in seen and b'"host"' not in seen
+    presence = [f for f in orjson.loads(state) if "/services/" in f["topic"]]
+    assert {f["topic"].rsplit("/", 2)[-2] for f in presence} >= {"builder", "gateway"}
+    assert all(set(f["activity"]["object"]) == {"name", "instance", "status"} for f in presence)
+    # On the bus, operators still see where each worker runs.
+    [join] = federation.probe.on("services/builder/1")[-1:]
+    assert isinstance(join["object"]["pid"], int) and join["object"]["host"]
+
+
 async def test_a_late_joiner_gets_the_current_build_at_once(federation: Federation) -> None:
     async with await federation.signed_in("ada") as http:
         async with http.post(f"{federation.url}/api/builds", json={}) as r:

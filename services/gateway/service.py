@@ -36,7 +36,7 @@ from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
-from services.gateway import images, people, sessions
+from services.gateway import images, people, sessions, status
 from services.gateway.badrequests import quiet_client_faults
 from services.gateway.context import FEED_SIZE, Context, Images
 from services.gateway.directory import Directory
@@ -136,11 +136,18 @@ class Gateway(Service):
         self.feed.append(self.hub.broadcast(delivery.topic, delivery.payload))
         self.traces.add(delivery.topic, activity.context, delivery.payload)
 
-    @handles(*STATE_TOPICS, *SHOWN_WITH_PARAMS, topics.PRESENCE, shared=False)
+    @handles(*STATE_TOPICS, *SHOWN_WITH_PARAMS, shared=False)
     async def on_state(self, activity: act.Activity, delivery: Delivery) -> None:
         self.hub.broadcast(delivery.topic, delivery.payload, retain=True)
         if not delivery.retained:  # state from before this worker started: not news
             self.traces.add(delivery.topic, activity.context, delivery.payload)
+
+    @handles(topics.PRESENCE, shared=False)
+    async def on_presence(self, presence: act.Presence, delivery: Delivery) -> None:
+        # Pages get who is up, not where: pid and host stay on the bus, for operators.
+        self.hub.broadcast(delivery.topic, status.shown(presence), retain=True)
+        if not delivery.retained:
+            self.traces.add(delivery.topic, presence.context, delivery.payload)
 
     @handles(topics.NOTIFICATION, shared=False)  # every gateway worker: each has its sockets
     async def on_notification(self, note: act.Notification, delivery: Delivery) -> None:

@@ -7,6 +7,9 @@ Presence is the services' retained Join, and their Last Will's Leave (``services
 service the gateway has not heard of is *unknown*, not offline: right after the gateway
 starts, presence is still arriving, and a command then is accepted (the builder refuses a
 Start that waited too long itself, ``BUILD_COMMAND_MAX_AGE``).
+
+What pages get of a worker's presence is ``shown``: its service, instance and status. The
+process id and host name in the Join stay on the bus, for operators (``dovecote tail``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,20 @@ from typing import Any
 
 import orjson
 
+from dovecote import activity as act
 from services.gateway.hub import Hub
+
+
+def shown(presence: act.Presence) -> bytes:
+    """A worker's presence as pages get it (websocket frames, ``/api/state``): Join or
+    Leave, and the worker's service, instance and status; nothing on where it runs."""
+    worker = presence.object
+    return orjson.dumps(
+        {
+            "type": presence.type,
+            "object": {"name": worker.name, "instance": worker.instance, "status": worker.status},
+        }
+    )
 
 
 def _activity(frame: bytes) -> dict[str, Any]:
