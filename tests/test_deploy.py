@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import ssl
@@ -50,6 +51,34 @@ def test_the_committed_acls_match_the_registry() -> None:
         [sys.executable, "-m", "dovecote.tools.acl", "--check"], cwd=PROJECT, capture_output=True
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_the_committed_acls_let_no_service_but_the_gateway_read_notifications() -> None:
+    """A person's notifications are read on the bus by the gateway (which forwards each to
+    that person's sockets only) and the observer (the whole root, for operators); the
+    notifier only writes them. On both brokers, as deployed (``deploy/``)."""
+    one = "dovecote/users/ada/notifications"
+    roles = orjson.loads((PROJECT / "deploy/mosquitto/roles.json").read_bytes())["roles"]
+
+    def mosquitto_reads(role: dict[str, Any]) -> bool:
+        acls = [a for a in role["acls"] if a["allow"]]
+        subscribe = any(
+            a["acltype"] == "subscribePattern" and pool.covers(a["topic"], one) for a in acls
+        )
+        receive = any(
+            a["acltype"] == "publishClientReceive" and pool.covers(a["topic"], one) for a in acls
+        )
+        return subscribe and receive
+
+    assert {r["rolename"] for r in roles if mosquitto_reads(r)} == {
+        "dovecote-gateway",
+        "dovecote-observer",
+    }
+    script = (PROJECT / "deploy/rabbitmq/permissions.sh").read_text()
+    users = [shlex.split(line) for line in script.splitlines() if line.startswith("user ")]
+    # user <name> <password> <session queues> <write regex> <read regex>
+    readers = {u[1] for u in users if re.match(u[5], one.replace("/", "."))}
+    assert len(users) == len(SERVICES) + 2 and readers == {"gateway", "observer"}
 
 
 def test_every_service_has_its_systemd_unit_and_systemd_accepts_each(tmp_path: Path) -> None:
