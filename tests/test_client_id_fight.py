@@ -23,7 +23,9 @@ import pytest
 
 from dovecote import Delivery, Service, handles, topics
 from dovecote import activity as act
-from dovecote.config import Settings
+from dovecote.config import Settings, parse_mqtt_url
+from dovecote.errors import BusError
+from dovecote.mqtt import Connection
 from dovecote.testing.plugin import Probe, TestBroker
 from dovecote.tools.broker import free_port
 from dovecote.worker import Worker
@@ -247,3 +249,19 @@ async def test_a_worker_that_can_no_longer_connect_exits_with_code_1(
         "services/fought/1", lambda a: a["type"] == "Leave" and a["object"]["status"] == "offline"
     )
     assert leave, "the broker published the worker's will"
+
+
+async def test_waiting_for_a_connection_that_stopped_reconnecting_fails_at_once() -> None:
+    """Whoever waits for the connection (a worker's start-up probe, a tool) is told, not
+    left waiting for ever."""
+    conn = Connection(parse_mqtt_url(f"mqtt://127.0.0.1:{free_port()}"), "x", on_message=print)
+
+    def broken() -> None:
+        raise RuntimeError("a bug in connecting")
+
+    conn._client.reconnect = broken  # type: ignore[method-assign,assignment]
+    conn.start()
+    with pytest.raises(BusError, match="a bug in connecting"):
+        await conn.wait_connected(10)
+    assert isinstance(await asyncio.wait_for(conn.wait_broken(), 1), RuntimeError)
+    await conn.stop(1)

@@ -241,7 +241,25 @@ class Connection:
         self._connector.add_done_callback(self._connector_ended)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self.connected.wait(), timeout)
+        """Until connected (TimeoutError after ``timeout``). BusError if this connection has
+        stopped reconnecting (``wait_broken``): waiting on would be waiting for ever."""
+        if not self._broken.is_set():
+            connected = asyncio.ensure_future(self.connected.wait())
+            broken = asyncio.ensure_future(self._broken.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {connected, broken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                connected.cancel()
+                broken.cancel()
+            if connected in done:
+                return
+            if not done:
+                raise TimeoutError(f"{self.client_id}: not connected within {timeout} s")
+        raise BusError(
+            f"{self.client_id}: stopped reconnecting to the broker: {self.broken_by!r}"
+        ) from self.broken_by
 
     async def wait_broken(self) -> BaseException:
         """Returns only if this connection has stopped reconnecting for good, unasked (a
