@@ -174,10 +174,11 @@ def settings_via(hop: Hop, root: str) -> Settings:
 async def test_a_worker_whose_id_is_taken_right_after_its_connack_comes_back(
     broker: TestBroker, hop: Hop, probe: Probe, root: str
 ) -> None:
-    """Before: the hang-up came while the task that connected was still finishing; the
-    task that would have reconnected was never started, and the worker stayed cut off
-    (here until the keepalive, 30 s; for good in the report). Now it is back at once, and
-    the builds queued in its session meanwhile are all started, each once."""
+    """Before: the hang-up came while the task that connected was still finishing; no
+    task to reconnect was started, and that one waited for a CONNACK it had missed: the
+    worker stayed cut off for its keepalive (30 s; MQTT_KEEPALIVE may make it an hour),
+    and again at the next such moment. Now it is back at once, and the builds queued in
+    its session meanwhile are all started, each once."""
     held = HeldConnects()
     asyncio.get_running_loop().set_default_executor(held)
     w = Worker(Fought, settings_via(hop, root))

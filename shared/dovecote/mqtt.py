@@ -378,9 +378,11 @@ class Connection:
         """Connect; wait until the connection is lost; connect again: until ``stop``.
 
         The one task that ever connects, for the life of this object. A task per loss
-        missed losses: one that came while the previous task was still finishing (a CONNACK
-        and, at once, a session takeover's hang-up) found it "running" and started none, and
-        nothing ever reconnected (issue 11).
+        missed losses (issue 11): a CONNACK and, at once, a session takeover's hang-up, both
+        before the connecting task had looked, set and cleared ``connected`` unseen; the loss
+        found that task still running and started none, and the task then waited the
+        keepalive (30 s, ``MQTT_KEEPALIVE`` up to an hour) for an answer come and gone.
+        Here each attempt's answer and end are futures made before it starts.
         """
         while not self._stopping:
             ended = await self._connect()
