@@ -273,3 +273,26 @@ async def test_waiting_for_a_connection_that_stopped_reconnecting_fails_at_once(
         await conn.wait_connected(10)
     assert isinstance(await asyncio.wait_for(conn.wait_broken(), 1), RuntimeError)
     await conn.stop(1)
+
+
+async def test_a_connection_stopped_the_moment_it_is_accepted_stops_connecting(
+    broker: TestBroker, root: str
+) -> None:
+    """Stopped (here dropped, from its own on_connected) in the very loop turn its CONNACK
+    was read: the connecting task must end. Python 3.11's ``asyncio.wait_for`` returns the
+    result and swallows the cancellation when both come at once: the task went on to wait
+    for the end of a connection no one would close, and a worker's start-up probe's
+    ``stop`` waited with it (a federation's services took over 15 s to start under load)."""
+    conn: Connection
+
+    def accepted(_: bool) -> None:
+        conn.drop()
+
+    conn = Connection(
+        parse_mqtt_url(broker.url), f"{root}-dropped", on_message=print, on_connected=accepted
+    )
+    conn.start()
+    connecting = conn._connector  # the task that connects; nothing else shows it ends
+    assert connecting is not None
+    await asyncio.wait({connecting}, timeout=10)
+    assert conn.connects == 1 and connecting.cancelled()

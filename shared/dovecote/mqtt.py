@@ -441,13 +441,13 @@ class Connection:
     async def _connack(self, answer: asyncio.Future[None]) -> None:
         """Until this attempt is accepted. It is over if the socket drops first (a broker
         dying as it accepted us): no CONNACK can come on it, so no waiting the keepalive."""
-        try:
-            await asyncio.wait_for(answer, self._keepalive)
-        except TimeoutError:
+        # asyncio.wait, not wait_for: on 3.11 a cancellation (stop) that comes with the
+        # answer is swallowed by wait_for, and this task would outlive the stop.
+        await asyncio.wait({answer}, timeout=self._keepalive)
+        if not answer.done():
             # Refused (bad credentials, ...): the broker closed the socket; we retry slowly.
-            raise TimeoutError(
-                f"no CONNACK accepting the connection within {self._keepalive} s"
-            ) from None
+            raise TimeoutError(f"no CONNACK accepting the connection within {self._keepalive} s")
+        answer.result()  # dropped before answering: ConnectionResetError
 
     def _handle_connect(
         self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any
