@@ -9,8 +9,9 @@
 3. route: which handlers want this topic; none: parked (an unknown command verb says so);
 4. size: over ``DOVECOTE_MAX_PAYLOAD``: parked unread;
 5. decode and validate into the topic's payload type; invalid: parked with the reason;
-6. dedupe on the activity ``id``: a copy of one handled already is acknowledged and skipped,
-   a copy of one being handled waits for it (acknowledged with it);
+6. dedupe on the topic and the activity ``id``: a copy of one handled already is
+   acknowledged and skipped, a copy of one being handled waits for it (acknowledged with
+   it); a *different* activity under an id remembered on this topic is parked (``Seen``);
 7. the handler runs (eagerly where the service allows it); it raises: retried with backoff,
    then parked; ``Unprocessable``: parked at once;
 8. acknowledged: only now, so a worker killed mid-handler gets the message again.
@@ -30,7 +31,10 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from dovecote import activity as act
 from dovecote import letters, topics
@@ -64,23 +68,39 @@ class Binding:
 Route = tuple[Binding, dict[str, str]]
 
 
+Seen = tuple[str, str]  # (topic, activity id): an id only ever stands for one topic's activity
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ENCODER = msgspec.json.Encoder()
+
+
+def fingerprint(activity: Any) -> int:
+    """What two messages with one id must share to be the same activity: everything
+    decoded but ``published``, which a publisher's re-run (a derived id, made again after
+    a crash before its ack) sets anew. ``hash``: salted per process, only kept in memory."""
+    return hash(_ENCODER.encode(msgspec.structs.replace(activity, published=_EPOCH)))
+
+
 class SeenIds:
-    """A bounded memory of processed activity ids (insertion-ordered dict as an LRU)."""
+    """A bounded memory of handled activities, (topic, id) -> fingerprint (an
+    insertion-ordered dict as an LRU)."""
 
     def __init__(self, size: int = SEEN_IDS) -> None:
-        self._ids: dict[str, None] = {}
+        self._ids: dict[Seen, int] = {}
         self._size = size
 
-    def __contains__(self, activity_id: str) -> bool:
-        return activity_id in self._ids
+    def __contains__(self, key: Seen) -> bool:
+        return key in self._ids
 
-    def add(self, activity_id: str) -> None:
-        self._ids[activity_id] = None
+    def get(self, key: Seen) -> int | None:
+        return self._ids.get(key)
+
+    def add(self, key: Seen, print_: int = 0) -> None:
+        self._ids[key] = print_
         if len(self._ids) > self._size:
             del self._ids[next(iter(self._ids))]
 
-    def discard(self, activity_id: str) -> None:
-        self._ids.pop(activity_id, None)
+    def discard(self, key: Seen) -> None:
+        self._ids.pop(key, None)
 
 
 class Dispatcher:
@@ -118,8 +138,9 @@ class Dispatcher:
         self.deadletter_topic = topics.DEADLETTER.address(self.root, service=name)
         self._routes: dict[str, list[Route]] = {}
         self._seen = SeenIds()
-        # activity id -> (mid, qos) of copies that arrived while the first was in a handler
-        self._inflight: dict[str, list[tuple[int, int]]] = {}
+        # (topic, id) of an activity in a handler -> its fingerprint and the (mid, qos) of
+        # the copies that arrived meanwhile
+        self._inflight: dict[Seen, tuple[int, list[tuple[int, int]]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.retained_tasks: set[asyncio.Task[None]] = set()  # handling retained messages
 
@@ -161,10 +182,11 @@ class Dispatcher:
         except InvalidActivity as exc:
             self.reject(msg, str(exc))
             return
-        if self._duplicate(activity.id, msg):
+        print_ = self._first(activity, msg)
+        if print_ is None:
             return
         delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
-        self._run(binding.handler, activity, delivery, msg)
+        self._run(binding.handler, activity, delivery, msg, print_)
 
     def _route(self, topic: str) -> list[Route]:
         routes = self._routes.get(topic)
@@ -187,45 +209,67 @@ class Dispatcher:
         found = topics.lookup(self.root, topic)
         return found[0] if found else None
 
-    def _duplicate(self, activity_id: str, msg: Message) -> bool:
-        """Skip a copy of an activity handled already, or being handled right now.
+    def _first(self, activity: Any, msg: Message) -> int | None:
+        """The activity's fingerprint when it is to be handled; None when it is not: a copy
+        of one handled already on this topic, or being handled right now, is skipped; a
+        different activity under such an id is parked (a publisher that reuses an id).
 
-        A copy of one still in a handler is acknowledged only when that handler is done:
-        acknowledged earlier, a crash now would lose the activity.
+        Remembered per topic: an id seen on one topic never suppresses another topic's
+        activity. A copy of one still in a handler is acknowledged only when that handler
+        is done: acknowledged earlier, a crash now would lose the activity.
         """
-        if activity_id in self._seen:
-            self.log.debug("duplicate %s on %s skipped", activity_id, msg.topic)
+        key = (msg.topic, activity.id)
+        print_ = fingerprint(activity)
+        handled = self._seen.get(key)
+        if handled is not None:
+            if handled != print_:
+                self._conflict(activity.id, msg)
+                return None
+            self.log.debug("duplicate %s on %s skipped", activity.id, msg.topic)
             self.meter.skipped += 1
             self._ack(msg.mid, msg.qos)
-            return True
-        waiting = self._inflight.get(activity_id)
-        if waiting is not None:
+            return None
+        running = self._inflight.get(key)
+        if running is not None:
+            if running[0] != print_:
+                self._conflict(activity.id, msg)
+                return None
             self.meter.skipped += 1
-            waiting.append((msg.mid, msg.qos))
-            return True
-        return False
+            running[1].append((msg.mid, msg.qos))
+            return None
+        return print_
 
-    def _run(self, handler: Handler, activity: Any, delivery: Delivery, msg: Message) -> None:
+    def _conflict(self, activity_id: str, msg: Message) -> None:
+        self.reject(
+            msg,
+            f"another activity reuses the id {activity_id}, already handled on this topic: "
+            "an id names one activity (this one was not handled)",
+        )
+
+    def _run(
+        self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, print_: int
+    ) -> None:
         """Run the handler: its first step now when the service is eager (``eager.py``),
         as a task otherwise; the message is done (acked) when the handler is."""
         started = self.meter.begin(None if msg.retain else activity.published)
         coro = handler(activity, delivery)
+        key = (msg.topic, activity.id)
         if not self._eager:
-            self._inflight.setdefault(activity.id, [])
+            self._inflight.setdefault(key, (print_, []))
             self._spawn(self._complete(coro, handler, activity, delivery, msg, started), msg.retain)
             return
         try:
             pending = coro.send(None)
         except StopIteration:
-            self._done(activity, msg, started)
+            self._done(key, print_, msg, started)
             return
         except Exception as exc:
-            self._inflight.setdefault(activity.id, [])
+            self._inflight.setdefault(key, (print_, []))
             self._spawn(
                 self._retry_then_done(handler, activity, delivery, msg, exc, started), msg.retain
             )
             return
-        self._inflight.setdefault(activity.id, [])
+        self._inflight.setdefault(key, (print_, []))
         first = finish(coro, pending)
         self._spawn(self._complete(first, handler, activity, delivery, msg, started), msg.retain)
 
@@ -242,7 +286,7 @@ class Dispatcher:
             await first
         except Exception as exc:
             await self._retry(handler, activity, delivery, msg, exc)
-        self._done(activity, msg, started)
+        self._finished(activity, msg, started)
 
     async def _retry_then_done(
         self,
@@ -254,7 +298,7 @@ class Dispatcher:
         started: float,
     ) -> None:
         await self._retry(handler, activity, delivery, msg, error)
-        self._done(activity, msg, started)
+        self._finished(activity, msg, started)
 
     async def _retry(
         self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
@@ -297,9 +341,12 @@ class Dispatcher:
         self.park(msg, str(error) if unfixable else f"handler {name} failed: {error!r}", attempts)
 
     async def _handle_all(self, msg: Message, routes: list[Route]) -> None:
-        """A message more than one handler wants: each runs (and retries) once; one ack."""
+        """A message more than one handler wants: each runs (and retries) once; one ack.
+        Deduplicated on the first decoding (the routes of a topic come in one order)."""
         decoded: dict[int, Any] = {}
         started = 0.0
+        key: Seen | None = None
+        print_ = 0
         for binding, params in routes:
             entry = binding.entry or self._entry_for(msg.topic)
             codec = entry.codec if entry else GENERIC
@@ -307,38 +354,39 @@ class Dispatcher:
                 activity = decoded.get(id(codec)) or codec.decode(msg.payload)
             except InvalidActivity as exc:
                 self.reject(msg, str(exc))
-                if decoded:
-                    self._settle(next(iter(decoded.values())).id)
+                if key is not None:
+                    self._settle(key)
                 return
-            if not decoded:
-                if self._duplicate(activity.id, msg):
+            if key is None:
+                first = self._first(activity, msg)
+                if first is None:
                     return
-                self._inflight.setdefault(activity.id, [])
+                key, print_ = (msg.topic, activity.id), first
+                self._inflight.setdefault(key, (print_, []))
                 started = self.meter.begin(None if msg.retain else activity.published)
             decoded[id(codec)] = activity
-            if activity.id in self._seen:
-                continue
             delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
             try:
                 await binding.handler(activity, delivery)
             except Exception as exc:
                 await self._retry(binding.handler, activity, delivery, msg, exc)
-        for activity in decoded.values():
-            self._seen.add(activity.id)
+        if key is not None:
+            self._done(key, print_, msg, started)
+
+    def _finished(self, activity: Any, msg: Message, started: float) -> None:
+        """A handler run as a task is over: its fingerprint waited in ``_inflight``."""
+        key = (msg.topic, activity.id)
+        self._done(key, self._inflight[key][0], msg, started)
+
+    def _done(self, key: Seen, print_: int, msg: Message, started: float) -> None:
+        self._seen.add(key, print_)
         self._ack(msg.mid, msg.qos)
         self.meter.done(msg.topic, started)
-        for activity in decoded.values():
-            self._settle(activity.id)
+        self._settle(key)
 
-    def _done(self, activity: Any, msg: Message, started: float) -> None:
-        self._seen.add(activity.id)
-        self._ack(msg.mid, msg.qos)
-        self.meter.done(msg.topic, started)
-        self._settle(activity.id)
-
-    def _settle(self, activity_id: str) -> None:
+    def _settle(self, key: Seen) -> None:
         """Acknowledge the copies that waited for this activity's handler."""
-        for mid, qos in self._inflight.pop(activity_id, ()):
+        for mid, qos in self._inflight.pop(key, (0, []))[1]:
             self._ack(mid, qos)
 
     # --- parking and redelivery --------------------------------------------------------
@@ -373,10 +421,10 @@ class Dispatcher:
         except InvalidActivity as exc:
             self.reject(msg, str(exc))
             return None
-        if command.id in self._seen:  # the same redelivery twice: once is what was asked
+        if (msg.topic, command.id) in self._seen:  # the same redelivery twice: once is asked
             self._ack(msg.mid, msg.qos)
             return None
-        self._seen.add(command.id)
+        self._seen.add((msg.topic, command.id))
         parked = command.object.object
         try:
             payload = letters.original(parked)
@@ -401,7 +449,7 @@ class Dispatcher:
             )
             return None
         with contextlib.suppress(InvalidActivity):
-            self._seen.discard(GENERIC.decode(payload).id)
+            self._seen.discard((parked.name, GENERIC.decode(payload).id))
         self.log.info(
             "redelivering dead letter %s (%s) on %s", command.object.id, command.id, parked.name
         )
