@@ -21,6 +21,7 @@ from dovecote import letters, topics
 from dovecote.config import Settings
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.worker import Worker
+from tests import hostile
 from tests.hostile import envelope
 from tests.test_runtime import Recording, seen, start_activity
 
@@ -170,3 +171,14 @@ async def test_the_fuzz_inputs_that_were_neither_handled_nor_parked(
     assert all("reuses the id" in g["summary"] for g in got)
     assert [i for i, t in seen(worker) if t.endswith(topic)] == [first]
     assert worker.dispatcher.meter.skipped == 1  # the copy
+
+
+def test_the_fuzz_draws_no_input_that_some_payload_type_takes() -> None:
+    """The other half of issue 18: the generator's promise (every bus input is hostile)
+    is checked, not assumed; a payload type that takes one of these is no hostile input."""
+    for payload in (fuzz_input(t) for t in ("Person", "Application", "Service", "Group")):
+        assert hostile.accepted_somewhere(payload), payload
+    broken = envelope()
+    broken["actor"]["type"] = "Robot"
+    assert not hostile.accepted_somewhere(orjson.dumps(broken))
+    assert not hostile.accepted_somewhere(b"[]") and not hostile.accepted_somewhere(b"\xff")

@@ -159,20 +159,23 @@ def hostile_topic(rnd: random.Random, targets: BusTargets, level: str) -> str:
     return topic if targets.subscribers(topic) else rnd.choice(targets.topics)
 
 
+Key = tuple[str, str, int]  # (service, topic, size): what a letter says of what it parked
+
+
 @dataclass
 class Rejections:
-    """What each service said about each hostile input: (service, topic, size) -> count."""
+    """Each hostile input and the letter each of its subscribers owes for it."""
 
-    expected: Counter[tuple[str, str, int]] = field(default_factory=Counter)
-    # the first bytes of what was sent: enough to check a letter, not 100,000 payloads whole
-    payloads: dict[tuple[str, str, int], list[bytes]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    by_input: list[list[tuple[str, str, int]]] = field(default_factory=list)
+    # per key, the first bytes of each input sent under it (enough to tell which input a
+    # letter is for, not 100,000 payloads whole), the input's number, and which still
+    # wait for their letter (positions in those lists)
+    heads: dict[Key, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    inputs: dict[Key, list[int]] = field(default_factory=lambda: defaultdict(list))
+    waiting: dict[Key, list[int]] = field(default_factory=lambda: defaultdict(list))
+    sent: int = 0
     logged: Counter[tuple[str, str]] = field(default_factory=Counter)  # own letter topic
 
     def expect(self, targets: BusTargets, topic: str, payload: bytes) -> None:
-        keys = []
         for service in targets.subscribers(topic):
             if topic == topics.DEADLETTER.address(targets.root, service=service):
                 self.logged[(service, topic)] += 1  # its own letters: parked in its log only
@@ -180,24 +183,47 @@ class Rejections:
             if topic == topics.PRESENCE_QUERY.address(targets.root) and service != letters.KEEPER:
                 continue  # broadcast garbage: the keeper alone parks it, the others count it
             key = (service, topic, len(payload))
-            self.expected[key] += 1
-            self.payloads[key].append(payload[:HEAD])
-            keys.append(key)
-        self.by_input.append(keys)
+            self.waiting[key].append(len(self.heads[key]))
+            self.heads[key].append(payload[:HEAD])
+            self.inputs[key].append(self.sent)
+        self.sent += 1
+
+    def expected(self) -> int:
+        return sum(len(h) for h in self.heads.values())
+
+    def settle(self, key: Key, head: bytes) -> int | None:
+        """The input a letter (its payload's first bytes) is for: the first one still
+        waiting that was sent so; None when none waits (the letter is a second one)."""
+        waiting, heads = self.waiting[key], self.heads[key]
+        for at, pos in enumerate(waiting):
+            if heads[pos].startswith(head):  # a letter may hold less than HEAD bytes
+                del waiting[at]
+                return pos
+        return None
+
+    def lost(self) -> list[tuple[int, Key, bytes]]:
+        """(input, key, first bytes) of each letter still owed, in the order sent."""
+        return sorted(
+            (self.inputs[k][pos], k, self.heads[k][pos])
+            for k, positions in self.waiting.items()
+            for pos in positions
+        )
 
 
 @dataclass
 class Letters:
-    """The dead letters on a probe of ``deadletter/#``, counted and checked as they come,
-    then let go: a long run would otherwise hold every payload several times over."""
+    """The dead letters on a probe of ``deadletter/#``, each matched to the input it is
+    for as it comes, then let go: a long run would otherwise hold every payload several
+    times over."""
 
     probe: Probe
     rejections: Rejections
-    got: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    settled: int = 0
+    doubled: set[int] = field(default_factory=set)  # inputs a subscriber parked twice
     faults: list[str] = field(default_factory=list)
 
     def take(self) -> int:
-        """Count what arrived since the last call; the number of expected letters seen."""
+        """Match what arrived since the last call; the number of owed letters seen."""
         prefix = f"{self.probe.root}/deadletter/"
         arrived = self.probe.messages[:]
         del self.probe.messages[: len(arrived)]
@@ -208,15 +234,21 @@ class Letters:
                 continue  # our own garbage on a dead-letter topic, not a service's letter
             service = m.topic[len(prefix) :]
             key = (service, letter.object.name, letter.object.size)
-            if key not in self.rejections.expected:
+            if key not in self.rejections.heads:
                 continue
-            self.got[key] += 1
             head = letters.kept(letter.object)[:HEAD]
             if not letter.summary:
                 self.faults.append(f"{service} parked {key} without a reason")
-            elif not any(p.startswith(head) for p in self.rejections.payloads[key]):
+            pos = self.rejections.settle(key, head)
+            if pos is not None:
+                self.settled += 1
+                continue
+            sent = [i for i, h in enumerate(self.rejections.heads[key]) if h.startswith(head)]
+            if sent:
+                self.doubled.add(self.rejections.inputs[key][sent[0]])
+            else:
                 self.faults.append(f"{service}'s letter for {key} is not what was sent")
-        return sum(self.got.values())
+        return self.settled
 
 
 async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no_good_message(
@@ -281,7 +313,7 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
             sender.conn.publish(topic, payload, 1, False)
             if i % 200 == 199:  # paho's queue is bounded: let the broker take this batch
                 assert await sender.conn.flush(60), "the broker stopped acknowledging"
-                behind = sum(rejections.expected.values()) - 4_000
+                behind = rejections.expected() - 4_000
                 await wait_until(
                     lambda b=behind: letters.take() >= b,  # type: ignore[misc]
                     120,
@@ -291,13 +323,12 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
         await flowing
         storm_s = time.monotonic() - started
 
-        want = sum(rejections.expected.values())
+        want = rejections.expected()
         with contextlib.suppress(AssertionError):  # then the rows say which inputs have none
             await wait_until(lambda: letters.take() >= want, 90, "every letter")
         accounts = await settle(traffic, probe, tmp_path / "data" / "points.sqlite3", "fuzz", 90)
         await asyncio.sleep(1.0)  # a second letter for one input would show by now
         letters.take()
-        got = letters.got
         assert not letters.faults, "\n".join(letters.faults[:20])
         by_proc = {p.name: p for p in procs}
         for (service, topic), count in rejections.logged.items():
@@ -311,11 +342,10 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
                 f"{sorted(Counter(r[:70] for r in lines).items())}"
             )
 
-        lost = {k for k, c in rejections.expected.items() if got[k] < c}
-        doubled = {k for k, c in rejections.expected.items() if got[k] > c}
-        inputs_lost = sum(1 for keys in rejections.by_input if any(k in lost for k in keys))
-        inputs_doubled = sum(1 for keys in rejections.by_input if any(k in doubled for k in keys))
-        sample_lost = [(k, rejections.payloads[k][0][:120]) for k in sorted(lost)[:5]]
+        lost = rejections.lost()
+        inputs_lost = len({i for i, _, _ in lost})
+        inputs_doubled = len(letters.doubled)
+        sample_lost = [(i, k, head[:120]) for i, k, head in lost[:5]]
         print(
             f"\nbus fuzz: {len(payloads)} hostile payloads on {len(sent_topics)} topics "
             f"({len(targets.topics)} subscribed + hostile levels), {want} letters expected, "
@@ -344,7 +374,7 @@ async def test_hostile_payloads_on_every_subscribed_topic_are_parked_and_lose_no
             ),
         ]
         if lost:
-            print(f"inputs not parked by every subscriber, e.g. {sample_lost}")
+            print(f"inputs not parked by every subscriber, e.g. (input, key, start) {sample_lost}")
         assert traffic.uploads and traffic.builds, "no good traffic flowed"
         record(*rows)
         clean_logs(procs)
