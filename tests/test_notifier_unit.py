@@ -114,3 +114,12 @@ def test_a_follow_tells_the_person_followed() -> None:
     follow = act.new("Follow", ADA, GRACE)
     decoded = topics.PERSON_FOLLOWED.codec.decode(act.encode(follow))
     assert messages.follow_summary(decoded) == "Ada Lovelace followed you"
+
+
+def test_a_read_made_again_has_the_same_inbox_state_id_unless_the_counts_moved() -> None:
+    """A re-run (a crash before the read's ack) that finds a new notification makes a newer
+    state: under the first one's id, subscribers would park it as another activity."""
+    first = messages.inbox_state_id("urn:uuid:read", 3, 0)
+    assert messages.inbox_state_id("urn:uuid:read", 3, 0) == first
+    assert messages.inbox_state_id("urn:uuid:read", 4, 1) != first
+    assert messages.inbox_state_id("urn:uuid:other", 3, 0) != first

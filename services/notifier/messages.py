@@ -83,3 +83,11 @@ def notification(
         summary=summary,
         to=[recipient.id],
     )
+
+
+def inbox_state_id(read: str, total: int, unread: int) -> str:
+    """The id of the inbox state a read (the command ``read``) makes: the same on a re-run
+    that finds the same counts (a copy, which subscribers skip), another when a notification
+    came in between: a newer state, where one id would be a different activity reusing a
+    handled id, which subscribers park (docs/operating.md)."""
+    return act.derived_id(read, "inbox", str(total), str(unread))

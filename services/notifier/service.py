@@ -104,7 +104,7 @@ class Notifier(Service):
             type="OrderedCollection", totalItems=counts.total, unread=counts.unread
         )
         update = act.InboxUpdated(
-            **act.envelope(act.derived_id(command.id, "inbox")),
+            **act.envelope(messages.inbox_state_id(command.id, counts.total, counts.unread)),
             type="Update",
             actor=self.bus.actor,
             object=state,
