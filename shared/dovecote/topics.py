@@ -178,8 +178,9 @@ PARAMETERS = {
 # What every subscriber may rely on, whatever the topic (topics.md and AsyncAPI say it).
 DELIVERY = (
     "Delivery is at least once: a QoS 1 message may arrive twice (a redelivery after a crash "
-    "or a reconnect), so a subscriber acts once per activity `id` (Dovecote's runtime skips an "
-    "id it has handled; stores key their effects on it). An activity made because of another "
+    "or a reconnect), so a subscriber acts once per activity `id` (Dovecote's runtime skips a "
+    "copy of an activity it has handled on that topic, and parks a different activity reusing "
+    "its `id` there; stores key their effects on it). An activity made because of another "
     "carries the same `id` on every redelivery of its cause, so repeats stay repeats. QoS 0 "
     "topics (progress ticks) may lose messages; the state they lead to is on a QoS 1 topic. "
     "A retained topic keeps its last message at the broker for subscribers that join later "
