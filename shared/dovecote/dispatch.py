@@ -70,14 +70,13 @@ Route = tuple[Binding, dict[str, str]]
 
 Seen = tuple[str, str]  # (topic, activity id): an id only ever stands for one topic's activity
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ENCODER = msgspec.json.Encoder()
 
 
 def fingerprint(activity: Any) -> int:
     """What two messages with one id must share to be the same activity: everything
     decoded but ``published``, which a publisher's re-run (a derived id, made again after
     a crash before its ack) sets anew. ``hash``: salted per process, only kept in memory."""
-    return hash(_ENCODER.encode(msgspec.structs.replace(activity, published=_EPOCH)))
+    return hash(act.encode(msgspec.structs.replace(activity, published=_EPOCH)))
 
 
 class SeenIds:
