@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import secrets
 import signal
 import subprocess
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from dovecote.testing.rabbitmq import PrivateRabbitMQ, start_epmd
 from dovecote.tools.broker import BrokerUnavailable, free_port
+
+log = logging.getLogger(__name__)
 
 NODES = ("a", "b", "c")
 CLUSTER_CONFIG = """
@@ -100,9 +103,9 @@ class PrivateCluster:
             with ThreadPoolExecutor(len(self.nodes)) as boot:
                 list(boot.map(lambda n: n.wait_mqtt(timeout), self.nodes))
             for node in self.nodes[1:]:
-                node.rabbitmqctl("stop_app")
-                node.rabbitmqctl("reset")
-                node.rabbitmqctl("join_cluster", first.name)
+                _again(node, "stop_app")
+                _again(node, "reset")
+                _again(node, "join_cluster", first.name)
                 node.rabbitmqctl("start_app", timeout=timeout)
                 node.wait_mqtt(timeout)
             self.wait_clustered(timeout)
@@ -202,3 +205,18 @@ def run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _again(node: PrivateRabbitMQ, *args: str, attempts: int = 3) -> None:
+    """A cluster step that a node just booted may refuse for a moment on a busy machine
+    (seen once: ``stop_app`` exit 78 right after the node answered MQTT); each is safe to
+    repeat. The last failure is raised with what rabbitmqctl said."""
+    for attempt in range(1, attempts + 1):
+        try:
+            node.rabbitmqctl(*args)
+            return
+        except subprocess.CalledProcessError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("%s %s failed (%s); again in 2 s", node.name, args[0], exc)
+            time.sleep(2)

@@ -23,6 +23,14 @@ RABBITMQ_DIR = PROJECT / "deploy" / "rabbitmq"
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # not /usr/sbin's user-switching wrapper
 
 
+class RabbitmqctlError(subprocess.CalledProcessError):
+    """A failed ``rabbitmqctl``, with what it printed."""
+
+    def __str__(self) -> str:
+        said = (self.stderr or self.stdout or "").strip()
+        return f"{super().__str__()}: {said[-2000:]}"
+
+
 @dataclass
 class PrivateRabbitMQ:
     """A RabbitMQ node of our own with the MQTT plugin, on free loopback ports.
@@ -160,15 +168,19 @@ class PrivateRabbitMQ:
         raise BrokerUnavailable(f"rabbitmq did not answer MQTT on port {self.port} in {timeout} s")
 
     def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
-        """Run ``rabbitmqctl`` against this node (not the machine's)."""
-        done = subprocess.run(
-            ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.name, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=True,
-        )
+        """Run ``rabbitmqctl`` against this node (not the machine's); a failure says what
+        rabbitmqctl printed (its exit code alone, e.g. 78, says little)."""
+        try:
+            done = subprocess.run(
+                ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", self.name, *args],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise RabbitmqctlError(exc.returncode, exc.cmd, exc.stdout, exc.stderr) from None
         return done.stdout
 
     def kill(self) -> None:
