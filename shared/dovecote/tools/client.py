@@ -7,12 +7,17 @@ gives up after a timeout with the broker's (redacted) address in the message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
+from typing import Any
 
+from dovecote import activity as act
 from dovecote.config import Settings
 from dovecote.errors import DovecoteError
 from dovecote.mqtt import Connection, Message
+from dovecote.topics import P, Topic
 
 # The tools' client ids are <root>-<tool>-<8 hex digits> (or MQTT_CLIENT_ID): the RabbitMQ
 # permissions let the observer and the operator use those ids' session queues only.
@@ -49,3 +54,36 @@ async def connect(
             "(set MQTT_URL, or start one with `dovecote run`)"
         ) from None
     return conn
+
+
+async def request(
+    settings: Settings,
+    tool: str,
+    entry: Topic[P],
+    command: P,
+    reply: Topic[Any],
+    timeout: float = 10.0,
+) -> bytes | None:
+    """Publish ``command`` on ``entry`` and return the payload answered for it on ``reply``
+    (whose ``{request}`` is the command's id); None when no answer came within ``timeout``
+    (each tool says who should have answered)."""
+    key = act.request_key(command.id)
+    assert key is not None, "a command's id is a urn:uuid (act.envelope)"
+    reply_topic = reply.address(settings.root, request=key)
+    answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def on_message(msg: Message) -> None:
+        if msg.topic == reply_topic and not answer.done():
+            answer.set_result(msg.payload)
+
+    conn = await connect(settings, tool, on_message, timeout=timeout)
+    try:
+        granted = conn.subscribe(reply_topic, 1)
+        if granted is not None:
+            await asyncio.wait_for(granted, timeout)
+        conn.publish(entry.address(settings.root), act.encode(command), entry.qos, entry.retain)
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(answer, timeout)
+        return None
+    finally:
+        await conn.stop(2)

@@ -23,7 +23,6 @@ from dovecote import topics
 from dovecote.config import ConfigError, Settings
 from dovecote.errors import DovecoteError
 from dovecote.logs import setup_logging
-from dovecote.mqtt import Message
 from dovecote.tools import client
 from dovecote.topics import P
 
@@ -39,30 +38,14 @@ async def ask(
 ) -> dict[str, Any]:
     """Send one command to the deadletters service and return its answer (an activity)."""
     entry.codec.decode(act.encode(command))  # a bug here must fail here, not at the service
-    request = act.request_key(command.id)
-    assert request is not None, "a command's id is a urn:uuid (act.envelope)"
-    reply_topic = topics.DEADLETTER_REPLY.address(settings.root, request=request)
-    answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def on_message(msg: Message) -> None:
-        if msg.topic == reply_topic and not answer.done():
-            answer.set_result(msg.payload)
-
-    conn = await client.connect(settings, "deadletter", on_message, timeout=timeout)
-    try:
-        granted = conn.subscribe(reply_topic, 1)
-        if granted is not None:
-            await asyncio.wait_for(granted, timeout)
-        conn.publish(entry.address(settings.root), act.encode(command), entry.qos, entry.retain)
-        try:
-            payload = await asyncio.wait_for(answer, timeout)
-        except TimeoutError:
-            raise NoAnswer(
-                f"no answer from the deadletters service within {timeout:g} s: is it running? "
-                "(`dovecote run` starts it; `dovecote tail services/deadletters/+` shows it)"
-            ) from None
-    finally:
-        await conn.stop(2)
+    payload = await client.request(
+        settings, "deadletter", entry, command, topics.DEADLETTER_REPLY, timeout
+    )
+    if payload is None:
+        raise NoAnswer(
+            f"no answer from the deadletters service within {timeout:g} s: is it running? "
+            "(`dovecote run` starts it; `dovecote tail services/deadletters/+` shows it)"
+        )
     reply: dict[str, Any] = orjson.loads(payload)
     topics.DEADLETTER_REPLY.codec.decode(payload)
     return reply

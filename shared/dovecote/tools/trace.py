@@ -28,7 +28,6 @@ from dovecote import topics
 from dovecote.config import ConfigError, Settings
 from dovecote.errors import DovecoteError
 from dovecote.logs import setup_logging
-from dovecote.mqtt import Message
 from dovecote.tools import client
 
 CLI_ACTOR = act.Actor(type="Application", id="urn:dovecote:cli:trace", name="dovecote")
@@ -47,31 +46,14 @@ async def ask(settings: Settings, context: str, timeout: float = 10.0) -> dict[s
         object=act.TraceQuery(type="Collection", context=context),
     )
     topics.TRACE_QUERY.codec.decode(act.encode(command))  # a bad CONTEXT fails here
-    request = act.request_key(command.id)
-    assert request is not None, "a command's id is a urn:uuid (act.envelope)"
-    reply_topic = topics.TRACE_REPLY.address(settings.root, request=request)
-    answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def on_message(msg: Message) -> None:
-        if msg.topic == reply_topic and not answer.done():
-            answer.set_result(msg.payload)
-
-    conn = await client.connect(settings, "trace", on_message, timeout=timeout)
-    try:
-        granted = conn.subscribe(reply_topic, 1)
-        if granted is not None:
-            await asyncio.wait_for(granted, timeout)
-        entry = topics.TRACE_QUERY
-        conn.publish(entry.address(settings.root), act.encode(command), entry.qos, entry.retain)
-        try:
-            payload = await asyncio.wait_for(answer, timeout)
-        except TimeoutError:
-            raise NoAnswer(
-                f"no answer from the gateway within {timeout:g} s: is it running? "
-                "(`dovecote run` starts it; `dovecote tail services/gateway/+` shows it)"
-            ) from None
-    finally:
-        await conn.stop(2)
+    payload = await client.request(
+        settings, "trace", topics.TRACE_QUERY, command, topics.TRACE_REPLY, timeout
+    )
+    if payload is None:
+        raise NoAnswer(
+            f"no answer from the gateway within {timeout:g} s: is it running? "
+            "(`dovecote run` starts it; `dovecote tail services/gateway/+` shows it)"
+        )
     reply = topics.TRACE_REPLY.codec.decode(payload)
     trace: dict[str, Any] = act.to_builtins(reply.object)
     return trace
