@@ -62,13 +62,12 @@ async def wait_http(url: str, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.1)
 
 
-async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """``dovecote deadletter ARGS`` as an operator types it: (exit code, stdout, stderr)."""
+async def dovecote_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``dovecote ARGS`` as an operator types it: (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "dovecote.tools.cli",
-        "deadletter",
         *args,
         env=env,
         cwd=PROJECT,
@@ -78,6 +77,11 @@ async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def deadletter_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``dovecote deadletter ARGS``."""
+    return await dovecote_cli(env, "deadletter", *args)
 
 
 @pytest.fixture

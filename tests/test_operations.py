@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 from subprocess import PIPE
@@ -22,11 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from dovecote import activity as act
-from dovecote.project import PROJECT
 from dovecote.testing.gateway import cookie_header
 from dovecote.testing.plugin import Probe, StartService, wait_until
 from dovecote.tools.broker import free_port
-from tests.fixtures import Federation
+from tests.fixtures import Federation, dovecote_cli
 from tests.services.tally.ledger import open_ledger
 
 METRICS_TOKEN = "scraper-secret-for-tests"
@@ -302,22 +300,6 @@ async def wait_until_async(check: Any, timeout: float) -> None:
 # --- one activity's trace ----------------------------------------------------------------
 
 
-async def dovecote(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "dovecote.tools.cli",
-        *args,
-        env=env,
-        cwd=PROJECT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_one_builds_trace_on_the_api_and_with_dovecote_trace(
     federation: Federation, service_env: dict[str, str]
 ) -> None:
@@ -350,7 +332,7 @@ async def test_one_builds_trace_on_the_api_and_with_dovecote_trace(
     assert published == sorted(published)
     # The CLI: the same trace, by the start of the id as `dovecote tail` shows it.
     short = context.removeprefix("urn:uuid:")[:8]
-    code, out, err = await dovecote(service_env, "trace", short)
+    code, out, err = await dovecote_cli(service_env, "trace", short)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"trace {context}: {len(steps)} activities")
@@ -358,9 +340,9 @@ async def test_one_builds_trace_on_the_api_and_with_dovecote_trace(
     assert lines[1].split()[0] == "+0" and "events/build/succeeded" in out
     offsets = [float(line.split()[0].lstrip("+")) for line in lines[1:]]
     assert offsets == sorted(offsets) and offsets[-1] > 0  # the build took ticks of 0.2 s
-    code, out, err = await dovecote(service_env, "trace", "--json", context)
+    code, out, err = await dovecote_cli(service_env, "trace", "--json", context)
     assert code == 0 and orjson.loads(out)["totalItems"] == len(steps)
-    code, out, err = await dovecote(service_env, "trace", "urn:uuid:nothing-like-it")
+    code, out, err = await dovecote_cli(service_env, "trace", "urn:uuid:nothing-like-it")
     assert code == 1 and "holds no activity" in err
     async with (
         await federation.signed_in("ada") as ada,
