@@ -230,3 +230,23 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
         limits=Limits({}),
         hashing=ThreadPoolExecutor(1),
     )
+
+
+def start_poisoned_tally(
+    start_service: StartService, tmp_path: Path, work: str, attempts: str, **env: str
+) -> tuple[Path, Path]:
+    """The test service tally (``tests/services/tally``), whose handler fails on an item
+    with content "poison" while the bug file exists (remove it: the fix). Returns the bug
+    file and the ledger."""
+    poison, db = tmp_path / "bug", tmp_path / "tally.sqlite"
+    poison.write_text("the handler fails while this file exists")
+    start_service(
+        "tally",
+        package="tests.services",
+        TALLY_DB=str(db),
+        TALLY_WORK_SECONDS=work,
+        TALLY_POISON_FILE=str(poison),
+        DOVECOTE_HANDLER_ATTEMPTS=attempts,
+        **env,
+    )
+    return poison, db

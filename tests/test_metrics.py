@@ -22,10 +22,10 @@ from dovecote.metrics import BOUNDS, Meter, Unmetered, quantile
 from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto
 from dovecote.worker import Worker
+from tests.fixtures import start_poisoned_tally
 from tests.services.tally.ledger import open_ledger
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
-TALLY = "tests.services"
 
 
 def ledger(path: Path) -> set[str]:
@@ -56,16 +56,8 @@ def item(content: str = "count me", **extra: Any) -> dict[str, Any]:
 async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
     broker: TestBroker, start_service: StartService, probe: Probe, tmp_path: Path
 ) -> None:
-    poison, db = tmp_path / "bug", tmp_path / "tally.sqlite"
-    poison.write_text("the handler fails while this file exists")
-    start_service(
-        "tally",
-        package=TALLY,
-        TALLY_DB=str(db),
-        TALLY_WORK_SECONDS="0.05",
-        TALLY_POISON_FILE=str(poison),
-        DOVECOTE_HANDLER_ATTEMPTS="3",
-        DOVECOTE_METRICS_INTERVAL="0.5",
+    _poison, db = start_poisoned_tally(
+        start_service, tmp_path, "0.05", "3", DOVECOTE_METRICS_INTERVAL="0.5"
     )
     await probe.wait_online("tally")
     good = [item() for _ in range(10)]

@@ -24,11 +24,10 @@ from dovecote import activity as act
 from dovecote.testing.gateway import cookie_header
 from dovecote.testing.plugin import Probe, StartService, wait_until
 from dovecote.tools.broker import free_port
-from tests.fixtures import Federation, dovecote_cli
+from tests.fixtures import Federation, dovecote_cli, start_poisoned_tally
 from tests.services.tally.ledger import open_ledger
 
 METRICS_TOKEN = "scraper-secret-for-tests"
-TALLY = "tests.services"
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 
 
@@ -367,16 +366,7 @@ def ledger(path: Path) -> set[str]:
 async def test_an_operator_lists_and_replays_a_dead_letter_through_the_gateway(
     federation: Federation, start_service: StartService, probe: Probe, tmp_path: Path
 ) -> None:
-    poison, db = tmp_path / "bug", tmp_path / "tally.sqlite"
-    poison.write_text("the handler fails while this file exists")
-    start_service(
-        "tally",
-        package=TALLY,
-        TALLY_DB=str(db),
-        TALLY_WORK_SECONDS="0.001",
-        TALLY_POISON_FILE=str(poison),
-        DOVECOTE_HANDLER_ATTEMPTS="2",
-    )
+    poison, db = start_poisoned_tally(start_service, tmp_path, "0.001", "2")
     start_service("deadletters")
     await probe.wait_online("tally")
     await probe.wait_online("deadletters")

@@ -12,8 +12,8 @@ import pytest
 
 from dovecote import activity as act
 from dovecote.testing.plugin import Probe, StartService, wait_until
-from tests.fixtures import Federation, open_as
-from tests.test_operations import ADA, TALLY, ledger
+from tests.fixtures import Federation, open_as, start_poisoned_tally
+from tests.test_operations import ADA, ledger
 
 pytestmark = pytest.mark.browser
 
@@ -40,16 +40,7 @@ async def test_an_operator_watches_replays_and_traces_from_the_page(
     probe: Probe,
     tmp_path: Path,
 ) -> None:
-    poison, db = tmp_path / "bug", tmp_path / "tally.sqlite"
-    poison.write_text("the handler fails while this file exists")
-    start_service(
-        "tally",
-        package=TALLY,
-        TALLY_DB=str(db),
-        TALLY_WORK_SECONDS="0.001",
-        TALLY_POISON_FILE=str(poison),
-        DOVECOTE_HANDLER_ATTEMPTS="2",
-    )
+    poison, db = start_poisoned_tally(start_service, tmp_path, "0.001", "2")
     start_service("deadletters")
     await probe.wait_online("tally")
     await probe.wait_online("deadletters")
