@@ -28,6 +28,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from dovecote import activity as act
@@ -146,27 +147,17 @@ def quantile(q: float, bounds: tuple[float, ...] | list[float], counts: list[int
 # --- the report --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
 class Sources:
     """Where a report's readings come from, besides the meter (the worker's parts)."""
 
-    def __init__(
-        self,
-        *,
-        connected: Callable[[], bool],
-        connects: Callable[[], int],
-        published: Callable[[], int],
-        unacknowledged: Callable[[], int],
-        inflight: Callable[[], int],
-        outbox: Callable[[], int] | None,
-        readings: Callable[[], Mapping[str, float]],
-    ) -> None:
-        self.connected = connected
-        self.connects = connects
-        self.published = published
-        self.unacknowledged = unacknowledged
-        self.inflight = inflight
-        self.outbox = outbox
-        self.readings = readings
+    connected: Callable[[], bool]
+    connects: Callable[[], int]
+    published: Callable[[], int]
+    unacknowledged: Callable[[], int]
+    inflight: Callable[[], int]
+    outbox: Callable[[], int] | None
+    readings: Callable[[], Mapping[str, float]]
 
 
 class Reporter:
