@@ -15,6 +15,7 @@ are allowed (AS2 is extensible), the properties Dovecote relies on are checked.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import Mapping
@@ -1278,8 +1279,24 @@ def new(
 
 def json_schema(kind: type[Activity]) -> dict[str, Any]:
     """The published contract for one payload type (JSON Schema 2020-12)."""
-    schema: dict[str, Any] = msgspec.json.schema(kind)
+    schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(kind))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def _clean_descriptions(schema: Any) -> Any:
+    """Descriptions from docstrings as ``inspect.cleandoc`` gives them, whichever msgspec made
+    the schema: 0.22 keeps a docstring's indentation, 0.23 removes it, and the published
+    contract must not change with the installed version."""
+    if isinstance(schema, dict):
+        return {
+            k: inspect.cleandoc(v)
+            if k == "description" and isinstance(v, str)
+            else _clean_descriptions(v)
+            for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_clean_descriptions(v) for v in schema]
     return schema
 
 
@@ -1296,4 +1313,5 @@ def json_schema_components(
     except KeyError as exc:  # msgspec's way of saying two nested types share a name
         clash = getattr(exc.args[0], "__qualname__", exc.args[0])
         raise ValueError(f"two different types are named like {clash}: rename one") from None
-    return dict(components)
+    cleaned: dict[str, Any] = _clean_descriptions(dict(components))
+    return cleaned
