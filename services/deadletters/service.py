@@ -108,6 +108,7 @@ class DeadLetters(Service):
         return {
             "letters_held": held,
             "letters_held_bytes": size,
+            "store_bytes": self.store.used_bytes(),  # what DEADLETTERS_MAX_BYTES bounds
             "dropped_over_bytes_total": self.dropped["bytes"],
             "dropped_over_age_total": self.dropped["age"],
         }

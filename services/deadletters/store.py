@@ -4,12 +4,16 @@ A letter redelivered by the broker (this service was killed before its ack) inse
 nothing. The whole letter is kept as published, so a replay sends back exactly what the
 failing service parked. WAL, ``synchronous=NORMAL``: durable against a crash of this process.
 
-Bounded: at most ``max_bytes`` of letters (each row counted as its letter, reason, topic
-and names, plus ``ROW_OVERHEAD``) and none older than ``max_age`` seconds since it was kept
-here (this machine's clock, not the parker's). Past either, the oldest kept go first; every
-one dropped is returned to the caller, which counts and logs it. What is held is counted by
-triggers in the same file, so a pool of workers sharing it agrees on it. On disk: the cap,
-SQLite's pages around it (a few per cent) and at most about 1 MiB of write-ahead log.
+Bounded: at most ``max_bytes`` on disk and no letter older than ``max_age`` seconds since it
+was kept here (this machine's clock, not the parker's). Past either, the oldest kept go
+first; every one dropped is returned to the caller, which counts and logs it.
+
+The byte cap is the file's own measure, the pages its rows and indexes use (SQLite's
+``page_count`` less its free pages, which it reuses before the file grows), not an estimate
+of each row: so the file stays within one letter (and a few pages) of the cap, whatever the
+letters' shapes, and beside it only the write-ahead log (checkpointed every 256 pages and
+cut back to 1 MiB). What the letters themselves hold is counted by triggers in the same
+file, so a pool of workers sharing it agrees on it.
 """
 
 from __future__ import annotations
@@ -185,12 +189,22 @@ class Store(SqliteFile):
             f"DELETE FROM letters WHERE kept_at < ? {returning}", (now - self.max_age,)
         ).fetchall()
         dropped = [_dropped(r, "age") for r in sorted(rows, key=lambda r: float(r[4]))]
-        while self.held()[1] > self.max_bytes:
+        while self.used_bytes() > self.max_bytes:
             oldest = self.db.execute(
                 f"DELETE FROM letters WHERE rowid = (SELECT min(rowid) FROM letters) {returning}"
             ).fetchone()
+            if oldest is None:  # only SQLite's own pages left: a cap below what they take
+                break
             dropped.append(_dropped(oldest, "bytes"))
         return dropped
+
+    def used_bytes(self) -> int:
+        """Bytes of the file its rows and indexes use now (its free pages are reused first,
+        so the file grows past this only by what one insert adds before it is pruned)."""
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
 
     def held(self) -> tuple[int, int]:
         """(letters, bytes) held now."""

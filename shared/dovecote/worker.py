@@ -50,7 +50,7 @@ from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.dispatch import Binding, Dispatcher
 from dovecote.errors import BusError, InvalidActivity
-from dovecote.logs import setup_logging
+from dovecote.logs import repeats_from, setup_logging
 from dovecote.mqtt import Connection, Message, Will
 from dovecote.outbox import Outbox
 from dovecote.service import Bus, Service, inbox
@@ -519,11 +519,14 @@ def run(service_cls: type[Service]) -> None:
     """The whole ``__main__`` of a service: configure, connect, serve until signalled."""
     try:
         settings = Settings.from_env()
-        setup_logging(settings.log_level, settings.log_format, service_cls.name, settings.instance)
+        repeats = repeats_from(settings.get_str("LOG_REPEATS", "5/60"))
+        setup_logging(
+            settings.log_level, settings.log_format, service_cls.name, settings.instance, repeats
+        )
         if settings.instance == instance.AUTO:  # unique across machines, stable (instance.py)
             found = instance.claim(settings.env, settings.root, service_cls.name, settings.data_dir)
             settings = dataclasses.replace(settings, instance=found)
-            setup_logging(settings.log_level, settings.log_format, service_cls.name, found)
+            setup_logging(settings.log_level, settings.log_format, service_cls.name, found, repeats)
         worker = Worker(service_cls, settings)  # a service reads its own settings here
     except ConfigError as exc:
         print(f"{service_cls.name}: configuration error: {exc}", file=sys.stderr)
