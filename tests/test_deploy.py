@@ -884,7 +884,7 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
     assert isinstance(broker, PrivateRabbitMQ)
     topics.load_service_topics()
     url_for = rabbitmq_users(broker, tmp_path)
-    watch_id = f"{ROOT}-tail-{uuid.uuid4().hex[:8]}"  # a tool's id: the observer's to use
+    watch_id = f"{ROOT}-observer-tail-{uuid.uuid4().hex[:8]}"  # a tool's id: the observer's
     observer = await Probe(url_for(acl.OBSERVER), ROOT, client_id=watch_id).start()
     env = federation_env(tmp_path, free_port())
     amqp_for: UrlFor = lambda user: (  # noqa: E731
@@ -960,6 +960,35 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
                 accepted += code == 0
                 taken += got
                 fights += 1
+        # The observer and the operator (people at the tools) hold sessions of their own
+        # too: each with replies queued in it (a topic both may read), the other logs in
+        # with its id, resumes it and takes nothing; its owner, back, finds every one
+        # (issue 21: the two shared one queue-name pattern).
+        replies = "replies/gateway/takeover"
+        for owner, thief in ((acl.OBSERVER, acl.OPERATOR), (acl.OPERATOR, acl.OBSERVER)):
+            own_id = f"{ROOT}-{owner}-tail-{uuid.uuid4().hex[:8]}"
+            made = await asyncio.to_thread(
+                resume_and_take, broker.host, broker.port, own_id, url_for(owner), replies
+            )
+            assert made == (0, 0), f"{owner} could not make its own session: {made}"
+            gateway = connect_as("gateway")
+            gateway.start()
+            await gateway.wait_connected(10)
+            for n in range(3):
+                gateway.publish(f"{ROOT}/{replies}", b'{"n": %d}' % n)
+            assert await gateway.flush(10)
+            await gateway.stop()
+            code, got = await asyncio.to_thread(
+                resume_and_take, broker.host, broker.port, own_id, url_for(thief), replies
+            )
+            accepted += code == 0
+            taken += got
+            fights += 1
+            assert got == 0, f"{thief} took {got} message(s) from {owner}'s session"
+            kept = await asyncio.to_thread(
+                resume_and_take, broker.host, broker.port, own_id, url_for(owner), replies
+            )
+            assert kept == (0, 3), f"{owner}'s own session after {thief}'s try: {kept}"
         print(f"RabbitMQ: {fights} takeover attempts, {accepted} CONNACKs accepted, {taken} taken")
         assert taken == 0, f"{taken} message(s) delivered to a login that took another's id"
         procs.append(ServiceProcess("points", points.env, tmp_path).start())
@@ -969,10 +998,12 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
         await observer.stop()
 
 
-def resume_and_take(host: str, port: int, client_id: str, url: str) -> tuple[int, int]:
-    """Connect as ``url``'s user with ``client_id``, resume its session, subscribe to the
-    uploads and acknowledge what comes for 0.5 s. (CONNACK code, messages taken); -1: the
-    connection was closed before a CONNACK."""
+def resume_and_take(
+    host: str, port: int, client_id: str, url: str, topic: str = "events/image/created"
+) -> tuple[int, int]:
+    """Connect as ``url``'s user with ``client_id``, resume its session, subscribe to
+    ``topic`` (the uploads) and take what comes for 0.5 s. (CONNACK code, messages taken);
+    -1: the connection was closed before a CONNACK."""
     address = parse_mqtt_url(url)
     assert address.username and address.password
     with socket.create_connection((host, port), 5) as sock:
@@ -982,8 +1013,8 @@ def resume_and_take(host: str, port: int, client_id: str, url: str) -> tuple[int
             return -1, 0
         if reply[3] != 0:
             return reply[3], 0
-        topic = f"{ROOT}/events/image/created".encode()
-        body = (1).to_bytes(2, "big") + len(topic).to_bytes(2, "big") + topic + b"\x01"
+        wanted = f"{ROOT}/{topic}".encode()
+        body = (1).to_bytes(2, "big") + len(wanted).to_bytes(2, "big") + wanted + b"\x01"
         sock.sendall(bytes([0x82, len(body)]) + body)
         sock.settimeout(0.5)
         taken, data = 0, b""

@@ -76,7 +76,7 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         "# Topic permissions are matched against the AMQP routing key, where MQTT's / is a .",
         "# A user may use only its own MQTT session queues: a service's workers connect as",
         f"# {root}-<service>-<instance>, the observer and the operator with the tools' ids",
-        f"# ({root}-<tool>-<8 hex digits>).",
+        f"# ({root}-<login>-<tool>-<8 hex digits>): neither may resume the other's session.",
         "set -eu",
         f"VHOST={vhost}",
         'rabbitmqctl add_vhost "$VHOST" 2>/dev/null || true',
@@ -90,15 +90,17 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         "}",
         "",
     ]
-    people = _queues(f"{root}-({tools})-[0-9a-f]{{8}}")
     for who, grant in (
         (OBSERVER, logins.observer_grant(root)),
         (OPERATOR, logins.operator_grant(root)),
     ):
+        own = _queues(f"{root}-{who}-({tools})-[0-9a-f]{{8}}")
         write = _amqp_regex(list(grant.write)) if grant.write else "^$"
         read = _amqp_regex([*grant.read, *(f"$share/+/{f}" for f in grant.read)])
-        lines.append(f"user {who} \"$DOVECOTE_PW_{who.upper()}\" '{people}' '{write}' '{read}'")
+        lines.append(f"user {who} \"$DOVECOTE_PW_{who.upper()}\" '{own}' '{write}' '{read}'")
     for service, cls in sorted(logins.service_classes().items()):
+        if service in (OBSERVER, OPERATOR):  # its workers' ids would be the tools' ids
+            raise ValueError(f"a service may not be called {service!r}: that is a login's")
         grant = logins.service_grant(cls, root)
         write = _amqp_regex(list(grant.write))
         read = _amqp_regex([*grant.read, *(f"$share/+/{f}" for f in grant.read)])

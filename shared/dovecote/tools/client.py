@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +20,18 @@ from dovecote.errors import DovecoteError
 from dovecote.mqtt import Connection, Message
 from dovecote.topics import P, Topic
 
-# The tools' client ids are <root>-<tool>-<8 hex digits> (or MQTT_CLIENT_ID): the RabbitMQ
-# permissions let the observer and the operator use those ids' session queues only.
+# The tools' client ids are <root>-<login>-<tool>-<8 hex digits> when MQTT_URL names a login
+# (<root>-<tool>-<8 hex digits> without one), or MQTT_CLIENT_ID: the RabbitMQ permissions
+# let the observer and the operator each use their own ids' session queues only, so neither
+# resumes the other's session.
 TOOL_IDS = ("deadletter", "publish", "tail", "trace")
+
+
+def tool_client_id(settings: Settings, tool: str) -> str:
+    """The client id a tool connects with (MQTT_CLIENT_ID when set: a pinned login's)."""
+    login = (settings.broker.username or "").rpartition(":")[2]  # RabbitMQ: "<vhost>:<user>"
+    who = f"{login}-" if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", login) else ""
+    return settings.get_str("MQTT_CLIENT_ID", f"{settings.root}-{who}{tool}-{uuid.uuid4().hex[:8]}")
 
 
 class Unreachable(DovecoteError, RuntimeError):
@@ -36,7 +46,7 @@ async def connect(
 ) -> Connection:
     # A login pinned to one client id (Mosquitto's dynamic security: docs/deploying.md)
     # connects with that one.
-    client_id = settings.get_str("MQTT_CLIENT_ID", f"{settings.root}-{tool}-{uuid.uuid4().hex[:8]}")
+    client_id = tool_client_id(settings, tool)
     conn = Connection(
         settings.broker,
         client_id,
