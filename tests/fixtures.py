@@ -210,6 +210,7 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
     from services.gateway import people, sessions
     from services.gateway.context import Context
     from services.gateway.directory import Directory
+    from services.gateway.guesses import DeviceCookies
     from services.gateway.inbox import InboxClient
     from services.gateway.limits import Limits
     from services.gateway.people import People
@@ -217,6 +218,7 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
     accounts = People(data / "accounts.sqlite3").open()
     accounts.seed(people.DEMO_PEOPLE, people.hash_password(DEMO_PASSWORD))
     send = publish or (lambda entry, activity: None)
+    key = sessions.new_key()
     return Context(
         hub=hub,
         people=accounts,
@@ -224,11 +226,12 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
         publish=send,
         root="t",
         public_url=base_url,
-        session_key=sessions.new_key(),
+        session_key=key,
         session_max_age=3600,
         inbox=InboxClient(lambda entry, activity: None, 0.1),  # no notifier: pages go without
         limits=Limits({}),
         hashing=ThreadPoolExecutor(1),
+        devices=DeviceCookies(key, secure=False),
     )
 
 

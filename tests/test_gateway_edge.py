@@ -143,7 +143,11 @@ async def test_a_script_uses_its_token_and_a_revoked_one_is_refused(edge: Edge) 
                 f"{edge.url}/api/builds", json={}, headers={"Authorization": wrong}
             ) as r:
                 assert r.status == 401, wrong
-    assert [a.actor.preferredUsername for _, a in edge.published] == ["linus"]
+    assert [(p, a.actor.preferredUsername) for p, a in edge.published] == [
+        ("commands/builder/start", "linus"),
+        ("commands/gateway/disconnect", "linus"),  # the other gateways close its sockets
+    ]
+    assert edge.published[1][1].object.items == [f"token:{made['id']}"]
 
 
 async def test_signing_in_makes_a_new_session_and_wrong_passwords_say_nothing_more(

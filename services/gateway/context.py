@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from dovecote.service import Publish
+from services.gateway.invites import Signup
 from services.gateway.operators import Operations
 
 if TYPE_CHECKING:  # the features import CTX from here; this module imports none of them
     from services.gateway.directory import Directory
+    from services.gateway.guesses import DeviceCookies
     from services.gateway.hub import Hub
     from services.gateway.inbox import InboxClient
     from services.gateway.limits import Limits
@@ -49,6 +51,8 @@ class Context:
     inbox: InboxClient
     limits: Limits
     hashing: Executor  # password hashing (~0.1 s of CPU each) runs here
+    devices: DeviceCookies  # browsers their owners signed in with before (guesses.py)
+    signup: Signup = "open"  # who may make an account at /signup (SIGNUP, invites.py)
     images: Images | None = None
     # The last public events as frames, newest last: the feed a page is drawn with.
     feed: deque[bytes] = field(default_factory=lambda: deque(maxlen=FEED_SIZE))

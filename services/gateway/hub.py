@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import orjson
 from aiohttp import WSCloseCode, web
@@ -39,6 +39,9 @@ HIGH_WATER = 64 * 1024  # bytes in a transport's buffer before frames wait in ou
 QUEUE_BYTES = 1024 * 1024  # bytes held back for one socket before it counts as stuck
 DRAIN_EVERY = 0.01  # seconds between attempts to drain the sockets that lag
 SLOW_CLOSE_CODE = WSCloseCode.TRY_AGAIN_LATER  # 1013
+# The sign-in the socket was opened with ended (sign-out, a new password, a token revoked):
+# an application code (4000-4999), which the page answers by going to the sign-in page.
+SIGNED_OUT_CODE = 4401
 REPLAY_BYTES = 4 * 1024 * 1024  # default budget of the replay ring (GATEWAY_REPLAY_BYTES)
 
 
@@ -53,18 +56,24 @@ def notice(kind: str, **fields: object) -> bytes:
 
 
 class Client:
-    """One browser socket: its person (None: signed out), its transport and, only while it
-    lags, its queue."""
+    """One browser socket: its person (None: signed out) and the sign-in it came with, its
+    transport and, only while it lags, its queue."""
 
-    __slots__ = ("backlog", "held", "hub", "transport", "user", "ws")
+    __slots__ = ("backlog", "credential", "held", "hub", "transport", "user", "ws")
 
     def __init__(
-        self, hub: Hub, ws: web.WebSocketResponse, transport: asyncio.Transport, user: str | None
+        self,
+        hub: Hub,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        user: str | None,
+        credential: str | None = None,
     ) -> None:
         self.hub = hub
         self.ws = ws
         self.transport = transport
         self.user = user
+        self.credential = credential  # "session:<handle>" or "token:<id>" (sessions.py)
         self.backlog: deque[bytes] | None = None
         self.held = 0  # bytes in backlog
 
@@ -125,16 +134,23 @@ class Hub:
         self.replays = 0  # pages that came back and resumed from the ring
         self.replays_refused = 0  # pages that came back and could not (they reload)
 
-    def join(self, ws: web.WebSocketResponse, request: web.Request, user: str | None) -> Client:
+    def join(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        user: str | None,
+        credential: str | None = None,
+    ) -> Client:
         """Register a prepared socket; the frames broadcast from now on are its frames.
-        ``user``: whose frames it also gets (``send_to_user``); None gets the public ones."""
+        ``user``: whose frames it also gets (``send_to_user``); None gets the public ones.
+        ``credential``: the sign-in it was opened with (``close_ended`` closes it)."""
         if ws.compress:
             raise ValueError("the hub writes shared frames: sockets must be uncompressed")
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("the browser left before its socket joined")
         self.flush()  # frames broadcast before it joined are not its frames
-        client = Client(self, ws, transport, user)
+        client = Client(self, ws, transport, user, credential)
         self.clients.add(client)
         if user is not None:
             self.by_user.setdefault(user, set()).add(client)
@@ -240,16 +256,30 @@ class Hub:
             "closing a socket of %s: %d KiB of frames unread", client.user, client.held // 1024
         )
         self.slow_closes += 1
+        self._close(client, SLOW_CLOSE_CODE, b"too slow: queue full")
+
+    def credentials(self) -> set[str]:
+        """The sign-ins this process's sockets were opened with."""
+        return {c.credential for c in self.clients if c.credential is not None}
+
+    def close_ended(self, ended: Collection[str], user: str | None = None) -> int:
+        """Close the sockets opened with these sign-ins (4401: the page goes to sign in);
+        only ``user``'s, when given (a message from another gateway names them). How many."""
+        clients = self.by_user.get(user, ()) if user is not None else self.clients
+        closing = [c for c in clients if c.credential in ended]
+        for client in closing:
+            self._close(client, SIGNED_OUT_CODE, b"signed out")
+        return len(closing)
+
+    def _close(self, client: Client, code: int, message: bytes) -> None:
         self.leave(client)
-        task = asyncio.get_running_loop().create_task(self._close_stuck(client))
+        task = asyncio.get_running_loop().create_task(self._closed(client, code, message))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_stuck(self, client: Client) -> None:
+    async def _closed(self, client: Client, code: int, message: bytes) -> None:
         try:
-            await asyncio.wait_for(
-                client.ws.close(code=SLOW_CLOSE_CODE, message=b"too slow: queue full"), 2
-            )
+            await asyncio.wait_for(client.ws.close(code=code, message=message), 2)
         except Exception:
             client.transport.abort()  # the close frame cannot get past what it did not read
 

@@ -1,13 +1,18 @@
-"""Rate limits per person and per address: token buckets, answered with 429 + Retry-After.
+"""Rate limits per person, per address and overall: token buckets, answered with 429 +
+Retry-After.
 
 Each limit is ``N/SECONDS`` from the environment (``RATE_UPLOADS_PERSON=30/60``: a person may
 upload 30 images in a burst, then one every 2 s); ``0`` turns it off. A request is counted
-against its person *and* its address (the TCP peer: behind a proxy, the proxy's), so
-neither many people behind one address nor one person from many addresses get past.
+against its person *and* its address (the TCP peer: behind a proxy, the proxy's) *and* the
+whole gateway worker where such a limit is set, so neither many people behind one address
+nor one person from many addresses get past, and no crowd makes the worker hash passwords
+all day.
 
 The buckets live in the gateway worker's memory: with N workers behind one port a client
 gets up to N times the rate, and a restart forgets them. An idle bucket is full again, so
-it is dropped; what is held is bounded by the keys seen within one refill period.
+it is dropped; what is held is bounded by the keys seen within one refill period. The limit
+that guards one account against password guessing is not one of these: it is kept in the
+accounts store, shared by every worker (``guesses.py``; ``RATE_SIGNIN_ACCOUNT``).
 """
 
 from __future__ import annotations
@@ -73,8 +78,23 @@ class Bucket:
             del self.held[key]
 
 
+def wait_words(wait: float) -> str:
+    """``"12 s"``, ``"7 minutes"``: how long, for a person."""
+    seconds = max(1, math.ceil(wait))
+    return f"{seconds} s" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
+
+
+def too_many(what: str, wait: float) -> web.HTTPTooManyRequests:
+    """429 that says how long to wait, in words and in ``Retry-After``."""
+    return web.HTTPTooManyRequests(
+        text=f"{what}: try again in {wait_words(wait)}",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
 class Limits:
-    """The gateway's limits, by what is limited: ``uploads``, ``commands``, ``signin``."""
+    """The gateway's limits, by what is limited: ``uploads``, ``commands``, ``signin``,
+    ``signup``; and the two kept in the accounts store (``account``, ``device``)."""
 
     VARIABLES = {
         ("uploads", "person"): ("RATE_UPLOADS_PERSON", "30/60"),
@@ -82,7 +102,13 @@ class Limits:
         ("commands", "person"): ("RATE_COMMANDS_PERSON", "60/60"),
         ("commands", "address"): ("RATE_COMMANDS_ADDRESS", "120/60"),
         ("signin", "address"): ("RATE_SIGNIN_ADDRESS", "20/60"),
+        # Argon2 costs ~0.1 CPU-s a check: at most ~3 CPU-s a second of this worker's time.
+        ("signin", "all"): ("RATE_SIGNIN_ALL", "1800/60"),
+        ("signup", "address"): ("RATE_SIGNUP_ADDRESS", "5/3600"),
+        ("signup", "all"): ("RATE_SIGNUP_ALL", "100/3600"),
     }
+    ACCOUNT = ("RATE_SIGNIN_ACCOUNT", "20/3600")  # guesses at one account (guesses.py)
+    DEVICE = ("RATE_SIGNIN_DEVICE", "20/3600")  # from a browser that signed in before
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.buckets: dict[tuple[str, str], Bucket] = {}
@@ -90,12 +116,14 @@ class Limits:
             rate = Rate.parse(name, env.get(name, default))
             if rate is not None:
                 self.buckets[key] = Bucket(rate)
+        self.account = Rate.parse(self.ACCOUNT[0], env.get(*self.ACCOUNT))
+        self.device = Rate.parse(self.DEVICE[0], env.get(*self.DEVICE))
 
     def wait(self, what: str, person: str | None, address: str | None) -> float:
         """0 if allowed (counted), else the seconds to wait. Every bucket that applies is
         charged only when all of them allow it."""
         waits = []
-        for kind, key in (("person", person), ("address", address or "?")):
+        for kind, key in (("person", person), ("address", address or "?"), ("all", "*")):
             bucket = self.buckets.get((what, kind))
             if bucket is not None and key is not None:
                 waits.append((bucket, key))
@@ -116,12 +144,7 @@ class Limits:
         """Raise 429 with ``Retry-After`` when over a limit."""
         wait = self.wait(what, person, request.remote)
         if wait:
-            seconds = max(1, math.ceil(wait))
-            error = web.HTTPTooManyRequests(
-                text=f"too many {what}: try again in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
-            raise error
+            raise too_many(f"too many {what}", wait)
 
     def retry_after(self, what: str, person: str | None, address: str | None) -> int:
         """For the websocket: 0 if allowed, else whole seconds to wait."""

@@ -46,7 +46,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     user = who.id if who else None
     try:
-        client = ctx.hub.join(ws, request, user)
+        client = ctx.hub.join(ws, request, user, sessions.credential(request))
     except ConnectionResetError:
         return ws
     ctx.hub.welcome(client, resume, root=ctx.root, user=user)

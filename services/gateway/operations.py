@@ -37,11 +37,8 @@ LIST_LIMIT = 200  # letters the page lists
 
 
 def add_routes(app: web.Application) -> None:
-    operators = app[CTX].operations.operators
     # The header's link (base.html) for those who may follow it.
-    aiohttp_jinja2.get_env(app).globals["is_operator"] = lambda who: (
-        who is not None and who.id in operators
-    )
+    aiohttp_jinja2.get_env(app).globals["is_operator"] = app[CTX].operations.is_operator
     app.router.add_get("/operations", page)
     app.router.add_get("/api/operations", overview)
     app.router.add_get("/api/trace/{context}", trace)
@@ -51,8 +48,8 @@ def add_routes(app: web.Application) -> None:
 
 async def need_operator(request: web.Request) -> Person:
     who = await sessions.need_person(request)
-    if who.id not in request.app[CTX].operations.operators:
-        raise web.HTTPForbidden(text=f"{who.id} is not an operator (OPERATORS)")
+    if not request.app[CTX].operations.is_operator(who):
+        raise web.HTTPForbidden(text=f"{who.id} is not an operator")
     return who
 
 
@@ -69,10 +66,8 @@ def _view(request: web.Request) -> dict[str, Any]:
 
 async def page(request: web.Request) -> web.Response:
     who = await sessions.need_signed_in(request)
-    if who.id not in request.app[CTX].operations.operators:
-        raise web.HTTPForbidden(
-            text=f"the operations page is for operators: {who.id} is not one (OPERATORS)"
-        )
+    if not request.app[CTX].operations.is_operator(who):
+        raise web.HTTPForbidden(text=f"the operations page is for operators: {who.id} is not one")
     response = aiohttp_jinja2.render_template(
         "operations/page.html",
         request,

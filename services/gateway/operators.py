@@ -1,9 +1,13 @@
 """Who operates the federation, and what the gateway keeps for them.
 
-Operators are people with an account whose user id is in ``OPERATORS`` (comma-separated):
-they see the operations page, read ``/metrics`` with their session or token, and may list
-and replay dead letters and read any trace (a trace shows everyone's notifications, so it
-is theirs only). A scraper reads ``/metrics`` with ``METRICS_TOKEN`` instead.
+Operators are people whose account is marked so (``dovecote admin gateway add --operator``, or
+``dovecote admin gateway operator <id>``), or whose user id is in ``OPERATORS``
+(comma-separated), which the gateway checks at start-up: every name there must be an
+account already, so no one becomes an operator by signing up under a name an operator
+list was waiting for. Operators see the operations page, read ``/metrics`` with their
+session or token, may list and replay dead letters and read any trace (a trace shows
+everyone's notifications, so it is theirs only), and make invitations (``SIGNUP=invite``).
+A scraper reads ``/metrics`` with ``METRICS_TOKEN`` instead.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from dovecote.config import ConfigError
 from dovecote.errors import BusError
 from dovecote.topics import P, Topic, TopicError, check_id
+from services.gateway.people import People, Person
 from services.gateway.questions import Questions
 from services.gateway.telemetry import Fleet
 from services.gateway.traces import TraceIndex
@@ -39,8 +44,15 @@ def _unanswered(entry: Topic[P], command: P, /) -> None:
 
 @dataclass
 class Operations:
-    operators: frozenset[str] = frozenset()
+    operators: frozenset[str] = frozenset()  # OPERATORS: accounts checked at start-up
     metrics_token: str | None = None  # None: only operators read /metrics
     fleet: Fleet = field(default_factory=Fleet)
     traces: TraceIndex = field(default_factory=lambda: TraceIndex(TRACE_INDEX_BYTES, "dovecote"))
     questions: Questions = field(default_factory=lambda: Questions(_unanswered, ASK_TIMEOUT))
+
+    def is_operator(self, who: Person | None) -> bool:
+        return who is not None and (who.operator or who.id in self.operators)
+
+    def unknown(self, people: People) -> list[str]:
+        """The names in ``OPERATORS`` that are not accounts: the gateway refuses to start."""
+        return sorted(name for name in self.operators if people.get(name) is None)

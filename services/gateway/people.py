@@ -21,15 +21,21 @@ import re
 import secrets
 import sqlite3
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from dovecote.sqlite import SqliteFile
+from dovecote.sqlite import SqliteFile, ids_among
 from dovecote.topics import TopicError, check_id
+from services.gateway.guesses import Guesses
+from services.gateway.invites import Invites
+from services.gateway.names import lookalike_key, reserved
+from services.gateway.signins import SignIns
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS people (
@@ -54,6 +60,18 @@ CREATE TABLE IF NOT EXISTS tokens (
     last_used TEXT
 );
 CREATE INDEX IF NOT EXISTS tokens_person ON tokens (person, created);
+"""
+# Columns added after the first release, with their fill for rows that predate them: a
+# file made by an older gateway is upgraded in place when it is opened (nothing recreated).
+ADDED_COLUMNS = (
+    ("people", "operator", "INTEGER NOT NULL DEFAULT 0"),  # made by `dovecote admin gateway`
+    ("people", "id_key", "TEXT"),  # names.lookalike_key of the id and the display name
+    ("people", "name_key", "TEXT"),
+    ("tokens", "last_address", "TEXT"),  # where it was last used from
+)
+INDEXES = """
+CREATE INDEX IF NOT EXISTS people_id_key ON people (id_key);
+CREATE INDEX IF NOT EXISTS people_name_key ON people (name_key);
 """
 
 # The built-in demo people (seeded when DEMO_PASSWORD is set): Ada and Grace follow each
@@ -83,6 +101,7 @@ class Refused(ValueError):
 class Person:
     id: str
     name: str
+    operator: bool = False  # sees the operations page, dead letters, traces and /metrics
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,7 @@ class Token:
     name: str
     created: str
     last_used: str | None
+    last_address: str | None = None
 
 
 _hasher = PasswordHasher()  # argon2-cffi's defaults: RFC 9106's low-memory profile, Argon2id
@@ -148,6 +168,12 @@ def display_name(text: str) -> str:
     return name
 
 
+def stale(stamp: str | None) -> bool:
+    """True when a last-used time is worth writing again (older than a minute)."""
+    cutoff = (datetime.now(UTC) - LAST_USED_EVERY).isoformat(timespec="seconds")
+    return stamp is None or stamp < cutoff.replace("+00:00", "Z")
+
+
 def split_token(token: str) -> tuple[str, str] | None:
     found = _TOKEN_RE.match(token)
     return (found[1], found[2]) if found else None
@@ -160,31 +186,121 @@ def _digest(secret: str) -> bytes:
 class People(SqliteFile):
     schema = SCHEMA
 
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        # The store's other tables, each with its own module: who is signed in where,
+        # invitations, and sign-in attempts per account.
+        self.signins = SignIns(self)
+        self.invites = Invites(self)
+        self.guesses = Guesses(self)
+
+    def open(self) -> People:
+        super().open()
+        self._upgrade()
+        for part in (self.signins, self.invites, self.guesses):
+            part.install()
+        return self
+
+    def _upgrade(self) -> None:
+        """Bring a file made by an older gateway up to this schema, in place."""
+        with self.transaction():
+            for table, column, kind in ADDED_COLUMNS:
+                have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            unkeyed = self.db.execute(
+                "SELECT id, name FROM people WHERE id_key IS NULL OR name_key IS NULL"
+            ).fetchall()
+            for person_id, name in unkeyed:
+                self.db.execute(
+                    "UPDATE people SET id_key = ?, name_key = ? WHERE id = ?",
+                    (lookalike_key(person_id), lookalike_key(name), person_id),
+                )
+        self.db.executescript(INDEXES)  # outside: executescript commits first
+
     # --- accounts --------------------------------------------------------------------------
 
     def get(self, person_id: str) -> Person | None:
-        row = self.db.execute("SELECT id, name FROM people WHERE id = ?", (person_id,)).fetchone()
-        return Person(row[0], row[1]) if row else None
+        row = self.db.execute(
+            "SELECT id, name, operator FROM people WHERE id = ?", (person_id,)
+        ).fetchone()
+        return Person(row[0], row[1], bool(row[2])) if row else None
 
     def password_hash(self, person_id: str) -> str | None:
         row = self.db.execute("SELECT password FROM people WHERE id = ?", (person_id,)).fetchone()
         return str(row[0]) if row else None
 
-    def add(self, person_id: str, name: str, password_hash: str) -> Person:
-        """A new account; ``Refused`` if the id is taken."""
-        person = Person(valid_user_id(person_id), display_name(name))
+    def set_password(self, person_id: str, password_hash: str) -> bool:
+        return bool(
+            self.db.execute(
+                "UPDATE people SET password = ? WHERE id = ?", (password_hash, person_id)
+            ).rowcount
+        )
+
+    def vet(self, person_id: str, name: str) -> tuple[str, str]:
+        """The id and display name a newcomer asked for, once they are free to take:
+        ``Refused`` for a reserved id, a taken one, or an id or name that passes for
+        another person's (``names.py``)."""
+        person_id, name = valid_user_id(person_id), display_name(name)
+        if reserved(person_id):
+            raise Refused(f"the user name {person_id!r} is reserved: pick another")
+        if self.get(person_id) is not None:
+            raise Refused(f"the user name {person_id!r} is taken")
+        for asked, what in ((person_id, "user name"), (name, "display name")):
+            key = lookalike_key(asked)
+            row = self.db.execute(
+                "SELECT id, name FROM people WHERE id_key = ? OR name_key = ? LIMIT 1",
+                (key, key),
+            ).fetchone()
+            if key and row is not None:
+                raise Refused(
+                    f"the {what} {asked!r} looks like {row[1]} (@{row[0]}): pick one that "
+                    "cannot pass for another person"
+                )
+        return person_id, name
+
+    def add(
+        self, person_id: str, name: str, password_hash: str, *, operator: bool = False
+    ) -> Person:
+        """A new account; ``Refused`` if the id is taken (``vet`` checks the rest first)."""
+        person = Person(valid_user_id(person_id), display_name(name), operator)
         try:
             self.db.execute(
-                "INSERT INTO people (id, name, password, created) VALUES (?, ?, ?, ?)",
-                (person.id, person.name, password_hash, now()),
+                "INSERT INTO people (id, name, password, created, operator, id_key, name_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    person.id,
+                    person.name,
+                    password_hash,
+                    now(),
+                    int(operator),
+                    lookalike_key(person.id),
+                    lookalike_key(person.name),
+                ),
             )
         except sqlite3.IntegrityError:
             raise Refused(f"the user name {person.id!r} is taken") from None
         return person
 
+    def set_operator(self, person_id: str, operator: bool) -> bool:
+        """Make a person an operator, or no longer one; False if there is no such person."""
+        return bool(
+            self.db.execute(
+                "UPDATE people SET operator = ? WHERE id = ?", (int(operator), person_id)
+            ).rowcount
+        )
+
+    def operators(self) -> list[Person]:
+        rows = self.db.execute(
+            "SELECT id, name FROM people WHERE operator = 1 ORDER BY created, id"
+        )
+        return [Person(r[0], r[1], True) for r in rows]
+
     def all(self, limit: int = 200) -> list[Person]:
-        rows = self.db.execute("SELECT id, name FROM people ORDER BY created, id LIMIT ?", (limit,))
-        return [Person(r[0], r[1]) for r in rows]
+        rows = self.db.execute(
+            "SELECT id, name, operator FROM people ORDER BY created, id LIMIT ?", (limit,)
+        )
+        return [Person(r[0], r[1], bool(r[2])) for r in rows]
 
     def count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM people").fetchone()[0])
@@ -194,13 +310,22 @@ class People(SqliteFile):
         one of them this password; the ids of those created. Follows are set only when a
         person is created: an unfollow survives a restart."""
         created = []
-        with self._transaction():
+        with self.transaction():
             for p in people:
                 person_id = valid_user_id(p["id"])
                 if self.get(person_id) is None:
+                    name = display_name(p["name"])
                     self.db.execute(
-                        "INSERT INTO people (id, name, password, created) VALUES (?, ?, ?, ?)",
-                        (person_id, display_name(p["name"]), password_hash, now()),
+                        "INSERT INTO people (id, name, password, created, id_key, name_key) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            person_id,
+                            name,
+                            password_hash,
+                            now(),
+                            lookalike_key(person_id),
+                            lookalike_key(name),
+                        ),
                     )
                     created.append(person_id)
                 else:
@@ -280,7 +405,7 @@ class People(SqliteFile):
 
     def tokens(self, person_id: str) -> list[Token]:
         rows = self.db.execute(
-            "SELECT id, name, created, last_used FROM tokens WHERE person = ? "
+            "SELECT id, name, created, last_used, last_address FROM tokens WHERE person = ? "
             "ORDER BY created DESC, id",
             (person_id,),
         )
@@ -293,28 +418,35 @@ class People(SqliteFile):
             ).rowcount
         )
 
-    def by_token(self, token: str) -> Person | None:
-        """The person a token belongs to, or None (malformed, unknown, revoked or wrong)."""
+    def by_token(self, token: str, address: str | None = None) -> Person | None:
+        """The person a token belongs to, or None (malformed, unknown, revoked or wrong).
+        When and from where it was used is written at most once a minute, or on a move."""
         parts = split_token(token)
         if parts is None:
             return None
         token_id, secret = parts
         row = self.db.execute(
-            "SELECT t.digest, p.id, p.name, t.last_used FROM tokens t "
-            "JOIN people p ON p.id = t.person WHERE t.id = ?",
+            "SELECT t.digest, p.id, p.name, p.operator, t.last_used, t.last_address "
+            "FROM tokens t JOIN people p ON p.id = t.person WHERE t.id = ?",
             (token_id,),
         ).fetchone()
         if row is None or not hmac.compare_digest(row[0], _digest(secret)):
             return None
-        stamp = now()
-        cutoff = (datetime.now(UTC) - LAST_USED_EVERY).isoformat(timespec="seconds")
-        if row[3] is None or row[3] < cutoff.replace("+00:00", "Z"):
-            self.db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (stamp, token_id))
-        return Person(row[1], row[2])
+        if stale(row[4]) or (address is not None and address != row[5]):
+            self.db.execute(
+                "UPDATE tokens SET last_used = ?, last_address = ? WHERE id = ?",
+                (now(), address, token_id),
+            )
+        return Person(row[1], row[2], bool(row[3]))
+
+    def live_tokens(self, token_ids: Iterable[str]) -> set[str]:
+        """Which of these tokens still exist (the gateway's sweep of its open sockets)."""
+        return ids_among(self.db, "SELECT id FROM tokens WHERE id IN ({})", token_ids)
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _transaction(self) -> _Transaction:
+    def transaction(self) -> _Transaction:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception) around several writes."""
         return _Transaction(self.db)
 
 

@@ -178,5 +178,5 @@ async def need_reader(request: web.Request) -> None:
         raise sessions.unauthorised(
             "send Authorization: Bearer <METRICS_TOKEN> (a scraper), or sign in as an operator"
         )
-    if who.id not in ops.operators:
-        raise web.HTTPForbidden(text="metrics are for operators (OPERATORS) and scrapers")
+    if not ops.is_operator(who):
+        raise web.HTTPForbidden(text="metrics are for operators and scrapers (METRICS_TOKEN)")

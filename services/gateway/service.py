@@ -36,10 +36,11 @@ from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
-from services.gateway import images, people, sessions, status
+from services.gateway import images, invites, people, sessions, signouts, status
 from services.gateway.badrequests import quiet_client_faults
 from services.gateway.context import FEED_SIZE, Context, Images
 from services.gateway.directory import Directory
+from services.gateway.guesses import DeviceCookies
 from services.gateway.hub import REPLAY_BYTES, Hub
 from services.gateway.inbox import InboxClient
 from services.gateway.limits import Limits
@@ -48,6 +49,7 @@ from services.gateway.people import People
 from services.gateway.questions import Questions
 from services.gateway.store import ImageStore
 from services.gateway.telemetry import Fleet
+from services.gateway.topics import SIGNINS_ENDED, SignInsEnded
 from services.gateway.traces import TraceIndex, context_of_letter
 from services.gateway.web import create_app
 
@@ -61,6 +63,11 @@ topics.load_service_topics()
 # worker answers with what it has published since it started: dovecote.worker).
 STATE_TOPICS = [t for t in topics.all_topics() if t.kind == "state" and not t.params]
 SHOWN_WITH_PARAMS = [t for t in topics.all_topics() if t.display is not None and t.params]
+SIGNUP_SAYS = {
+    "open": "open to anyone (SIGNUP=open)",
+    "invite": "by invitation (SIGNUP=invite)",
+    "closed": "closed (SIGNUP=closed): operators make accounts with `dovecote admin gateway add`",
+}
 
 
 class Gateway(Service):
@@ -85,6 +92,10 @@ class Gateway(Service):
         self.people = People(
             Path(settings.get_str("ACCOUNTS_DB", str(settings.data_dir / "accounts.sqlite3")))
         )
+        self.signup = invites.signup_mode(settings.env.get("SIGNUP", "open"))
+        self.sweep_every = settings.get_float("SIGNIN_SWEEP", signouts.SWEEP_EVERY, 1.0, 3600.0)
+        self.sweeping: asyncio.Task[None] | None = None
+        self.header_timeout = settings.get_float("HTTP_HEADER_TIMEOUT", 15.0, 0.5, 3600.0)
         key = settings.env.get("DOVECOTE_SESSION_KEY", "").strip()
         if not key:
             raise ConfigError(
@@ -113,6 +124,7 @@ class Gateway(Service):
             questions=Questions(self._ask, ASK_TIMEOUT),
         )
         self.traces = self.ops.traces
+        self._check_operators()
         self.runner: web.AppRunner | None = None
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
         max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
@@ -130,6 +142,21 @@ class Gateway(Service):
             service_token=settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip() or None,
             pool=self.pool,
         )
+
+    def _check_operators(self) -> None:
+        """Every name in ``OPERATORS`` must be an account (or a demo person about to be
+        made): a name that is not would go to whoever signs up with it first."""
+        self.people.open()
+        coming = {p["id"] for p in people.DEMO_PEOPLE} if self.demo_password else set()
+        unknown = [name for name in self.ops.unknown(self.people) if name not in coming]
+        if unknown:
+            self.people.close()
+            raise ConfigError(
+                f"OPERATORS names {', '.join(unknown)}: no such account, and anyone who signed "
+                "up under that name would operate the federation. Make the account first "
+                "(`dovecote admin gateway add <name> --operator`), or take the name out of "
+                "OPERATORS"
+            )
 
     @handles("events/#", shared=False)  # every worker serves its own browsers
     async def on_event(self, activity: act.Activity, delivery: Delivery) -> None:
@@ -206,9 +233,14 @@ class Gateway(Service):
     async def on_inbox_reply(self, reply: act.InboxReply, delivery: Delivery) -> None:
         self.inbox.answered(reply.inReplyTo, orjson.loads(delivery.payload)["object"])
 
+    @handles(SIGNINS_ENDED, shared=False)  # every worker closes its own sockets of them
+    async def on_signins_ended(self, ended: SignInsEnded, _: Delivery) -> None:
+        user = ended.object.attributedTo.preferredUsername
+        if user is not None:
+            self.hub.close_ended(set(ended.object.items), user)
+
     async def setup(self) -> None:
         self.images.store.open()
-        self.people.open()
         if self.demo_password:
             await self._seed_demo_people()
         if self.images.service_token is None:
@@ -226,20 +258,33 @@ class Gateway(Service):
             inbox=self.inbox,
             limits=self.limits,
             hashing=self.hashing,
+            devices=DeviceCookies(self.session_key, self.settings.public_url.startswith("https")),
+            signup=self.signup,
             images=self.images,
             feed=self.feed,
             operations=self.ops,
         )
-        self.runner = web.AppRunner(create_app(ctx), access_log=None, handle_signals=False)
+        # A connection has this long to send a whole request line and headers (and may stay
+        # idle this long between requests): half-sent requests hold no socket for long.
+        self.runner = web.AppRunner(
+            create_app(ctx),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.header_timeout,
+        )
         await self.runner.setup()
         # reuse_port: several gateway workers can serve one port (SO_REUSEPORT).
         site = web.TCPSite(self.runner, self.settings.host, self.settings.port, reuse_port=True)
         await site.start()
+        self.sweeping = asyncio.get_running_loop().create_task(
+            signouts.sweep_forever(ctx, self.sweep_every)
+        )
         logging.getLogger("dovecote.gateway").info(
-            "dashboard at %s/ (listening on %s:%d)",
+            "dashboard at %s/ (listening on %s:%d); sign-up %s",
             self.settings.public_url,
             self.settings.host,
             self.settings.port,
+            SIGNUP_SAYS[self.signup],
         )
 
     async def _seed_demo_people(self) -> None:
@@ -280,6 +325,8 @@ class Gateway(Service):
             self.traces.add(entry.address(self.bus.root), context, payload)
 
     async def teardown(self) -> None:
+        if self.sweeping is not None:
+            self.sweeping.cancel()
         await self.hub.close_all()
         if self.runner is not None:
             await self.runner.cleanup()

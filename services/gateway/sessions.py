@@ -1,16 +1,19 @@
 """Who is asking: a signed-in person (an encrypted session cookie), a script (a personal
 API token, ``Authorization: Bearer``), or nobody.
 
-The session is aiohttp-session's ``EncryptedCookieStorage``: the cookie holds the person's
-id and the session's CSRF token, encrypted and signed with ``DOVECOTE_SESSION_KEY`` (Fernet),
-so no gateway worker keeps a session table and any worker can read any cookie. It is
+The session is aiohttp-session's ``EncryptedCookieStorage``: the cookie holds the sign-in's
+``<handle>.<secret>`` and the session's CSRF token, encrypted and signed with
+``DOVECOTE_SESSION_KEY`` (Fernet), so no one can read or forge it. The sign-in itself is a
+row of the accounts store (``signins.py``): the cookie counts only while that row is there,
+so signing out ends every copy of the cookie at once, wherever it was copied to. It is
 ``HttpOnly`` (no script reads it), ``SameSite=Lax`` (no other site's form or script sends
 it), ``Secure`` when ``PUBLIC_URL`` is https, and expires after ``SESSION_MAX_AGE``.
 
 A request that carries ``Authorization`` is judged by that alone: a wrong token is a 401,
 never a fall back to the cookie. So what a browser sends on its own (the cookie) and what a
 script sends on purpose (the token) never mix, and only the first needs CSRF checks
-(``edge.py``).
+(``edge.py``). Either way the request knows its *credential*, ``session:<handle>`` or
+``token:<id>``: a websocket is tied to it, and closed when it ends (``signouts.py``).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from dovecote.config import ConfigError
 from services.gateway.context import CTX
-from services.gateway.people import Person
+from services.gateway.people import Person, split_token
 
 COOKIE = "dovecote_session"
 PERSON = web.RequestKey("person", object)  # Person | None, once asked
+CREDENTIAL = web.RequestKey("credential", object)  # "session:<handle>", "token:<id>" or None
 TOKEN_HELP = "send Authorization: Bearer <token> (make one on /account)"
 # A stale cookie (a new DOVECOTE_SESSION_KEY, an expired session) or a forged one is just a
 # signed-out visitor: not worth a warning line per request (anyone could fill the log).
@@ -97,16 +101,32 @@ async def person(request: web.Request) -> Person | None:
         return found
     people = request.app[CTX].people
     token = bearer(request)
+    credential: str | None = None
     if token is not None:
-        found = people.by_token(token)
-        if found is None:
+        found = people.by_token(token, request.remote)
+        parts = split_token(token)
+        if found is None or parts is None:
             raise unauthorised(f"unknown or revoked token: {TOKEN_HELP}")
+        credential = f"token:{parts[0]}"
     else:
+        found = None
         session = await get_session(request)
-        person_id = session.get("person")
-        found = people.get(person_id) if isinstance(person_id, str) else None
-    request[PERSON] = found
+        value = session.get("signin")
+        live = people.signins.find(value, request.remote) if isinstance(value, str) else None
+        if live is not None:
+            handle, person_id = live
+            found = people.get(person_id)
+            credential = f"session:{handle}"
+        elif value is not None:  # ended elsewhere, or expired: the cookie forgets it
+            del session["signin"]
+    request[PERSON], request[CREDENTIAL] = found, credential
     return found
+
+
+def credential(request: web.Request) -> str | None:
+    """How the person of this request signed in (after ``person``)."""
+    value = request.get(CREDENTIAL)
+    return value if isinstance(value, str) else None
 
 
 async def need_person(request: web.Request) -> Person:
@@ -143,16 +163,28 @@ async def expected_csrf(request: web.Request) -> str | None:
 
 
 async def sign_in(request: web.Request, who: Person) -> Session:
-    """A new session for this person: a new cookie and a new CSRF token (whatever the
-    browser held before, e.g. a session an attacker planted, is dropped)."""
+    """A new sign-in for this person: a row in the accounts store, a new cookie and a new
+    CSRF token (whatever the browser held before, e.g. a session an attacker planted, is
+    dropped)."""
+    ctx = request.app[CTX]
+    value = ctx.people.signins.start(
+        who.id, ctx.session_max_age, request.remote, request.headers.get("User-Agent")
+    )
     session = await new_session(request)
-    session["person"] = who.id
+    session["signin"] = value
     session["csrf"] = secrets.token_urlsafe(24)
-    request[PERSON] = who
+    request[PERSON], request[CREDENTIAL] = who, f"session:{value.partition('.')[0]}"
     return session
 
 
-async def sign_out(request: web.Request) -> None:
+async def sign_out(request: web.Request) -> str | None:
+    """End this browser's sign-in (the row, so every copy of the cookie) and forget the
+    cookie; the credential ended, if there was one."""
+    await person(request)
+    ended = credential(request)
+    if ended is not None and ended.startswith("session:"):
+        request.app[CTX].people.signins.end(ended.removeprefix("session:"))
     session = await get_session(request)
     session.invalidate()
-    request[PERSON] = None
+    request[PERSON], request[CREDENTIAL] = None, None
+    return ended

@@ -17,6 +17,7 @@ import jinja2
 from aiohttp import web
 
 from services.gateway import (
+    account_page,
     accounts,
     commands,
     dashboard,
@@ -33,6 +34,7 @@ from services.gateway import (
     state_cards,
 )
 from services.gateway.context import CTX, Context
+from services.gateway.signins import describe_agent
 
 HERE = Path(__file__).parent
 MAX_REQUEST_BYTES = 16 * 1024  # bodies read whole (commands, forms); uploads stream
@@ -44,6 +46,7 @@ FEATURES = (
     photos,
     state_cards,
     accounts,
+    account_page,
     follows,
     inbox,
     directory,
@@ -58,6 +61,7 @@ def create_app(ctx: Context) -> web.Application:
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),  # every activity field is text
+        filters={"agent": describe_agent},
     )
     rules = edge.Edge(ctx.public_url)
     app.middlewares.extend(

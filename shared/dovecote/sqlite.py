@@ -9,8 +9,9 @@ their transactions explicitly where they need several statements as one.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -24,6 +25,20 @@ def open_db(path: Path, schema: str) -> sqlite3.Connection:
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     db.executescript(schema)
     return db
+
+
+def ids_among(
+    db: sqlite3.Connection, query: str, ids: Iterable[str], *extra: Any, chunk: int = 500
+) -> set[str]:
+    """The ids ``query`` returns for ``ids``, asked in chunks (a statement takes at most
+    999 parameters). ``query`` selects one id column and ends ``IN ({})``, followed by any
+    conditions whose parameters are ``extra``: ``"SELECT id FROM t WHERE id IN ({})"``."""
+    wanted, found = list(ids), set[str]()
+    for at in range(0, len(wanted), chunk):
+        part = wanted[at : at + chunk]
+        statement = query.format(",".join("?" * len(part)))
+        found.update(str(r[0]) for r in db.execute(statement, [*part, *extra]))
+    return found
 
 
 class SqliteFile:

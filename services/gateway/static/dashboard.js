@@ -457,7 +457,12 @@ function connect() {
     // After applying: a page dropped mid-frame asks for this frame again.
     if (typeof frame.seq === "number" && frame.seq > lastSeq) lastSeq = frame.seq;
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
+    if (ev.code === 4401) { // this page's sign-in ended (signed out elsewhere, a new password)
+      status.textContent = "signed out";
+      location.assign("/signin?ended=1");
+      return;
+    }
     status.textContent = "reconnecting…";
     status.className = "pill pill-wait";
     setTimeout(connect, delay + Math.random() * delay * 0.5); // jitter: not all at once

@@ -13,6 +13,7 @@ from pathlib import Path
 from dovecote.config import ConfigError, Settings, data_dir
 from dovecote.testing import cluster
 from dovecote.tools import (
+    admin,
     broker,
     deadletter,
     logins,
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         deadletter,
         trace,
         logins,
+        admin,
     ):  # each module adds its own subcommand
         command.add_command(sub)
     cluster.add_command(sub)  # a RabbitMQ cluster to try Dovecote on (dovecote.testing)
