@@ -22,15 +22,14 @@ guidance.) A person on a new device during an attack waits for the window, told 
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from typing import Protocol
 
 import orjson
 from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
 
 from services.gateway.limits import Rate
+from services.gateway.rows import Tables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS guesses (
@@ -44,23 +43,10 @@ DEVICE_COOKIE = "dovecote_device"
 DEVICE_DAYS = 365
 
 
-class Store(Protocol):
-    @property
-    def db(self) -> sqlite3.Connection: ...
-
-
-class Guesses:
+class Guesses(Tables):
     """Sign-in attempts per account and per known device, in the accounts store."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        return self.store.db
-
-    def install(self) -> None:
-        self.db.executescript(SCHEMA)
+    schema = SCHEMA
 
     def reserve(self, key: str, rate: Rate | None) -> tuple[int | None, float]:
         """Count one attempt under ``key`` (``account:<name>`` or ``device:<nonce>``):

@@ -13,16 +13,15 @@ only a SHA-256 of the secret is kept, as for tokens.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from dovecote.config import ConfigError
+from services.gateway.rows import Tables, digest, stamp
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS invites (
@@ -53,11 +52,6 @@ def signup_mode(raw: str) -> Signup:
     raise ConfigError(f"SIGNUP must be one of {', '.join(MODES)}: {raw!r}")
 
 
-class Store(Protocol):
-    @property
-    def db(self) -> sqlite3.Connection: ...
-
-
 @dataclass(frozen=True)
 class Invite:
     id: str
@@ -66,24 +60,8 @@ class Invite:
     expires: str
 
 
-def _stamp(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
-
-
-class Invites:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        return self.store.db
-
-    def install(self) -> None:
-        self.db.executescript(SCHEMA)
+class Invites(Tables):
+    schema = SCHEMA
 
     def make(self, made_by: str, days: int = 7) -> tuple[Invite, str]:
         """A new invitation: its record, and the code (shown once)."""
@@ -91,12 +69,12 @@ class Invites:
             raise Refused(f"at most {OPEN_INVITES_MAX} open invitations: withdraw some first")
         now = datetime.now(UTC)
         invite = Invite(
-            secrets.token_hex(6), made_by, _stamp(now), _stamp(now + timedelta(days=days))
+            secrets.token_hex(6), made_by, stamp(now), stamp(now + timedelta(days=days))
         )
         secret = secrets.token_urlsafe(24)
         self.db.execute(
             "INSERT INTO invites (id, digest, made_by, created, expires) VALUES (?, ?, ?, ?, ?)",
-            (invite.id, _digest(secret), made_by, invite.created, invite.expires),
+            (invite.id, digest(secret), made_by, invite.created, invite.expires),
         )
         return invite, f"dci_{invite.id}_{secret}"
 
@@ -104,7 +82,7 @@ class Invites:
         rows = self.db.execute(
             "SELECT id, made_by, created, expires FROM invites WHERE used IS NULL "
             "AND expires > ? ORDER BY created DESC, id",
-            (_stamp(datetime.now(UTC)),),
+            (stamp(datetime.now(UTC)),),
         )
         return [Invite(*r) for r in rows]
 
@@ -122,11 +100,11 @@ class Invites:
             if found
             else None
         )
-        if found is None or row is None or not hmac.compare_digest(row[0], _digest(found[2])):
+        if found is None or row is None or not hmac.compare_digest(row[0], digest(found[2])):
             raise Refused("that invitation code is not one of ours: check it, or ask for another")
         if row[2] is not None:
             raise Refused("that invitation was used already: ask for another")
-        if row[1] <= _stamp(datetime.now(UTC)):
+        if row[1] <= stamp(datetime.now(UTC)):
             raise Refused("that invitation has expired: ask for another")
         return found[1]
 
@@ -134,6 +112,6 @@ class Invites:
         """Spend an invitation on the account it made; False if someone spent it first."""
         cursor = self.db.execute(
             "UPDATE invites SET used_by = ?, used = ? WHERE id = ? AND used IS NULL",
-            (person, _stamp(datetime.now(UTC)), invite_id),
+            (person, stamp(datetime.now(UTC)), invite_id),
         )
         return bool(cursor.rowcount)

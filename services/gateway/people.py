@@ -15,7 +15,6 @@ worker on the machine (WAL, ``dovecote.sqlite``).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -35,6 +34,7 @@ from dovecote.topics import TopicError, check_id
 from services.gateway.guesses import Guesses
 from services.gateway.invites import Invites
 from services.gateway.names import lookalike_key, reserved
+from services.gateway.rows import digest, stamp
 from services.gateway.signins import SignIns
 
 SCHEMA = """
@@ -119,7 +119,7 @@ _NOBODY = _hasher.hash(secrets.token_urlsafe(16))
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return stamp()
 
 
 def hash_password(password: str) -> str:
@@ -177,10 +177,6 @@ def stale(stamp: str | None) -> bool:
 def split_token(token: str) -> tuple[str, str] | None:
     found = _TOKEN_RE.match(token)
     return (found[1], found[2]) if found else None
-
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
 
 
 class People(SqliteFile):
@@ -399,7 +395,7 @@ class People(SqliteFile):
         created = now()
         self.db.execute(
             "INSERT INTO tokens (id, person, name, digest, created) VALUES (?, ?, ?, ?, ?)",
-            (token_id, person_id, label, _digest(secret), created),
+            (token_id, person_id, label, digest(secret), created),
         )
         return Token(token_id, label, created, None), f"{TOKEN_PREFIX}_{token_id}_{secret}"
 
@@ -430,7 +426,7 @@ class People(SqliteFile):
             "FROM tokens t JOIN people p ON p.id = t.person WHERE t.id = ?",
             (token_id,),
         ).fetchone()
-        if row is None or not hmac.compare_digest(row[0], _digest(secret)):
+        if row is None or not hmac.compare_digest(row[0], digest(secret)):
             return None
         if stale(row[4]) or (address is not None and address != row[5]):
             self.db.execute(

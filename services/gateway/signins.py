@@ -15,16 +15,14 @@ on every gateway that shares the accounts store.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from dovecote.sqlite import ids_among
+from services.gateway.rows import Tables, digest, stamp
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -45,11 +43,6 @@ TOUCH_EVERY = timedelta(minutes=1)
 SESSIONS_PER_PERSON = 100  # past this the oldest go first (a script signing in in a loop)
 
 
-class Store(Protocol):
-    @property
-    def db(self) -> sqlite3.Connection: ...
-
-
 @dataclass(frozen=True)
 class SignIn:
     handle: str
@@ -61,14 +54,6 @@ class SignIn:
     agent: str | None
 
 
-def stamp(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
-
-
 def split(value: str) -> tuple[str, str] | None:
     handle, dot, secret = value.partition(".")
     if not dot or len(handle) != 16 or not secret or len(secret) > 64:
@@ -76,16 +61,8 @@ def split(value: str) -> tuple[str, str] | None:
     return handle, secret
 
 
-class SignIns:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        return self.store.db
-
-    def install(self) -> None:
-        self.db.executescript(SCHEMA)
+class SignIns(Tables):
+    schema = SCHEMA
 
     def start(self, person: str, max_age: int, address: str | None, agent: str | None) -> str:
         """A new sign-in for ``person``: the cookie's value, ``<handle>.<secret>``."""
@@ -97,7 +74,7 @@ class SignIns:
             (
                 handle,
                 person,
-                _digest(secret),
+                digest(secret),
                 stamp(now),
                 stamp(now + timedelta(seconds=max_age)),
                 stamp(now),
@@ -122,7 +99,7 @@ class SignIns:
             "SELECT digest, person, expires, last_used, address FROM sessions WHERE id = ?",
             (handle,),
         ).fetchone()
-        if row is None or not hmac.compare_digest(row[0], _digest(secret)):
+        if row is None or not hmac.compare_digest(row[0], digest(secret)):
             return None
         now = datetime.now(UTC)
         if row[2] <= stamp(now):
