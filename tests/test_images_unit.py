@@ -255,3 +255,16 @@ def test_png_text_chunks_go_and_the_colour_profile_stays() -> None:
     img = Image.open(io.BytesIO(kept))
     assert b"51.5072" not in kept and not getattr(img, "text", {})
     assert img.info.get("icc_profile") == icc
+
+
+def test_thumbnails_carry_no_comment_of_the_original() -> None:
+    """Issue 21: a JPEG's COM and a GIF's comment were copied into every thumbnail (Pillow
+    copies ``info`` to each image made from another, and its JPEG encoder writes
+    ``info["comment"]``)."""
+    for fmt in ("JPEG", "GIF"):
+        out = io.BytesIO()
+        Image.new("RGB", (300, 200), "teal").save(out, fmt, comment=b"dove-comment-7f3a")
+        assert b"dove-comment-7f3a" in out.getvalue()
+        for thumb in thumbnails.make(out.getvalue(), [128, 512], MP, DECODED):
+            assert b"dove-comment-7f3a" not in thumb.data, (fmt, thumb.size)
+            assert "comment" not in _decode(thumb).info
