@@ -104,7 +104,7 @@ def make(data: bytes, sizes: list[int], max_pixels: int, max_decoded: int) -> li
             _reduce(src, sizes, max_pixels, max_decoded)
             src.load()
             image = ImageOps.exif_transpose(src)
-            icc = src.info.get("icc_profile")
+            icc = rgb_profile(src.info.get("icc_profile"))
     except NotAnImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -131,6 +131,12 @@ def make(data: bytes, sizes: list[int], max_pixels: int, max_decoded: int) -> li
     return thumbs[::-1]
 
 
+def rgb_profile(icc: bytes | None) -> bytes | None:
+    """The original's ICC profile if it describes RGB, as a thumbnail is: a CMYK or grey
+    original's would misdescribe the thumbnail's pixels (bytes 16-19: its colour space)."""
+    return icc if icc and icc[16:20] == b"RGB " else None
+
+
 def _fit(size: tuple[int, int], bound: int) -> tuple[int, int]:
     """``size`` shrunk (never enlarged) so that its longer side is at most ``bound``."""
     w, h = size
@@ -141,8 +147,8 @@ def _fit(size: tuple[int, int], bound: int) -> tuple[int, int]:
 
 
 def _encode(image: Image.Image, size: int, alpha: bool, icc: bytes | None) -> Thumb:
-    """``image`` encoded with nothing but its pixels and, when the original had one, its
-    ICC colour profile (its colours are the original's)."""
+    """``image`` encoded with nothing but its pixels and, when the original had an RGB one,
+    its ICC colour profile (its colours are the original's)."""
     out = io.BytesIO()
     media: act.ImageMediaType
     colour = {"icc_profile": icc} if icc else {}
