@@ -330,11 +330,12 @@ def _gif_xmp(data: bytes, kind: str) -> bytes:
 
 def _gif_other_extensions(data: bytes, kind: str) -> bytes:
     """Another application's block, a plain-text extension, NETSCAPE's buffering
-    sub-block."""
+    sub-block, a graphic control extension with sub-blocks beyond its own."""
     app = gif_application(b"DOVECOTE1.0", marker(kind + "-app"))
     text = b"\x21\x01\x0c" + b"\x00" * 12 + gif_sub_blocks(marker(kind + "-text"))
     netscape = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x05\x02" + marker(kind)[:4] + b"\x00"
-    return gif_after_header(data, app, text, netscape)
+    control = b"\x21\xf9\x04\x00\x00\x00\x00" + gif_sub_blocks(marker(kind + "-control"))
+    return gif_after_header(data, app, text, netscape, control)
 
 
 def _gif_icc(data: bytes, _: str) -> bytes:

@@ -119,6 +119,7 @@ CASES: dict[str, tuple[bytes, int, str]] = {
         "sampled 0x0",
     ),
     "jpeg-stray-restart": (JPEG[:2] + b"\xff\xd0" + JPEG[2:], 400, "stray marker FF D0"),
+    "jpeg-stray-stuffing": (JPEG[:2] + b"\xff\x00" + JPEG[2:], 400, "stray marker FF 00"),
     "jpeg-garbage-between-segments": (
         JPEG[:20] + b"junk" + JPEG[20:],  # after JFIF's APP0
         400,

@@ -7,7 +7,8 @@ for byte: every image, the graphic control extensions (delay, disposal, transpar
 the looping of an animation (the NETSCAPE2.0 or ANIMEXTS1.0 application extension, its
 loop count only) and an ICC profile (ICCRGBG1012). Dropped: comments, plain-text
 extensions, every other application extension (XMP among them: ``XMP DataXMP``), and
-whatever follows the trailer.
+whatever follows the trailer. An extension kept keeps only the sub-blocks its
+specification gives it.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def _sub_blocks(data: bytes, pos: int, start: int) -> tuple[int, int]:
 
 def _kept_extension(label: int, block: bytes) -> bytes:
     """What an extension leaves in the stored file: itself, its loop count, or nothing."""
-    if label == GRAPHIC_CONTROL:
-        return block
+    if label == GRAPHIC_CONTROL:  # one 4-byte sub-block: disposal, delay, transparency
+        return block[:7] + b"\x00" if block[2] == 4 and len(block) >= 8 else b""
     if label != APPLICATION or len(block) < 14 or block[2] != 11:
         return b""  # comments (FE), plain text (01), unknown labels
     ident, rest = block[3:14], block[14:]

@@ -53,7 +53,7 @@ REFUSED_FRAMES = {
     0xDF: "hierarchical",  # EXP
 }
 TABLES = {0xC4, 0xDB, 0xDD}  # DHT, DQT, DRI
-STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM, RST0-7: no length, only inside a scan
+STANDALONE = {0x00, 0x01, *range(0xD0, 0xD8)}  # FF 00, TEM, RST0-7: only inside a scan
 # The end of a scan's entropy-coded data: FF, then anything but a stuffed 00, a restart
 # marker or another FF (a fill byte). One regex search runs in C, however many FF 00 pairs.
 SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
