@@ -100,6 +100,7 @@ async def test_six_huge_jpegs_at_once_stay_in_the_gateways_budget_and_a_photo_fo
     print(
         f"gateway RSS: {settled:.0f} MB settled, sampled peak {max(sampler.samples):.0f} MB "
         f"({len(sampler.samples)} samples over {took:.1f} s), VmHWM {peak:.0f} MB, "
-        f"{after:.0f} MB 1 s after"
+        f"{after:.0f} MB 1 s after; the resizer's VmHWM (not budgeted here) "
+        f"{status_mb(p.services['resizer'], 'VmHWM'):.0f} MB"
     )
     assert peak <= RSS_LIMIT_MB, f"the gateway peaked at {peak:.0f} MB"
