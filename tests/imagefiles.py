@@ -37,6 +37,14 @@ def photo(
         noise = Image.effect_noise((width, height), 40).convert(mode)
         image = Image.blend(image, noise, 0.2)
     out = io.BytesIO()
+    image.save(out, fmt, **phone_metadata(orientation, gps))
+    return out.getvalue()
+
+
+def phone_metadata(orientation: int | None, gps: bool) -> dict[str, object]:
+    """Pillow's save options for what a phone writes: the orientation, and with ``gps``
+    where (a GPS block, an XMP packet), who (a serial number, the owner's name) and the
+    camera and time."""
     kwargs: dict[str, object] = {}
     exif = Image.Exif()
     if orientation is not None:
@@ -48,8 +56,7 @@ def photo(
         kwargs["xmp"] = XMP_WITH_GPS
     if len(exif):
         kwargs["exif"] = exif
-    image.save(out, fmt, **kwargs)
-    return out.getvalue()
+    return kwargs
 
 
 GPS_IFD, EXIF_IFD = 0x8825, 0x8769
@@ -60,15 +67,32 @@ XMP_WITH_GPS = (
 )
 
 
-def marked(width: int = 400, height: int = 200) -> bytes:
-    """A JPEG whose left half is red and right half blue, stored rotated (orientation 6):
+def marked(width: int = 400, height: int = 200, fmt: str = "JPEG") -> bytes:
+    """An image whose left half is red and right half blue, stored rotated (orientation 6):
     shown upright, it is ``height`` wide and ``width`` tall, red on top."""
     image = Image.new("RGB", (width, height), (0, 0, 255))
     ImageDraw.Draw(image).rectangle((0, 0, width // 2, height), fill=(255, 0, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     out = io.BytesIO()
-    image.save(out, "JPEG", exif=exif, quality=95)
+    image.save(out, fmt, exif=exif, **({"quality": 95} if fmt != "PNG" else {}))
+    return out.getvalue()
+
+
+def huge(side: int = 6320, *, seed: int = 1, progressive: bool = False) -> bytes:
+    """Issue 21's memory amplifier: a phone's JPEG (orientation, location, serial number)
+    of ``side`` x ``side`` (39.9 Mpx at 6320, under IMAGE_MAX_PIXELS) with smooth content,
+    so it is small (~830 KB baseline, ~480 KB progressive) yet decodes to 152 MiB."""
+    red = Image.linear_gradient("L").resize((side, side))
+    green = Image.radial_gradient("L").resize((side, side))
+    image = Image.merge("RGB", (red, green, red.transpose(Image.Transpose.ROTATE_90)))
+    draw, rnd = ImageDraw.Draw(image), random.Random(seed)
+    for _ in range(30):
+        x, y, s = rnd.randrange(side), rnd.randrange(side), rnd.randrange(side // 60, side // 4)
+        draw.ellipse((x, y, x + s, y + s), fill=tuple(rnd.randrange(256) for _ in range(3)))
+    out = io.BytesIO()
+    metadata = phone_metadata(6, gps=True)
+    image.save(out, "JPEG", quality=75, progressive=progressive, **metadata)
     return out.getvalue()
 
 

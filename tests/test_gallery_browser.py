@@ -4,10 +4,12 @@ works by keyboard (issue 14)."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from tests import imagefiles
 from tests.a11y import DESKTOP, PHONE, tab_to
@@ -160,3 +162,37 @@ async def test_a_photo_pushing_the_24th_off_the_page_leaves_it_one_click_away(
     await page.click("#gallery-more")
     await page.wait_for_function("() => document.querySelectorAll('#gallery .tile').length === 25")
     assert (await titles(page))[-2:] == ["Photo 1", "Photo 0"]
+
+
+async def test_a_sideways_jpeg_is_shown_upright_by_its_kept_orientation(
+    pipeline: Pipeline, browser: Any
+) -> None:
+    """Issue 21: a JPEG's original is stored as its pixels came, with an EXIF block that
+    says only its orientation, rather than decoded and turned; chromium turns it by it,
+    the photo's page and the tile alike (red on top, as the camera held it)."""
+    token = await pipeline.api_token("ada")
+    form = aiohttp.FormData()
+    sideways = imagefiles.marked(400, 200)  # stored 400x200, left red; orientation 6
+    form.add_field("file", sideways, filename="upright.jpg", content_type="image/jpeg")
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
+        http.post(f"{pipeline.url}/api/images", data=form) as r,
+    ):
+        assert r.status == 201, await r.text()
+        image_id = (await r.json())["id"]
+    await pipeline.probe.wait_for("events/image/resized")
+    page = await open_as(browser, pipeline.url, "grace")
+    tile = page.locator("#gallery .tile.resized .frame img")
+    await tile.wait_for()
+    assert await tile.evaluate("img => img.naturalWidth / img.naturalHeight") == 0.5
+    await page.goto(f"{pipeline.url}/photos/{image_id}")
+    full = page.locator("#full-size")
+    await page.wait_for_function("() => document.querySelector('#full-size').complete")
+    assert await full.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [200, 400]
+    assert (await page.text_content("#photo-size") or "").startswith("200 × 400 px")
+    shown = Image.open(io.BytesIO(await full.screenshot())).convert("RGB")
+    top = shown.getpixel((shown.width // 2, shown.height // 10))
+    bottom = shown.getpixel((shown.width // 2, shown.height * 9 // 10))
+    assert isinstance(top, tuple) and isinstance(bottom, tuple)
+    assert top[0] > 200 and top[2] < 60, f"the top should be red, is {top}"
+    assert bottom[2] > 200 and bottom[0] < 60, f"the bottom should be blue, is {bottom}"

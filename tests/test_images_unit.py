@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.gateway import images, metadata
+from services.gateway import images, intake
 from services.gateway.store import BadName, ImageStore, new_id, valid_id, valid_size
 from services.resizer import thumbnails
 from tests import imagefiles
@@ -18,9 +18,18 @@ MP = 40_000_000
 DECODED = images.DEFAULT_MAX_DECODED
 
 
+def accepted(
+    data: bytes, max_pixels: int = MP, max_decoded: int = DECODED
+) -> tuple[bytes, images.ImageInfo]:
+    """What the gateway stores for an upload and its facts (intake.accept, minus the
+    threads and the budget)."""
+    stored = intake.decoded(intake.checked(data, max_pixels, max_decoded))
+    return stored.data, intake.info_of(stored)
+
+
 def test_a_photo_is_accepted_with_its_facts() -> None:
     data = imagefiles.photo(640, 480)
-    info = images.inspect(data, MP)
+    _, info = accepted(data)
     assert (info.media_type, info.width, info.height, info.size) == (
         "image/jpeg",
         640,
@@ -28,7 +37,7 @@ def test_a_photo_is_accepted_with_its_facts() -> None:
         len(data),
     )
     assert info.extension == "jpg"
-    png = images.inspect(imagefiles.photo(30, 20, fmt="PNG", mode="RGBA"), MP)
+    _, png = accepted(imagefiles.photo(30, 20, fmt="PNG", mode="RGBA"))
     assert (png.media_type, png.extension) == ("image/png", "png")
 
 
@@ -39,15 +48,15 @@ def test_a_photo_is_accepted_with_its_facts() -> None:
         (b"#!/bin/sh\nrm -rf /\n", 415, "not an image"),
         (imagefiles.truncated(), 400, "truncated"),
         (imagefiles.truncated(imagefiles.photo(300, 300, fmt="PNG")), 400, "truncated"),
-        (imagefiles.bomb(8000, 8000), 413, "pixel limit"),  # our check, from the header
-        (imagefiles.bomb(), 413, "decompression bomb"),  # Pillow's own, far over its bound
+        (imagefiles.bomb(8000, 8000), 413, "pixel limit"),  # from the header
+        (imagefiles.bomb(), 413, "decompression bomb"),
         (imagefiles.photo(64, 64, fmt="BMP"), 415, "not one of"),
     ],
     ids=["empty", "script", "truncated-jpeg", "truncated-png", "bomb", "huge-bomb", "bmp"],
 )
 def test_bad_uploads_are_refused_with_a_reason(data: bytes, status: int, reason: str) -> None:
     with pytest.raises(images.BadImage) as err:
-        images.inspect(data, MP)
+        accepted(data)
     assert err.value.status == status
     assert reason in str(err.value)
 
@@ -59,7 +68,7 @@ def test_pillows_own_bound_answers_a_bomb_too() -> None:
         Image.MAX_IMAGE_PIXELS = 1000
         for size in (40, 100):  # 1,600 px: the warning; 10,000 px: the error
             with pytest.raises(images.BadImage) as err:
-                images.inspect(imagefiles.photo(size, size), MP)
+                images.prove(imagefiles.photo(size, size), "image/jpeg", size, size)
             assert err.value.status == 413 and "decompression bomb" in str(err.value)
     finally:
         Image.MAX_IMAGE_PIXELS = saved
@@ -177,7 +186,7 @@ def test_a_png_that_decodes_past_the_budget_is_refused_from_its_header_at_both_e
     assert len(data) < 200_000 and MP > 6300 * 6300
     started = time.process_time()
     with pytest.raises(images.BadImage, match="decodes to 151 MiB") as refused:
-        images.inspect(data, MP, DECODED)
+        intake.checked(data, MP, DECODED)
     assert refused.value.status == 413
     with pytest.raises(thumbnails.NotAnImage, match="IMAGE_MAX_DECODED_BYTES"):
         thumbnails.measure(data, [128, 512], MP, DECODED)
@@ -195,16 +204,12 @@ def test_what_decoding_costs_is_known_before_the_bytes_are_fetched() -> None:
         assert thumbnails.estimate(w, h, media, 512) == measured
     assert thumbnails.measure(jpeg, [128, 512], MP, DECODED) == 1000 * 750 * 4  # 1/4 scale
     assert thumbnails.measure(png, [128, 512], MP, DECODED) == 1000 * 800 * 4
-    assert images.inspect(jpeg, MP, 4 * 2**20).width == 4000  # 500x375 decoded: under 4 MiB
+    assert intake.checked(jpeg, MP, 4 * 2**20).width == 4000  # 500x375 decoded: under 4 MiB
     with pytest.raises(images.BadImage):
-        images.inspect(png, MP, 2**20)  # 3 MiB decoded: over 1 MiB
+        intake.checked(png, MP, 2**20)  # 3 MiB decoded: over 1 MiB
 
 
-# --- originals without location (services/gateway/metadata.py) -------------------------------
-
-
-def cleaned(data: bytes) -> tuple[bytes, images.ImageInfo]:
-    return metadata.clean(data, images.inspect(data, MP))
+# --- stored without metadata (services/gateway/metadata.py; tests/test_metadata_corpus.py) ---
 
 
 def test_an_upload_with_no_metadata_is_stored_byte_for_byte() -> None:
@@ -214,44 +219,67 @@ def test_an_upload_with_no_metadata_is_stored_byte_for_byte() -> None:
         imagefiles.photo(64, 48, fmt="WEBP"),
         imagefiles.photo(64, 48, fmt="GIF"),
     ):
-        assert cleaned(data)[0] == data
+        assert accepted(data)[0] == data
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
-def test_the_location_and_who_took_it_go_the_camera_and_time_stay_upright(fmt: str) -> None:
-    data = imagefiles.photo(80, 40, fmt=fmt, orientation=6, gps=True)
-    assert b"SN-123456" in data and images.inspect(data, MP).width == 80
-    out, info = cleaned(data)
+def test_a_jpeg_keeps_its_orientation_alone_and_its_pixels_as_they_were() -> None:
+    data = imagefiles.photo(80, 40, orientation=6, gps=True)
+    assert b"SN-123456" in data and b"Dovecam" in data
+    out, info = accepted(data)
     img = Image.open(io.BytesIO(out))
-    exif = img.getexif()
-    assert (img.size, info.width, info.height, info.size) == ((40, 80), 40, 80, len(out))
-    assert 0x0112 not in exif  # the orientation is in the pixels now
-    assert not exif.get_ifd(0x8825)  # no GPS block
-    assert b"SN-123456" not in out and b"Ada L." not in out  # no serial, no owner
-    assert b"GPSLatitude" not in out and "xmp" not in img.info  # no XMP (where it was)
-    assert (exif[0x010F], exif[0x0110]) == ("Dovecam", "D-1")
-    assert exif.get_ifd(0x8769)[0x9003] == "2026:11:29 07:00:00"
+    assert dict(img.getexif()) == {0x0112: 6}  # only the orientation: no camera, no time
+    assert "xmp" not in img.info and b"GPSLatitude" not in out
+    assert img.size == (80, 40) and (info.width, info.height) == (40, 80)  # shown portrait
+    assert img.tobytes() == Image.open(io.BytesIO(data)).tobytes()  # not decoded again
 
 
-def test_the_pixels_are_turned_the_way_the_camera_said() -> None:
-    data = imagefiles.marked(400, 200)  # left red, right blue, stored rotated (orientation 6)
-    out, _ = cleaned(data)
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_a_png_or_webp_is_turned_the_way_its_exif_said_and_loses_it(fmt: str) -> None:
+    data = imagefiles.marked(400, 200, fmt=fmt)  # left red, right blue, orientation 6
+    out, info = accepted(data)
     img = Image.open(io.BytesIO(out)).convert("RGB")
-    assert img.size == (200, 400)
+    assert img.size == (200, 400) == (info.width, info.height)
+    assert not img.getexif() and "exif" not in img.info
     top, bottom = img.getpixel((100, 20)), img.getpixel((100, 380))
     assert isinstance(top, tuple) and isinstance(bottom, tuple)
     assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0]  # red above, blue below
 
 
-def test_png_text_chunks_go_and_the_colour_profile_stays() -> None:
-    from PIL import ImageCms, PngImagePlugin
+def test_thumbnails_of_a_stored_jpeg_come_out_upright() -> None:
+    """The original keeps its orientation tag instead of being turned: the resizer turns
+    what it decodes by it."""
+    stored, _ = accepted(imagefiles.marked(400, 200))  # left red, right blue, orientation 6
+    [thumb] = thumbnails.make(stored, [128], MP, DECODED)
+    assert (thumb.width, thumb.height) == (64, 128)
+    image = _decode(thumb).convert("RGB")
+    top, bottom = image.getpixel((32, 10)), image.getpixel((32, 118))
+    assert isinstance(top, tuple) and isinstance(bottom, tuple)
+    assert top[0] > 200 and top[2] < 60, f"top should be red, is {top}"
+    assert bottom[2] > 200 and bottom[0] < 60, f"bottom should be blue, is {bottom}"
+    assert not _decode(thumb).getexif()
 
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Location", "51.5072 N, 0.1276 W")
-    out = io.BytesIO()
-    Image.new("RGB", (20, 10), "red").save(out, "PNG", pnginfo=info, icc_profile=icc)
-    kept, _ = cleaned(out.getvalue())
-    img = Image.open(io.BytesIO(kept))
-    assert b"51.5072" not in kept and not getattr(img, "text", {})
-    assert img.info.get("icc_profile") == icc
+
+def test_thumbnails_carry_no_comment_of_the_original() -> None:
+    """Issue 21: a JPEG's COM and a GIF's comment were copied into every thumbnail (Pillow
+    copies ``info`` to each image made from another, and its JPEG encoder writes
+    ``info["comment"]``)."""
+    for fmt in ("JPEG", "GIF"):
+        out = io.BytesIO()
+        Image.new("RGB", (300, 200), "teal").save(out, fmt, comment=b"dove-comment-7f3a")
+        assert b"dove-comment-7f3a" in out.getvalue()
+        for thumb in thumbnails.make(out.getvalue(), [128, 512], MP, DECODED):
+            assert b"dove-comment-7f3a" not in thumb.data, (fmt, thumb.size)
+            assert "comment" not in _decode(thumb).info
+
+
+def test_a_thumbnail_keeps_an_rgb_colour_profile_only() -> None:
+    """A thumbnail is RGB: a CMYK original's profile would misdescribe its pixels."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cmyk = srgb[:16] + b"CMYK" + srgb[20:]  # what a CMYK profile's header says
+    for mode, icc, kept in (("RGB", srgb, srgb), ("CMYK", cmyk, None)):
+        out = io.BytesIO()
+        Image.new(mode, (300, 200)).save(out, "JPEG", icc_profile=icc)
+        for thumb in thumbnails.make(out.getvalue(), [128], MP, DECODED):
+            assert _decode(thumb).info.get("icc_profile") == kept, mode

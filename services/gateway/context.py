@@ -14,6 +14,7 @@ from services.gateway.invites import Signup
 from services.gateway.operators import Operations
 
 if TYPE_CHECKING:  # the features import CTX from here; this module imports none of them
+    from services.gateway.budget import MemoryBudget
     from services.gateway.directory import Directory
     from services.gateway.guesses import DeviceCookies
     from services.gateway.hub import Hub
@@ -36,6 +37,7 @@ class Images:
     max_decoded: int  # bytes an image may decode to (IMAGE_MAX_DECODED_BYTES)
     service_token: str | None  # None: thumbnail uploads are refused (503)
     pool: Executor  # Pillow and file I/O run here, off the event loop
+    budget: MemoryBudget  # what decoding in ``pool`` may hold at once (IMAGE_DECODE_BUDGET_BYTES)
 
 
 @dataclass

@@ -11,8 +11,9 @@
 
 An upload is by the person signed in (or whose token it carries), within their rate limits
 (``RATE_UPLOADS_PERSON``, ``RATE_UPLOADS_ADDRESS``). It is checked completely (size, then
-Pillow) *before* anything is written, cleaned of location metadata (``metadata.py``),
+Pillow) *before* anything is written, stored without its metadata (``metadata.py``),
 written atomically, and only then announced: a refused upload leaves no file and no message.
+Its decoding, and a thumbnail's, is inside the gateway's one budget (``intake.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.mqtt import BusError
 from services.gateway import images as img
-from services.gateway import metadata, sessions
+from services.gateway import intake, sessions
 from services.gateway.context import CTX, Images
 from services.gateway.store import BadName, NotFound, StoredFile, new_id, valid_id, valid_size
 
@@ -69,6 +70,15 @@ def refuse(status: int, reason: str) -> web.HTTPException:
     return kinds[status](text=reason)
 
 
+def refused_image(exc: img.BadImage) -> web.HTTPException:
+    """The answer to an image refused; a 503 (the decoding budget is taken) says when to
+    come back."""
+    error = refuse(exc.status, str(exc))
+    if exc.status == 503:
+        error.headers["Retry-After"] = "10"
+    return error
+
+
 def unavailable(exc: BusError) -> web.HTTPException:
     """503 with the reason: the event could not be accepted for delivery; try again later."""
     error = refuse(503, f"cannot accept this now: {exc}")
@@ -97,12 +107,9 @@ async def upload(request: web.Request) -> web.Response:
     data, filename, title = await _read_form(request, images.max_bytes)
     loop = asyncio.get_running_loop()
     try:
-        info = await loop.run_in_executor(
-            images.pool, img.inspect, data, images.max_pixels, images.max_decoded
-        )
-        data, info = await loop.run_in_executor(images.pool, metadata.clean, data, info)
+        data, info = await intake.accept(images, data, images.max_pixels)
     except img.BadImage as exc:
-        raise refuse(exc.status, str(exc)) from None
+        raise refused_image(exc) from None
 
     actor = ctx.directory.actor(user)
     image_id = new_id()
@@ -273,17 +280,19 @@ async def put_thumbnail(request: web.Request) -> web.Response:
         if len(body) > images.max_bytes:
             raise refuse(413, f"thumbnails are limited to {images.max_bytes:,} bytes")
     loop = asyncio.get_running_loop()
-    try:
-        info = await loop.run_in_executor(images.pool, img.inspect, bytes(body), size * size)
+    try:  # stored without metadata too, whatever the resizer sent
+        data, info = await intake.accept(images, bytes(body), size * size)
     except img.BadImage as exc:
-        raise refuse(400 if exc.status == 413 else exc.status, str(exc)) from None
+        if exc.status == 413:  # a thumbnail over its size is a bad request, not a bomb
+            exc = img.BadImage(str(exc))
+        raise refused_image(exc) from None
     if info.media_type != request.content_type:
         raise refuse(415, f"the body is {info.media_type}, not {request.content_type}")
     if max(info.width, info.height) > size:
         raise refuse(400, f"a {size}px thumbnail is {info.width}x{info.height}")
     try:
         await loop.run_in_executor(
-            images.pool, images.store.save_thumbnail, image_id, size, info.extension, bytes(body)
+            images.pool, images.store.save_thumbnail, image_id, size, info.extension, data
         )
     except NotFound:
         raise refuse(404, "no such image") from None

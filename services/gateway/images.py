@@ -1,8 +1,11 @@
-"""What the gateway accepts as an image: checked with Pillow before anything is stored.
+"""What the gateway accepts as an image: its limits, and the proof that it decodes.
 
-``inspect`` is pure (bytes in, facts or ``BadImage`` out) and slow enough (a few ms of
-decoding) that the gateway runs it in a thread: Pillow releases the GIL while it decodes,
-so the event loop keeps pushing frames to browsers meanwhile.
+An upload's headers are read first, by the gateway's own parsers (``containers/``, which
+also take its metadata out): ``check_limits`` refuses what is too large from them. Then
+``prove`` has Pillow decode it, inside the gateway's decoding budget (``intake.py``).
+Both are pure and ``prove`` is slow enough (a few ms of decoding) that the gateway runs it
+in a thread: Pillow releases the GIL while it decodes, so the event loop keeps pushing
+frames to browsers meanwhile.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from dovecote import activity as act
 
@@ -48,64 +51,66 @@ class ImageInfo:
         return EXTENSIONS[self.media_type]
 
 
-# Bytes per decoded pixel as Pillow stores RGB and RGBA: what decoding costs in memory.
-BYTES_PER_PIXEL = 4
 DEFAULT_MAX_DECODED = 96 * 2**20  # 6300x6300 RGB (159 MiB decoded, ~1.3 CPU-s) is over
+PILLOW_NAMES = {media: name for name, media in FORMATS.items()}
+DRAFT_SCALE = 8  # a JPEG is proven decoded at 1/8: libjpeg's smallest scale
 
 
-def inspect(data: bytes, max_pixels: int, max_decoded: int = DEFAULT_MAX_DECODED) -> ImageInfo:
-    """The image's facts, after proving it decodes; ``BadImage`` for anything else.
+def check_limits(
+    kind: str, width: int, height: int, pixel_bytes: int, max_pixels: int, max_decoded: int
+) -> None:
+    """413 for an image too large, from what its header says, before a pixel is decoded:
+    a decompression bomb (a few KB claiming 50,000 x 50,000 pixels), or one whose pixels
+    would take more than ``max_decoded`` bytes (a 131 KB PNG of 6300 x 6300 is under any
+    sane pixel limit, yet decodes to 151 MiB; a JPEG is decoded at 1/8 scale here, so only
+    a huge one comes near it)."""
+    if width * height > max_pixels:
+        raise BadImage(
+            f"{width}x{height} is {width * height:,} pixels, over the "
+            f"{max_pixels:,}-pixel limit (decompression bomb?)",
+            413,
+        )
+    if pixel_bytes > max_decoded:
+        raise BadImage(
+            f"{width}x{height} {kind} decodes to {pixel_bytes / 2**20:,.0f} MiB, over "
+            f"the {max_decoded / 2**20:,.0f} MiB limit (IMAGE_MAX_DECODED_BYTES): "
+            "send a JPEG or a smaller image",
+            413,
+        )
 
-    Dimensions are checked from the header *before* decoding: a decompression bomb (a few
-    KB claiming 50,000 x 50,000 pixels) is refused without allocating its pixels, and so is
-    an image whose decoded pixels would take more than ``max_decoded`` bytes (a 131 KB PNG of
-    6300 x 6300 is under any sane pixel limit, yet decodes to 159 MiB; a JPEG is decoded at
-    1/8 scale here, so only a huge one comes near it).
-    """
-    if not data:
-        raise BadImage("the file is empty")
+
+def prove(data: bytes, media_type: act.ImageMediaType, width: int, height: int) -> None:
+    """Pillow decodes ``data`` (a JPEG at 1/8 scale) and finds the format and size its
+    header said; ``BadImage`` (400) when it does not: damaged, truncated, or a file whose
+    header and image disagree. Only Pillow's decoder for that one format is tried."""
+    name = PILLOW_NAMES[media_type]
     try:
-        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
-            media_type = FORMATS[img.format or ""]
-            width, height = img.size
-            if width * height > max_pixels:
+        with Image.open(io.BytesIO(data), formats=[name]) as img:
+            if img.size != (width, height):
                 raise BadImage(
-                    f"{width}x{height} is {width * height:,} pixels, over the "
-                    f"{max_pixels:,}-pixel limit (decompression bomb?)",
-                    413,
+                    f"the {name} says {width}x{height} in its header, "
+                    f"{img.width}x{img.height} in its image data"
                 )
             img.verify()  # structure and checksums (PNG CRCs), without decoding
-        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+        with Image.open(io.BytesIO(data), formats=[name]) as img:
             # verify() does not decode JPEG data: decode it, at 1/8 scale where the
             # format allows (JPEG draft mode), so a truncated file is caught cheaply.
-            img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-            cost = img.width * img.height * BYTES_PER_PIXEL
-            if cost > max_decoded:
-                raise BadImage(
-                    f"{width}x{height} {img.format} decodes to {cost / 2**20:,.0f} MiB, over "
-                    f"the {max_decoded / 2**20:,.0f} MiB limit (IMAGE_MAX_DECODED_BYTES): "
-                    "send a JPEG or a smaller image",
-                    413,
-                )
+            img.draft("RGB", (max(1, width // DRAFT_SCALE), max(1, height // DRAFT_SCALE)))
             img.load()
     except BadImage:
         raise
-    except UnidentifiedImageError:
-        raise BadImage(f"not an image, or not one of {', '.join(sorted(FORMATS))}", 415) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # Pillow's own bound (Image.MAX_IMAGE_PIXELS, see ``bound_pillow``) caught it first.
+        # Pillow's own bound (Image.MAX_IMAGE_PIXELS, see ``bound_pillow``).
         raise BadImage(f"decompression bomb refused: {exc}", 413) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # UnidentifiedImageError too
         raise BadImage(f"the image is damaged or truncated: {exc}") from None
-    return ImageInfo(media_type, width, height, len(data))
 
 
 def bound_pillow(max_pixels: int) -> None:
     """Process-wide, at start-up: Pillow itself refuses images far over ``max_pixels``.
 
-    Defence in depth behind the explicit check in ``inspect``. Pillow raises above twice its
-    bound and warns between (the warning is logged once; ``inspect`` then refuses the image
-    with the same 413).
+    Defence in depth behind ``check_limits``. Pillow raises above twice its bound and warns
+    between (the warning is logged once; ``prove`` then refuses the image with a 413).
     """
     Image.MAX_IMAGE_PIXELS = max_pixels
 

@@ -1,23 +1,35 @@
-"""Originals without location: what an upload's metadata keeps, and what it loses.
+"""Stored images without metadata: what an upload (and a thumbnail) keeps, and what it loses.
 
-A phone photo carries where it was taken (the EXIF GPS block, often XMP too) and who took
-it (serial numbers, the owner's name, maker notes). The stored original is public, so:
+A phone photo carries where it was taken (the EXIF GPS block, often XMP too), who took it
+(serial numbers, the owner's name, maker notes) and when (dates, a time-zone offset). A
+stored image is public, so every one is stored with none of that. The metadata is taken
+out of the file's container (``containers/``): nothing is decoded to do it, and the bytes
+that hold the pixels are stored exactly as uploaded. What stays is what shows the pixels:
 
-- an upload with no metadata at all is stored byte for byte, as uploaded;
-- otherwise it is written again by Pillow with only: the ICC colour profile, and these EXIF
-  fields: camera make and model, lens make and model, the date and time taken (with its
-  time zone offset), exposure time, f-number, ISO, exposure bias, flash, focal length (and
-  its 35 mm equivalent), colour space, resolution. Everything else goes: the GPS block,
-  maker notes, serial numbers, the owner's name, the unique image id, XMP, IPTC/Photoshop
-  blocks, comments, PNG text chunks, thumbnails embedded in the EXIF;
-- the EXIF orientation is applied to the pixels (the image is stored upright) and the tag
-  dropped, so every viewer shows it the same way;
-- a JPEG is encoded again with its own quantisation tables and chroma subsampling (no
-  visible loss beyond one more generation); PNG is lossless; WebP is encoded again at
-  quality 90 (lossless if it was); GIF is stored as uploaded (it has no EXIF; its comment
-  and application blocks are kept: a GIF with an XMP block would keep it).
+- what decodes them: JPEG frame header, tables and scans; PNG IHDR, PLTE, IDAT, IEND;
+  GIF screen, colour tables and images; WebP VP8/VP8L, ALPH and VP8X (its flags fixed);
+- how their colours show: the ICC colour profile (JPEG APP2; PNG iCCP, its free-text name
+  replaced; WebP ICCP; GIF ICCRGBG1012), PNG tRNS, gAMA, cHRM, sRGB, cICP, mDCv, cLLI,
+  the JFIF header (its density; its thumbnail dropped) and Adobe's APP14 colour transform;
+- an animation: PNG acTL, fcTL, fdAT; WebP ANIM and ANMF; GIF graphic control extensions
+  and the loop count of NETSCAPE2.0 (its other sub-blocks dropped);
+- a JPEG's EXIF orientation, as an EXIF block that says nothing else (32 bytes): browsers
+  turn a JPEG by it (CSS ``image-orientation: from-image``, their default), and so does the
+  resizer when it makes thumbnails, so the original is not decoded to turn it.
 
-Pure: bytes in, bytes out; the gateway runs it in a thread with the upload's other checks.
+Everything else goes: all other EXIF (the GPS block, camera, lens and serial numbers, the
+owner's name, dates and offsets, maker notes, embedded thumbnails), XMP, IPTC/Photoshop
+(APP13), every other APPn (MPF, FlashPix, ...), comments (JPEG COM, GIF comment), PNG
+text (tEXt, zTXt, iTXt), eXIf, tIME, bKGD, pHYs and private chunks, GIF plain text and
+application extensions (XMP among them), WebP EXIF, XMP and unknown chunks, and every
+byte after the image's end (MPF's second images, an appended page).
+
+A PNG's or a still WebP's EXIF orientation is applied to the pixels instead (no browser
+turns a WebP by it, and not all a PNG): the one case where the gateway decodes and encodes
+again, inside its decoding budget: a PNG losslessly, a WebP losslessly if it was, else at
+quality 90. An animated PNG or WebP keeps its frames as they are and loses the tag.
+
+Pure: bytes in, bytes out; the gateway runs it in its image threads.
 """
 
 from __future__ import annotations
@@ -25,104 +37,72 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from PIL import Image, ImageOps, JpegImagePlugin
+from PIL import Image
 
-from services.gateway.images import FORMATS, BadImage, ImageInfo
+from services.gateway.containers import gif, jpeg, png, webp
+from services.gateway.containers.base import BYTES_PER_PIXEL, Stripped
+from services.gateway.images import FORMATS, BadImage
 
-EXIF_IFD, GPS_IFD = 0x8769, 0x8825
-ORIENTATION = 0x0112
-KEPT_BASE = {
-    0x010F: "Make",
-    0x0110: "Model",
-    0x0132: "DateTime",
-    0x011A: "XResolution",
-    0x011B: "YResolution",
-    0x0128: "ResolutionUnit",
+# What turns the pixels as each EXIF orientation says (as Pillow's ImageOps.exif_transpose).
+TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
 }
-KEPT_EXIF = {
-    0x829A: "ExposureTime",
-    0x829D: "FNumber",
-    0x8827: "ISOSpeedRatings",
-    0x9003: "DateTimeOriginal",
-    0x9004: "DateTimeDigitized",
-    0x9010: "OffsetTime",
-    0x9011: "OffsetTimeOriginal",
-    0x9012: "OffsetTimeDigitized",
-    0x9204: "ExposureBiasValue",
-    0x9209: "Flash",
-    0x920A: "FocalLength",
-    0xA001: "ColorSpace",
-    0xA405: "FocalLengthIn35mmFilm",
-    0xA433: "LensMake",
-    0xA434: "LensModel",
-}
-# Metadata blocks Pillow reports in ``Image.info``; any of them means a rewrite.
-CARRIERS = ("exif", "xmp", "XML:com.adobe.xmp", "photoshop", "comment", "icc_profile")
-STILL_FORMATS = ("JPEG", "PNG", "WEBP")
+FORMAT_NAMES = {"image/png": "PNG", "image/webp": "WEBP"}
+# Memory for turning, beyond decoding (measured): the turned copy, and the encoder's own
+# (libwebp's lossless encoder takes ~22 bytes a pixel, its lossy one ~2).
+TURNING_BYTES_PER_PIXEL = {"image/png": BYTES_PER_PIXEL, "image/webp": BYTES_PER_PIXEL + 4}
+LOSSLESS_WEBP_BYTES_PER_PIXEL = BYTES_PER_PIXEL + 22
 
 
-def has_metadata(img: Image.Image) -> bool:
-    if any(key in img.info for key in CARRIERS if key != "icc_profile"):
-        return True
-    if getattr(img, "text", None):  # PNG tEXt/zTXt/iTXt chunks
-        return True
-    applist = getattr(img, "applist", [])  # JPEG APPn and COM segments beyond JFIF/ICC
-    return any(marker not in ("APP0", "APP2") for marker, _ in applist)
+def strip(data: bytes) -> Stripped:
+    """``data`` without its metadata, and what its headers say. ``BadImage``: 415 if it is
+    not one of the four formats (or a kind of one no browser shows), 400 if it is damaged."""
+    if not data:
+        raise BadImage("the file is empty")
+    if data.startswith(b"\xff\xd8\xff"):
+        return jpeg.strip(data)
+    if data.startswith(png.SIGNATURE):
+        return png.strip(data)
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return gif.strip(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return webp.strip(data)
+    raise BadImage(f"not an image, or not one of {', '.join(sorted(FORMATS))}", 415)
 
 
-def kept_exif(img: Image.Image) -> Image.Exif:
-    source = img.getexif()
-    out = Image.Exif()
-    for tag in KEPT_BASE:
-        if tag in source:
-            out[tag] = source[tag]
-    inner = source.get_ifd(EXIF_IFD)
-    kept = {tag: inner[tag] for tag in KEPT_EXIF if tag in inner}
-    if kept:
-        out[EXIF_IFD] = kept
-    return out
+def needs_turning(found: Stripped) -> bool:
+    """A still PNG or WebP whose EXIF orientation was dropped: its pixels are turned."""
+    return found.orientation != 1 and not found.orientation_kept and not found.animated
 
 
-def clean(data: bytes, info: ImageInfo) -> tuple[bytes, ImageInfo]:
-    """The bytes to store and their facts: ``data`` itself when it carries no metadata.
-    ``BadImage`` when the metadata cannot be read (the pixels decoded: ``images.inspect``)."""
-    try:
-        return _clean(data, info)
-    except (OSError, SyntaxError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise BadImage(f"the image's metadata is damaged: {exc}") from None
+def turning_bytes(found: Stripped) -> int:
+    """What ``turned`` takes beyond decoding ``found``."""
+    if not needs_turning(found):
+        return 0
+    if found.media_type == "image/webp" and found.lossless:
+        return found.pixels * LOSSLESS_WEBP_BYTES_PER_PIXEL
+    return found.pixels * TURNING_BYTES_PER_PIXEL[found.media_type]
 
 
-def _clean(data: bytes, info: ImageInfo) -> tuple[bytes, ImageInfo]:
-    with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
-        if img.format not in STILL_FORMATS or not has_metadata(img):
-            return data, info
-        animated = getattr(img, "n_frames", 1) > 1
-        if animated:  # an animated PNG or WebP: frames kept as they are, metadata dropped
-            return _resave_animated(img), info
+def turned(found: Stripped) -> Stripped:
+    """``found`` with its orientation applied to the pixels, encoded again, stripped again."""
+    fmt = FORMAT_NAMES[found.media_type]
+    with Image.open(io.BytesIO(found.data), formats=[fmt]) as img:
         img.load()
-        exif = kept_exif(img)
-        icc = img.info.get("icc_profile")
-        options: dict[str, Any] = {"exif": exif.tobytes()}
-        if icc:
-            options["icc_profile"] = icc
-        if img.format == "JPEG":
-            options["qtables"] = getattr(img, "quantization", None) or "web_high"
-            options["subsampling"] = JpegImagePlugin.get_sampling(img)
-            options["optimize"] = True
-        elif img.format == "WEBP":
-            lossless = img.info.get("lossless", False)
-            options.update(lossless=bool(lossless), quality=90 if not lossless else 100)
-        fmt = img.format
-        upright = ImageOps.exif_transpose(img)
-        if fmt == "JPEG" and options["subsampling"] == -1:
-            del options["subsampling"]
-        out = io.BytesIO()
-        upright.save(out, fmt, **options)
-    cleaned = out.getvalue()
-    return cleaned, ImageInfo(info.media_type, upright.width, upright.height, len(cleaned))
-
-
-def _resave_animated(img: Image.Image) -> bytes:
+        upright = img.transpose(TURNS[found.orientation])
+    options: dict[str, Any] = {}
+    if icc := upright.info.get("icc_profile"):
+        options["icc_profile"] = icc
+    if fmt == "WEBP" and found.lossless:
+        options["lossless"] = True
+    elif fmt == "WEBP":
+        options["quality"] = 90
     out = io.BytesIO()
-    img.save(out, img.format, save_all=True)
-    return out.getvalue()
+    upright.save(out, fmt, **options)
+    return strip(out.getvalue())

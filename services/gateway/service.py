@@ -32,12 +32,13 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from dovecote import Bus, Delivery, Service, handles, topics
+from dovecote import Bus, Delivery, Service, handles, heap, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
 from services.gateway import images, invites, people, sessions, signouts, status
 from services.gateway.badrequests import quiet_client_faults
+from services.gateway.budget import DECODE_BUDGET, MemoryBudget
 from services.gateway.context import FEED_SIZE, Context, Images
 from services.gateway.directory import Directory
 from services.gateway.guesses import DeviceCookies
@@ -129,6 +130,13 @@ class Gateway(Service):
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
         max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
         images.bound_pillow(max_pixels)
+        max_decoded = settings.get_int(
+            "IMAGE_MAX_DECODED_BYTES", images.DEFAULT_MAX_DECODED, 2**20, 2**40
+        )
+        # Decoding, every request's together, holds at most this; any image under
+        # IMAGE_MAX_DECODED_BYTES must fit in it alone (issue 21).
+        budget = settings.get_int("IMAGE_DECODE_BUDGET_BYTES", DECODE_BUDGET, max_decoded, 2**40)
+        heap.return_large_blocks()  # a decoded image's memory goes back when it is freed
         self.images = Images(
             store=ImageStore(
                 Path(settings.get_str("IMAGES_DIR", str(settings.data_dir / "images")))
@@ -136,11 +144,10 @@ class Gateway(Service):
             public_url=settings.public_url,
             max_bytes=settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3),
             max_pixels=max_pixels,
-            max_decoded=settings.get_int(
-                "IMAGE_MAX_DECODED_BYTES", images.DEFAULT_MAX_DECODED, 2**20, 2**40
-            ),
+            max_decoded=max_decoded,
             service_token=settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip() or None,
             pool=self.pool,
+            budget=MemoryBudget(budget),
         )
 
     def _check_operators(self) -> None:

@@ -3,8 +3,10 @@
 Fast on purpose (the upload -> thumbnail goal is 200 ms for a 2 MP photo): a JPEG is
 decoded in draft mode, i.e. by libjpeg at 1/2, 1/4 or 1/8 scale, no larger than the
 biggest thumbnail needs; each smaller thumbnail is made from the next larger one. EXIF
-orientation is applied, then dropped with the rest of the metadata (a photo's GPS position
-does not belong in a public thumbnail).
+orientation is applied, then dropped with the rest of the metadata: a thumbnail is its
+pixels and, if the original had one, its ICC colour profile; nothing else of the original
+(no EXIF, XMP or comment; the gateway strips what it stores again, services/gateway/
+metadata.py).
 
 What an image costs is known from its header, before a pixel is decoded (``measure``): the
 pixels it decodes to after that reduction, at 4 bytes each (Pillow keeps RGB and RGBA
@@ -102,6 +104,7 @@ def make(data: bytes, sizes: list[int], max_pixels: int, max_decoded: int) -> li
             _reduce(src, sizes, max_pixels, max_decoded)
             src.load()
             image = ImageOps.exif_transpose(src)
+            icc = rgb_profile(src.info.get("icc_profile"))
     except NotAnImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -113,6 +116,10 @@ def make(data: bytes, sizes: list[int], max_pixels: int, max_decoded: int) -> li
     mode = "RGBA" if alpha else "RGB"
     if image.mode != mode:
         image = image.convert(mode)
+    # Nothing of the original's metadata travels with its pixels: Pillow copies ``info``
+    # to every image made from another, and its JPEG encoder writes ``info["comment"]``
+    # (a JPEG's COM, a GIF's comment) into what it saves (issue 21).
+    image.info = {}
     thumbs: list[Thumb] = []
     for size in sorted(sizes, reverse=True):
         # resize() makes a new, small image (reducing by whole factors first): no full-size
@@ -120,8 +127,14 @@ def make(data: bytes, sizes: list[int], max_pixels: int, max_decoded: int) -> li
         target = _fit(image.size, size)
         if target != image.size:
             image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        thumbs.append(_encode(image, size, alpha))
+        thumbs.append(_encode(image, size, alpha, icc))
     return thumbs[::-1]
+
+
+def rgb_profile(icc: bytes | None) -> bytes | None:
+    """The original's ICC profile if it describes RGB, as a thumbnail is: a CMYK or grey
+    original's would misdescribe the thumbnail's pixels (bytes 16-19: its colour space)."""
+    return icc if icc and icc[16:20] == b"RGB " else None
 
 
 def _fit(size: tuple[int, int], bound: int) -> tuple[int, int]:
@@ -133,14 +146,17 @@ def _fit(size: tuple[int, int], bound: int) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def _encode(image: Image.Image, size: int, alpha: bool) -> Thumb:
+def _encode(image: Image.Image, size: int, alpha: bool, icc: bytes | None) -> Thumb:
+    """``image`` encoded with nothing but its pixels and, when the original had an RGB one,
+    its ICC colour profile (its colours are the original's)."""
     out = io.BytesIO()
     media: act.ImageMediaType
+    colour = {"icc_profile": icc} if icc else {}
     if alpha:
         # WebP keeps transparency; at method 4 it costs ~10 ms more than JPEG, only here.
-        image.save(out, "WEBP", quality=80, method=4)
+        image.save(out, "WEBP", quality=80, method=4, **colour)
         media = "image/webp"
     else:
-        image.save(out, "JPEG", quality=82, progressive=False)
+        image.save(out, "JPEG", quality=82, progressive=False, **colour)
         media = "image/jpeg"
     return Thumb(size, image.width, image.height, media, out.getvalue())

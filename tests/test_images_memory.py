@@ -1,0 +1,109 @@
+"""What decoding an image really takes, against what the gateway's budget reserves for it.
+
+The budget is only as good as the costs it is given (``Stripped.decode_bytes``, read from
+headers, and ``metadata.turning_bytes``): each case decodes one image as the gateway does
+(``intake.decoded``) in a fresh process with the gateway's allocator setting, and reads
+how far its resident memory rose (``VmHWM`` after a reset of the peak, /proc/self/clear_refs).
+The rise must be within the reservation; and, where the model is not cautious on purpose,
+not far under it (a reservation several times too large would refuse images for nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from textwrap import dedent
+
+import pytest
+
+from dovecote.project import PROJECT
+
+pytestmark = pytest.mark.slow
+
+MiB = 2**20
+SLACK = 4 * MiB  # the interpreter's own allocations around a decode
+
+MEASURE = dedent(
+    """
+    import io, json, sys
+    from PIL import Image
+    from dovecote import heap
+    from services.gateway import intake, metadata
+    from services.gateway.containers import tiff
+
+    heap.return_large_blocks()  # first: what making the image frees goes back
+    fmt, width, height, orientation, frames, options = json.loads(sys.argv[1])
+    images = [
+        Image.merge("RGB", [
+            Image.linear_gradient("L").resize((width, height)),
+            Image.radial_gradient("L").resize((width, height)).rotate(n * 90),
+            Image.linear_gradient("L").resize((width, height)).transpose(1),
+        ])
+        for n in range(frames)
+    ]
+    if frames > 1:
+        options.update(save_all=True, append_images=images[1:])
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        options["exif"] = exif
+    out = io.BytesIO()
+    images[0].save(out, fmt, **options)
+    data = out.getvalue()
+    del images, out
+
+    found = intake.checked(data, 10**9, 2**40)
+    reserved = found.decode_bytes + metadata.turning_bytes(found)
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # the peak is now what is resident
+    intake.decoded(found)
+    print(json.dumps({"reserved": reserved, "used": status("VmHWM") - before}))
+    """
+)
+
+CASES = {
+    # format, width, height, EXIF orientation, frames, Pillow's save options; careful: the
+    # model may be cautious by design (a GIF is counted at 4 bytes a pixel, uses 1)
+    "jpeg-baseline": ("JPEG", 4000, 4000, 1, 1, {}, False),
+    "jpeg-progressive-4:2:0": ("JPEG", 4000, 4000, 1, 1, {"progressive": True}, True),
+    "jpeg-progressive-4:4:4": (
+        "JPEG", 3000, 3000, 1, 1, {"progressive": True, "subsampling": 0}, True
+    ),
+    "png-rgb": ("PNG", 4000, 3000, 1, 1, {}, True),
+    "png-animated": ("PNG", 2000, 2000, 1, 3, {}, True),
+    "gif": ("GIF", 4000, 3000, 1, 1, {}, False),
+    "webp-lossy": ("WEBP", 3000, 2000, 1, 1, {"quality": 80}, True),
+    "webp-lossless": ("WEBP", 2000, 2000, 1, 1, {"lossless": True}, True),
+    "webp-animated": ("WEBP", 2000, 1500, 1, 3, {}, True),
+    "png-turned": ("PNG", 3000, 2000, 6, 1, {}, True),
+    "webp-lossy-turned": ("WEBP", 2000, 2000, 6, 1, {"quality": 80}, True),
+    "webp-lossless-turned": ("WEBP", 1500, 1500, 8, 1, {"lossless": True}, True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_decoding_takes_no_more_than_the_budget_reserves(case: str) -> None:
+    fmt, width, height, orientation, frames, options, tight = CASES[case]
+    args = json.dumps([fmt, width, height, orientation, frames, options])
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, args],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    reserved, used = figures["reserved"], figures["used"]
+    print(f"{case}: reserved {reserved / MiB:.1f} MiB, used {used / MiB:.1f} MiB")
+    assert used <= reserved + SLACK, f"{case}: used {used / MiB:.1f} MiB"
+    if tight:
+        assert used >= reserved / 3, f"{case}: reserved {reserved / MiB:.1f} MiB"
