@@ -201,12 +201,16 @@ async def open_as(browser: Any, url: str, person: str, **context: Any) -> Any:
     return page
 
 
-def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) -> Any:
+def gateway_context(
+    hub: Any, base_url: str, data: Path, publish: Any = None, bus_up: bool = True
+) -> Any:
     """A gateway's context for its web app run in a test's own event loop (no broker): real
     accounts with the demo people (``DEMO_PASSWORD``), a fresh session key; no notifier
-    answers, so a page renders without its inbox (after 0.1 s)."""
+    answers, so a page renders without its inbox (after 0.1 s). What it publishes is
+    collected: its link to the bus is up (``bus_up``: as the test says)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from dovecote.link import Link
     from services.gateway import people, sessions
     from services.gateway.context import Context
     from services.gateway.directory import Directory
@@ -217,6 +221,9 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
     accounts = People(data / "accounts.sqlite3").open()
     accounts.seed(people.DEMO_PEOPLE, people.hash_password(DEMO_PASSWORD))
     send = publish or (lambda entry, activity: None)
+    link = Link()
+    if bus_up:
+        link.went_up()
     return Context(
         hub=hub,
         people=accounts,
@@ -229,6 +236,7 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
         inbox=InboxClient(lambda entry, activity: None, 0.1),  # no notifier: pages go without
         limits=Limits({}),
         hashing=ThreadPoolExecutor(1),
+        link=link,
     )
 
 
