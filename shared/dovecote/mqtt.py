@@ -155,6 +155,7 @@ class Connection:
         max_queued: int = 10_000,
         manual_ack: bool = True,
         backoff: Backoff = BACKOFF,
+        after_loss: AfterLoss | None = None,
         quiet: bool = False,
     ) -> None:
         self.broker = broker
@@ -168,7 +169,7 @@ class Connection:
         self._on_lost = on_lost
         self._keepalive = keepalive
         self._backoff = backoff
-        self._after_loss = AfterLoss(backoff)
+        self._after_loss = after_loss if after_loss is not None else AfterLoss(backoff)
         self._subscriptions: dict[str, int] = {}
         self._unsubscribe_on_connect: set[str] = set()
         self._pending_subacks: dict[int, asyncio.Future[list[int]]] = {}

@@ -5,7 +5,8 @@ sends on connecting, and the answer (presence, retained state) every worker give
 query. One gateway reconnecting 1,060 times in 3 minutes made every service re-announce
 itself and republish its state 1,060 times (issue 22). Coalesced, a burst of requests costs
 one action now and at most one more at the end of the interval, whatever its size; nothing
-asked is dropped.
+asked is dropped. An action that could not be done (it returns False: a question due while
+disconnected) does not count: the next request runs at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["Throttle"]
 
 
 class Throttle:
-    def __init__(self, interval: float, action: Callable[[], None]) -> None:
+    def __init__(self, interval: float, action: Callable[[], bool | None]) -> None:
         self.interval = interval
         self._action = action
         self._last: float | None = None  # loop time of the last run
@@ -44,6 +45,7 @@ class Throttle:
 
     def _run(self) -> None:
         self._timer = None
+        if self._action() is False:
+            return  # not done: not a run, and the next request need not wait for it
         self._last = asyncio.get_running_loop().time()
         self.runs += 1
-        self._action()

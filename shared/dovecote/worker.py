@@ -312,11 +312,11 @@ class Worker:
     def _on_lost(self) -> None:
         self.link.went_down()
 
-    def _ask_for_state(self) -> None:
+    def _ask_for_state(self) -> bool:
         # Sent after this connection's SUBSCRIBE: the answers match it. Disconnected (the
-        # coalesced run came late): the next connection asks.
+        # coalesced run came late): not asked, and the next connection asks at once.
         if not self.conn.connected.is_set():
-            return
+            return False
         question = act.Activity(
             **act.envelope(),
             type="Question",
@@ -324,6 +324,7 @@ class Worker:
             object={"type": "Collection", "name": "services online and state now"},
         )
         self.bus.publish(topics.PRESENCE_QUERY, question)
+        return True
 
     def _answer_state_query(self, msg: Message) -> None:
         """Someone cannot trust its broker node for retained presence and state: say we are
