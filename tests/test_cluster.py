@@ -457,6 +457,14 @@ async def test_each_node_killed_in_turn_under_load_every_worker_fails_over(
     await wait_http(f"{c.public_url}/healthz", 90)
     for name in FEDERATION:
         await probe.wait_online(name, timeout=90)
+    # Every worker's session a quorum queue, the gateway's too (it was a clean session's
+    # classic queue, which lives and dies with one node).
+    listed = c.cluster.node("b").rabbitmqctl(
+        "list_queues", "name", "type", "--no-table-headers", "--quiet"
+    )
+    types = dict(line.split("\t")[:2] for line in listed.splitlines() if c.root in line)
+    for name in FEDERATION:
+        assert types[f"mqtt-subscription-{c.root}-{name}-1qos1"] == "quorum", types
 
     traffic = Traffic(c.public_url, probe)
     await traffic.prepare()
