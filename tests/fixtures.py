@@ -46,7 +46,10 @@ class Federation:
         return await token_for(self.url, person)
 
 
-async def wait_http(url: str, timeout: float = 15.0) -> None:
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Until ``url`` answers 200. A gateway's ``/healthz`` does once it can reach the bus (its
+    subscriptions granted), a few hundred ms after it serves HTTP; under load (two cores
+    shared with other suites) starting it has taken over 15 s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as http:
