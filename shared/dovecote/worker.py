@@ -206,16 +206,12 @@ class Worker:
         assert outbox is not None
         seq = outbox.add(topic, payload, qos, retain)
         try:
-            self.conn.publish(topic, payload, qos, retain, on_acked=lambda: self._sent(seq))
+            self.conn.publish(topic, payload, qos, retain, on_acked=lambda: outbox.remove(seq))
         except BusError:
             outbox.remove(seq)
             raise
         if not self.link.up:
             self.link.changed()  # one more waits: whoever shows the outbox's depth says so
-
-    def _sent(self, seq: int) -> None:
-        assert self.outbox is not None
-        self.outbox.remove(seq)
 
     def _resend_outbox(self) -> None:
         """What a previous run of this worker promised and the broker never acknowledged."""
@@ -224,7 +220,7 @@ class Worker:
         outbox = self.outbox
         left = outbox.open()
         for p in left:
-            done = functools.partial(self._sent, p.seq)
+            done = functools.partial(outbox.remove, p.seq)
             self.conn.publish(p.topic, p.payload, p.qos, p.retain, on_acked=done)
         if left:
             self.log.warning(
