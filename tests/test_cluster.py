@@ -14,6 +14,8 @@ import os
 import re
 import secrets
 import signal
+import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -628,3 +630,53 @@ async def test_the_cluster_command_kills_and_starts_a_node_and_leaves_nothing_of
         stop.set()
         await asyncio.to_thread(server.join, 10)
     assert not (folder / clusterctl.SOCKET).exists()
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Running processes whose command line or environment names ``text``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            seen = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in seen:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            found.append(f"{proc.name} {command.decode(errors='replace')[:200]}")
+    return found
+
+
+@pytest.mark.chaos  # a cluster of its own (~40 s): in make chaos, not in make test
+async def test_dovecote_cluster_leaves_no_process_behind(tmp_path: Path, scale: Scale) -> None:
+    """`dovecote cluster` as a person runs it: started, a node killed and started from
+    another shell, then Ctrl-C: no node, no Erlang VM, no epmd of it is left (issue 22: a
+    killed node stayed a zombie under it)."""
+    if scale.name != "long":
+        pytest.skip("starts a cluster of its own: make chaos (--chaos=long) runs it")
+    folder = tmp_path / "own"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOVECOTE_")}
+    out = (tmp_path / "cluster.out").open("wb")
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dovecote.tools.cli", "cluster", "--dir", str(folder),
+        stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    try:
+        said = tmp_path / "cluster.out"
+        await wait_until(lambda: "lose a node" in said.read_text(), 240, "the cluster up")
+        epmd_port = re.search(r"-port (\d+)", " ".join(processes_mentioning(str(folder))))
+        for args in (("kill", "a"), ("start", "a"), ("stop", "c"), ("start", "c")):
+            code, text, err = await dovecote_cli(env, "cluster", *args, "--dir", str(folder))
+            assert code == 0, (args, text, err)
+        server.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(server.wait(), 120) == 0
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()
+        out.close()
+    await wait_until(lambda: not processes_mentioning(str(folder)), 30, "nothing of it left")
+    if epmd_port is not None:  # its epmd's port: nothing listens there any more
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", int(epmd_port[1])), 1).close()
