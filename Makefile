@@ -32,7 +32,8 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 
 ## chaos: the long fault suite: services killed with -9 again and again under load, a broker
-##        restart mid-stream, poison messages, a pool worker killed (~10 min), and the
+##        restart mid-stream, poison messages, a pool worker killed, each node of a RabbitMQ
+##        cluster killed in turn, 12 times, every worker's failover timed (~15-20 min), and the
 ##        hostile-input fuzz run at full size (tests marked fuzz: FUZZ_EXAMPLES=100000 and a
 ##        random FUZZ_SEED unless set); prints the fault table and writes it to
 ##        .dovecote/chaos/long.md (make test runs a short version of each)

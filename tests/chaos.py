@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import os
 import random
 import sqlite3
@@ -67,11 +68,12 @@ class Scale:
     builds_per_s: float
     kill_every: float  # seconds between two kill -9s
     settle: float  # seconds allowed, after the traffic, for every effect to show
+    node_kills: int  # cluster nodes killed in turn (tests/test_cluster.py), each restarted
 
 
 SCALES = {
-    "short": Scale("short", 12.0, 12.0, 12.0, 1.0, 90.0),
-    "long": Scale("long", 150.0, 15.0, 15.0, 0.7, 300.0),
+    "short": Scale("short", 12.0, 12.0, 12.0, 1.0, 90.0, 3),
+    "long": Scale("long", 150.0, 15.0, 15.0, 0.7, 300.0, 12),
 }
 
 
@@ -94,8 +96,10 @@ class FailoverRow:
     """How long the workers a fault cut off took to be back (first Join after it)."""
 
     fault: str
-    workers: int
+    workers: int  # distinct workers cut off
+    failovers: int  # times one was cut off and came back
     median_ms: float
+    p99_ms: float
     max_ms: float
 
 
@@ -107,23 +111,37 @@ _PENDING_FAILOVER: list[FailoverRow] = []
 FAILOVERS: list[FailoverRow] = []
 
 
-def record_failover(fault: str, seconds: list[float]) -> None:
-    """Add a failover row (times in seconds, one per worker that had to fail over)."""
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank: the smallest value with at least ``p`` of them at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+
+def record_failover(fault: str, seconds: list[float], workers: int | None = None) -> None:
+    """Add a failover row: times in seconds, one per failover (``workers``: how many
+    distinct workers they were, default one each)."""
     assert seconds, "no worker failed over"
     _PENDING_FAILOVER.append(
         FailoverRow(
             fault,
+            len(seconds) if workers is None else workers,
             len(seconds),
             round(statistics.median(seconds) * 1000),
+            round(percentile(seconds, 0.99) * 1000),
             round(max(seconds) * 1000),
         )
     )
 
 
 def render_failovers(rows: list[FailoverRow]) -> str:
-    lines = ["| fault | workers cut off | failover median | failover max |", "|---|---:|---:|---:|"]
+    lines = [
+        "| fault | workers cut off | failovers | median | p99 | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     lines += [
-        f"| {r.fault} | {r.workers} | {r.median_ms:.0f} ms | {r.max_ms:.0f} ms |" for r in rows
+        f"| {r.fault} | {r.workers} | {r.failovers} | {r.median_ms:.0f} ms | {r.p99_ms:.0f} ms "
+        f"| {r.max_ms:.0f} ms |"
+        for r in rows
     ]
     return "\n".join(lines)
 
@@ -266,14 +284,21 @@ class Traffic:
             "followers": f"{base}/followers",
         }
 
-    async def run(self, seconds: float, uploads_per_s: float, builds_per_s: float) -> None:
+    async def run(
+        self,
+        seconds: float,
+        uploads_per_s: float,
+        builds_per_s: float,
+        until: asyncio.Event | None = None,
+    ) -> None:
+        """For ``seconds``, or until ``until`` is set."""
         rnd = random.Random(6)
         busy = asyncio.Semaphore(6)
         tasks: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             loop = asyncio.get_running_loop()
             start, n_up, n_build = loop.time(), 0, 0
-            while (now := loop.time() - start) < seconds:
+            while (now := loop.time() - start) < seconds and not (until and until.is_set()):
                 while n_up < now * uploads_per_s:
                     n_up += 1
                     user = rnd.choice(USERS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytest_plugins = ["dovecote.testing.plugin", "tests.fixtures", "tests.chaos"]
@@ -19,3 +21,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("cluster"))
         elif callspec is not None and callspec.params.get("broker") == "rabbitmq":
             item.add_marker(pytest.mark.xdist_group("rabbitmq"))
+
+
+def xdist_group(nodeid: str) -> str | None:
+    """The group a test runs in, told from its id alone (the scheduler sees nothing else):
+    the cluster tests (tests/test_cluster.py, marked ``cluster``) in one, the RabbitMQ ones
+    (parameter ``rabbitmq``) in another."""
+    if nodeid.startswith("tests/test_cluster.py::"):
+        return "cluster"
+    params = nodeid.rpartition("[")[2].rstrip("]") if nodeid.endswith("]") else ""
+    return "rabbitmq" if "rabbitmq" in params.split("-") else None
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` groups the tests above: xdist 3.8 reads a group from the id it
+    rewrites at collection, ``<id>@<group>``, and pytest 9 ids no longer take that rewrite
+    (``Node.nodeid`` is ``str(self._id)``), so the marks above went unread and every worker
+    started its own RabbitMQ node and cluster (measured: three clusters in one make test)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ByGroup(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid) or super()._split_scope(nodeid)
+
+    return ByGroup(config, log)

@@ -46,7 +46,10 @@ class Federation:
         return await token_for(self.url, person)
 
 
-async def wait_http(url: str, timeout: float = 15.0) -> None:
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Until ``url`` answers 200. A gateway's ``/healthz`` does once it can reach the bus (its
+    subscriptions granted), a few hundred ms after it serves HTTP; under load (two cores
+    shared with other suites) starting it has taken over 15 s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as http:
@@ -201,12 +204,16 @@ async def open_as(browser: Any, url: str, person: str, **context: Any) -> Any:
     return page
 
 
-def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) -> Any:
+def gateway_context(
+    hub: Any, base_url: str, data: Path, publish: Any = None, bus_up: bool = True
+) -> Any:
     """A gateway's context for its web app run in a test's own event loop (no broker): real
     accounts with the demo people (``DEMO_PASSWORD``), a fresh session key; no notifier
-    answers, so a page renders without its inbox (after 0.1 s)."""
+    answers, so a page renders without its inbox (after 0.1 s). What it publishes is
+    collected: its link to the bus is up (``bus_up``: as the test says)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from dovecote.link import Link
     from services.gateway import people, sessions
     from services.gateway.context import Context
     from services.gateway.directory import Directory
@@ -219,6 +226,9 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
     accounts.seed(people.DEMO_PEOPLE, people.hash_password(DEMO_PASSWORD))
     send = publish or (lambda entry, activity: None)
     key = sessions.new_key()
+    link = Link()
+    if bus_up:
+        link.went_up()
     return Context(
         hub=hub,
         people=accounts,
@@ -232,6 +242,7 @@ def gateway_context(hub: Any, base_url: str, data: Path, publish: Any = None) ->
         limits=Limits({}),
         hashing=ThreadPoolExecutor(1),
         devices=DeviceCookies(key, secure=False),
+        link=link,
     )
 
 

@@ -162,11 +162,43 @@ async def test_a_start_older_than_the_max_age_is_refused_with_a_reason_and_never
     assert topic == "dovecote/events/build/rejected"
     assert refused["object"]["id"] == old["id"]
     assert refused["summary"].startswith("Ada's Start expired: it was sent ")
+    assert "(the builder was offline)" in refused["summary"]  # not connected: its link down
     assert "nothing was started" in refused["summary"]
     # A fresh one runs, and numbering goes on as if the expired one never was.
     await builder.on_start(*start_command())
     assert builder.current is not None and builder.current.name == "Build #1"
     await builder.teardown()
+
+
+async def test_a_start_that_came_late_while_the_builder_was_online_names_its_gateway() -> None:
+    """Issue 22: a Start that waited in a cut-off gateway's outbox was refused as if the
+    builder had been offline. Online since before it was sent, the builder knows better."""
+    builder, rec = make_builder()
+    builder.bus.link.went_up()  # the builder's connection, up since now
+    late = act.new("Start", ADA, {"type": "Build"}, context="urn:uuid:c2")
+    late["published"] = act.to_json(act.instant())  # sent now...
+    await asyncio.sleep(1.1)  # ... and here only after BUILD_COMMAND_MAX_AGE (1 s below)
+    builder.max_age = 1.0
+    online_since = builder.bus.link.up_since
+    assert online_since is not None
+    await builder.on_start(
+        topics.BUILD_START.codec.decode(act.encode(late)),
+        Delivery.of("dovecote", topics.BUILD_START, late),
+    )
+    [(_, refused, _, _)] = rec.sent
+    summary = refused["summary"]
+    assert summary.startswith("Ada's Start expired: it was sent "), summary
+    assert summary.endswith(
+        " s ago (the builder was online; the gateway that accepted it could not reach the "
+        "bus and kept it until it could), more than BUILD_COMMAND_MAX_AGE allows; nothing "
+        "was started. Press Start again."
+    ), summary
+    # Connected only after it was sent: the builder was offline (for part of that time).
+    builder.bus.link.went_down()
+    builder.bus.link.went_up()
+    assert "(the builder was offline)" in builder_service.expired_why(
+        topics.BUILD_START.codec.decode(act.encode(late)), 12.0, builder.bus.link.up_since
+    )
 
 
 async def test_a_stopped_build_says_who_stopped_it_and_a_failed_one_why() -> None:

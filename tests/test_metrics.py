@@ -145,14 +145,15 @@ async def test_reconnects_and_the_connection_are_reported(tmp_path: Path, root: 
         w = Worker(Quiet, settings)
         await w.start()
         assert w.reporter is not None
-        await w.conn.wait_connected(10)
+        # Connected means usable: the broker has granted the subscriptions (issue 22).
+        await asyncio.wait_for(w.conn.ready.wait(), 10)
         first = w.reporter.measurements()
         assert first.connected is True and first.reconnects == 0
         own.stop()
         await wait_until(lambda: not w.conn.connected.is_set(), what="disconnect")
         assert w.reporter.measurements().connected is False
         own.start()
-        await w.conn.wait_connected(30)
+        await asyncio.wait_for(w.conn.ready.wait(), 30)
         again = w.reporter.measurements()
         assert again.connected is True and again.reconnects == 1
         await w.shutdown()

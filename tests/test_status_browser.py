@@ -65,6 +65,7 @@ async def test_an_offline_builder_or_resizer_is_said_and_their_return_is_seen(
     )
     note = await ada.text_content("#build-note") or ""
     assert note.startswith("Ada Lovelace's Start expired: it was sent "), note
+    assert "(the builder was offline)" in note, note  # it was: not the gateway (issue 22)
     assert await ada.text_content("#build-name") == "No build yet"  # it never ran
     assert not pipeline.probe.on("events/build/started")
 

@@ -11,9 +11,11 @@ worker was interrupted by a crash. The runtime says when they have all arrived
 (``retained_arrived``), so a first command waits milliseconds for them, not a guessed while.
 
 A start command carries the moment it was sent (``published``): one older than
-``BUILD_COMMAND_MAX_AGE`` when the builder gets it (queued while the builder was offline) is
-refused with the reason, never run late. Every build that ends other than by succeeding
-says why (``summary``), and a stopped one who stopped it (``stoppedBy``).
+``BUILD_COMMAND_MAX_AGE`` when the builder gets it is refused with the reason, never run
+late. The reason names where it waited: queued for the builder while the builder was
+offline, or (the builder online since before it was sent) on its way to the bus, in a
+gateway that could not reach it (its outbox, issue 22). Every build that ends other than
+by succeeding says why (``summary``), and a stopped one who stopped it (``stoppedBy``).
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class Builder(Service):
     async def on_start(self, activity: act.StartBuild, _: Delivery) -> None:
         age = (datetime.now(UTC) - activity.published).total_seconds()  # as it arrives
         if age > self.max_age:
-            self._reject(activity, expired_why(activity, age))
+            self._reject(activity, expired_why(activity, age, self.bus.link.up_since))
             return
         if not self.restored.is_set():
             # A command queued while we were down arrives before the retained history
@@ -271,10 +273,21 @@ class Builder(Service):
         )
 
 
-def expired_why(command: act.StartBuild, age: float) -> str:
-    """Why a start queued for too long is refused: a page shows this to the person."""
+def expired_why(command: act.StartBuild, age: float, online_since: datetime | None) -> str:
+    """Why a start that came too late is refused: a page shows this to the person.
+
+    ``online_since``: when this builder's connection began (None: not connected). Online
+    since before the Start was sent, the builder would have had it at once: it reached the
+    bus late, so its sender could not reach the bus. (Two clocks: the sender's and ours.)"""
     who = command.actor.name or command.actor.id
+    if online_since is not None and online_since <= command.published:
+        where = (
+            "the builder was online; the gateway that accepted it could not reach the bus "
+            "and kept it until it could"
+        )
+    else:
+        where = "the builder was offline"
     return (
-        f"{who}'s Start expired: it was sent {age:.0f} s ago (the builder was offline), "
-        "more than BUILD_COMMAND_MAX_AGE allows; nothing was started. Press Start again."
+        f"{who}'s Start expired: it was sent {age:.0f} s ago ({where}), more than "
+        "BUILD_COMMAND_MAX_AGE allows; nothing was started. Press Start again."
     )

@@ -28,7 +28,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.topics import Topic
-from services.gateway import sessions, status
+from services.gateway import busstatus, sessions, status
 from services.gateway.context import CTX, Context
 
 # A command's activity from the body (its fields checked) and the person asking.
@@ -152,9 +152,8 @@ async def _submit(request: web.Request, name: str) -> web.Response:
         error = web.HTTPServiceUnavailable(text=f"cannot accept this now: {exc}")
         error.headers["Retry-After"] = "10"
         raise error from None
-    return web.json_response(
-        {"id": activity.id, "topic": f"{ctx.root}/{entry.pattern}"}, status=202
-    )
+    answer = {"id": activity.id, "topic": f"{ctx.root}/{entry.pattern}"}
+    return web.json_response({**answer, **busstatus.queued(ctx.link)}, status=202)
 
 
 async def start_build(request: web.Request) -> web.Response:

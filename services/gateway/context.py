@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from dovecote.link import Link
 from dovecote.service import Publish
 from services.gateway.invites import Signup
 from services.gateway.operators import Operations
@@ -59,6 +60,8 @@ class Context:
     # The last public events as frames, newest last: the feed a page is drawn with.
     feed: deque[bytes] = field(default_factory=lambda: deque(maxlen=FEED_SIZE))
     operations: Operations = field(default_factory=Operations)  # metrics, traces, operators
+    link: Link = field(default_factory=Link)  # can this worker reach the bus now (busstatus.py)
+    instance: str = "1"  # this gateway worker's (DOVECOTE_INSTANCE), for its own metrics
 
 
 CTX = web.AppKey("ctx", Context)

@@ -5,7 +5,7 @@ the last events on the bus (so a reload keeps the feed), and why a control is un
 |-----------------|-----------------------------------------------------------------|
 | GET /           | the page, server-rendered (with the signed-in person's inbox)   |
 | GET /api/state  | the retained frames a page starts from (JSON)                   |
-| GET /healthz    | alive, and how many sockets (any Host: load balancers probe it) |
+| GET /healthz    | 200 while the bus is reachable, else 503 and why (any Host)     |
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ import aiohttp_jinja2
 import orjson
 from aiohttp import web
 
-from services.gateway import follows, gallery, inbox, photos, sessions, state_cards, status
+from services.gateway import (
+    busstatus,
+    follows,
+    gallery,
+    inbox,
+    photos,
+    sessions,
+    state_cards,
+    status,
+)
 from services.gateway.context import CTX, Context
 from services.gateway.people import Person
 
@@ -46,7 +55,8 @@ async def dashboard(request: web.Request) -> web.Response:
     )
     # Asked after the resume point was read: a notification that arrives meanwhile may be
     # both in the inbox and replayed on the socket; the page shows each id once.
-    box = await ctx.inbox.fetch(ctx.directory.actor(who)) if who else None
+    # Cut off from the bus, no answer can come: the page says why without waiting for it.
+    box = await ctx.inbox.fetch(ctx.directory.actor(who)) if who and ctx.link.up else None
     found, more = gallery.page(ctx.images, None)
     response = aiohttp_jinja2.render_template(
         "dashboard.html",
@@ -86,7 +96,14 @@ def reasons(ctx: Context, who: Person | None) -> dict[str, str | None]:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "sockets": len(request.app[CTX].hub.clients)})
+    """200 while this gateway can reach the bus; 503 (with why) while it cannot: it would
+    serve pages that do not move and keep what people send in its outbox, so a load
+    balancer should send them to a gateway that can (issue 22)."""
+    ctx = request.app[CTX]
+    body = {"ok": ctx.link.up, "sockets": len(ctx.hub.clients), "bus": busstatus.of(ctx.link)}
+    if not ctx.link.up:
+        body["why"] = busstatus.headline(ctx.link)
+    return web.json_response(body, status=200 if ctx.link.up else 503)
 
 
 async def state(request: web.Request) -> web.Response:

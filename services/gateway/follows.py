@@ -24,7 +24,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.topics import P, Topic
-from services.gateway import sessions
+from services.gateway import busstatus, sessions
 from services.gateway.context import CTX, Context
 from services.gateway.people import Person, Refused
 
@@ -66,7 +66,7 @@ async def follow(request: web.Request) -> web.Response:
             activity,
             undo=lambda: ctx.people.unfollow(who.id, other.id),
         )
-    return _answer(other, True, activity)
+    return _answer(ctx, other, True, activity)
 
 
 async def unfollow(request: web.Request) -> web.Response:
@@ -89,7 +89,7 @@ async def unfollow(request: web.Request) -> web.Response:
             activity,
             undo=lambda: ctx.people.follow(who.id, other.id),
         )
-    return _answer(other, False, activity)
+    return _answer(ctx, other, False, activity)
 
 
 def _announce(ctx: Context, entry: Topic[P], activity: P, undo: Callable[[], object]) -> None:
@@ -102,10 +102,13 @@ def _announce(ctx: Context, entry: Topic[P], activity: P, undo: Callable[[], obj
         raise error from None
 
 
-def _answer(other: Person, following: bool, activity: act.Activity | None) -> web.Response:
+def _answer(
+    ctx: Context, other: Person, following: bool, activity: act.Activity | None
+) -> web.Response:
     body: dict[str, Any] = {"person": other.id, "following": following, "changed": bool(activity)}
     if activity is not None:
         body["activity"] = activity.id
+        body.update(busstatus.queued(ctx.link))
     return web.json_response(body)
 
 

@@ -29,8 +29,8 @@ from aiohttp import BodyPartReader, web
 from dovecote import activity as act
 from dovecote import topics
 from dovecote.mqtt import BusError
+from services.gateway import busstatus, intake, sessions
 from services.gateway import images as img
-from services.gateway import intake, sessions
 from services.gateway.context import CTX, Images
 from services.gateway.store import BadName, NotFound, StoredFile, new_id, valid_id, valid_size
 
@@ -154,6 +154,7 @@ async def upload(request: web.Request) -> web.Response:
         context,
     )
     body = {"id": image_id, "url": url, "context": context, "activity": activity.id}
+    body.update(busstatus.queued(ctx.link))  # accepted, but not on the bus yet: said
     return web.Response(
         status=201,
         body=orjson.dumps(body),

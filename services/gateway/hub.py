@@ -206,6 +206,13 @@ class Hub:
         self._batch.append(data)
         return frame
 
+    def announce(self, frame: bytes) -> None:
+        """A frame from the gateway itself (not from the bus: not numbered, not replayed)
+        to every socket, after what was broadcast before it."""
+        self.flush()
+        for client in list(self.clients):
+            client.push(frame)
+
     def send_to_user(self, user: str, topic: str, payload: bytes) -> None:
         """Send to that person's sockets only (now, and on a replay)."""
         data = text_frame(envelope(self.ring.seq + 1, topic, payload))

@@ -32,7 +32,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.service import Publish
-from services.gateway import sessions
+from services.gateway import busstatus, sessions
 from services.gateway.context import CTX
 
 log = logging.getLogger("dovecote.gateway.inbox")
@@ -82,6 +82,10 @@ def add_routes(app: web.Application) -> None:
 async def get_inbox(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     who = await sessions.need_person(request)
+    if not ctx.link.up:  # no answer can come: say why at once, not after INBOX_TIMEOUT
+        error = web.HTTPServiceUnavailable(text=busstatus.headline(ctx.link))
+        error.headers["Retry-After"] = "5"
+        raise error
     inbox = await ctx.inbox.fetch(ctx.directory.actor(who))
     if inbox is None:
         error = web.HTTPServiceUnavailable(text="the notifier did not answer: try again")
@@ -111,7 +115,7 @@ async def mark_read(request: web.Request) -> web.Response:
         error = web.HTTPServiceUnavailable(text=f"cannot accept this now: {exc}")
         error.headers["Retry-After"] = "10"
         raise error from None
-    return web.json_response({"id": read.id}, status=202)
+    return web.json_response({"id": read.id, **busstatus.queued(ctx.link)}, status=202)
 
 
 async def _up_to(request: web.Request) -> str | None:

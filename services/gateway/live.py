@@ -12,7 +12,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from dovecote.errors import BusError
-from services.gateway import commands, sessions
+from services.gateway import busstatus, commands, sessions
 from services.gateway.context import CTX, Context
 from services.gateway.hub import notice
 from services.gateway.people import Person
@@ -49,7 +49,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         client = ctx.hub.join(ws, request, user, sessions.credential(request))
     except ConnectionResetError:
         return ws
-    ctx.hub.welcome(client, resume, root=ctx.root, user=user)
+    ctx.hub.welcome(client, resume, root=ctx.root, user=user, bus=busstatus.of(ctx.link))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -84,4 +84,4 @@ def command_frame(ctx: Context, who: Person | None, text: str, address: str | No
         ctx.publish(entry, activity)
     except BusError as exc:
         return notice("error", error=f"cannot accept this now: {exc}")
-    return notice("accepted", id=activity.id, command=name)
+    return notice("accepted", id=activity.id, command=name, **busstatus.queued(ctx.link))

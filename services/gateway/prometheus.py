@@ -3,7 +3,10 @@
 The services stay MQTT-only: each worker publishes its measurements on the bus
 (``dovecote.metrics``), every gateway worker hears them all (``telemetry.py``), and any of
 them answers a scrape with one series per worker (labels ``service`` and ``instance``),
-written by prometheus-client. A worker that stopped reporting leaves the output.
+written by prometheus-client. A worker that stopped reporting leaves the output. The
+gateway's own series come from its own reports, kept as they are made, and whether it can
+reach the bus is read at the scrape (``dovecote_bus_reachable``): cut off, it hears no
+one's reports, and that is what a scrape must show (issue 22).
 
 Who may read it: a scraper sending ``Authorization: Bearer <METRICS_TOKEN>``, or an
 operator (``OPERATORS``: their session, or their personal token). It answers whatever the
@@ -27,6 +30,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from dovecote.link import Link
 from services.gateway import sessions
 from services.gateway.context import CTX
 from services.gateway.telemetry import Fleet, Followed
@@ -149,9 +153,44 @@ class FleetCollector(Collector):
         return found.values()
 
 
+class LinkCollector(Collector):
+    """This gateway worker's own link to the bus, as it is at the scrape."""
+
+    def __init__(self, link: Link, service: str, instance: str) -> None:
+        self.link = link
+        self.labels = [service, instance]
+
+    def collect(self) -> Iterator[Metric]:
+        up = self.link.up
+        reachable = GaugeMetricFamily(
+            "dovecote_bus_reachable",
+            "1 while this gateway worker is connected to the broker with its subscriptions "
+            "granted; 0 while it cannot reach the bus (it then hears no worker's reports).",
+            labels=WORKER,
+        )
+        reachable.add_metric(self.labels, 1.0 if up else 0.0)
+        down = GaugeMetricFamily(
+            "dovecote_bus_unreachable_seconds",
+            "Seconds since this gateway worker lost the bus; 0 while it reaches it.",
+            labels=WORKER,
+        )
+        since = self.link.since.timestamp()
+        down.add_metric(self.labels, 0.0 if up else round(max(0.0, time.time() - since), 3))
+        waiting = GaugeMetricFamily(
+            "dovecote_outbox_waiting",
+            "Events this gateway worker accepted (201, 202) that the broker has not "
+            "acknowledged yet, now.",
+            labels=WORKER,
+        )
+        waiting.add_metric(self.labels, float(self.link.waiting))
+        yield from (reachable, down, waiting)
+
+
 def add_routes(app: web.Application) -> None:
+    ctx = app[CTX]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(app[CTX].operations.fleet))
+    registry.register(FleetCollector(ctx.operations.fleet))
+    registry.register(LinkCollector(ctx.link, "gateway", ctx.instance))
     app[REGISTRY] = registry
     app.router.add_get("/metrics", metrics)
 

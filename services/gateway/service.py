@@ -36,7 +36,7 @@ from dovecote import Bus, Delivery, Service, handles, heap, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
-from services.gateway import images, invites, people, sessions, signouts, status
+from services.gateway import busstatus, images, invites, people, sessions, signouts, status
 from services.gateway.badrequests import quiet_client_faults
 from services.gateway.budget import DECODE_BUDGET, MemoryBudget
 from services.gateway.context import FEED_SIZE, Context, Images
@@ -75,8 +75,9 @@ class Gateway(Service):
     name = "gateway"
     eager_handlers = True  # forwarding bytes never awaits: no Task per message
     # Browsers rebuild everything from retained state on reconnect: a gateway that was down
-    # has no use for a backlog of stale events, so its session is clean.
-    clean_session = True
+    # has no use for a backlog of stale events, so its session starts empty (and persists
+    # while it runs: a lost broker node does not cut it off, docs/deploying.md).
+    fresh_session = True
     # An upload answered 201 and a command answered 202 are promises made to a browser:
     # their events go through a durable outbox, so a crash before the broker's PUBACK (a
     # broker outage, a kill -9) cannot lose them. Bounded: when full, the gateway says 503.
@@ -197,7 +198,14 @@ class Gateway(Service):
 
     @handles(topics.METRICS, shared=False)  # every worker serves /metrics
     async def on_metrics(self, report: act.MetricsReport, _: Delivery) -> None:
-        self.ops.fleet.record(report.object)
+        m = report.object
+        if (m.name, m.instance) != (self.name, self.bus.instance):  # its own: ``measured``
+            self.ops.fleet.record(m)
+
+    def measured(self, measurements: act.WorkerMeasurements) -> None:
+        # Its own report, kept as it is made: a gateway cut off from the bus hears no one,
+        # itself included, and its own series (connected 0, its outbox) are what to show.
+        self.ops.fleet.record(measurements)
 
     @handles(topics.DEADLETTER, shared=False)  # a parked message is a step of its trace
     async def on_letter(self, letter: act.DeadLetter, delivery: Delivery) -> None:
@@ -270,7 +278,11 @@ class Gateway(Service):
             images=self.images,
             feed=self.feed,
             operations=self.ops,
+            link=self.bus.link,
+            instance=self.bus.instance,
         )
+        # Every page says when the bus cannot be reached; open ones are told at each change.
+        self.bus.link.watch(lambda link: self.hub.announce(busstatus.frame(link)))
         # A connection has this long to send a whole request line and headers (and may stay
         # idle this long between requests): half-sent requests hold no socket for long.
         self.runner = web.AppRunner(

@@ -19,6 +19,7 @@ from aiohttp import web
 from services.gateway import (
     account_page,
     accounts,
+    busstatus,
     commands,
     dashboard,
     directory,
@@ -62,6 +63,11 @@ def create_app(ctx: Context) -> web.Application:
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),  # every activity field is text
         filters={"agent": describe_agent},
+    )
+    # Every page's banner (base.html) while this gateway cannot reach the bus.
+    link = ctx.link
+    aiohttp_jinja2.get_env(app).globals["bus_banner"] = lambda: (
+        None if link.up else busstatus.headline(link)
     )
     rules = edge.Edge(ctx.public_url)
     app.middlewares.extend(

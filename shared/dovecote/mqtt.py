@@ -8,12 +8,16 @@ paho asks for a write, we flush once at the end of the current loop iteration, a
 for writability only when the kernel's buffer is full.
 
 Reconnection is ours: forever, with capped exponential backoff and jitter, over the nodes
-``MQTT_URL`` names in turn (a cluster: a lost node is left for the next at once). One task
-does it for the life of the connection (``_stay_connected``): connect, wait for the loss,
-connect again. The blocking TCP connect runs in a thread so that a slow or absent broker
-never stalls the loop. Publishes with QoS 1 made while disconnected stay queued in paho
-(bounded) and go out on reconnect. Should that task ever die (a bug), the connection says
-so (``wait_broken``) rather than sit there disconnected: a worker exits on it.
+``MQTT_URL`` names in turn (a cluster: a lost node is left for the next at once; a broker
+that keeps cutting connections it accepted is backed off from: ``dovecote.backoff``). One
+task does it for the life of the connection (``_stay_connected``): connect, wait for the
+loss, connect again. A connection is *ready* once the broker has granted the subscriptions
+sent on it (``on_subscribed``): accepted is not enough, a RabbitMQ node may accept and then
+close the connection on a subscription it cannot make (issue 22). The blocking TCP
+connect runs in a thread so that a slow or absent broker never stalls the loop. Publishes
+with QoS 1 made while disconnected stay queued in paho (bounded) and go out on reconnect.
+Should that task ever die (a bug), the connection says so (``wait_broken``) rather than sit
+there disconnected: a worker exits on it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -32,10 +35,13 @@ from typing import Any, Literal
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from dovecote.backoff import AfterLoss
+from dovecote.backoff import Backoff as Backoff  # re-exported: mqtt.Backoff
 from dovecote.config import BrokerAddress
 from dovecote.errors import BusError as BusError  # re-exported: mqtt.BusError
 
 log = logging.getLogger("dovecote.mqtt")
+BACKOFF = Backoff()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +61,6 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
-
-
-@dataclass(frozen=True)
-class Backoff:
-    first: float = 0.25
-    factor: float = 2.0
-    cap: float = 15.0
-
-    def delays(self) -> Any:
-        delay = self.first
-        while True:
-            yield delay * random.uniform(0.8, 1.2)
-            delay = min(delay * self.factor, self.cap)
 
 
 def _no_delay(sock: Any) -> None:
@@ -141,6 +134,10 @@ class Connection:
     ``on_message`` is called on the event loop for every message, in arrival order. With
     ``manual_ack`` a QoS 1 message is acknowledged only when ``ack()`` is called, so a
     process killed mid-handler gets it again from its persistent session.
+
+    ``on_connected(session_present)`` comes with each accepted connection (its SUBSCRIBE
+    already sent), ``on_subscribed()`` when the broker has granted that SUBSCRIBE (the
+    connection is usable: ``ready``), ``on_lost()`` when an accepted connection ends.
     """
 
     def __init__(
@@ -153,9 +150,12 @@ class Connection:
         keepalive: int = 30,
         will: Will | None = None,
         on_connected: Callable[[bool], None] | None = None,
+        on_subscribed: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
         max_queued: int = 10_000,
         manual_ack: bool = True,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = BACKOFF,
+        after_loss: AfterLoss | None = None,
         quiet: bool = False,
     ) -> None:
         self.broker = broker
@@ -165,8 +165,11 @@ class Connection:
         self.client_id = client_id
         self._on_message = on_message
         self._on_connected = on_connected
+        self._on_subscribed = on_subscribed
+        self._on_lost = on_lost
         self._keepalive = keepalive
         self._backoff = backoff
+        self._after_loss = after_loss if after_loss is not None else AfterLoss(backoff)
         self._subscriptions: dict[str, int] = {}
         self._unsubscribe_on_connect: set[str] = set()
         self._pending_subacks: dict[int, asyncio.Future[list[int]]] = {}
@@ -183,6 +186,7 @@ class Connection:
         self._connector: asyncio.Task[None] | None = None
         self._stopping = False
         self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # connected, and the subscriptions sent on it granted
         self.disconnected = asyncio.Event()
         self.disconnected.set()
         # The current attempt's outcome, made before it starts: nothing can happen unseen.
@@ -192,6 +196,7 @@ class Connection:
         self._broken = asyncio.Event()
         self.broken_by: BaseException | None = None  # why reconnecting stopped for good
         self.connects = 0  # successful CONNACKs, for logs, tests and metrics
+        self.cut_short = 0  # accepted connections lost before they held (``AfterLoss``)
         self.published = 0  # messages handed to paho (metrics)
 
         transport: Literal["websockets", "tcp"] = "websockets" if broker.websockets else "tcp"
@@ -384,10 +389,27 @@ class Connection:
         keepalive (30 s, ``MQTT_KEEPALIVE`` up to an hour) for an answer come and gone.
         Here each attempt's answer and end are futures made before it starts.
         """
+        assert self._loop is not None
         while not self._stopping:
             ended = await self._connect()
+            accepted = self._loop.time()
             await ended  # a loss is seen even if it came before this line
-            # At once, from the next node (``_tried``): a lost node is left for the next.
+            lived = self._loop.time() - accepted
+            # From the next node (``_tried``): a lost node is left for the next. At once
+            # after a connection that held; backed off while they are cut short in a row.
+            delay = self._after_loss.lost(lived)
+            if lived < self._after_loss.held_after:
+                self.cut_short += 1
+            if delay and not self._stopping:
+                log.warning(
+                    "%s: the broker cut the connection %.2f s after accepting it (%d in a "
+                    "row); connecting again in %.1f s",
+                    self.client_id,
+                    lived,
+                    self._after_loss.cuts,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     def _connector_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -472,16 +494,34 @@ class Connection:
         if self._unsubscribe_on_connect:  # before SUBSCRIBE: the broker acts in order
             self._client.unsubscribe(sorted(self._unsubscribe_on_connect))
             self._unsubscribe_on_connect.clear()
+        this = self.connects
         if self._subscriptions:
-            self._send_subscribe(list(self._subscriptions.items()))
+            granted = self._send_subscribe(list(self._subscriptions.items()))
+            granted.add_done_callback(lambda answer: self._granted(answer, this))
+        else:
+            assert self._loop is not None
+            self._loop.call_soon(self._is_ready, this)
         if self._on_connected is not None:
             self._on_connected(bool(flags.session_present))
+
+    def _granted(self, answer: asyncio.Future[list[int]], connection: int) -> None:
+        if answer.cancelled() or answer.exception() is not None:
+            return  # lost before the SUBACK: that connection never was ready
+        self._is_ready(connection)
+
+    def _is_ready(self, connection: int) -> None:
+        if connection != self.connects or not self.connected.is_set():
+            return  # an answer on a connection since lost
+        self.ready.set()
+        if self._on_subscribed is not None:
+            self._on_subscribed()
 
     def _handle_disconnect(
         self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _p: Any
     ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        self.ready.clear()
         self.disconnected.set()
         answer, ended = self._answer, self._ended
         if answer is not None and not answer.done() and not self._answered:
@@ -496,6 +536,8 @@ class Connection:
                 fut.set_exception(BusError("disconnected before SUBACK"))
                 fut.exception()  # whoever still awaits it gets it; no one left: not logged
         self._pending_subacks.clear()
+        if was_connected and self._on_lost is not None:
+            self._on_lost()
         if self._stopping:
             return
         if was_connected:

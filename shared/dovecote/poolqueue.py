@@ -17,7 +17,8 @@ routing key, the publisher's bytes untouched), so the message's path is the same
 
 Used when the broker delivers no ``$share`` and ``DOVECOTE_AMQP_URL`` names its AMQP
 listener(s) (``amqp://user:pass@host:5672,host2:5672/vhost``); the worker reconnects
-forever, to the next node of the list when one is lost.
+forever, to the next node of the list when one is lost (at once; backed off when the node
+keeps cutting what it accepted, as the MQTT connection does: ``dovecote.backoff``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from dovecote.backoff import AfterLoss
 from dovecote.errors import ConfigError
 from dovecote.mqtt import Backoff, Message
 
@@ -183,6 +185,8 @@ class PoolQueue:
 
     async def _run(self) -> None:
         nodes = itertools.cycle(self.urls)
+        after_loss = AfterLoss(self._backoff)
+        loop = asyncio.get_running_loop()
         while True:
             failures = 0
             for delay in self._backoff.delays():  # anew after each outage
@@ -203,14 +207,19 @@ class PoolQueue:
                     await self._close()
                 await asyncio.sleep(delay)
             assert self._closed is not None
-            await self._closed.wait()  # lost: reconnect at once, to the next node first
+            consuming = loop.time()
+            await self._closed.wait()  # lost: reconnect, to the next node first
+            delay = after_loss.lost(loop.time() - consuming)
             log.warning(
-                "%s: lost AMQP node %s (%s); reconnecting",
+                "%s: lost AMQP node %s (%s); reconnecting%s",
                 self.queue,
                 _redacted(url),
                 self.lost_because,
+                f" in {delay:.1f} s ({after_loss.cuts} cut short in a row)" if delay else "",
             )
             await self._close()  # what is left of it (a consumer the broker cancelled)
+            if delay:
+                await asyncio.sleep(delay)
 
     async def _consume(self, url: str) -> None:
         loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.config import Settings
 from dovecote.errors import BusError, TopicError, Unprocessable
+from dovecote.link import Link
 from dovecote.topics import P, Topic
 
 __all__ = [
@@ -107,6 +108,7 @@ class Bus:
     ``durable`` sends through the worker's outbox (``dovecote.outbox``), for services that set
     ``Service.outbox``: what was promised outside the bus (a 201, a 202) survives a crash.
     ``operator``: it may also send the operators' commands (``Service.operator``).
+    ``link``: whether the worker can use the bus now, and since when (``dovecote.link``).
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class Bus:
         durable: Send | None = None,
         *,
         operator: bool = False,
+        link: Link | None = None,
     ) -> None:
         self._send = send
+        self.link = link if link is not None else Link()
         self._durable = durable
         self.service = service
         self.publishers = ("*", service, OPERATOR) if operator else ("*", service)
@@ -178,8 +182,11 @@ class Service:
 
     name: ClassVar[str]
     # A persistent session keeps QoS 1 messages while the worker is down. A service whose
-    # state is rebuilt from retained topics (the gateway) can use a clean one instead.
-    clean_session: ClassVar[bool] = False
+    # state is rebuilt from retained topics (the gateway) wants no backlog from before it
+    # started: its session is cleared at start (and at a clean stop), and persistent while
+    # it runs, so that it survives the loss of a broker node (a clean session's queue on
+    # RabbitMQ 3.10 lives on one node: issue 22).
+    fresh_session: ClassVar[bool] = False
     # Each message's handler runs in its own asyncio Task. A service whose handlers rarely
     # await (the gateway forwarding bytes, SQLite writes) may start them eagerly on the
     # message's own callback instead: no Task and no loop turn per message, but no
@@ -217,6 +224,10 @@ class Service:
         messages of this worker's subscriptions, and their handlers have run. A service that
         restores itself from its own retained state knows here that there is no more to come
         (none at all, on a fresh federation), instead of waiting a guessed while."""
+
+    def measured(self, measurements: act.WorkerMeasurements) -> None:
+        """This worker's own metrics report, as it is published (``dovecote.metrics``): for
+        a service that shows reports (the gateway), which hears its own only through the bus."""
 
     def readings(self) -> Mapping[str, float]:
         """The service's own measurements for its metrics report (``dovecote.metrics``):

@@ -21,6 +21,7 @@ class Transport(Protocol):
     broker: BrokerAddress
     client_id: str
     connected: asyncio.Event
+    ready: asyncio.Event  # connected, and the subscriptions sent on connecting granted
     disconnected: asyncio.Event
     connects: int  # successful connections so far
     published: int  # messages handed over to be published so far (metrics)
@@ -71,6 +72,8 @@ class Connect(Protocol):
         keepalive: int = ...,
         will: Will | None = ...,
         on_connected: Callable[[bool], None] | None = ...,
+        on_subscribed: Callable[[], None] | None = ...,
+        on_lost: Callable[[], None] | None = ...,
         manual_ack: bool = ...,
         quiet: bool = ...,
     ) -> Transport: ...

@@ -4,13 +4,21 @@
 
 - checks what the broker really delivers (``dovecote.capabilities``) and plans the pool's
   subscriptions (``dovecote.pool``);
-- opens the service's resources (``Service.setup``), subscribes, connects, and announces
-  itself on ``services/<service>/<instance>`` (retained Join; its Last Will is a Leave);
+- opens the service's resources (``Service.setup``), subscribes, connects, and once the
+  broker has granted its subscriptions announces itself on ``services/<service>/<instance>``
+  (retained Join; its Last Will is a Leave) and says so on ``bus.link`` (``dovecote.link``);
+- keeps a persistent session: on a RabbitMQ cluster it is a quorum queue, which outlives
+  the node it was made on. A service that wants no backlog from before it started (the
+  gateway: ``Service.fresh_session``) has its session cleared at start and at a clean stop
+  instead of a clean session, whose queue RabbitMQ 3.10 keeps on one node: with that node
+  down, the client id could subscribe nowhere (issue 22);
 - hands every message to its ``Dispatcher`` (``dovecote.dispatch``), where a message's whole
   path is;
 - answers the state query (``services/query``): re-announces itself and has its service
   republish the state topics it owns, for a subscriber whose broker node does not hold
-  them (RabbitMQ: no retained messages to wildcards, and a retained store per node);
+  them (RabbitMQ: no retained messages to wildcards, and a retained store per node); asks
+  it on connecting when it needs it. Both coalesced (``dovecote.throttle``): a reconnecting
+  worker cannot make the federation republish its state at every reconnect;
 - tells the service once the retained messages of its subscriptions have arrived
   (``Service.retained_arrived``: a marker it published after subscribing came back);
 - keeps an outbox for durable publishes (``dovecote.outbox``) when the service asks;
@@ -50,11 +58,19 @@ from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.dispatch import Binding, Dispatcher
 from dovecote.errors import BusError, InvalidActivity
+from dovecote.link import Link
 from dovecote.logs import repeats_from, setup_logging
 from dovecote.mqtt import Connection, Message, Will
 from dovecote.outbox import Outbox
 from dovecote.service import Bus, Service, inbox
+from dovecote.throttle import Throttle
 from dovecote.transport import Connect, Transport
+
+# A worker asks for the federation's state at most this often, however often it reconnects,
+# and answers others' questions at most this often, however many ask (seconds).
+ASK_EVERY = 2.0
+ANSWER_EVERY = 1.0
+FORGET_TIMEOUT = 2.0  # seconds a stopping worker tries to clear its fresh session
 
 
 class Worker:
@@ -81,14 +97,17 @@ class Worker:
         self.marker_topic = topics.PROBE.address(self.root, token=token, check="marker")
         self._marker: str | None = None  # the id of the marker in flight
         self._arrived: asyncio.Task[None] | None = None
+        self.fresh = service_cls.fresh_session
         self.conn: Transport = connect(
             settings.broker,
             self.client_id,
             on_message=self._on_message,
-            clean_session=service_cls.clean_session,
+            clean_session=False,  # a fresh session is cleared by ``_forget_session`` instead
             keepalive=settings.keepalive,
             will=Will(self.presence_topic, self._presence("Leave", "offline")),
             on_connected=self._on_connected,
+            on_subscribed=self._on_subscribed,
+            on_lost=self._on_lost,
         )
         self.outbox: Outbox | None = None
         if service_cls.outbox:
@@ -98,8 +117,17 @@ class Worker:
                 settings.get_int("DOVECOTE_OUTBOX_LIMIT", 10_000, 1, 1_000_000),
             )
         durable = self._publish_durable if self.outbox is not None else None
+        outbox = self.outbox
+        self.link = Link(
+            (lambda: len(outbox)) if outbox is not None else (lambda: self.conn.unacknowledged)
+        )
         self.bus = Bus(
-            self.conn.publish, self.name, settings, durable, operator=service_cls.operator
+            self.conn.publish,
+            self.name,
+            settings,
+            durable,
+            operator=service_cls.operator,
+            link=self.link,
         )
         self.service = service_cls(self.bus, settings)
         # Signs the letters this worker parks; checks those sent back (dovecote.redelivery).
@@ -131,6 +159,8 @@ class Worker:
         self.declared = capabilities.declared(settings.get_str("DOVECOTE_BROKER_CAPABILITIES", ""))
         self.plan: pool.Plan | None = None
         self._ask_state = False
+        self.asking = Throttle(ASK_EVERY, self._ask_for_state)
+        self.answering = Throttle(ANSWER_EVERY, self._announce_state)
         self.stopping = asyncio.Event()
         self.supervisor_fd = lifeline.from_env(settings.env)  # None: not run by a supervisor
         self._plan_subscriptions(bindings)
@@ -180,6 +210,8 @@ class Worker:
         except BusError:
             outbox.remove(seq)
             raise
+        if not self.link.up:
+            self.link.changed()  # one more waits: whoever shows the outbox's depth says so
 
     def _resend_outbox(self) -> None:
         """What a previous run of this worker promised and the broker never acknowledged."""
@@ -203,7 +235,7 @@ class Worker:
     def _reporter(self, interval: float) -> metrics.Reporter:
         outbox = self.outbox
         sources = metrics.Sources(
-            connected=self.conn.connected.is_set,
+            connected=lambda: self.link.up,
             connects=lambda: self.conn.connects,
             published=lambda: self.conn.published,
             unacknowledged=lambda: self.conn.unacknowledged,
@@ -213,6 +245,7 @@ class Worker:
         )
 
         def publish(measurements: act.WorkerMeasurements) -> None:
+            self.service.measured(measurements)
             report = act.MetricsReport(
                 **act.envelope(), type="Update", actor=self.bus.actor, object=measurements
             )
@@ -255,7 +288,6 @@ class Worker:
         )
 
     def _on_connected(self, session_present: bool) -> None:
-        self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
         if self._arrived is None:
             marker = act.Activity(
                 **act.envelope(),
@@ -266,19 +298,36 @@ class Worker:
             self._marker = marker.id
             self.conn.publish(self.marker_topic, act.encode(marker), 1, False)
         if self._ask_state:
-            # Sent after this connection's SUBSCRIBE: the answers match it.
-            question = act.Activity(
-                **act.envelope(),
-                type="Question",
-                actor=self.bus.actor,
-                object={"type": "Collection", "name": "services online and state now"},
-            )
-            self.bus.publish(topics.PRESENCE_QUERY, question)
+            self.asking.request()  # at once, unless it asked less than ASK_EVERY ago
+
+    def _on_subscribed(self) -> None:
+        """The broker granted this connection's subscriptions: usable, so say so."""
+        self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
+        self.link.went_up()
+
+    def _on_lost(self) -> None:
+        self.link.went_down()
+
+    def _ask_for_state(self) -> bool:
+        # Sent after this connection's SUBSCRIBE: the answers match it. Disconnected (the
+        # coalesced run came late): not asked, and the next connection asks at once.
+        if not self.conn.connected.is_set():
+            return False
+        question = act.Activity(
+            **act.envelope(),
+            type="Question",
+            actor=self.bus.actor,
+            object={"type": "Collection", "name": "services online and state now"},
+        )
+        self.bus.publish(topics.PRESENCE_QUERY, question)
+        return True
 
     def _answer_state_query(self, msg: Message) -> None:
         """Someone cannot trust its broker node for retained presence and state: say we are
         here, have the service republish the state it owns (``Service.republish_state``),
         and publish again the retained state (on topics with parameters) sent since we started.
+        Coalesced (``answering``): questions within ``ANSWER_EVERY`` of an answer get one
+        more answer, at its end; the answers are broadcasts, so every asker gets them.
 
         Only an activity is a question: garbage is not answered (a flood of junk must not
         make every worker republish). It is parked by the keeper of dead letters alone
@@ -297,14 +346,17 @@ class Worker:
             self.log.debug("refused a presence query (%s parks it): %s", letters.KEEPER, exc)
             self.conn.ack(msg.mid, msg.qos)
             return
+        self.answering.request()
+        self.conn.ack(msg.mid, msg.qos)
+
+    def _announce_state(self) -> None:
         self.conn.publish(self.presence_topic, self._presence("Join", "online"), 1, True)
         try:
             self.service.republish_state()
         except Exception:  # a bug there must not stop the worker answering what it can
-            self.log.exception("republishing state for %s failed", msg.topic)
+            self.log.exception("republishing state for %s failed", self.query_topic)
         for topic, (payload, qos) in list(self.bus.retained_sent.items()):
             self.conn.publish(topic, payload, qos, True)  # the same ids: repeats, not news
-        self.conn.ack(msg.mid, msg.qos)
 
     # --- retained state: when it has all arrived --------------------------------------
 
@@ -371,6 +423,8 @@ class Worker:
         for f in plan.subscribe:
             self.conn.subscribe(f, 1)
         self.conn.subscribe(self.marker_topic, 1)  # last: its marker follows the rest
+        if self.fresh:
+            await self._forget_session()
         # A broker that gives no retained message to a wildcard is RabbitMQ, whose retained
         # store is also per node: in a cluster, the node this worker is on may hold no or an
         # old copy of what was published via another. The owners answer the query. The
@@ -481,6 +535,30 @@ class Worker:
         await self.shutdown()
         return 0
 
+    async def _forget_session(self, timeout: float | None = None) -> bool:
+        """Clear this worker's session: a clean connection with its client id, subscribing
+        nothing, then a clean disconnect. The session its own connection then opens is
+        persistent, so it survives losing a broker node; cleared here, it has no backlog
+        from before this worker started, as a clean session would not. False: the broker
+        could not be reached within ``timeout`` (None: wait for it, retrying)."""
+        wiper = self._connect(
+            self.settings.broker,
+            self.client_id,
+            on_message=lambda _: None,
+            clean_session=True,
+            keepalive=self.settings.keepalive,
+            manual_ack=False,
+            quiet=True,
+        )
+        wiper.start()
+        try:
+            await wiper.wait_connected(timeout)
+        except (TimeoutError, BusError):
+            return False
+        finally:
+            await wiper.stop(FORGET_TIMEOUT)
+        return True
+
     def _supervisor_gone(self) -> None:
         self.log.warning("the `dovecote run` that started this worker is gone: stopping")
         self.stopping.set()
@@ -491,6 +569,8 @@ class Worker:
             self.queue.pause()
         if self._arrived is not None and not self._arrived.done():
             self._arrived.cancel()
+        self.asking.cancel()
+        self.answering.cancel()
         if self.reporter is not None:
             await self.reporter.stop()
         await self.service.teardown()
@@ -502,6 +582,13 @@ class Worker:
         with contextlib.suppress(Exception):
             self.conn.publish(self.presence_topic, self._presence("Leave", "offline"), 1, True)
         await self.conn.stop()
+        if self.fresh and not await self._forget_session(FORGET_TIMEOUT):
+            self.log.warning(
+                "could not clear this worker's session at %s within %.0f s: what is queued "
+                "in it is dropped at its next start, or when the broker expires it",
+                self.settings.broker.redacted(),
+                FORGET_TIMEOUT,
+            )
         if self.outbox is not None:
             if len(self.outbox):
                 self.log.warning(

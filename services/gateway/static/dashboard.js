@@ -56,6 +56,50 @@ function online(name) {
   return seen.some((s) => s.status === "online");
 }
 
+// --- the bus: can this gateway reach it (services/gateway/busstatus.py) ---------------------
+
+// As the server drew the page (its banner), then as the socket says: in hello, and a "bus"
+// frame at each change. Cut off, nothing on the page moves and what is sent is queued.
+let bus = { reachable: $("bus-banner").hidden, since: "", waiting: 0 };
+let socketOpen = false;
+
+function utc(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? "" : `${d.toISOString().slice(11, 19)} UTC`;
+}
+
+function waitingWords(n) {
+  if (!n) return "nothing waits in its outbox";
+  return n === 1 ? "1 upload or command waits in its outbox" : `${n} uploads or commands wait in its outbox`;
+}
+
+function showBus(b) {
+  if (!b) return;
+  bus = b;
+  const banner = $("bus-banner");
+  banner.textContent = b.reachable ? "" :
+    `This gateway cannot reach the message bus (since ${utc(b.since)}): what you see may be ` +
+    `out of date, and ${waitingWords(b.waiting)}; they go out when it is back.`;
+  banner.hidden = b.reachable;
+  showPill();
+  showServices();
+}
+
+// "live" only when the page's socket is open and the gateway behind it hears the bus.
+function showPill() {
+  const pill = $("connection");
+  if (!socketOpen) [pill.textContent, pill.className] = ["reconnecting…", "pill pill-wait"];
+  else if (!bus.reachable) [pill.textContent, pill.className] = ["cut off from the bus", "pill pill-bad"];
+  else [pill.textContent, pill.className] = ["live", "pill pill-ok"];
+}
+
+// What an accepted upload or command says while the bus cannot be reached.
+function queuedWords(answer) {
+  return answer && answer.queued
+    ? `Queued: this gateway cannot reach the message bus; ${waitingWords(answer.waiting)}.`
+    : "";
+}
+
 function took(build) {
   if (!build.startTime || !build.endTime) return "";
   const s = (new Date(build.endTime) - new Date(build.startTime)) / 1000;
@@ -142,14 +186,16 @@ function showServices() {
   list.replaceChildren();
   const keys = [...services.keys()].sort();
   if (!keys.length) list.append(el("li", { class: "empty" }, "no service seen yet"));
+  // Cut off from the bus, presence is what was last heard, not what is.
+  const stale = bus.reachable ? "" : " svc-stale";
   for (const key of keys) {
     const s = services.get(key);
     list.append(
-      el("li", { class: `svc svc-${s.status}`, "data-service": key },
+      el("li", { class: `svc svc-${s.status}${stale}`, "data-service": key },
         el("span", { class: "dot", "aria-hidden": "true" }),
         el("span", { class: "svc-name" }, s.name),
         el("span", { class: "svc-inst" }, `#${s.instance}`),
-        el("span", { class: "svc-status" }, s.status),
+        el("span", { class: "svc-status" }, bus.reachable ? s.status : `last known: ${s.status}`),
       ),
     );
   }
@@ -196,6 +242,7 @@ function localPath(href) {
 
 // What a tile without its thumbnail is waiting for, in words: the resizer may be offline.
 function waiting() {
+  if (!bus.reachable) return "waiting: this gateway cannot reach the message bus";
   return online("resizer") === false
     ? "waiting for the resizer: it is offline; the thumbnail comes when it is back"
     : "resizing…";
@@ -332,7 +379,7 @@ async function upload(ev) {
       note.textContent = `Not uploaded: ${await res.text()}`;
       return;
     }
-    note.textContent = "";
+    note.textContent = queuedWords(await res.json());
     form.reset();
     $("upload-file-name").textContent = "Choose a photo (JPEG, PNG, GIF, WebP)";
   } catch (err) {
@@ -409,7 +456,10 @@ function notice(frame) {
   else if (frame.type === "hello") {
     epoch = frame.epoch;
     if (!frame.resumed) lastSeq = frame.seq; // a fresh start: the state follows, then seq+1
-  } else if (frame.type === "cannot-resume") reloadState(frame.reason);
+    showBus(frame.bus);
+  } else if (frame.type === "bus") showBus(frame);
+  else if (frame.type === "accepted" && frame.queued) $("build-note").textContent = queuedWords(frame);
+  else if (frame.type === "cannot-resume") reloadState(frame.reason);
 }
 
 // --- resuming: the gateway numbers its frames (docs/websocket.md) --------------------------
@@ -444,11 +494,10 @@ function connect() {
   let url = `${proto}://${location.host}/ws`;
   if (epoch) url += `?since=${lastSeq}&epoch=${encodeURIComponent(epoch)}`;
   const ws = new WebSocket(url);
-  const status = $("connection");
   ws.onopen = () => {
     delay = 500;
-    status.textContent = "live";
-    status.className = "pill pill-ok";
+    socketOpen = true;
+    showPill();
   };
   ws.onmessage = (ev) => {
     let frame;
@@ -459,12 +508,11 @@ function connect() {
   };
   ws.onclose = (ev) => {
     if (ev.code === 4401) { // this page's sign-in ended (signed out elsewhere, a new password)
-      status.textContent = "signed out";
       location.assign("/signin?ended=1");
       return;
     }
-    status.textContent = "reconnecting…";
-    status.className = "pill pill-wait";
+    socketOpen = false;
+    showPill();
     setTimeout(connect, delay + Math.random() * delay * 0.5); // jitter: not all at once
     delay = Math.min(delay * 2, 10000);
   };
@@ -484,7 +532,7 @@ async function command(path, body) {
       note.textContent = `Not done: ${await res.text()}`;
       starting = null;
       showControls();
-    }
+    } else note.textContent = queuedWords(await res.json());
   } catch (err) {
     note.textContent = `Not done: ${err}`;
     starting = null;

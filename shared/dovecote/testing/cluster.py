@@ -1,8 +1,8 @@
 """A three-node RabbitMQ cluster on one machine, for tests and for anyone who wants to try it.
 
-``dovecote cluster`` (or ``python -m dovecote.testing.cluster``) starts one and prints the
-``MQTT_URL`` that names its three nodes; Ctrl-C stops it. The pytest plugin's ``cluster``
-fixture starts one per test session.
+``dovecote cluster`` (``dovecote.testing.clusterctl``) starts one and prints the ``MQTT_URL``
+that names its three nodes, kills, stops and starts one node on demand, and Ctrl-C stops it
+all. The pytest plugin's ``cluster`` fixture starts one per test session.
 
 Each node is a ``PrivateRabbitMQ`` with its own name, ports and data folder; the three share
 one Erlang cookie and one epmd of their own on loopback (nodes find each other through it),
@@ -11,24 +11,26 @@ and run with ``mqtt.durable_queue_type = quorum``: the queue of a persistent MQT
 node it was made on. The nodes boot side by side (~16 s each here, on two cores), then the
 second and third join the first (``rabbitmqctl join_cluster``), before any queue exists: a
 quorum queue is spread over the nodes the cluster has when it is declared.
+
+A node lost (``kill``: kill -9; ``stop_node``: a clean shutdown; or dead by itself) is
+reaped at once or by ``reap``, which says which died unasked; ``restart`` starts it again
+with its data and waits until it is back in the cluster. ``stop`` ends every node and the
+epmd, and any epmd a node may have started on the cluster's port.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import secrets
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dovecote.testing.rabbitmq import PrivateRabbitMQ, start_epmd
+from dovecote.testing.rabbitmq import PrivateRabbitMQ, kill_epmd, start_epmd, wait_epmd
 from dovecote.tools.broker import BrokerUnavailable, free_port
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class PrivateCluster:
     host: str = "127.0.0.1"
     nodes: list[PrivateRabbitMQ] = field(default_factory=list)
     epmd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # Nodes stopped or killed on purpose (not reported by ``reap``), and those reported.
+    down: set[str] = field(default_factory=set)
 
     kind = "rabbitmq-cluster"
 
@@ -98,6 +102,7 @@ class PrivateCluster:
         with (self.directory / "epmd.log").open("ab") as out:
             self.epmd = start_epmd(first.epmd_port, self.host, first.env, out)
         try:
+            wait_epmd(self.host, first.epmd_port)
             for node in self.nodes:
                 node.launch()
             with ThreadPoolExecutor(len(self.nodes)) as boot:
@@ -133,12 +138,38 @@ class PrivateCluster:
                 raise BrokerUnavailable(f"cluster: running {sorted(running)}, want {wanted}")
             time.sleep(0.5)
 
+    def kill(self, name: str) -> None:
+        """kill -9 of node ``name`` (all its processes), reaped."""
+        self.down.add(name)
+        self.node(name).kill()
+
+    def stop_node(self, name: str, timeout: float = 60.0) -> None:
+        """A clean shutdown of node ``name``: its connections are closed, not cut."""
+        self.down.add(name)
+        self.node(name).stop(timeout)
+
     def restart(self, name: str, timeout: float = 120.0) -> None:
         """Start a stopped or killed node again, with its data: it rejoins the cluster."""
         node = self.node(name)
+        if node.running:
+            raise ValueError(f"node {name} is running")
         node.launch()
         node.wait_mqtt(timeout)
         self.wait_clustered(timeout)
+        self.down.discard(name)
+
+    def reap(self) -> list[tuple[str, int]]:
+        """The nodes that have died unasked since the last look (name, exit code; -9 for a
+        kill -9 from elsewhere), each reaped: none stays a zombie."""
+        died = []
+        for name, node in zip(NODES, self.nodes, strict=True):
+            if name in self.down:
+                continue
+            code = node.ended()  # reaps it, and kills what is left of it
+            if code is not None:
+                self.down.add(name)
+                died.append((name, code))
+        return died
 
     def stop(self) -> None:
         for node in reversed(self.nodes):
@@ -146,65 +177,8 @@ class PrivateCluster:
         if self.epmd is not None and self.epmd.poll() is None:
             self.epmd.terminate()
             self.epmd.wait(10)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="dovecote cluster",
-        description="Start a three-node RabbitMQ cluster on this machine (Ctrl-C stops it).",
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "cluster", help="start a three-node RabbitMQ cluster on this machine, to try Dovecote on"
-    )
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dir",
-        help="where the nodes keep their data and logs (default: a fresh temporary folder)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="dovecote-cluster-"))
-    print(f"starting three RabbitMQ nodes in {folder} (~30-60 s)...", flush=True)
-    began = time.monotonic()
-    try:
-        cluster = PrivateCluster(folder).start()
-    except BrokerUnavailable as exc:
-        print(f"dovecote cluster: {exc}", file=sys.stderr)
-        return 1
-    print(f"clustered in {time.monotonic() - began:.0f} s:")
-    for name, node in zip(NODES, cluster.nodes, strict=True):
-        print(f"  node {name}: {node.name}  MQTT {node.port}  AMQP {node.amqp_port}")
-    print(f"export MQTT_URL={cluster.url}")
-    print(f"export DOVECOTE_AMQP_URL='{cluster.amqp_url}'")
-    print("then, e.g.: dovecote run builder resizer=2 gateway   (Ctrl-C here stops the cluster)")
-    sys.stdout.flush()
-    stopped = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopped
-        stopped = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while not stopped:
-        time.sleep(0.5)
-    print("stopping the cluster")
-    cluster.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        if self.nodes and self.nodes[0].epmd_port:
+            kill_epmd(self.nodes[0].epmd_port, self.nodes[0].env)
 
 
 def _again(node: PrivateRabbitMQ, *args: str, attempts: int = 3) -> None:
@@ -245,3 +219,9 @@ def _booted(node: PrivateRabbitMQ, timeout: float, attempts: int = 3) -> None:
             raise BrokerUnavailable(f"{node.name} did not finish booting: {said}")
         log.warning("%s: a port was taken as it booted; again on new ports", node.name)
         node.ws_port = node.amqp_port = 0
+
+
+if __name__ == "__main__":
+    from dovecote.testing.clusterctl import main
+
+    sys.exit(main())

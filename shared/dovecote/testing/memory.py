@@ -75,13 +75,17 @@ class MemoryBroker:
         keepalive: int = 30,
         will: Will | None = None,
         on_connected: Callable[[bool], None] | None = None,
+        on_subscribed: Callable[[], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
         manual_ack: bool = True,
         quiet: bool = False,
     ) -> MemoryConnection:
         """A ``dovecote.transport.Connect``: give it to ``Worker`` or ``Probe``."""
-        return MemoryConnection(
+        conn = MemoryConnection(
             self, broker, client_id, on_message, clean_session, will, on_connected, manual_ack
         )
+        conn.on_subscribed, conn.on_lost = on_subscribed, on_lost
+        return conn
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -198,8 +202,11 @@ class MemoryConnection:
         self.client_id = client_id
         self.clean_session = clean_session
         self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # connected, subscriptions granted (one turn later)
         self.disconnected = asyncio.Event()
         self.disconnected.set()
+        self.on_subscribed: Callable[[], None] | None = None
+        self.on_lost: Callable[[], None] | None = None
         self.connects = 0
         self.published = 0
         self._on_message = on_message
@@ -315,10 +322,18 @@ class MemoryConnection:
             self.memory._subscribe(self, topic_filter, qos)
         if self._on_connected is not None:
             self._on_connected(present)
+        self._running_loop().call_soon(self._granted, self.connects)  # the SUBACK's turn
         self.memory._resume(self)
         outgoing, self._outgoing = self._outgoing, []
         for msg, on_acked in outgoing:
             self._publish_now(msg, on_acked)
+
+    def _granted(self, connection: int) -> None:
+        if connection != self.connects or not self.connected.is_set():
+            return
+        self.ready.set()
+        if self.on_subscribed is not None:
+            self.on_subscribed()
 
     def _suback(self, granted: asyncio.Future[list[int]], topic_filter: str, qos: int) -> None:
         if not self.connected.is_set():
@@ -366,8 +381,12 @@ class MemoryConnection:
         self._gone()
 
     def _gone(self) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
+        self.ready.clear()
         self.disconnected.set()
+        if was_connected and self.on_lost is not None:
+            self.on_lost()
 
 
 def _is_a_connect(broker: MemoryBroker) -> Connect:

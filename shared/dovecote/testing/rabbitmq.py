@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -141,6 +142,7 @@ class PrivateRabbitMQ:
         # Our own epmd, so the node never registers with (or starts) the machine's.
         if self.own_epmd:
             self.epmd = start_epmd(self.epmd_port, self.host, self.env, out)
+            wait_epmd(self.host, self.epmd_port)
         self.process = subprocess.Popen(
             [RABBITMQ_SERVER],
             env=self.env,
@@ -192,10 +194,25 @@ class PrivateRabbitMQ:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def ended(self) -> int | None:
+        """None while the node runs; else its start script's exit code (reaped), and what
+        is left of the node is killed: its Erlang VM runs on when only the script was
+        killed (a ``kill -9`` of the pid ``status`` shows), holding the node's name and
+        ports. A node is all there or all gone."""
+        if self.process is None:
+            return None
+        code = self.process.poll()
+        if code is not None:
+            _kill_group(self.process.pid)
+        return code
+
     def stop(self, timeout: float = 30.0) -> None:
         """Graceful: the start script turns SIGTERM into a clean node shutdown."""
         for proc in (self.process, self.epmd):
-            if proc is None or proc.poll() is not None:
+            if proc is None:
+                continue
+            if proc.poll() is not None:
+                _kill_group(proc.pid)  # its leader gone, a member may not be
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -205,12 +222,26 @@ class PrivateRabbitMQ:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if self.own_epmd and self.epmd_port:
+            kill_epmd(self.epmd_port, self.env)
+
+    @property
+    def running(self) -> bool:
+        return self.ended() is None and self.process is not None
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL to what is left of a process group whose leader (ours, reaped) has ended."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def start_epmd(
     port: int, host: str, env: dict[str, str], out: IO[bytes] | int = subprocess.DEVNULL
 ) -> subprocess.Popen[bytes]:
-    """An Erlang port mapper of our own on loopback, never the machine's."""
+    """An Erlang port mapper of our own on loopback, never the machine's. Wait for it
+    (``wait_epmd``) before starting a node: a node that finds no epmd on its port starts
+    one itself, as a daemon no one stops."""
     return subprocess.Popen(
         ["epmd", "-port", str(port), "-address", host],
         env=env,
@@ -218,3 +249,28 @@ def start_epmd(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def wait_epmd(host: str, port: int, timeout: float = 10.0) -> None:
+    """Until the epmd on ``port`` accepts connections."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), 0.5).close()
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"epmd did not listen on port {port}: {exc}") from None
+            time.sleep(0.05)
+
+
+def kill_epmd(port: int, env: dict[str, str]) -> None:
+    """Ask whatever epmd still listens on ``port`` to exit (one a node started itself, had
+    ours not been up in time): nothing of ours outlives a stop."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["epmd", "-port", str(port), "-kill"],
+            env=env,
+            capture_output=True,
+            timeout=10,
+        )

@@ -30,7 +30,6 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.config import Settings
 from dovecote.project import PROJECT
-from dovecote.service import Service
 
 SPEC_VERSION = "3.0.0"
 MQTT_BINDING_VERSION = "0.2.0"
@@ -136,13 +135,13 @@ def document(root: str | None = None) -> dict[str, Any]:
                     "Any MQTT 3.1.1 broker (Mosquitto 2, RabbitMQ's MQTT plugin), set with "
                     "`MQTT_URL`. Each worker connects with the client id "
                     f"`{root}-<service>-<instance>` and a persistent session (the gateway's is "
-                    "clean: it rebuilds from retained state), and leaves a Last Will on its "
-                    "presence topic."
+                    "cleared when it starts: it rebuilds from retained state), and leaves a "
+                    "Last Will on its presence topic."
                 ),
                 "bindings": {
                     "mqtt": {
                         "clientId": f"{root}-{{service}}-{{instance}}",
-                        "cleanSession": Service.clean_session,
+                        "cleanSession": False,
                         "keepAlive": defaults.keepalive,
                         "lastWill": {
                             "topic": f"{root}/{presence.pattern}",

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from dovecote.config import ConfigError, Settings, data_dir
-from dovecote.testing import cluster
+from dovecote.testing import clusterctl
 from dovecote.tools import (
     admin,
     broker,
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         admin,
     ):  # each module adds its own subcommand
         command.add_command(sub)
-    cluster.add_command(sub)  # a RabbitMQ cluster to try Dovecote on (dovecote.testing)
+    clusterctl.add_command(sub)  # a RabbitMQ cluster to try Dovecote on (dovecote.testing)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
