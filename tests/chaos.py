@@ -181,8 +181,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "chaos: the fault suite (kills, restarts, poison)")
+    config.addinivalue_line(
+        "markers", "long_chaos: only in the long fault suite (make chaos), deselected otherwise"
+    )
     # `make chaos` selects "chaos or fuzz": known here even where no fuzz test exists yet.
     config.addinivalue_line("markers", "fuzz: the hostile-input fuzz run (FUZZ_EXAMPLES)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``long_chaos`` test (one that starts a cluster of its own, say) runs in ``make
+    chaos`` only: in ``make test`` it is deselected, and the summary counts it as such."""
+    if config.getoption("chaos") == "long":
+        return
+    kept = [item for item in items if item.get_closest_marker("long_chaos") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
 
 
 @pytest.fixture

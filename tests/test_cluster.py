@@ -648,13 +648,12 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.mark.chaos  # a cluster of its own (~40 s): in make chaos, not in make test
-async def test_dovecote_cluster_leaves_no_process_behind(tmp_path: Path, scale: Scale) -> None:
+@pytest.mark.chaos
+@pytest.mark.long_chaos  # a cluster of its own (~40 s): in make chaos, not in make test
+async def test_dovecote_cluster_leaves_no_process_behind(tmp_path: Path) -> None:
     """`dovecote cluster` as a person runs it: started, a node killed and started from
     another shell, then Ctrl-C: no node, no Erlang VM, no epmd of it is left (issue 22: a
     killed node stayed a zombie under it)."""
-    if scale.name != "long":
-        pytest.skip("starts a cluster of its own: make chaos (--chaos=long) runs it")
     folder = tmp_path / "own"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOVECOTE_")}
     out = (tmp_path / "cluster.out").open("wb")
