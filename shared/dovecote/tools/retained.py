@@ -22,11 +22,14 @@ from dovecote import activity as act
 from dovecote import capabilities, topics
 from dovecote.config import Settings
 from dovecote.mqtt import BusError, Connection, Message
+from dovecote.worker import ANSWER_EVERY
 
 CHECK_TIMEOUT = 1.5  # a broker that answers at all answers the check in milliseconds
 CHECK_LIMIT = 5.0  # the whole check, connecting included: then it counts as not checked
 UNCHECKED = capabilities.Capabilities(False, False, checked=False)
-ANSWER_GRACE = 0.5  # after the presence question, for the workers' answers
+# After the presence question, for the workers' answers: a worker that answered someone
+# less than ANSWER_EVERY ago answers again only when that interval ends (issue 22).
+ANSWER_GRACE = ANSWER_EVERY + 0.5
 TOOL_ACTOR = act.Actor(type="Application", id="urn:dovecote:cli:tail", name="dovecote tail")
 
 
