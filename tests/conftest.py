@@ -12,32 +12,27 @@ pytest_plugins = ["dovecote.testing.plugin", "tests.fixtures", "tests.chaos"]
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # `make test` spreads the tests over pytest-xdist workers (--dist loadgroup). Every
-    # worker starts its own private broker; the RabbitMQ tests share one worker, so the
-    # suite starts one RabbitMQ node (heavy on 2 cores), not one per worker.
-    # The cluster tests share one worker too, and one cluster (three nodes).
+    # worker starts its own private brokers when a test first needs one (a RabbitMQ node
+    # each: ~16 s, ~130 MB). The cluster tests share one worker and one cluster (three
+    # nodes): three clusters on two cores would starve everything else. The RabbitMQ tests
+    # are not grouped: on one worker they made the suite's long pole (16 min 47 s measured,
+    # the cluster tests beside them), spread they run beside the Mosquitto ones.
     for item in items:
-        callspec = getattr(item, "callspec", None)
         if item.get_closest_marker("cluster") is not None:
             item.add_marker(pytest.mark.xdist_group("cluster"))
-        elif callspec is not None and callspec.params.get("broker") == "rabbitmq":
-            item.add_marker(pytest.mark.xdist_group("rabbitmq"))
 
 
 def xdist_group(nodeid: str) -> str | None:
     """The group a test runs in, told from its id alone (the scheduler sees nothing else):
-    the cluster tests (tests/test_cluster.py, marked ``cluster``) in one, the RabbitMQ ones
-    (parameter ``rabbitmq``) in another."""
-    if nodeid.startswith("tests/test_cluster.py::"):
-        return "cluster"
-    params = nodeid.rpartition("[")[2].rstrip("]") if nodeid.endswith("]") else ""
-    return "rabbitmq" if "rabbitmq" in params.split("-") else None
+    the cluster tests (tests/test_cluster.py, marked ``cluster``)."""
+    return "cluster" if nodeid.startswith("tests/test_cluster.py::") else None
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadgroup`` groups the tests above: xdist 3.8 reads a group from the id it
     rewrites at collection, ``<id>@<group>``, and pytest 9 ids no longer take that rewrite
     (``Node.nodeid`` is ``str(self._id)``), so the marks above went unread and every worker
-    started its own RabbitMQ node and cluster (measured: three clusters in one make test)."""
+    started its own cluster (measured: three clusters in one make test)."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling

@@ -873,6 +873,7 @@ def rabbitmq_users(b: PrivateRabbitMQ, tmp_path: Path) -> UrlFor:
 
 @pytest.mark.slow
 @pytest.mark.brokers("rabbitmq")
+@pytest.mark.timeout(240)  # a federation and ~100 logins' connections: 67 s alone at load 10
 async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one_can_forge(
     broker: TestBroker, tmp_path: Path
 ) -> None:

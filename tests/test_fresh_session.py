@@ -78,7 +78,10 @@ async def test_kept_through_a_lost_connection_and_cleared_when_the_worker_starts
     assert await probe.conn.flush(10)
     await relay.unblock()
     await wait_until(lambda: while_lost["id"] in seen(w), 20, "what came while it was cut off")
-    assert w.link.up and w.link.downs == 1
+    # Up once its subscriptions are granted again, which may come after the session's
+    # queued messages: waited for, not assumed.
+    await wait_until(lambda: w.link.up, 10, "the link up again")
+    assert w.link.downs == 1
 
     await w.shutdown()  # a clean stop clears the session
     while_stopped = event()

@@ -50,7 +50,9 @@ async def test_a_connection_cut_again_and_again_is_backed_off_and_a_lost_one_is_
         await relay.unblock()
         await wait_until(lambda: relay.links > links and conn.ready.is_set(), 5, "back")
         back = asyncio.get_running_loop().time() - lost
-        assert back < 0.5, f"a lost connection that had held came back in {back:.2f} s"
+        # No wait: backed off, the next delay would be the 7th step (>= 3.2 s). The bound
+        # leaves room for a busy machine (0.54 s seen at load 8), not for a back-off.
+        assert back < 2.0, f"a lost connection that had held came back in {back:.2f} s"
         assert rule.cuts == 0
     finally:
         await conn.stop()
