@@ -85,6 +85,16 @@ async def test_the_feed_has_a_placeholder_and_survives_a_reload(
     await page.wait_for_selector("#connection.pill-ok")
     placeholder = await page.text_content("#feed .feed-empty") or ""
     assert placeholder.startswith("Nothing on the bus yet")
+    # One sentence across the card, not squeezed into the time column of the feed's grid.
+    text_width, feed_width = await page.evaluate(
+        """() => {
+            const range = document.createRange();
+            range.selectNodeContents(document.querySelector('#feed .feed-empty'));
+            return [range.getBoundingClientRect().width,
+                    document.querySelector('#feed').getBoundingClientRect().width];
+        }"""
+    )
+    assert text_width > 0.8 * feed_width, (text_width, feed_width)
     async with (
         await federation.signed_in("ada") as http,
         http.post(f"{federation.url}/api/builds", json={}) as r,
