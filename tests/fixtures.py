@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -244,6 +245,40 @@ def gateway_context(
         devices=DeviceCookies(key, secure=False),
         link=link,
     )
+
+
+@dataclass
+class InProcessGateway:
+    """The gateway's real web app served on a free port in the test's own event loop."""
+
+    url: str
+    ctx: Any
+    server: Any  # aiohttp.test_utils.TestServer, started
+    published: list[tuple[str, Any]]
+
+
+@contextlib.asynccontextmanager
+async def in_process_gateway(data: Path) -> AsyncIterator[InProcessGateway]:
+    """``gateway_context`` served (no broker): what it publishes is collected in
+    ``published`` as (topic pattern, activity). Closed with its sockets and accounts."""
+    from aiohttp.test_utils import TestServer
+
+    from dovecote.tools.broker import free_port
+    from services.gateway.hub import Hub
+    from services.gateway.web import create_app
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    published: list[tuple[str, Any]] = []
+    ctx = gateway_context(Hub(), url, data, publish=lambda e, a: published.append((e.pattern, a)))
+    server = TestServer(create_app(ctx), host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        yield InProcessGateway(url, ctx, server, published)
+    finally:
+        await ctx.hub.close_all()
+        await server.close()
+        ctx.people.close()
 
 
 def start_poisoned_tally(

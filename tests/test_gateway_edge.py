@@ -15,14 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from dovecote import activity as act
 from dovecote.testing.gateway import DEMO_PASSWORD
-from dovecote.tools.broker import free_port
 from services.gateway.hub import Hub
 from services.gateway.web import create_app
-from tests.fixtures import gateway_context
+from tests.fixtures import gateway_context, in_process_gateway
 
 
 @dataclass
@@ -53,16 +52,11 @@ def csrf_of(page: str) -> str:
 
 @pytest.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    published: list[tuple[str, act.Activity]] = []
-    ctx = gateway_context(
-        Hub(), url, tmp_path, publish=lambda e, a: published.append((e.pattern, a))
-    )
-    server = TestServer(create_app(ctx), host="127.0.0.1", port=port)
-    async with TestClient(server, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
-        yield Edge(url, client, published)
-    ctx.people.close()
+    async with (
+        in_process_gateway(tmp_path) as served,
+        TestClient(served.server, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client,
+    ):
+        yield Edge(served.url, client, served.published)
 
 
 async def test_a_foreign_host_is_refused_before_anything_else(edge: Edge) -> None:

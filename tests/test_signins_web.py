@@ -14,16 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
-from aiohttp.test_utils import TestServer
 
 from dovecote import activity as act
 from dovecote.testing.gateway import DEMO_PASSWORD
-from dovecote.tools.broker import free_port
 from services.gateway import signouts
 from services.gateway.context import Context
-from services.gateway.hub import SIGNED_OUT_CODE, Hub
-from services.gateway.web import create_app
-from tests.fixtures import gateway_context
+from services.gateway.hub import SIGNED_OUT_CODE
+from tests.fixtures import in_process_gateway
 
 
 @dataclass
@@ -102,23 +99,13 @@ def this_and_others(page: str) -> tuple[str, list[str]]:
 
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    published: list[tuple[str, act.Activity]] = []
-    ctx = gateway_context(
-        Hub(), url, tmp_path, publish=lambda e, a: published.append((e.pattern, a))
-    )
-    server = TestServer(create_app(ctx), host="127.0.0.1", port=port)
-    await server.start_server()
-    gw = Gateway(url, ctx, published)
-    try:
-        yield gw
-    finally:
-        for http in gw.sessions:
-            await http.close()
-        await ctx.hub.close_all()
-        await server.close()
-        ctx.people.close()
+    async with in_process_gateway(tmp_path) as served:
+        gw = Gateway(served.url, served.ctx, served.published)
+        try:
+            yield gw
+        finally:
+            for http in gw.sessions:
+                await http.close()
 
 
 async def test_signing_out_ends_every_copy_of_the_cookie_and_every_socket_of_it(
