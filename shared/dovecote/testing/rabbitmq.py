@@ -150,6 +150,8 @@ class PrivateRabbitMQ:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Erlang writes crash dumps (MnesiaCore.*) into its working folder: the node's own.
+            cwd=self.directory,
         )
         out.close()
 
