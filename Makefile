@@ -9,7 +9,7 @@ PARSER_STAMP := tests/asyncapi/node_modules/.package-lock.json
 # axe-core (npm), the accessibility checker the Chromium tests run on every page (tests/a11y.py).
 AXE_STAMP := tests/axe/node_modules/.package-lock.json
 
-.PHONY: run test check lint bench chaos docs system-deps clean
+.PHONY: run test check lint bench chaos docs upgrade audit system-deps clean
 
 ## run: the whole federation (services=... picks some: make run services="builder gateway=2")
 run: $(RUN_STAMP)
@@ -55,16 +55,33 @@ docs: $(DEV_STAMP)
 	$(BIN)/python -m dovecote.tools.acl
 	$(BIN)/python -m dovecote.tools.units
 
+## upgrade: move the locked versions (requirements/*.txt) to the newest pyproject.toml allows,
+##          then install them; commit the two files on their own, so CI tests exactly that set
+upgrade: $(DEV_STAMP)
+	$(BIN)/pip-compile -q --upgrade -o requirements/run.txt pyproject.toml
+	$(BIN)/pip-compile -q --upgrade --extra dev -o requirements/dev.txt pyproject.toml
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	@git diff --stat -- requirements/
+
+## audit: the locked set against PyPI's advisory database (pip-audit); needs pypi.org's JSON API,
+##        and fails (--strict) when a package could not be checked, never "no known vulnerabilities"
+audit: $(DEV_STAMP)
+	$(BIN)/pip-audit --strict --disable-pip --require-hashes -r requirements/dev.txt
+
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e .
+# Installs come from the hash-pinned lock files (make upgrade writes them from pyproject.toml):
+# every machine gets the versions CI tested, and a file that differs from the one locked is
+# refused. The project itself goes in last, editable, its dependencies already there.
+$(RUN_STAMP): requirements/run.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q --require-hashes -r requirements/run.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(DEV_STAMP): requirements/dev.txt pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@ $(RUN_STAMP)
 
 # Tests start their own Mosquitto, drive Debian's chromium, run the AsyncAPI parser with
