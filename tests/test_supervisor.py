@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import websockets
 from dovecote.testing.gateway import cookie_header, signed_in
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools import broker as broker_tools
+from dovecote.tools import run_secrets
 from dovecote.tools.broker import PrivateMosquitto, choose, free_port, mqtt_answers
 
 
@@ -37,14 +39,12 @@ async def test_run_starts_prefixes_restarts_and_stops_in_order(
     service_env: dict[str, str], probe: Probe, tmp_path: Path
 ) -> None:
     log = tmp_path / "run.log"
-    # As `make run` on a fresh checkout: no session key, no demo password set.
-    env = {
-        k: v for k, v in service_env.items() if k not in ("DOVECOTE_SESSION_KEY", "DEMO_PASSWORD")
-    }
+    # As `make run` on a fresh checkout: no secrets set, none kept yet.
+    env = {k: v for k, v in service_env.items() if k not in run_secrets.MAKERS}
     sup = dovecote(["run", "builder", "gateway"], env, log)
     try:
         joins = await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
-        await probe.wait_for("services/gateway/1", lambda a: a["type"] == "Join")
+        gateway = await probe.wait_for("services/gateway/1", lambda a: a["type"] == "Join")
         # The workers' lines pass through the supervisor's pipes: allow them a moment.
         await wait_until(
             lambda: "builder.1  | " in log.read_text() and "gateway.1  | " in log.read_text(),
@@ -55,33 +55,52 @@ async def test_run_starts_prefixes_restarts_and_stops_in_order(
         assert "broker: the broker at MQTT_URL (mqtt://127.0.0.1:" in text
         url = service_env["PUBLIC_URL"]
         assert f"dashboard:      {url}/" in text
-        # How to sign in, printed at start: the demo people's fresh password works.
+        # How to sign in, printed at start: the demo people's new password works.
         said = re.search(r"sign in: +(\S+)/signin as ada or grace .*password (\S+)", text)
         assert said and said[1] == url, text
-        async with await signed_in(url, "grace", said[2]) as http, http.get(f"{url}/") as r:
-            assert 'data-user="grace"' in await r.text()
-        assert "session key:    a fresh DOVECOTE_SESSION_KEY" in text
-        # kill -9 a worker: the supervisor says so and starts a shiny new one.
-        os.kill(joins[0]["object"]["pid"], signal.SIGKILL)
-        await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave", timeout=60)
-        killed = joins[0]["object"]["pid"]
-        # A new process: on RabbitMQ the same worker also re-announces itself (a second Join
-        # with the old pid) when the gateway asks who is online.
-        await probe.wait_for(
-            "services/builder/1", lambda a: a["type"] == "Join" and a["object"]["pid"] != killed
-        )
-        assert "died with exit code -9" in log.read_text()
-        sup.send_signal(signal.SIGTERM)  # what systemd and `kill` send (Ctrl-C: SIGINT, same path)
-        assert await asyncio.to_thread(sup.wait, 30) == 0
-        leaves = [m.topic for m in probe.messages if b'"Leave"' in m.payload]
-        # The gateway stops first, then the builder.
-        assert leaves[-2:] == [
-            f"{probe.root}/services/gateway/1",
-            f"{probe.root}/services/builder/1",
-        ]
+        kept = Path(env["DOVECOTE_DATA_DIR"]) / run_secrets.FILE_NAME
+        assert f"made {', '.join(run_secrets.MAKERS)}; kept in {kept} (0600)" in text
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+        http = await signed_in(url, "grace", said[2])
+        async with http:
+            async with http.get(f"{url}/") as r:
+                assert 'data-user="grace"' in await r.text()
+            # kill -9 a worker: the supervisor says so and starts a shiny new one.
+            os.kill(joins[0]["object"]["pid"], signal.SIGKILL)
+            await probe.wait_for("services/builder/1", lambda a: a["type"] == "Leave", timeout=60)
+            killed = joins[0]["object"]["pid"]
+            # A new process: on RabbitMQ the same worker also re-announces itself (a second
+            # Join with the old pid) when the gateway asks who is online.
+            await probe.wait_for(
+                "services/builder/1",
+                lambda a: a["type"] == "Join" and a["object"]["pid"] != killed,
+            )
+            assert "died with exit code -9" in log.read_text()
+            sup.send_signal(signal.SIGTERM)  # what systemd and `kill` send (Ctrl-C: SIGINT)
+            assert await asyncio.to_thread(sup.wait, 30) == 0
+            leaves = [m.topic for m in probe.messages if b'"Leave"' in m.payload]
+            # The gateway stops first, then the builder.
+            assert leaves[-2:] == [
+                f"{probe.root}/services/gateway/1",
+                f"{probe.root}/services/builder/1",
+            ]
+            # Restarted, as a developer does to see a change: the same secrets, so the
+            # browser that signed in before is still signed in.
+            again = tmp_path / "again.log"
+            sup = dovecote(["run", "gateway"], env, again)
+            before = gateway[0]["object"]["pid"]
+            await probe.wait_for(
+                "services/gateway/1",
+                lambda a: a["type"] == "Join" and a["object"]["pid"] != before,
+            )
+            assert f"password {said[2]}" in again.read_text()
+            assert "reused DOVECOTE_SERVICE_TOKEN, DOVECOTE_SESSION_KEY" in again.read_text()
+            async with http.get(f"{url}/") as r:
+                assert 'data-user="grace"' in await r.text()
     finally:
         if sup.poll() is None:
             sup.kill()
+            sup.wait()
 
 
 @pytest.mark.brokers("mosquitto")  # the port is taken: the broker plays no part
@@ -126,6 +145,37 @@ def test_with_no_broker_anywhere_a_private_mosquitto_is_started(tmp_path: Path) 
         if choice.private:
             choice.private.stop()
     assert not mqtt_answers("127.0.0.1", port)
+
+
+@pytest.mark.real_broker  # starts a private broker of its own
+def test_a_private_broker_on_a_chosen_port_even_with_one_answering(
+    broker: TestBroker, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {"MQTT_URL": broker.url}
+    choice = choose(env, tmp_path / "broker", local_port=broker.port, private_port=port)
+    try:
+        assert choice.private is not None and choice.url == f"mqtt://127.0.0.1:{port}"
+        assert mqtt_answers("127.0.0.1", port)
+        # That port again, now taken: refused, saying how to choose another.
+        with pytest.raises(broker_tools.BrokerUnavailable, match=f"port {port} is taken"):
+            choose({}, tmp_path / "second", private_port=port)
+    finally:
+        if choice.private:
+            choice.private.stop()
+    assert not mqtt_answers("127.0.0.1", port)
+
+
+def test_a_private_broker_port_that_is_no_port_is_refused(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    for env, message in (
+        ({"PRIVATE_BROKER_PORT": "eighteen"}, "PRIVATE_BROKER_PORT must be a port number"),
+        ({"PRIVATE_BROKER_PORT": "70000"}, "no port 70000"),
+    ):
+        sup = dovecote(["run", "builder"], {**service_env, **env}, tmp_path / "x.log")
+        assert sup.wait(20) == 2
+        assert message in (tmp_path / "x.log").read_text()
 
 
 def test_a_configured_or_answering_broker_is_used_as_is(broker: TestBroker, tmp_path: Path) -> None:

@@ -275,8 +275,15 @@ def choose(
     data_dir: Path,
     say: Callable[[str], None] = print,
     local_port: int = 1883,
+    private_port: int | None = None,
 ) -> Choice:
-    """Pick (or start) the broker the federation will use, and say which."""
+    """Pick (or start) the broker the federation will use, and say which.
+
+    ``private_port`` asks for a private Mosquitto on that port (0: any free one) whatever
+    else is configured or answering: ``dovecote run --private-broker PORT``.
+    """
+    if private_port is not None:
+        return _start_private(data_dir, say, private_port, asked=True)
     url = env.get("MQTT_URL", "").strip()
     if url:
         return Choice(url, f"the broker at MQTT_URL ({_redact(url)})")
@@ -285,12 +292,26 @@ def choose(
             f"mqtt://localhost:{local_port}",
             f"the broker already answering on localhost:{local_port}",
         )
+    return _start_private(data_dir, say, local_port if _port_free(local_port) else 0)
+
+
+def _start_private(
+    data_dir: Path, say: Callable[[str], None], port: int, asked: bool = False
+) -> Choice:
     if mosquitto_binary() is None and not try_install(say):
-        raise BrokerUnavailable(
-            "no MQTT broker is configured (MQTT_URL) or answering on localhost:1883, and "
-            f"Mosquitto is not installed. Run:\n\n    {install_command()}\n\nthen try again."
+        why = (
+            "a private broker was asked for"
+            if asked
+            else "no MQTT broker is configured (MQTT_URL) or answering on localhost:1883"
         )
-    port = local_port if _port_free(local_port) else 0
+        raise BrokerUnavailable(
+            f"{why}, and Mosquitto is not installed. Run:\n\n    {install_command()}"
+            "\n\nthen try again."
+        )
+    if asked and port and not _port_free(port):
+        raise BrokerUnavailable(
+            f"port {port} is taken: choose another (--private-broker PORT), or 0 for any free one"
+        )
     broker = PrivateMosquitto(data_dir, port=port, die_with_parent=True).start()
     return Choice(
         broker.url,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
+import contextlib
 import os
-import secrets
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from dovecote.tools import (
     deadletter,
     logins,
     publish,
+    run_secrets,
     runlock,
     scaffold,
     supervisor,
@@ -34,6 +34,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dovecote run: {exc}", file=sys.stderr)
         return 2
     env = dict(os.environ)
+    private_port = args.private_broker
+    if private_port is None and env.get("PRIVATE_BROKER_PORT", "").strip():
+        try:
+            private_port = int(env["PRIVATE_BROKER_PORT"])
+        except ValueError:
+            print("dovecote run: PRIVATE_BROKER_PORT must be a port number", file=sys.stderr)
+            return 2
+    if private_port is not None and not 0 <= private_port <= 65535:
+        print(f"dovecote run: no port {private_port}: use 0-65535", file=sys.stderr)
+        return 2
     folder = Path(args.data_dir).resolve() if args.data_dir else data_dir(env).resolve()
     env["DOVECOTE_DATA_DIR"] = str(folder)  # the workers' stores, the broker, the lock
     # First of all: a second generation in this folder would take the first one's client
@@ -45,39 +55,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dovecote run: {exc}", file=sys.stderr)
         return 1
     try:
-        return _run(plan, env, folder, lock, lock_fd)
+        return _run(plan, env, folder, lock, lock_fd, args.fresh_secrets, private_port)
     finally:
         lock.release()
 
 
 def _run(
-    plan: dict[str, int], env: dict[str, str], folder: Path, lock: runlock.RunLock, lock_fd: int
+    plan: dict[str, int],
+    env: dict[str, str],
+    folder: Path,
+    lock: runlock.RunLock,
+    lock_fd: int,
+    fresh_secrets: bool = False,
+    private_port: int | None = None,
 ) -> int:
     try:
-        choice = broker.choose(env, folder / "broker")
-    except broker.BrokerUnavailable as exc:
+        kept = run_secrets.settle(env, folder, fresh=fresh_secrets)
+        choice = broker.choose(env, folder / "broker", private_port=private_port)
+    except (broker.BrokerUnavailable, run_secrets.SecretsFileError) as exc:
         print(f"dovecote run: {exc}", file=sys.stderr)
         return 1
     env["MQTT_URL"] = choice.url
-    # Services authenticate to each other's REST resources (the resizer storing thumbnails
-    # at the gateway) with this; a run with none configured gets a fresh one of its own.
-    fresh_token = not env.get("DOVECOTE_SERVICE_TOKEN", "").strip()
-    if fresh_token:
-        env["DOVECOTE_SERVICE_TOKEN"] = secrets.token_urlsafe(32)
-    # The gateway encrypts sessions with this (a Fernet key); a fresh one per run signs
-    # everyone out when the run stops. The demo people's password, the same way.
-    fresh_key = not env.get("DOVECOTE_SESSION_KEY", "").strip()
-    if fresh_key:
-        env["DOVECOTE_SESSION_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
-    fresh_password = not env.get("DEMO_PASSWORD", "").strip()
-    if fresh_password:
-        env["DEMO_PASSWORD"] = secrets.token_urlsafe(9)
-    # The operations page is for operators; on a demo run that is Ada. A scraper reads
-    # /metrics with this token (a fresh one per run when none is set).
+    # The operations page is for operators; on a demo run that is Ada.
     env["OPERATORS"] = env.get("OPERATORS", "").strip() or "ada"
-    fresh_metrics = not env.get("METRICS_TOKEN", "").strip()
-    if fresh_metrics:
-        env["METRICS_TOKEN"] = secrets.token_urlsafe(24)
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
@@ -95,7 +95,6 @@ def _run(
         sup.say(
             f"sign in:        {url}/signin as ada or grace (they follow each other), "
             f"password {password}"
-            + ("   (a fresh DEMO_PASSWORD: set one to keep it)" if fresh_password else "")
         )
         sup.say(
             f"scripts:        make a token on {url}/account, then "
@@ -104,12 +103,8 @@ def _run(
         sup.say(f"operations:     {url}/operations (operators: {env['OPERATORS']})")
         sup.say(
             f"metrics:        curl -H 'Authorization: Bearer {env['METRICS_TOKEN']}' {url}/metrics"
-            + ("   (a fresh METRICS_TOKEN: set one to keep it)" if fresh_metrics else "")
         )
-    if fresh_token:
-        sup.say("service token:  a fresh DOVECOTE_SERVICE_TOKEN for this run (set one to keep it)")
-    if fresh_key:
-        sup.say("session key:    a fresh DOVECOTE_SESSION_KEY: sessions end with this run")
+    sup.say(secrets_line(kept))
     sup.say(
         "workers:        "
         + ", ".join(f"{s}×{n}" for s, n in plan.items())
@@ -128,6 +123,29 @@ def _run(
     return code
 
 
+def secrets_line(kept: run_secrets.Origins) -> str:
+    """Which secrets this run made or reused, where they are kept, how to replace them."""
+    by_origin: dict[str, list[str]] = {}
+    for name in run_secrets.MAKERS:
+        by_origin.setdefault(kept[name], []).append(name)
+    parts = []
+    if by_origin.get("new"):
+        parts.append(f"made {', '.join(by_origin['new'])}")
+    if by_origin.get("kept"):
+        parts.append(f"reused {', '.join(by_origin['kept'])} from the last run")
+    if by_origin.get("env"):
+        parts.append(f"took {', '.join(by_origin['env'])} from the environment")
+    where = kept.path
+    with contextlib.suppress(ValueError):  # shorter when under the folder it runs from
+        where = where.relative_to(Path.cwd())
+    if set(by_origin) == {"env"}:
+        return f"secrets:        {parts[0]}; none kept"
+    return (
+        f"secrets:        {'; '.join(parts)}; kept in {where} (0600) for the next run; "
+        "--fresh-secrets makes new ones (and signs everyone out)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dovecote", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +161,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where this run keeps its data: every store, a private broker's, the run lock "
         "(default: DOVECOTE_DATA_DIR, else .dovecote/ in the project folder)",
+    )
+    run.add_argument(
+        "--fresh-secrets",
+        action="store_true",
+        help="replace the kept demo password, session key, service and metrics tokens "
+        "(run-secrets.json in the data folder): signs everyone out",
+    )
+    run.add_argument(
+        "--private-broker",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="start a private Mosquitto on PORT (0: any free port) even if another broker is "
+        "configured or answers on 1883 (default: PRIVATE_BROKER_PORT if set)",
     )
     run.set_defaults(func=cmd_run)
     for command in (
