@@ -47,10 +47,32 @@ async def widths(page: Any) -> tuple[int, int]:
     return found[0], found[1]
 
 
+# Every box that clips or scrolls sideways and holds more than it shows, unless an ellipsis
+# says so: a table whose columns are cut off in its card, reachable only by scrolling inside
+# it, with nothing showing that one can.
+HIDDEN_SIDEWAYS = """
+[...document.querySelectorAll("body *")]
+  .filter((e) => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+  .filter((e) => ["auto", "scroll", "hidden", "clip"].includes(getComputedStyle(e).overflowX))
+  .filter((e) => !e.matches("input, textarea, select"))
+  .filter((e) => e.clientWidth > 1)  // for screen readers only (1 px, clipped): not shown
+  // One line cut with an ellipsis says it is cut (a caption, a feed line): on purpose.
+  .filter((e) => getComputedStyle(e).textOverflow !== "ellipsis")
+  .map((e) => {
+    const classes = typeof e.className === "string" ? e.className.trim().split(/\\s+/) : [];
+    const name = [e.tagName.toLowerCase(), e.id ? `#${e.id}` : "", ...classes.map((c) => `.${c}`)];
+    return `${name.join("")} shows ${e.clientWidth} of ${e.scrollWidth} px`;
+  })
+"""
+
+
 async def check_screen(page: Any, what: str) -> None:
-    """The screen fits its window and axe finds nothing serious on it."""
+    """The screen fits its window, nothing in it hides content sideways, and axe finds
+    nothing serious on it."""
     page_width, window = await widths(page)
     assert page_width == window, f"{what}: the page is {page_width} px wide in a {window} px window"
+    hidden: list[str] = await page.evaluate(HIDDEN_SIDEWAYS)
+    assert hidden == [], f"{what}: content cut off sideways: {hidden}"
     found = await serious_violations(page)
     assert found == [], f"{what}: " + "\n".join(found)
 

@@ -223,7 +223,7 @@ async def test_a_stopped_build_says_who_stopped_it_and_a_failed_one_why() -> Non
     assert builder.task is not None
     await builder.task
     [failed] = [p for t, p, _, _ in rec.sent if t.endswith("events/build/failed")]
-    assert failed["object"]["summary"] == "failed at 70 %: it was asked to (fail at 70%)"
+    assert failed["object"]["summary"] == "failed at 70 %, as asked when it was started"
     assert "stoppedBy" not in failed["object"]
 
 

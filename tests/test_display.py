@@ -78,6 +78,8 @@ def test_a_hint_whose_paths_exist_is_accepted_and_sent_to_pages_as_json() -> Non
         (Display("Badges", fields=(Field("W", "summary", "time"),)), None),  # text: may be a time
         (Display("Badges", fields=(Field("W", "object.totalItems", "time"),)), "date-time"),
         (Display("Badges", fields=(Field("W", "object"),)), "not StructType"),
+        (Display("Badges", fields=(Field("L", "object.totalItems", "link"),)), "a link needs"),
+        (Display("Badges", fields=(Field("L", "summary", "link"),)), None),  # a string: a URL?
         (Display("Badges", fields=(Field("N", "name"),), rows="object.owner"), "not a list"),
         (Display("Badges", fields=(Field("N", "colour"),), rows="object.orderedItems"), "colour"),
         (Display("Badges", fields=(Field("N", "object.totalItems", "bold"),)), "format"),  # type: ignore[arg-type]

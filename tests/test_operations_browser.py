@@ -12,6 +12,7 @@ import pytest
 
 from dovecote import activity as act
 from dovecote.testing.plugin import Probe, StartService, wait_until
+from tests.a11y import PHONE, check_screen
 from tests.fixtures import Federation, open_as, start_poisoned_tally
 from tests.test_operations import ADA, ledger
 
@@ -107,6 +108,18 @@ async def test_an_operator_watches_replays_and_traces_from_the_page(
     assert page.url.endswith(f"?trace={short}")  # a link to this trace
     await page.wait_for_selector(f'#recent a[data-context="{start["context"]}"]')
     assert problems == []
+
+    # On a phone every column is there, Why and Replay included, with nothing cut off.
+    await page.set_viewport_size(PHONE)
+    await page.reload()
+    await page.wait_for_selector(f"{row} button.replay")
+    await page.wait_for_selector("#trace tr.step", timeout=15_000)
+    await check_screen(page, "/operations with a dead letter and a trace, 390 px")
+    assert await page.is_visible(f"{row} .why") and await page.is_visible(f"{row} button.replay")
+    label = await page.eval_on_selector(
+        f"{row} .why", "td => getComputedStyle(td, '::before').content"
+    )
+    assert label == '"Why"'  # each value says which column it is
 
     # Grace is no operator: no link, and the page is refused.
     other = await open_as(browser, federation.url, "grace")

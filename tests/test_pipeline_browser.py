@@ -43,7 +43,7 @@ async def test_upload_thumbnail_notification_and_points_live(
     assert await grace.text_content("#notes-count") == "1"
 
     # Ada's points rise on the leaderboard, live, in both pages.
-    await ada.wait_for_selector(".leader.me .leader-points:text('10')", timeout=15_000)
+    await ada.wait_for_selector(".leader.mine .leader-points:text('10')", timeout=15_000)
     assert await ada.text_content("#my-points-value") == "10"
     await grace.wait_for_selector(".leader[data-user='ada'] .leader-points:text('10')")
     assert await ada.locator("#notifications .note-item").count() == 0

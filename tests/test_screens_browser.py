@@ -49,7 +49,10 @@ async def test_every_screen_fits_a_phone_and_a_desktop_with_no_serious_violation
         await upload(url, token, f"A rather long title for photo number {n}", w, h, n)
         for n, (w, h) in enumerate(shapes)
     ]
-    await probe.wait_for("events/image/resized", count=len(ids), timeout=30)
+    # Grace's photo too: two rows on the leaderboard, one of them the reader's own.
+    grace_token = await pipeline.api_token("grace")
+    await upload(url, grace_token, "Grace's", 640, 480, 9)
+    await probe.wait_for("events/image/resized", count=len(ids) + 1, timeout=30)
     await probe.wait_for("state/tweeter", count=len(ids))
     async with (
         await pipeline.signed_in("grace") as grace,
@@ -67,6 +70,9 @@ async def test_every_screen_fits_a_phone_and_a_desktop_with_no_serious_violation
         await page.wait_for_selector("#connection.pill-ok")
         await page.wait_for_selector("#history tr:not(.empty)")
         await page.wait_for_selector("[data-card='state/tweeter'] dl")
+        # The tweet's photo is a link (a "link" field), to the photo's own page.
+        href = await page.get_attribute("[data-card='state/tweeter'] dd a.card-link", "href")
+        assert href is not None and href.startswith(f"{url}/images/"), href
         await check_screen(page, f"the dashboard, signed out, {name}")
         for path in ("/signin", "/signup", "/photos", f"/photos/{ids[0]}"):
             await page.goto(f"{url}{path}")
@@ -83,6 +89,15 @@ async def test_every_screen_fits_a_phone_and_a_desktop_with_no_serious_violation
         await page.wait_for_selector("#gallery .tile.resized >> nth=2")
         await page.wait_for_selector("#build-why:not([hidden])")
         await check_screen(page, f"the dashboard, signed in, {name}")
+        # The reader's own row is laid out as the others: names and points line up.
+        await page.wait_for_selector(".leader + .leader")
+        edges = await page.eval_on_selector_all(
+            ".leader",
+            "rows => rows.map(r => [r.querySelector('.leader-name').getBoundingClientRect().left,"
+            " r.querySelector('.leader-points').getBoundingClientRect().right])",
+        )
+        assert len({round(left) for left, _ in edges}) == 1, f"names start at {edges}"
+        assert len({round(right) for _, right in edges}) == 1, f"points end at {edges}"
         await page.goto(f"{url}/account")
         await page.fill("#token-form input[name=name]", "a laptop with a long name")
         await page.click("#token-button")

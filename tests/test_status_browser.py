@@ -100,7 +100,7 @@ async def test_a_failed_or_stopped_build_says_why_and_who_stopped_it(
     for page in (ada, grace):
         await page.wait_for_selector("#build-why:not([hidden])")
         assert await page.text_content("#build-why") == (
-            "failed at 70 %: it was asked to (fail at 70%)"
+            "failed at 70 %, as asked when it was started"
         )
     await ada.uncheck("#should-fail")
     await ada.click("#start")
@@ -115,6 +115,6 @@ async def test_a_failed_or_stopped_build_says_why_and_who_stopped_it(
         why = await page.text_content("#build-why") or ""
         assert why.startswith("stopped by Ada Lovelace at ") and why.endswith(" %"), why
         history = await page.locator("#history .result-why").all_text_contents()
-        assert history == [why, "failed at 70 %: it was asked to (fail at 70%)"]
+        assert history == [why, "failed at 70 %, as asked when it was started"]
     [stopped] = pipeline.probe.on("events/build/stopped")
     assert stopped["object"]["stoppedBy"]["name"] == "Ada Lovelace"

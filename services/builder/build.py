@@ -9,7 +9,7 @@ from dovecote import activity as act
 STEPS = 10  # the seed: 10 ticks of 10 %
 FAIL_AT = 70  # a build asked to fail turns red here, as in the seed
 HISTORY_SIZE = 20
-ASKED_TO_FAIL = f"failed at {FAIL_AT} %: it was asked to (fail at {FAIL_AT}%)"
+ASKED_TO_FAIL = f"failed at {FAIL_AT} %, as asked when it was started"
 
 
 def new_build(number: int, should_fail: bool, requested_by: act.Actor, worker: str) -> act.Build:

@@ -75,6 +75,7 @@ LATEST = register(
             fields=(
                 Field("Tweet", "object.content"),
                 Field("About a photo by", "object.attributedTo"),
+                Field("Photo", "object.url", "link"),
                 Field("When", "published", "time"),
             ),
         ),

@@ -32,8 +32,8 @@ from msgspec import inspect as mi
 
 from dovecote.errors import TopicError
 
-Format = Literal["text", "number", "time", "percent"]
-FORMATS: tuple[Format, ...] = ("text", "number", "time", "percent")
+Format = Literal["text", "number", "time", "percent", "link"]
+FORMATS: tuple[Format, ...] = ("text", "number", "time", "percent", "link")
 _SCALARS = (mi.StrType, mi.IntType, mi.FloatType, mi.BoolType, mi.DateTimeType, mi.LiteralType)
 _NUMBERS = (mi.IntType, mi.FloatType)
 
@@ -134,6 +134,8 @@ def _check_leaf(t: mi.Type, f: Field, where: str) -> None:
         raise TopicError(f"{what}: a {f.format} needs a number")
     if f.format == "time" and not isinstance(t, (mi.DateTimeType, mi.StrType)):
         raise TopicError(f"{what}: a time needs a date-time")
+    if f.format == "link" and not isinstance(t, mi.StrType):
+        raise TopicError(f"{what}: a link needs a string (a URL)")
     if isinstance(t, (mi.ListType, mi.VarTupleType)):
         t = _unwrap(t.item_type)  # a list of values or of named objects, joined
     if isinstance(t, (*_SCALARS, mi.AnyType)):

@@ -406,7 +406,7 @@ function showLeaderboard(board) {
     const before = lastPoints.get(s.id);
     const bar = el("span", { class: "leader-bar" });
     bar.style.width = `${Math.round((100 * Math.max(0, s.points)) / top)}%`;
-    const row = el("li", { class: `leader${me ? " me" : ""}`, "data-user": s.preferredUsername || "" },
+    const row = el("li", { class: `leader${me ? " mine" : ""}`, "data-user": s.preferredUsername || "" },
       el("span", { class: "rank" }, String(i + 1)),
       el("span", { class: "leader-name" }, s.name || s.preferredUsername || s.id),
       el("span", { class: "leader-points" }, String(s.points)),

@@ -230,7 +230,7 @@ function timeline(found) {
   const steps = found.orderedItems;
   const first = new Date(steps[0].published).getTime();
   const span = Math.max(1, new Date(steps[steps.length - 1].published).getTime() - first);
-  const table = el("table", { class: "ops-table steps" },
+  const table = el("table", { class: "ops-table steps stacked" },
     el("thead", {}, el("tr", {}, ...["+ms", "Δ ms", "when", "", "service", "topic", "what"].map((h) => el("th", {}, h)))));
   const body = el("tbody", {});
   let previous = first;

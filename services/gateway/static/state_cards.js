@@ -45,6 +45,26 @@ const StateCards = (() => {
     return node;
   }
 
+  // A state's value is untrusted: a link only to a web address (never javascript: or data:).
+  function webAddress(value) {
+    try {
+      const url = new URL(String(value));
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch {
+      return null;
+    }
+  }
+
+  // One value in its cell: text, or a link when the field's format is "link".
+  function valueCell(tag, value, format) {
+    const text = shown(value, format);
+    const href = format === "link" ? webAddress(value) : null;
+    if (!href) return cell(tag, text);
+    const node = document.createElement(tag);
+    node.append(cell("a", text, { href, rel: "nofollow noopener", class: "card-link" }));
+    return node;
+  }
+
   // Rows of one card: per topic seen (its parameters first), per item of `rows` if set.
   function rowsOf(card) {
     const out = [];
@@ -53,7 +73,10 @@ const StateCards = (() => {
       const { params, activity } = card.entries.get(key);
       const items = card.spec.rows ? at(activity, card.spec.rows) : [activity];
       for (const item of Array.isArray(items) ? items : []) {
-        out.push([...params, ...card.spec.fields.map((f) => shown(at(item, f.path), f.format))]);
+        out.push([
+          ...params.map((p) => ({ value: p, format: "text" })),
+          ...card.spec.fields.map((f) => ({ value: at(item, f.path), format: f.format })),
+        ]);
       }
     }
     return out;
@@ -70,11 +93,13 @@ const StateCards = (() => {
     }
     if (!spec.params.length && !spec.rows && rows.length === 1) {
       const list = cell("dl", "", { class: "facts" });
-      spec.fields.forEach((f, i) => list.append(cell("dt", f.label), cell("dd", rows[0][i])));
+      spec.fields.forEach((f, i) => {
+        list.append(cell("dt", f.label), valueCell("dd", rows[0][i].value, f.format));
+      });
       body.append(list);
       return;
     }
-    const table = document.createElement("table");
+    const table = cell("table", "", { class: "stacked" });
     const head = document.createElement("tr");
     for (const p of spec.params) head.append(cell("th", p.label, { scope: "col" }));
     for (const f of spec.fields) head.append(cell("th", f.label, { scope: "col" }));
@@ -83,7 +108,7 @@ const StateCards = (() => {
     const tbody = document.createElement("tbody");
     for (const row of rows) {
       const tr = document.createElement("tr");
-      for (const value of row) tr.append(cell("td", value));
+      for (const { value, format } of row) tr.append(valueCell("td", value, format));
       tbody.append(tr);
     }
     table.append(thead, tbody);
