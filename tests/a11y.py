@@ -59,7 +59,8 @@ HIDDEN_SIDEWAYS = """
   // One line cut with an ellipsis says it is cut (a caption, a feed line): on purpose.
   .filter((e) => getComputedStyle(e).textOverflow !== "ellipsis")
   .map((e) => {
-    const classes = typeof e.className === "string" ? e.className.split(/\\s+/).filter(Boolean) : [];
+    const named = typeof e.className === "string" ? e.className : "";
+    const classes = named.split(/\\s+/).filter(Boolean);
     const name = [e.tagName.toLowerCase(), e.id ? `#${e.id}` : "", ...classes.map((c) => `.${c}`)];
     return `${name.join("")} shows ${e.clientWidth} of ${e.scrollWidth} px`;
   })

@@ -14,6 +14,7 @@ from dovecote.testing import clusterctl
 from dovecote.tools import (
     admin,
     broker,
+    contract,
     deadletter,
     logins,
     publish,
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         trace,
         logins,
         admin,
+        contract,
     ):  # each module adds its own subcommand
         command.add_command(sub)
     clusterctl.add_command(sub)  # a RabbitMQ cluster to try Dovecote on (dovecote.testing)
