@@ -10,7 +10,6 @@ installed from (an editable install).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 
@@ -31,10 +30,3 @@ def find(env: dict[str, str] | None = None) -> Path:
 
 
 PROJECT = find()
-
-
-def importable() -> Path:
-    """Make ``services.<name>`` importable in this process (tools that read every service)."""
-    if str(PROJECT) not in sys.path:
-        sys.path.insert(0, str(PROJECT))
-    return PROJECT

@@ -31,8 +31,6 @@ import argparse
 import asyncio
 import base64
 import hashlib
-import importlib
-import inspect
 import json
 import secrets
 import sys
@@ -48,9 +46,8 @@ from dovecote.config import BrokerAddress, ConfigError, Settings, parse_mqtt_url
 from dovecote.errors import DovecoteError
 from dovecote.logs import setup_logging
 from dovecote.mqtt import Connection, Message
-from dovecote.project import importable
 from dovecote.service import Service
-from dovecote.topics import load_service_topics
+from dovecote.tools import manifest
 
 OBSERVER = "observer"
 OPERATOR = "operator"  # the person at `dovecote deadletter`: publisher "operator" topics
@@ -96,23 +93,11 @@ class Login:
 # --- grants, from the registry and the services' declarations -------------------------------
 
 
-def service_classes() -> dict[str, type[Service]]:
-    """Every service of the federation, from ``services/<name>/service.py``."""
-    project = importable()
-    found: dict[str, type[Service]] = {}
-    for path in sorted((project / "services").glob("*/service.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.service")
-        for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, Service) and cls.__module__ == module.__name__:
-                found[cls.name] = cls
-    return found
-
-
 def writable(publisher: str, root: str) -> list[str]:
     """The MQTT filters ``publisher`` (a service, or the operator) may publish to."""
     out: list[str] = []
     mine = (OPERATOR,) if publisher == OPERATOR else (publisher, "*")
-    cls = service_classes().get(publisher) if publisher != OPERATOR else None
+    cls = manifest.load().by_name.get(publisher) if publisher != OPERATOR else None
     if cls is not None and cls.operator:
         mine = (*mine, OPERATOR)
     for t in topics.all_topics():
@@ -144,15 +129,16 @@ def operator_grant(root: str) -> Grant:
 
 
 def person_grant(person: str, root: str) -> Grant:
-    return Grant((topics.NOTIFICATION.address(root, user=person),), ())
+    reads = manifest.load().person_reads
+    return Grant(tuple(t.address(root, user=person) for t in reads), ())
 
 
 def grants(root: str) -> dict[str, Grant]:
     """Every standing login kind's grant, by role name (people's are made when minted)."""
     out = {role_name(root, OBSERVER): observer_grant(root)}
     out[role_name(root, OPERATOR)] = operator_grant(root)
-    for name, cls in sorted(service_classes().items()):
-        out[role_name(root, name)] = service_grant(cls, root)
+    for cls in manifest.load():
+        out[role_name(root, cls.name)] = service_grant(cls, root)
     return out
 
 
@@ -357,9 +343,8 @@ def parse_workers(specs: list[str], known: list[str]) -> dict[str, int]:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Write the plugin's file and one environment file per login (mode 0600)."""
-    load_service_topics()
     try:
-        workers = parse_workers(args.workers, sorted(service_classes()))
+        workers = parse_workers(args.workers, manifest.load().names())
         broker = parse_mqtt_url(args.url)
         topics.check_id(args.root, "root")
     except (ValueError, ConfigError, topics.TopicError) as exc:
