@@ -118,6 +118,7 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     out, _ = await run([*cli, "new-service", "hello"], repo, env)
     assert "created services/hello/service.py" in out and "wrote docs/asyncapi.yaml" in out
     assert "listed HELLO_SIGNATURE in deploy/dovecote.env.example" in out
+    assert "listed hello in services/contracts.py and services/federation.py" in out
     assert "wrote deploy/mosquitto/roles.json" in out
     assert "wrote deploy/rabbitmq/permissions.sh" in out
     assert "wrote deploy/systemd/dovecote-hello@.service" in out

@@ -251,7 +251,7 @@ class Envelope(TypedDict):
 
 def envelope(id: str | None = None) -> Envelope:
     """``@context``, a fresh id (or the ``derived_id`` given) and ``published`` now, to spread
-    into a new activity: ``act.ImageResized(**act.envelope(), type="Update", actor=..., ...)``.
+    into a new activity: ``act.Presence(**act.envelope(), type="Join", actor=..., ...)``.
     Every other field is named at the call, so mypy reports one that is missing."""
     return {"context_": AS_CONTEXT, "id": id or new_id(), "published": instant()}
 

@@ -179,6 +179,9 @@ def command(args: argparse.Namespace) -> int:
         print(f"created {path.relative_to(PROJECT)}")
     list_settings(args.name)
     print(f"listed {args.name.upper()}_SIGNATURE in {ENV_EXAMPLE.relative_to(PROJECT)}")
+    lists = manifest_files(PROJECT, manifest.reference(PROJECT))
+    contracts, federation = (p.relative_to(PROJECT) for p in reversed(lists))
+    print(f"listed {args.name} in {contracts} and {federation}")
     # Its topics.py declares a topic, and it is a new broker user and a new unit: what is
     # generated from the services changes with it (what `make docs` does).
     importlib.invalidate_caches()
