@@ -47,7 +47,13 @@ def load(ref: str | None = None) -> Federation:
     module_name, _, attribute = ref.partition(":")
     if str(PROJECT) not in sys.path:
         sys.path.insert(0, str(PROJECT))
-    found = getattr(importlib.import_module(module_name), attribute or "FEDERATION", None)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if not exc.name or not f"{module_name}.".startswith(f"{exc.name}."):
+            raise  # the manifest is there; something it imports is not
+        raise FederationError(f"no module {module_name} (from {ref}) in {PROJECT}") from None
+    found = getattr(module, attribute or "FEDERATION", None)
     if not isinstance(found, Federation):
         raise FederationError(f"{ref} is not a dovecote.federation.Federation")
     return found
