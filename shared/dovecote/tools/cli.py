@@ -17,7 +17,7 @@ from dovecote.tools import (
     admin,
     broker,
     deadletter,
-    logins,
+    logins_command,
     publish,
     runlock,
     scaffold,
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         publish,
         deadletter,
         trace,
-        logins,
+        logins_command,
         admin,
     ):  # each module adds its own subcommand
         command.add_command(sub)
