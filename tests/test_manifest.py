@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dovecote import topics
+from dovecote import project, topics
 from dovecote.federation import Federation, FederationError
 from dovecote.project import PROJECT
 from dovecote.tools import manifest
@@ -48,3 +48,15 @@ def test_a_wrong_manifest_is_refused() -> None:
         Federation(services=(Builder, Builder), contracts=())
     with pytest.raises(FederationError, match="needs one"):
         Federation(services=(), contracts=(), person_reads=(topics.PRESENCE,))
+
+
+def test_the_project_is_the_nearest_folder_whose_pyproject_names_a_federation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.dovecote]\nfederation = "app.fed:F"\n')
+    inner = tmp_path / "tools" / "deep"
+    inner.mkdir(parents=True)
+    (tmp_path / "tools" / "pyproject.toml").write_text('[project]\nname = "other"\n')
+    monkeypatch.chdir(inner)
+    assert project.find({}) == tmp_path.resolve()  # tools/ has a pyproject, not ours
+    assert project.find({"DOVECOTE_PROJECT": str(inner)}) == inner.resolve()

@@ -50,7 +50,9 @@ class ScaffoldError(DovecoteError, ValueError):
     """The name or the place is not fit for a new service; ``str()`` says why."""
 
 
-def check_name(name: str, services: Path = PROJECT / "services") -> str:
+def check_name(name: str, services: Path | None = None) -> str:
+    """``name`` if it is fit for a new service in ``services`` (the manifest's package)."""
+    services = services or PROJECT.joinpath(*manifest.package().split("."))
     if not _NAME_RE.match(name) or name.endswith("_") or "__" in name:
         raise ScaffoldError(
             f"{name!r} is not a valid service name: use 1-32 of a-z 0-9 _, starting with a "
@@ -59,7 +61,7 @@ def check_name(name: str, services: Path = PROJECT / "services") -> str:
     if keyword.iskeyword(name):
         raise ScaffoldError(f"{name!r} is a Python keyword: `python -m services.{name}` fails")
     if (services / name).exists():
-        raise ScaffoldError(f"services/{name} already exists; pick another name")
+        raise ScaffoldError(f"{services.name}/{name} already exists; pick another name")
     return name
 
 
@@ -68,8 +70,10 @@ def class_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def render(name: str, package: str = "services") -> dict[str, str]:
-    """File name -> content for service ``name`` of ``package``, from the template."""
+def render(name: str, package: str | None = None) -> dict[str, str]:
+    """File name -> content for service ``name`` of ``package`` (the manifest's), from the
+    template."""
+    package = package or manifest.package()
     values = {"name": name, "Class": class_name(name), "NAME": name.upper(), "package": package}
     files = {}
     for src in sorted(TEMPLATE_DIR.glob("*.tmpl")):
