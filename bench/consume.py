@@ -35,6 +35,7 @@ from dovecote.dispatch import Binding, Dispatcher
 from dovecote.metrics import Meter, Unmetered
 from dovecote.mqtt import Connection, Message
 from dovecote.worker import Worker
+from services.builder import topics as builder_topics
 
 N = 20_000
 PAIRS = 9  # metrics on/off drains compared (at least)
@@ -44,7 +45,7 @@ BENCH_TOPIC = topics.register(
         "bench",
         1,
         False,
-        act.BuildUpdated,
+        builder_topics.BuildUpdated,
         "Bench traffic: a realistic build update.",
     )
 )
@@ -134,7 +135,7 @@ class Counter(Service):
     clock: ClassVar[Clock]
 
     @handles(BENCH_TOPIC)
-    async def on_build(self, activity: act.BuildUpdated, _: Delivery) -> None:
+    async def on_build(self, activity: builder_topics.BuildUpdated, _: Delivery) -> None:
         type(self).clock.tick()
 
 

@@ -1,6 +1,7 @@
 """What a typed payload costs to publish: making and encoding one build update as a Struct
-(``act.BuildUpdated(**act.envelope(), ...)``, ``act.encode``) against the hand-made dict it
-replaced (``act.new``, ``orjson.dumps``). Median of 15 runs of 20,000 each, one core.
+(``builder_topics.BuildUpdated(**act.envelope(), ...)``, ``act.encode``) against the
+hand-made dict it replaced (``act.new``, ``orjson.dumps``). Median of 15 runs of 20,000
+each, one core.
 
     .venv/bin/python -m bench.encode
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 import orjson
 
 from dovecote import activity as act
+from services.builder import topics as builder_topics
 
 RUNS, EACH = 15, 20_000
 
@@ -30,7 +32,7 @@ def main() -> None:
         preferredUsername="ada",
         followers="http://localhost:8080/users/ada/followers",
     )
-    build = act.Build(
+    build = builder_topics.Build(
         type="Build",
         id=act.new_id(),
         name="Build #7",
@@ -41,7 +43,7 @@ def main() -> None:
         worker="builder.1",
     )
     builder = act.service("builder")
-    typed = act.BuildUpdated(
+    typed = builder_topics.BuildUpdated(
         **act.envelope(), type="Update", actor=builder, object=build, context=act.new_id()
     )
     raw = act.to_json(typed)
@@ -49,8 +51,8 @@ def main() -> None:
     raw_builder = act.to_json(builder)
     rows = [
         (
-            "make: act.BuildUpdated(**act.envelope(), ...) / act.new(...)",
-            lambda: act.BuildUpdated(
+            "make: builder_topics.BuildUpdated(**act.envelope(), ...) / act.new(...)",
+            lambda: builder_topics.BuildUpdated(
                 **act.envelope(), type="Update", actor=builder, object=build, context="urn:x"
             ),
             lambda: act.new("Update", raw_builder, raw["object"], context="urn:x"),

@@ -21,6 +21,7 @@ from dovecote import topics
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection, Message
 from dovecote.project import PROJECT
+from services.builder import topics as builder_topics
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Publisher:
             clean_session=True,
             manual_ack=False,
         )
-        self.topic = topics.BUILD_PROGRESS.address(root)
+        self.topic = builder_topics.BUILD_PROGRESS.address(root)
         self.build = {
             "type": "Build",
             "id": act.new_id(),

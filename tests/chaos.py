@@ -42,6 +42,7 @@ from dovecote.mqtt import Message
 from dovecote.project import PROJECT
 from dovecote.testing.gateway import token_for
 from dovecote.testing.plugin import Probe, ServiceProcess
+from dovecote.tools import manifest
 from tests.imagefiles import photo
 
 REPORT_DIR = PROJECT / ".dovecote" / "chaos"
@@ -450,7 +451,7 @@ class Accounts:
 
 def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> Accounts:
     """Everything but the thumbnails' GETs (cheap: polled while waiting)."""
-    topics.load_service_topics()  # the tweeter's topic, for ``_valid``
+    manifest.load()  # the tweeter's topic, for ``_valid``
     # Points: the ledger is the truth. Its key (cause, rule) keeps an award single; the bus
     # shows whether the service announced one award twice under different ids.
     expected = traffic.expected_awards()

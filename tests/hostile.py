@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from dovecote import activity as act
 from dovecote import topics
+from dovecote.tools import manifest
 
 T = TypeVar("T")
 DEFAULT_EXAMPLES = 10_000
@@ -237,7 +238,7 @@ huge = st.builds(
 def payload_types() -> list[act.Codec]:
     """The generic activity (what a filter like ``events/#`` takes off the registry) and
     every payload type of the registry, the services' own topics included."""
-    topics.load_service_topics()
+    manifest.load()  # the whole registry
     kinds = {e.codec.kind for e in topics.all_topics()} | {act.Activity}
     return [act.Codec(k) for k in sorted(kinds, key=lambda k: k.__name__)]
 

@@ -9,6 +9,8 @@ import pytest
 
 from dovecote import activity as act
 from dovecote import topics
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 
 ACTOR = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 
@@ -24,7 +26,7 @@ def test_new_activity_has_every_required_property() -> None:
     assert a["@context"] == act.AS_CONTEXT
     assert a["id"].startswith("urn:uuid:")
     assert a["published"].endswith("Z")
-    decoded = topics.BUILD_START.codec.decode(act.encode(a))
+    decoded = gateway_topics.BUILD_START.codec.decode(act.encode(a))
     assert decoded.object.shouldFail is True
     assert decoded.context == "urn:uuid:1"
     assert decoded.actor.name == "Ada"
@@ -49,28 +51,28 @@ def test_new_activity_has_every_required_property() -> None:
 )
 def test_invalid_payloads_fail_with_a_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(act.InvalidActivity) as err:
-        topics.BUILD_START.codec.decode(payload)
+        gateway_topics.BUILD_START.codec.decode(payload)
     assert reason in str(err.value)
 
 
 def test_unknown_properties_are_allowed_as_as2_is_extensible() -> None:
     a = start(**{"dovecote:extra": {"x": 1}})
-    assert topics.BUILD_START.codec.decode(act.encode(a)).id == a["id"]
+    assert gateway_topics.BUILD_START.codec.decode(act.encode(a)).id == a["id"]
 
 
 def test_context_may_be_a_list_that_includes_as2() -> None:
     a = start(**{"@context": [act.AS_CONTEXT, {"ex": "https://example.com/ns#"}]})
-    topics.BUILD_START.codec.decode(act.encode(a))
+    gateway_topics.BUILD_START.codec.decode(act.encode(a))
 
 
 def test_progress_outside_0_100_is_refused() -> None:
     build = {"type": "Build", "id": "urn:uuid:2", "name": "B", "state": "running", "progress": 140}
     with pytest.raises(act.InvalidActivity, match="progress"):
-        topics.BUILD_PROGRESS.codec.decode(act.encode(act.new("Update", ACTOR, build)))
+        builder_topics.BUILD_PROGRESS.codec.decode(act.encode(act.new("Update", ACTOR, build)))
 
 
 def test_json_schema_is_generated_from_the_same_types() -> None:
-    schema = act.json_schema(act.StartBuild)
+    schema = act.json_schema(gateway_topics.StartBuild)
     start_def = schema["$defs"]["StartBuild"]
     assert set(start_def["required"]) >= {"@context", "id", "type", "actor", "object", "published"}
     assert start_def["properties"]["type"] == {"enum": ["Start"]}
@@ -80,6 +82,6 @@ def test_json_schema_is_generated_from_the_same_types() -> None:
 def test_a_payload_nested_too_deeply_is_invalid_not_a_recursion_error(depth: int) -> None:
     deep = start(type="Reject", object=None, target=None)
     payload = act.encode(deep).replace(b'"target":null', b'"target":' + b"[" * depth + b"]" * depth)
-    for codec in (topics.PRESENCE_QUERY.codec, topics.BUILD_REJECTED.codec):
+    for codec in (topics.PRESENCE_QUERY.codec, builder_topics.BUILD_REJECTED.codec):
         with pytest.raises(act.InvalidActivity, match="nested too deeply"):
             codec.decode(payload)

@@ -15,7 +15,7 @@ import yaml
 
 from dovecote import activity as act
 from dovecote import topics
-from dovecote.tools import asyncapi, docs
+from dovecote.tools import asyncapi, docs, manifest
 
 PARSER_DIR = Path(__file__).resolve().parent / "asyncapi"
 INSTALL = "make test (or: npm ci --prefix tests/asyncapi --ignore-scripts)"
@@ -23,7 +23,7 @@ INSTALL = "make test (or: npm ci --prefix tests/asyncapi --ignore-scripts)"
 
 @pytest.fixture(scope="module")
 def committed() -> dict[str, Any]:
-    docs.load_service_topics()
+    manifest.load()
     doc: dict[str, Any] = asyncapi.load(docs.ASYNCAPI_YAML)
     return doc
 

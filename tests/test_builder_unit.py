@@ -10,12 +10,13 @@ import pytest
 from msgspec.structs import replace
 
 from dovecote import activity as act
-from dovecote import topics
 from dovecote.config import Settings
 from dovecote.service import Bus, Delivery
 from services.builder import build as b
 from services.builder import service as builder_service
+from services.builder import topics as builder_topics
 from services.builder.service import Builder
+from services.gateway import topics as gateway_topics
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 ADA_ACTOR = act.Actor(type="Person", id=ADA["id"], name="Ada")
@@ -39,7 +40,7 @@ def test_a_build_asked_to_fail_fails_at_seventy() -> None:
 
 
 def test_history_is_newest_first_unique_and_bounded() -> None:
-    history: list[act.Build] = []
+    history: list[builder_topics.Build] = []
     builds = [b.new_build(i, False, ADA_ACTOR, "w") for i in range(30)]
     for x in builds:
         history = b.with_history(history, x)
@@ -68,10 +69,10 @@ def make_builder(tick: str = "0") -> tuple[Builder, Recorder]:
     return builder, rec
 
 
-def start_command(fail: bool = False) -> tuple[act.StartBuild, Delivery]:
+def start_command(fail: bool = False) -> tuple[gateway_topics.StartBuild, Delivery]:
     a = act.new("Start", ADA, {"type": "Build", "shouldFail": fail}, context="urn:uuid:c1")
-    return topics.BUILD_START.codec.decode(act.encode(a)), Delivery.of(
-        "dovecote", topics.BUILD_START, a
+    return gateway_topics.BUILD_START.codec.decode(act.encode(a)), Delivery.of(
+        "dovecote", gateway_topics.BUILD_START, a
     )
 
 
@@ -107,19 +108,21 @@ async def test_stop_mid_build_publishes_stopped() -> None:
     await asyncio.sleep(0.12)
     stop = act.new("Stop", ADA, {"type": "Build"})
     await builder.on_stop(
-        topics.BUILD_STOP.codec.decode(act.encode(stop)),
-        Delivery.of("dovecote", topics.BUILD_STOP, stop),
+        gateway_topics.BUILD_STOP.codec.decode(act.encode(stop)),
+        Delivery.of("dovecote", gateway_topics.BUILD_STOP, stop),
     )
     final = [p for t, p, _, _ in rec.sent if t.endswith("events/build/stopped")]
     assert len(final) == 1 and 0 < final[0]["object"]["progress"] < 100
     assert builder.task is None
 
 
-def own_state(builder: Builder, state: act.Build, retained: bool) -> tuple[Any, Delivery]:
+def own_state(
+    builder: Builder, state: builder_topics.Build, retained: bool
+) -> tuple[Any, Delivery]:
     update = act.new("Update", act.service("builder"), state)
     return (
-        topics.BUILD_STATE.codec.decode(act.encode(update)),
-        Delivery.of("dovecote", topics.BUILD_STATE, update, retained=retained),
+        builder_topics.BUILD_STATE.codec.decode(act.encode(update)),
+        Delivery.of("dovecote", builder_topics.BUILD_STATE, update, retained=retained),
     )
 
 
@@ -154,8 +157,8 @@ async def test_a_start_older_than_the_max_age_is_refused_with_a_reason_and_never
     old = act.new("Start", ADA, {"type": "Build"}, context="urn:uuid:c1")
     old["published"] = "2020-01-01T10:00:00.000Z"  # long before "now": queued while offline
     await builder.on_start(
-        topics.BUILD_START.codec.decode(act.encode(old)),
-        Delivery.of("dovecote", topics.BUILD_START, old),
+        gateway_topics.BUILD_START.codec.decode(act.encode(old)),
+        Delivery.of("dovecote", gateway_topics.BUILD_START, old),
     )
     assert builder.task is None and builder.current is None
     [(topic, refused, _, _)] = rec.sent
@@ -182,8 +185,8 @@ async def test_a_start_that_came_late_while_the_builder_was_online_names_its_gat
     online_since = builder.bus.link.up_since
     assert online_since is not None
     await builder.on_start(
-        topics.BUILD_START.codec.decode(act.encode(late)),
-        Delivery.of("dovecote", topics.BUILD_START, late),
+        gateway_topics.BUILD_START.codec.decode(act.encode(late)),
+        Delivery.of("dovecote", gateway_topics.BUILD_START, late),
     )
     [(_, refused, _, _)] = rec.sent
     summary = refused["summary"]
@@ -197,7 +200,7 @@ async def test_a_start_that_came_late_while_the_builder_was_online_names_its_gat
     builder.bus.link.went_down()
     builder.bus.link.went_up()
     assert "(the builder was offline)" in builder_service.expired_why(
-        topics.BUILD_START.codec.decode(act.encode(late)), 12.0, builder.bus.link.up_since
+        gateway_topics.BUILD_START.codec.decode(act.encode(late)), 12.0, builder.bus.link.up_since
     )
 
 
@@ -208,8 +211,8 @@ async def test_a_stopped_build_says_who_stopped_it_and_a_failed_one_why() -> Non
     grace = {"type": "Person", "id": "http://localhost:8080/users/grace", "name": "Grace"}
     stop = act.new("Stop", grace, {"type": "Build"})
     await builder.on_stop(
-        topics.BUILD_STOP.codec.decode(act.encode(stop)),
-        Delivery.of("dovecote", topics.BUILD_STOP, stop),
+        gateway_topics.BUILD_STOP.codec.decode(act.encode(stop)),
+        Delivery.of("dovecote", gateway_topics.BUILD_STOP, stop),
     )
     [stopped] = [p for t, p, _, _ in rec.sent if t.endswith("events/build/stopped")]
     build = stopped["object"]

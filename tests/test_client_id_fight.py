@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from dovecote import Delivery, Service, handles, topics
+from dovecote import Delivery, Service, handles
 from dovecote import activity as act
 from dovecote.config import Settings, parse_mqtt_url
 from dovecote.errors import BusError
@@ -29,6 +29,7 @@ from dovecote.mqtt import Connection
 from dovecote.testing.plugin import Probe, TestBroker
 from dovecote.tools.broker import free_port
 from dovecote.worker import Worker
+from services.gateway import topics as gateway_topics
 from tests.chaos import FaultRow, record
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
@@ -42,8 +43,8 @@ class Fought(Service):
     async def setup(self) -> None:
         self.started: list[str] = []
 
-    @handles(topics.BUILD_START)
-    async def on_start(self, activity: act.StartBuild, delivery: Delivery) -> None:
+    @handles(gateway_topics.BUILD_START)
+    async def on_start(self, activity: gateway_topics.StartBuild, delivery: Delivery) -> None:
         self.started.append(activity.id)
 
 

@@ -11,9 +11,11 @@ import pytest
 
 from dovecote import activity as act
 from dovecote import topics
-from dovecote.tools import asyncapi
+from dovecote.tools import asyncapi, manifest
+from services.gateway import topics as gateway_topics
+from services.notifier import topics as notifier_topics
 
-topics.load_service_topics()
+manifest.load()  # the whole registry: every service's contract
 
 
 def undescribed(schema: dict[str, Any], where: str) -> Iterator[str]:
@@ -58,9 +60,9 @@ def test_the_check_fails_on_a_field_without_a_description() -> None:
 
 def test_the_published_documents_carry_the_meanings() -> None:
     doc = asyncapi.document()
-    start = doc["channels"][asyncapi.channel_id(topics.BUILD_START)]
+    start = doc["channels"][asyncapi.channel_id(gateway_topics.BUILD_START)]
     assert "who pressed Start" in start["description"]
-    notes = doc["channels"][asyncapi.channel_id(topics.NOTIFICATION)]
+    notes = doc["channels"][asyncapi.channel_id(notifier_topics.NOTIFICATION)]
     assert "preferredUsername" in notes["parameters"]["user"]["description"]
     assert "at least once" in doc["info"]["description"]
     build = doc["components"]["schemas"]["Build"]["properties"]["attributedTo"]

@@ -34,8 +34,9 @@ from dovecote.project import PROJECT
 from dovecote.testing.gateway import DEMO_PASSWORD, signed_in
 from dovecote.testing.plugin import Probe, ServiceProcess, TestBroker
 from dovecote.testing.rabbitmq import PrivateRabbitMQ
-from dovecote.tools import acl, logins, units
+from dovecote.tools import acl, logins, manifest, units
 from dovecote.tools.broker import PrivateMosquitto, free_port
+from services.notifier import topics as notifier_topics
 from tests import imagefiles
 from tests.chaos import FaultRow, record
 from tests.fixtures import deadletter_cli, wait_http
@@ -282,7 +283,7 @@ def forgeries(user: str) -> list[str]:
     operator's commands are also owned by a service that acts for operators (the gateway).
     """
     other = next(s for s in SERVICES if s != user)
-    operates = user in SERVICES and logins.service_classes()[user].operator
+    operates = user in SERVICES and manifest.load().by_name[user].operator
     out = []
     for t in topics.all_topics():
         if t.publisher == user or (t.publisher == "*" and "service" not in t.params):
@@ -460,7 +461,7 @@ async def test_the_whole_federation_works_on_the_production_config_and_no_one_ca
     denied on the way. Not too loose: every user's login then tries every topic that user
     does not own, and none of those messages reaches anyone.
     """
-    topics.load_service_topics()
+    manifest.load()
     ca = str(secured.certs.ca)
     observer = Probe(secured.url(WATCH), ROOT, client_id=f"{ROOT}-{WATCH}", ca_file=ca)
     await observer.start()
@@ -553,7 +554,7 @@ async def test_no_login_can_take_another_logins_session(secured: Secured, tmp_pa
     login connects with every other login's client id, asking for that session: each is
     refused. Points, back, finds the 5 in its session and awards all of them.
     """
-    topics.load_service_topics()
+    manifest.load()
     ca = str(secured.certs.ca)
     observer = Probe(secured.url(WATCH), ROOT, client_id=f"{ROOT}-{WATCH}", ca_file=ca)
     await observer.start()
@@ -605,8 +606,7 @@ async def test_each_login_reads_exactly_what_its_handlers_subscribe_to(secured: 
     as a $share) and to the whole root: granted exactly where one of its workers'
     subscriptions (its handlers, its inbox, the presence query, the start-up probe)
     covers it."""
-    topics.load_service_topics()
-    classes = logins.service_classes()
+    classes = manifest.load().by_name
     wanted = [t.filter(ROOT) for t in topics.all_topics()] + [f"{ROOT}/#"]
     checked = 0
     for service in SERVICES:
@@ -623,7 +623,7 @@ async def test_each_login_reads_exactly_what_its_handlers_subscribe_to(secured: 
                 assert (code < 0x80) == expected, f"{service} subscribing {form}: {code:#x}"
                 checked += 1
         await conn.stop()
-    notifications = topics.NOTIFICATION.filter(ROOT)
+    notifications = notifier_topics.NOTIFICATION.filter(ROOT)
     readers = [
         s for s in SERVICES if any(pool.covers(m, notifications) for m in classes[s].filters(ROOT))
     ]
@@ -883,7 +883,7 @@ async def test_the_whole_federation_works_on_the_rabbitmq_permissions_and_no_one
     on its own connection, which must be closed by the broker, its message seen by no one.
     """
     assert isinstance(broker, PrivateRabbitMQ)
-    topics.load_service_topics()
+    manifest.load()
     url_for = rabbitmq_users(broker, tmp_path)
     watch_id = f"{ROOT}-observer-tail-{uuid.uuid4().hex[:8]}"  # a tool's id: the observer's
     observer = await Probe(url_for(acl.OBSERVER), ROOT, client_id=watch_id).start()

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import multiprocessing
 import random
 import secrets
@@ -44,10 +42,9 @@ from yarl import URL
 
 from dovecote import activity as act
 from dovecote import letters, topics
-from dovecote.project import PROJECT
-from dovecote.service import Service
 from dovecote.testing.gateway import cookie_header, signed_in, token_for
 from dovecote.testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
+from dovecote.tools import manifest
 from services.gateway.hub import Hub
 from services.gateway.web import create_app
 from tests import hostile
@@ -101,17 +98,6 @@ def clean_logs(procs: list[ServiceProcess]) -> None:
 # --- 1. the bus ---------------------------------------------------------------------------
 
 
-def service_classes() -> dict[str, type[Service]]:
-    """Every service of the federation, found in services/<name>/service.py."""
-    found: dict[str, type[Service]] = {}
-    for path in sorted((PROJECT / "services").glob("*/service.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.service")
-        for _, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, Service) and cls.__module__ == module.__name__:
-                found[cls.name] = cls
-    return found
-
-
 def sample(entry: topics.Topic, root: str, services: list[str]) -> list[str]:
     """Concrete addresses of one registry entry, a parameter filled with each likely id."""
     values = {
@@ -139,8 +125,7 @@ class BusTargets:
 
 
 def bus_targets(root: str) -> BusTargets:
-    topics.load_service_topics()
-    classes = service_classes()
+    classes = manifest.load().by_name
     filters = {name: cls.filters(root) for name, cls in classes.items()}
     names = sorted(classes)
     candidates = [a for e in topics.all_topics() for a in sample(e, root, names)]

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from dovecote import activity as act
-from dovecote import topics
 from services.gateway import commands
+from services.gateway import topics as gateway_topics
 from services.gateway.hub import envelope
 
 ADA = act.Actor(type="Person", id="http://localhost:8080/users/ada", name="Ada")
@@ -17,7 +17,7 @@ ADA = act.Actor(type="Person", id="http://localhost:8080/users/ada", name="Ada")
 
 def test_start_and_stop_become_registry_commands() -> None:
     entry, a = commands.parse("build.start", {"shouldFail": True}, ADA)
-    assert entry is topics.BUILD_START
+    assert entry is gateway_topics.BUILD_START
     assert orjson.loads(act.encode(a)) == {
         "@context": act.AS_CONTEXT,
         "id": a.id,
@@ -28,7 +28,7 @@ def test_start_and_stop_become_registry_commands() -> None:
         "context": a.id,  # a command starts its own correlation
     }
     entry, a = commands.parse("build.stop", {"id": "urn:uuid:1"}, ADA)
-    assert entry is topics.BUILD_STOP and orjson.loads(act.encode(a))["object"] == {
+    assert entry is gateway_topics.BUILD_STOP and orjson.loads(act.encode(a))["object"] == {
         "type": "Build",
         "id": "urn:uuid:1",
     }

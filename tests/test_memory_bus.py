@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from dovecote import Delivery, Service, handles, topics
+from dovecote import Delivery, Service, handles
 from dovecote import activity as act
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Message, Will
 from dovecote.testing.memory import URL, MemoryBroker, MemoryBus, MemoryConnection
 from dovecote.testing.plugin import wait_until
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 
 ADDRESS = parse_mqtt_url(URL)
 
@@ -214,16 +216,20 @@ class Counter(Service):
     async def setup(self) -> None:
         self.started: list[str] = []
 
-    @handles(topics.BUILD_START)
-    async def on_start(self, activity: act.StartBuild, delivery: Delivery) -> None:
+    @handles(gateway_topics.BUILD_START)
+    async def on_start(self, activity: gateway_topics.StartBuild, delivery: Delivery) -> None:
         behaviour = type(self).behaviour
         if behaviour is not None:
             await behaviour()
         self.started.append(activity.id)
-        build = act.Build(type="Build", id=activity.id, name="b", state="running", progress=0)
+        build = builder_topics.Build(
+            type="Build", id=activity.id, name="b", state="running", progress=0
+        )
         self.bus.publish(
-            topics.BUILD_STATE,
-            act.BuildUpdated(**act.envelope(), type="Update", actor=self.bus.actor, object=build),
+            builder_topics.BUILD_STATE,
+            builder_topics.BuildUpdated(
+                **act.envelope(), type="Update", actor=self.bus.actor, object=build
+            ),
         )
 
 

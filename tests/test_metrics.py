@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from dovecote import Delivery, Service, handles, metrics, topics
+from dovecote import Delivery, Service, handles, metrics
 from dovecote import activity as act
 from dovecote.config import Settings
 from dovecote.metrics import BOUNDS, Meter, Unmetered, quantile
 from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto
 from dovecote.worker import Worker
+from services.gateway import topics as gateway_topics
 from tests.fixtures import start_poisoned_tally
 from tests.services.tally.ledger import open_ledger
 
@@ -44,8 +45,8 @@ class Quiet(Service):
 
     name = "quiet"
 
-    @handles(topics.BUILD_START)
-    async def on_start(self, activity: act.StartBuild, delivery: Delivery) -> None:
+    @handles(gateway_topics.BUILD_START)
+    async def on_start(self, activity: gateway_topics.StartBuild, delivery: Delivery) -> None:
         pass
 
 

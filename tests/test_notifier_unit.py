@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from dovecote import activity as act
-from dovecote import topics
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 from services.notifier import messages
+from services.notifier import topics as notifier_topics
 from services.notifier.service import kept
 
 ADA = {
@@ -32,7 +34,7 @@ IMAGE = {
 
 
 def created() -> Any:
-    return topics.IMAGE_CREATED.codec.decode(
+    return gateway_topics.IMAGE_CREATED.codec.decode(
         act.encode(act.new("Create", ADA, IMAGE, context="urn:uuid:ctx"))
     )
 
@@ -59,7 +61,7 @@ def test_a_notification_is_valid_addressed_and_stable_across_redelivery() -> Non
     assert summary == "Ada Lovelace shared a photo: “cat <b>”"
     first = messages.notification(act.service("notifier"), grace, cause, summary)
     again = messages.notification(act.service("notifier"), grace, cause, summary)
-    topics.NOTIFICATION.codec.decode(act.encode(first))  # valid for its topic
+    notifier_topics.NOTIFICATION.codec.decode(act.encode(first))  # valid for its topic
     assert first.id == again.id  # a redelivered cause makes the same notification
     assert first.to == [GRACE["id"]] and first.context == "urn:uuid:ctx"
     assert first.object.object["url"] == IMAGE["url"]
@@ -75,12 +77,14 @@ def test_a_kept_notification_is_sent_again_byte_for_byte_as_it_was_published() -
 
 
 def test_build_summaries_speak_to_the_requester_and_about_them_to_others() -> None:
-    build = act.Build(type="Build", id="urn:uuid:b", name="Build #3", state="failed", progress=70)
+    build = builder_topics.Build(
+        type="Build", id="urn:uuid:b", name="Build #3", state="failed", progress=70
+    )
     ada = act.Actor(id=ADA["id"], type="Person", name="Ada Lovelace")
     grace = act.Actor(id=GRACE["id"], type="Person", name="Grace")
     assert messages.build_summary(build, ada, ada) == "Your Build #3 failed"
     assert messages.build_summary(build, ada, grace) == "Ada Lovelace’s Build #3 failed"
-    nightly = act.Build(
+    nightly = builder_topics.Build(
         type="Build", id="urn:uuid:n", name="nightly", state="succeeded", progress=100
     )
     assert messages.build_summary(nightly, ada, ada) == "Your build nightly succeeded"
@@ -112,7 +116,7 @@ def test_an_inbox_keeps_the_newest_once_each_and_reading_marks_up_to_one(tmp_pat
 
 def test_a_follow_tells_the_person_followed() -> None:
     follow = act.new("Follow", ADA, GRACE)
-    decoded = topics.PERSON_FOLLOWED.codec.decode(act.encode(follow))
+    decoded = gateway_topics.PERSON_FOLLOWED.codec.decode(act.encode(follow))
     assert messages.follow_summary(decoded) == "Ada Lovelace followed you"
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from dovecote import activity as act
 from dovecote import topics
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 from services.points import rules
 from services.points.ledger import Ledger
 
@@ -46,24 +48,24 @@ def build(state: str, by: dict[str, Any] | None = ADA) -> dict[str, Any]:
 
 
 def test_an_upload_earns_the_uploader_10() -> None:
-    a = decoded(topics.IMAGE_CREATED, act.new("Create", ADA, IMAGE))
-    [(rule, person)] = rules.earned(topics.IMAGE_CREATED, a)
+    a = decoded(gateway_topics.IMAGE_CREATED, act.new("Create", ADA, IMAGE))
+    [(rule, person)] = rules.earned(gateway_topics.IMAGE_CREATED, a)
     assert (rule.name, rule.points, person.id) == ("upload", 10, ADA["id"])
 
 
 def test_a_successful_build_earns_whoever_asked_5_and_a_failed_one_nothing() -> None:
-    ok = decoded(topics.BUILD_SUCCEEDED, build("succeeded"))
-    [(rule, person)] = rules.earned(topics.BUILD_SUCCEEDED, ok)
+    ok = decoded(builder_topics.BUILD_SUCCEEDED, build("succeeded"))
+    [(rule, person)] = rules.earned(builder_topics.BUILD_SUCCEEDED, ok)
     assert (rule.name, rule.points, person.preferredUsername) == ("build", 5, "ada")
-    failed = decoded(topics.BUILD_FAILED, build("failed"))
-    assert rules.earned(topics.BUILD_FAILED, failed) == []
-    anonymous = decoded(topics.BUILD_SUCCEEDED, build("succeeded", by=None))
-    assert rules.earned(topics.BUILD_SUCCEEDED, anonymous) == []
+    failed = decoded(builder_topics.BUILD_FAILED, build("failed"))
+    assert rules.earned(builder_topics.BUILD_FAILED, failed) == []
+    anonymous = decoded(builder_topics.BUILD_SUCCEEDED, build("succeeded", by=None))
+    assert rules.earned(builder_topics.BUILD_SUCCEEDED, anonymous) == []
 
 
 def test_services_never_earn_points() -> None:
-    a = decoded(topics.IMAGE_CREATED, act.new("Create", act.service("bot"), IMAGE))
-    assert rules.earned(topics.IMAGE_CREATED, a) == []
+    a = decoded(gateway_topics.IMAGE_CREATED, act.new("Create", act.service("bot"), IMAGE))
+    assert rules.earned(gateway_topics.IMAGE_CREATED, a) == []
 
 
 def test_the_ledger_counts_an_activity_once_even_across_reopening(tmp_path: Path) -> None:

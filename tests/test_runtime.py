@@ -22,6 +22,8 @@ from dovecote.project import PROJECT
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto, free_port
 from dovecote.worker import Worker
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 
@@ -42,8 +44,8 @@ class Recording(Service):
         self.seen = []
         self.failures = 0
 
-    @handles(topics.BUILD_START)
-    async def on_start(self, activity: act.StartBuild, delivery: Delivery) -> None:
+    @handles(gateway_topics.BUILD_START)
+    async def on_start(self, activity: gateway_topics.StartBuild, delivery: Delivery) -> None:
         self.seen.append((activity.id, delivery.topic))
         behaviour = type(self).behaviour
         if behaviour is not None:
@@ -427,10 +429,14 @@ def test_a_service_may_only_publish_its_own_topics(settings: Settings) -> None:
     from dovecote.service import Bus
 
     bus = Bus(lambda *a: None, "recorder", settings)
-    build = act.Build(type="Build", id="urn:uuid:1", name="B", state="running", progress=0)
-    state = act.BuildUpdated(**act.envelope(), type="Update", actor=bus.actor, object=build)
+    build = builder_topics.Build(
+        type="Build", id="urn:uuid:1", name="B", state="running", progress=0
+    )
+    state = builder_topics.BuildUpdated(
+        **act.envelope(), type="Update", actor=bus.actor, object=build
+    )
     with pytest.raises(topics.TopicError, match="may not publish"):
-        bus.publish(topics.BUILD_STATE, state)
+        bus.publish(builder_topics.BUILD_STATE, state)
     # What a type cannot say, the registry's decoder does: no negative attempts.
     parked = act.ParkedMessage(
         type="Object",
@@ -453,8 +459,8 @@ class Twice(Service):
     async def setup(self) -> None:
         self.calls: list[str] = []
 
-    @handles(topics.BUILD_STARTED)
-    async def broken(self, activity: act.BuildCreated, delivery: Delivery) -> None:
+    @handles(builder_topics.BUILD_STARTED)
+    async def broken(self, activity: builder_topics.BuildCreated, delivery: Delivery) -> None:
         self.calls.append("broken")
         raise ValueError("always")
 

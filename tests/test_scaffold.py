@@ -81,6 +81,27 @@ def test_the_template_renders_every_file_with_the_names_filled_in() -> None:
     assert all("$" not in text for text in files.values())
 
 
+def test_a_new_service_is_listed_in_the_federation_where_sorting_puts_it(tmp_path: Path) -> None:
+    """Its contract in contracts.py and its class in the manifest, as ruff would order them."""
+    (tmp_path / "services").mkdir()
+    for rel in ("pyproject.toml", "services/contracts.py", "services/federation.py"):
+        shutil.copy2(PROJECT / rel, tmp_path / rel)
+    folder = scaffold.new_service("hello", tmp_path, "services.federation:FEDERATION")
+    assert folder == tmp_path / "services" / "hello"
+    contracts = (tmp_path / "services/contracts.py").read_text()
+    federation = (tmp_path / "services/federation.py").read_text()
+    assert "from services.hello import topics as hello\n" in contracts
+    assert "    gateway,\n    hello,\n    notifier,\n" in contracts
+    assert "from services.hello.service import Hello\n" in federation
+    assert "        Gateway,\n        Hello,\n        Notifier,\n" in federation
+    lint = [str(VENV_BIN / "ruff"), "check", "--select", "I,F"]
+    lint += ["--config", "lint.isort.known-first-party=['dovecote', 'services']"]
+    ruff = subprocess.run([*lint, "services"], cwd=tmp_path, capture_output=True, text=True)
+    assert ruff.returncode == 0, ruff.stdout
+    with pytest.raises(scaffold.ScaffoldError, match="services/hello already exists"):
+        scaffold.new_service("hello", tmp_path, "services.federation:FEDERATION")
+
+
 @pytest.mark.slow
 @pytest.mark.brokers("mosquitto")  # it proves the scaffold; the broker is not the point
 async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation(
@@ -97,12 +118,14 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     out, _ = await run([*cli, "new-service", "hello"], repo, env)
     assert "created services/hello/service.py" in out and "wrote docs/asyncapi.yaml" in out
     assert "listed HELLO_SIGNATURE in deploy/dovecote.env.example" in out
+    assert "listed hello in services/contracts.py and services/federation.py" in out
     assert "wrote deploy/mosquitto/roles.json" in out
     assert "wrote deploy/rabbitmq/permissions.sh" in out
     assert "wrote deploy/systemd/dovecote-hello@.service" in out
 
-    # One new folder; the rest of the change is what follows from it: the contract, the
-    # broker users, its unit, its setting listed. No service edited.
+    # One new folder, listed in the federation (its contract, its class); the rest of the
+    # change is what follows from it: the contract, the broker users, its unit, its
+    # setting listed. No service edited.
     changed, _ = await run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
     assert sorted(line[3:] for line in changed.splitlines()) == [
         "deploy/dovecote.env.example",
@@ -113,6 +136,8 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
         "docs/schemas/HelloNoteCreated.json",
         "docs/schemas/HelloState.json",
         "docs/topics.md",
+        "services/contracts.py",
+        "services/federation.py",
         "services/hello/__init__.py",
         "services/hello/__main__.py",
         "services/hello/service.py",
@@ -130,8 +155,8 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
 
     # The generated code meets the project's own bar, its own tests are green, and what the
     # project checks of every service holds for it: docs, ACLs, units, the env example.
-    await run([str(VENV_BIN / "ruff"), "check", "services/hello"], repo, env)
-    await run([str(VENV_BIN / "ruff"), "format", "--check", "services/hello"], repo, env)
+    await run([str(VENV_BIN / "ruff"), "check", "services"], repo, env)
+    await run([str(VENV_BIN / "ruff"), "format", "--check", "services"], repo, env)
     await run([str(VENV_BIN / "mypy"), "services/hello"], repo, env)
     # One broker is enough to prove the scaffolded test (the outer test picks which).
     pytest_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v"]
@@ -159,7 +184,7 @@ async def test_a_scaffolded_service_passes_its_own_test_and_joins_the_federation
     assert "3 failed" in out and "Build #7 succeeded, noted by" in out, out
     service_py.write_text(original)
 
-    # The supervisor found it with no list to edit: `dovecote run hello` starts it.
+    # The manifest lists it: `dovecote run hello` starts it.
     sup = await asyncio.create_subprocess_exec(
         *cli, "run", "hello", cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

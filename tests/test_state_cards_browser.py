@@ -35,9 +35,12 @@ async def test_a_new_service_has_its_card_on_the_dashboard_with_no_gateway_edit(
     await run([*cli, "new-service", "badges"], repo, env)
     changed, _ = await run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
     touched = sorted(line[3:] for line in changed.splitlines())
-    # Its folder and what is generated from it (the contract, the broker's permissions, its
-    # unit, its setting in the env example): not one gateway, page or shared file.
-    assert touched and all(f.startswith(("services/badges/", "docs/", "deploy/")) for f in touched)
+    # Its folder, its lines in the federation's lists, and what is generated from it (the
+    # contract, the broker's permissions, its unit, its setting in the env example): not
+    # one gateway, page or shared file.
+    lists = ("services/contracts.py", "services/federation.py")
+    made = ("services/badges/", "docs/", "deploy/", *lists)
+    assert touched and all(f.startswith(made) for f in touched)
 
     sup = await asyncio.create_subprocess_exec(
         *cli, "run", "builder", "badges", "notifier", "gateway", cwd=repo, env=env,

@@ -7,6 +7,7 @@ import pytest
 from dovecote import activity as act
 from dovecote import topics
 from dovecote.topics import Topic, TopicError, check_id, matches, slug
+from services.builder import topics as builder_topics
 
 
 def test_address_and_filter_of_a_parameterised_topic() -> None:
@@ -14,7 +15,7 @@ def test_address_and_filter_of_a_parameterised_topic() -> None:
         "dovecote/services/builder/2"
     )
     assert topics.PRESENCE.filter("dovecote") == "dovecote/services/+/+"
-    assert topics.BUILD_STATE.filter("x") == "x/state/build"
+    assert builder_topics.BUILD_STATE.filter("x") == "x/state/build"
 
 
 def test_match_returns_parameters_or_none() -> None:

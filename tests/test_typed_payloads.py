@@ -13,35 +13,37 @@ from pathlib import Path
 import orjson
 
 from dovecote import activity as act
-from dovecote import topics
+from services.notifier import topics as notifier_topics
 
 PROJECT = Path(__file__).resolve().parents[1]
 
 SNIPPET = """
-from dovecote import Bus, topics
+from dovecote import Bus
 from dovecote import activity as act
+from services.builder import topics as builds
+from services.notifier import topics as inbox
 
 
 def fine(bus: Bus) -> None:
-    state = act.InboxState(type="OrderedCollection", totalItems=1, unread=0)
-    update = act.InboxUpdated(**act.envelope(), type="Update", actor=bus.actor, object=state)
-    bus.publish(topics.INBOX_STATE, update, user="ada")
+    state = inbox.InboxState(type="OrderedCollection", totalItems=1, unread=0)
+    update = inbox.InboxUpdated(**act.envelope(), type="Update", actor=bus.actor, object=state)
+    bus.publish(inbox.INBOX_STATE, update, user="ada")
 
 
 def forgets_a_field(bus: Bus) -> None:
-    state = act.InboxState(type="OrderedCollection", totalItems=1)  # refused: "unread"
-    update = act.InboxUpdated(**act.envelope(), type="Update", actor=bus.actor, object=state)
-    bus.publish(topics.INBOX_STATE, update, user="ada")
+    state = inbox.InboxState(type="OrderedCollection", totalItems=1)  # refused: "unread"
+    update = inbox.InboxUpdated(**act.envelope(), type="Update", actor=bus.actor, object=state)
+    bus.publish(inbox.INBOX_STATE, update, user="ada")
 
 
 def publishes_a_dict(bus: Bus) -> None:
     raw = act.new("Update", bus.actor, {"type": "OrderedCollection"})
-    bus.publish(topics.INBOX_STATE, raw, user="ada")  # refused: "P"
+    bus.publish(inbox.INBOX_STATE, raw, user="ada")  # refused: "P"
 
 
-def publishes_on_the_wrong_topic(bus: Bus, build: act.Build) -> None:
-    started = act.BuildCreated(**act.envelope(), type="Create", actor=bus.actor, object=build)
-    bus.publish(topics.BUILD_PROGRESS, started)  # refused: "P"
+def publishes_on_the_wrong_topic(bus: Bus, build: builds.Build) -> None:
+    started = builds.BuildCreated(**act.envelope(), type="Create", actor=bus.actor, object=build)
+    bus.publish(builds.BUILD_PROGRESS, started)  # refused: "P"
 """
 
 
@@ -95,10 +97,10 @@ def test_a_typed_activity_is_the_json_its_hand_made_dict_was() -> None:
     millisecond with ``Z``."""
     grace = act.Actor(type="Person", id="http://gw/users/grace", preferredUsername="grace")
     envelope = act.envelope(act.derived_id("urn:uuid:cause", grace.id))
-    about = act.NotifiedActivity(
+    about = notifier_topics.NotifiedActivity(
         type="Create", id="urn:uuid:cause", actor=grace, object={"type": "Image"}
     )
-    note = act.Notification(
+    note = notifier_topics.Notification(
         **envelope,
         type="Announce",
         actor=act.service("notifier"),
@@ -121,4 +123,4 @@ def test_a_typed_activity_is_the_json_its_hand_made_dict_was() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", published)
     raw["published"] = published
     assert orjson.loads(act.encode(note)) == raw
-    topics.NOTIFICATION.codec.decode(act.encode(note))
+    notifier_topics.NOTIFICATION.codec.decode(act.encode(note))

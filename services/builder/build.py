@@ -5,6 +5,7 @@ from __future__ import annotations
 from msgspec.structs import replace
 
 from dovecote import activity as act
+from services.builder import topics as builder_topics
 
 STEPS = 10  # the seed: 10 ticks of 10 %
 FAIL_AT = 70  # a build asked to fail turns red here, as in the seed
@@ -12,8 +13,10 @@ HISTORY_SIZE = 20
 ASKED_TO_FAIL = f"failed at {FAIL_AT} %, as asked when it was started"
 
 
-def new_build(number: int, should_fail: bool, requested_by: act.Actor, worker: str) -> act.Build:
-    return act.Build(
+def new_build(
+    number: int, should_fail: bool, requested_by: act.Actor, worker: str
+) -> builder_topics.Build:
+    return builder_topics.Build(
         type="Build",
         id=act.new_id(),
         name=f"Build #{number}",
@@ -26,7 +29,7 @@ def new_build(number: int, should_fail: bool, requested_by: act.Actor, worker: s
     )
 
 
-def advanced(build: act.Build) -> act.Build:
+def advanced(build: builder_topics.Build) -> builder_topics.Build:
     """The build one tick later: 10 % more, failed at 70 % if asked, succeeded at 100 %."""
     progress = min(100, build.progress + 100 // STEPS)
     if build.shouldFail and progress >= FAIL_AT:
@@ -37,8 +40,11 @@ def advanced(build: act.Build) -> act.Build:
 
 
 def finished(
-    build: act.Build, state: act.BuildState, progress: int | None = None, why: str | None = None
-) -> act.Build:
+    build: builder_topics.Build,
+    state: builder_topics.BuildState,
+    progress: int | None = None,
+    why: str | None = None,
+) -> builder_topics.Build:
     """The build ended: ``why`` is the reason a page shows (failed, stopped: by whom)."""
     done = replace(
         build,
@@ -49,14 +55,16 @@ def finished(
     return replace(done, summary=why) if why else done
 
 
-def stopped_why(build: act.Build, by: act.Actor | None) -> str:
+def stopped_why(build: builder_topics.Build, by: act.Actor | None) -> str:
     """Who stopped it, and where: a person's Stop, or the builder shutting down."""
     if by is None:
         return f"stopped at {build.progress} %: the builder was shut down"
     return f"stopped by {by.name or by.id} at {build.progress} %"
 
 
-def with_history(history: list[act.Build], build: act.Build) -> list[act.Build]:
+def with_history(
+    history: list[builder_topics.Build], build: builder_topics.Build
+) -> list[builder_topics.Build]:
     """Newest first, one entry per build id, bounded."""
     rest = [b for b in history if b.id != build.id]
     return [build, *rest][:HISTORY_SIZE]

@@ -30,15 +30,17 @@ from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import Settings
 from services.builder import build as b
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 
 # At most this many seconds a first command waits for the retained history: normally the
 # runtime says it has arrived (or that there is none) within milliseconds of connecting.
 RESTORE_WAIT = 2.0
 
 FINAL_TOPIC = {
-    "succeeded": topics.BUILD_SUCCEEDED,
-    "failed": topics.BUILD_FAILED,
-    "stopped": topics.BUILD_STOPPED,
+    "succeeded": builder_topics.BUILD_SUCCEEDED,
+    "failed": builder_topics.BUILD_FAILED,
+    "stopped": builder_topics.BUILD_STOPPED,
 }
 
 
@@ -51,23 +53,23 @@ class Builder(Service):
         self.tick = settings.get_float("BUILD_TICK_SECONDS", 1.0, 0.0, 60.0)
         self.max_age = settings.get_float("BUILD_COMMAND_MAX_AGE", 10.0, 1.0, 86400.0)
         self.stopped_by: act.Actor | None = None  # who asked to stop the running build
-        self.current: act.Build | None = None  # the build this worker runs
+        self.current: builder_topics.Build | None = None  # the build this worker runs
         self.context: str | None = None
         self.task: asyncio.Task[None] | None = None
-        self.last_state: act.Build | None = None  # the federation's, from state/build
-        self.history: list[act.Build] = []
+        self.last_state: builder_topics.Build | None = None  # the federation's, from state/build
+        self.history: list[builder_topics.Build] = []
         self.total = 0
         self.worker = f"{self.name}.{bus.instance}"
         self.restored = asyncio.Event()  # our retained history has arrived (or never will)
         # This worker's own build as the bus last showed it before this process ran any:
         # running there means a previous process of this worker died mid-build.
-        self.orphan: act.Build | None = None
+        self.orphan: builder_topics.Build | None = None
         self.orphan_context: str | None = None
         self.settling: asyncio.Task[None] | None = None
         # The latest state/build and state/builds seen on the bus (this worker's own
         # included), as activities: what this worker republishes when asked, if it owns them.
-        self.seen_state: act.BuildUpdated | None = None
-        self.seen_history: act.BuildHistoryUpdated | None = None
+        self.seen_state: builder_topics.BuildUpdated | None = None
+        self.seen_history: builder_topics.BuildHistoryUpdated | None = None
 
     async def setup(self) -> None:
         # A fallback only: the runtime's retained_arrived normally comes long before this.
@@ -90,8 +92,8 @@ class Builder(Service):
             self.orphan = None
             self._finish("failed", "interrupted: the builder restarted mid-build")
 
-    @handles(topics.BUILD_START)
-    async def on_start(self, activity: act.StartBuild, _: Delivery) -> None:
+    @handles(gateway_topics.BUILD_START)
+    async def on_start(self, activity: gateway_topics.StartBuild, _: Delivery) -> None:
         age = (datetime.now(UTC) - activity.published).total_seconds()  # as it arrives
         if age > self.max_age:
             self._reject(activity, expired_why(activity, age, self.bus.link.up_since))
@@ -120,8 +122,8 @@ class Builder(Service):
             self.context,
         )
         self.bus.publish(
-            topics.BUILD_STARTED,
-            act.BuildCreated(
+            builder_topics.BUILD_STARTED,
+            builder_topics.BuildCreated(
                 **act.envelope(),
                 type="Create",
                 actor=self.bus.actor,
@@ -132,8 +134,8 @@ class Builder(Service):
         self._publish_state(None)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    @handles(topics.BUILD_STOP, shared=False)  # every worker hears it; the owner acts
-    async def on_stop(self, activity: act.StopBuild, _: Delivery) -> None:
+    @handles(gateway_topics.BUILD_STOP, shared=False)  # every worker hears it; the owner acts
+    async def on_stop(self, activity: gateway_topics.StopBuild, _: Delivery) -> None:
         wanted = activity.object.id
         if self.task is None or self.current is None:
             self.log.info("stop: no build running on this worker")
@@ -144,8 +146,8 @@ class Builder(Service):
         self.stopped_by = activity.actor
         await self._cancel()
 
-    @handles(topics.BUILD_STATE, shared=False)
-    async def on_state(self, activity: act.BuildUpdated, _: Delivery) -> None:
+    @handles(builder_topics.BUILD_STATE, shared=False)
+    async def on_state(self, activity: builder_topics.BuildUpdated, _: Delivery) -> None:
         self.seen_state = activity
         state = activity.object
         if state.worker != self.worker:
@@ -161,8 +163,8 @@ class Builder(Service):
                 (state, activity.context) if running else (None, None)
             )
 
-    @handles(topics.BUILD_HISTORY, shared=False)
-    async def on_history(self, activity: act.BuildHistoryUpdated, _: Delivery) -> None:
+    @handles(builder_topics.BUILD_HISTORY, shared=False)
+    async def on_history(self, activity: builder_topics.BuildHistoryUpdated, _: Delivery) -> None:
         self.seen_history = activity
         self.restored.set()
         if not self.history:
@@ -175,9 +177,11 @@ class Builder(Service):
         state = self.seen_state
         if state is None or (self.current is None and state.object.worker != self.worker):
             return
-        self.bus.publish(topics.BUILD_STATE, state)  # the same activity id: seen ones skip it
+        self.bus.publish(
+            builder_topics.BUILD_STATE, state
+        )  # the same activity id: seen ones skip it
         if self.seen_history is not None:
-            self.bus.publish(topics.BUILD_HISTORY, self.seen_history)
+            self.bus.publish(builder_topics.BUILD_HISTORY, self.seen_history)
 
     async def teardown(self) -> None:
         if self.settling is not None:
@@ -203,7 +207,7 @@ class Builder(Service):
                 await asyncio.sleep(self.tick)
                 self.current = b.advanced(self.current)
                 if self.current.state == "running":
-                    self._announce(topics.BUILD_PROGRESS)
+                    self._announce(builder_topics.BUILD_PROGRESS)
             self._finish(self.current.state)
         except asyncio.CancelledError:
             by, self.stopped_by = self.stopped_by, None
@@ -211,7 +215,7 @@ class Builder(Service):
             raise
 
     def _finish(
-        self, state: act.BuildState, why: str | None = None, by: act.Actor | None = None
+        self, state: builder_topics.BuildState, why: str | None = None, by: act.Actor | None = None
     ) -> None:
         assert self.current is not None
         build = self.current
@@ -224,32 +228,34 @@ class Builder(Service):
         self.history = b.with_history(self.history, build)
         self.total = max(self.total, len(self.history))
         self._announce(FINAL_TOPIC[state], summary=why)
-        self.seen_history = act.BuildHistoryUpdated(
+        self.seen_history = builder_topics.BuildHistoryUpdated(
             **act.envelope(),
             type="Update",
             actor=self.bus.actor,
-            object=act.BuildHistory(
+            object=builder_topics.BuildHistory(
                 type="OrderedCollection", totalItems=self.total, orderedItems=self.history
             ),
         )
-        self.bus.publish(topics.BUILD_HISTORY, self.seen_history)
+        self.bus.publish(builder_topics.BUILD_HISTORY, self.seen_history)
         self.log.info("%s %s at %d%% [context=%s]", build.name, state, build.progress, self.context)
         self.current, self.task = None, None
 
-    def _announce(self, event: topics.Topic[act.BuildUpdated], summary: str | None = None) -> None:
+    def _announce(
+        self, event: topics.Topic[builder_topics.BuildUpdated], summary: str | None = None
+    ) -> None:
         """Publish the event, then the same build as the retained state for late joiners."""
         self.bus.publish(event, self._update(summary))
         self._publish_state(summary)
 
     def _publish_state(self, summary: str | None) -> None:
         state = self._update(summary)
-        self.bus.publish(topics.BUILD_STATE, state)
+        self.bus.publish(builder_topics.BUILD_STATE, state)
         self.seen_state = state
 
-    def _update(self, summary: str | None) -> act.BuildUpdated:
+    def _update(self, summary: str | None) -> builder_topics.BuildUpdated:
         """The build as it is now, as a new activity."""
         assert self.current is not None
-        return act.BuildUpdated(
+        return builder_topics.BuildUpdated(
             **act.envelope(),
             type="Update",
             actor=self.bus.actor,
@@ -261,8 +267,8 @@ class Builder(Service):
     def _reject(self, command: act.Activity, why: str) -> None:
         self.log.info("refused %s: %s", command.type, why)
         self.bus.publish(
-            topics.BUILD_REJECTED,
-            act.BuildRejected(
+            builder_topics.BUILD_REJECTED,
+            builder_topics.BuildRejected(
                 **act.envelope(),
                 type="Reject",
                 actor=self.bus.actor,
@@ -273,7 +279,9 @@ class Builder(Service):
         )
 
 
-def expired_why(command: act.StartBuild, age: float, online_since: datetime | None) -> str:
+def expired_why(
+    command: gateway_topics.StartBuild, age: float, online_since: datetime | None
+) -> str:
     """Why a start that came too late is refused: a page shows this to the person.
 
     ``online_since``: when this builder's connection began (None: not connected). Online

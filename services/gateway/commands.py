@@ -25,10 +25,10 @@ import orjson
 from aiohttp import web
 
 from dovecote import activity as act
-from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.topics import Topic
 from services.gateway import busstatus, sessions, status
+from services.gateway import topics as gateway_topics
 from services.gateway.context import CTX, Context
 
 # A command's activity from the body (its fields checked) and the person asking.
@@ -49,33 +49,33 @@ def _fields(body: Mapping[str, Any], allowed: dict[str, type]) -> dict[str, Any]
     return {k: body[k] for k in allowed if k in body}
 
 
-def _start(body: Mapping[str, Any], actor: act.Actor) -> act.StartBuild:
+def _start(body: Mapping[str, Any], actor: act.Actor) -> gateway_topics.StartBuild:
     f = _fields(body, {"shouldFail": bool})
     envelope = act.envelope()
-    return act.StartBuild(
+    return gateway_topics.StartBuild(
         **envelope,
         type="Start",
         actor=actor,
-        object=act.BuildRequest(type="Build", shouldFail=f.get("shouldFail", False)),
+        object=gateway_topics.BuildRequest(type="Build", shouldFail=f.get("shouldFail", False)),
         context=envelope["id"],  # the command starts its own piece of work
     )
 
 
-def _stop(body: Mapping[str, Any], actor: act.Actor) -> act.StopBuild:
+def _stop(body: Mapping[str, Any], actor: act.Actor) -> gateway_topics.StopBuild:
     f = _fields(body, {"id": str})
     envelope = act.envelope()
-    return act.StopBuild(
+    return gateway_topics.StopBuild(
         **envelope,
         type="Stop",
         actor=actor,
-        object=act.BuildRef(type="Build", id=f.get("id")),
+        object=gateway_topics.BuildRef(type="Build", id=f.get("id")),
         context=envelope["id"],
     )
 
 
 COMMANDS: dict[str, tuple[Topic, Make]] = {
-    "build.start": (topics.BUILD_START, _start),
-    "build.stop": (topics.BUILD_STOP, _stop),
+    "build.start": (gateway_topics.BUILD_START, _start),
+    "build.stop": (gateway_topics.BUILD_STOP, _stop),
 }
 
 
@@ -99,7 +99,7 @@ def refusal(ctx: Context, name: str, activity: act.Activity) -> tuple[int, str] 
     hub, root = ctx.hub, ctx.root
     if name == "build.start":
         why = status.why_not_start(hub, root)
-    elif isinstance(activity, act.StopBuild):
+    elif isinstance(activity, gateway_topics.StopBuild):
         why = status.why_not_stop(hub, root, activity.object.id)
     else:
         return None

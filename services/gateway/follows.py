@@ -21,10 +21,10 @@ from typing import Any
 from aiohttp import web
 
 from dovecote import activity as act
-from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.topics import P, Topic
 from services.gateway import busstatus, sessions
+from services.gateway import topics as gateway_topics
 from services.gateway.context import CTX, Context
 from services.gateway.people import Person, Refused
 
@@ -54,7 +54,7 @@ async def follow(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=str(exc)) from None
     activity = None
     if changed:
-        activity = act.Followed(
+        activity = gateway_topics.Followed(
             **act.envelope(),
             type="Follow",
             actor=ctx.directory.actor(who),
@@ -62,7 +62,7 @@ async def follow(request: web.Request) -> web.Response:
         )
         _announce(
             ctx,
-            topics.PERSON_FOLLOWED,
+            gateway_topics.PERSON_FOLLOWED,
             activity,
             undo=lambda: ctx.people.unfollow(who.id, other.id),
         )
@@ -77,15 +77,15 @@ async def unfollow(request: web.Request) -> web.Response:
     changed = ctx.people.unfollow(who.id, other.id)
     activity = None
     if changed:
-        taken_back = act.FollowRef(
+        taken_back = gateway_topics.FollowRef(
             type="Follow", actor=ctx.directory.actor(who), object=ctx.directory.actor(other)
         )
-        activity = act.Unfollowed(
+        activity = gateway_topics.Unfollowed(
             **act.envelope(), type="Undo", actor=ctx.directory.actor(who), object=taken_back
         )
         _announce(
             ctx,
-            topics.PERSON_UNFOLLOWED,
+            gateway_topics.PERSON_UNFOLLOWED,
             activity,
             undo=lambda: ctx.people.follow(who.id, other.id),
         )

@@ -27,10 +27,10 @@ import orjson
 from aiohttp import BodyPartReader, web
 
 from dovecote import activity as act
-from dovecote import topics
 from dovecote.mqtt import BusError
 from services.gateway import busstatus, intake, sessions
 from services.gateway import images as img
+from services.gateway import topics as gateway_topics
 from services.gateway.context import CTX, Images
 from services.gateway.store import BadName, NotFound, StoredFile, new_id, valid_id, valid_size
 
@@ -114,7 +114,7 @@ async def upload(request: web.Request) -> web.Response:
     actor = ctx.directory.actor(user)
     image_id = new_id()
     url = f"{images.public_url}/images/{image_id}"
-    image = act.Image(
+    image = gateway_topics.Image(
         type="Image",
         id=url,
         url=url,
@@ -126,7 +126,7 @@ async def upload(request: web.Request) -> web.Response:
         attributedTo=actor,
     )
     context = act.new_id()  # the correlation id of this upload's journey
-    activity = act.ImageCreated(
+    activity = gateway_topics.ImageCreated(
         **act.envelope(), type="Create", actor=actor, object=image, context=context
     )
     store = images.store
@@ -136,7 +136,7 @@ async def upload(request: web.Request) -> web.Response:
         images.pool, store.save_original, image_id, info.extension, data, record
     )
     try:
-        ctx.publish(topics.IMAGE_CREATED, activity)
+        ctx.publish(gateway_topics.IMAGE_CREATED, activity)
     except BusError as exc:  # the outbox is full (a long broker outage): refuse, keep nothing
         await loop.run_in_executor(images.pool, store.discard_original, image_id)
         raise unavailable(exc) from None

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from dovecote import activity as act
+from services.gateway import topics as gateway_topics
 
 # Web formats only: the ones every browser shows. Pillow tries no other decoder (TIFF,
 # PSD, ...), which also keeps its rarer parsers away from untrusted bytes.
-FORMATS: dict[str, act.ImageMediaType] = {
+FORMATS: dict[str, gateway_topics.ImageMediaType] = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
     "GIF": "image/gif",
@@ -41,7 +41,7 @@ class BadImage(ValueError):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    media_type: act.ImageMediaType
+    media_type: gateway_topics.ImageMediaType
     width: int
     height: int
     size: int
@@ -79,7 +79,7 @@ def check_limits(
         )
 
 
-def prove(data: bytes, media_type: act.ImageMediaType, width: int, height: int) -> None:
+def prove(data: bytes, media_type: gateway_topics.ImageMediaType, width: int, height: int) -> None:
     """Pillow decodes ``data`` (a JPEG at 1/8 scale) and finds the format and size its
     header said; ``BadImage`` (400) when it does not: damaged, truncated, or a file whose
     header and image disagree. Only Pillow's decoder for that one format is tried."""

@@ -29,10 +29,10 @@ import orjson
 from aiohttp import web
 
 from dovecote import activity as act
-from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.service import Publish
 from services.gateway import busstatus, sessions
+from services.gateway import topics as gateway_topics
 from services.gateway.context import CTX
 
 log = logging.getLogger("dovecote.gateway.inbox")
@@ -50,16 +50,16 @@ class InboxClient:
     async def fetch(self, actor: act.Actor, limit: int = SHOWN) -> dict[str, Any] | None:
         """The person's inbox (an AS2 OrderedCollection with ``unread``), or None when the
         notifier did not answer in time."""
-        command = act.ViewInbox(
+        command = gateway_topics.ViewInbox(
             **act.envelope(),
             type="View",
             actor=actor,
-            object=act.InboxRequest(type="OrderedCollection", limit=limit),
+            object=gateway_topics.InboxRequest(type="OrderedCollection", limit=limit),
         )
         answer = asyncio.get_running_loop().create_future()
         self.pending[command.id] = answer
         try:
-            self.ask(topics.INBOX_VIEW, command)
+            self.ask(gateway_topics.INBOX_VIEW, command)
             return await asyncio.wait_for(answer, self.timeout)
         except (TimeoutError, BusError) as exc:
             log.warning("no inbox for %s: %r", actor.preferredUsername, exc)
@@ -99,18 +99,18 @@ async def mark_read(request: web.Request) -> web.Response:
     who = await sessions.need_person(request)
     ctx.limits.check("commands", who.id, request)
     up_to = await _up_to(request)
-    read = act.ReadInbox(
+    read = gateway_topics.ReadInbox(
         **act.envelope(),
         type="Read",
         actor=ctx.directory.actor(who),
-        object=act.InboxMark(type="OrderedCollection", upTo=up_to),
+        object=gateway_topics.InboxMark(type="OrderedCollection", upTo=up_to),
     )
     try:
-        topics.INBOX_READ.codec.decode(act.encode(read))
+        gateway_topics.INBOX_READ.codec.decode(act.encode(read))
     except act.InvalidActivity as exc:
         raise web.HTTPBadRequest(text=f"upTo must be a notification's id: {exc}") from None
     try:
-        ctx.publish(topics.INBOX_READ, read)
+        ctx.publish(gateway_topics.INBOX_READ, read)
     except BusError as exc:
         error = web.HTTPServiceUnavailable(text=f"cannot accept this now: {exc}")
         error.headers["Retry-After"] = "10"

@@ -32,6 +32,10 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+# Every service's contract (services/contracts.py) registers its topics: a new service's
+# retained state, and how the dashboard shows it (its display hint), reach the pages with
+# no edit here (state_cards.py).
+import services.contracts  # noqa: F401
 from dovecote import Bus, Delivery, Service, handles, heap, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
@@ -53,10 +57,8 @@ from services.gateway.telemetry import Fleet
 from services.gateway.topics import SIGNINS_ENDED, SignInsEnded
 from services.gateway.traces import TraceIndex, context_of_letter
 from services.gateway.web import create_app
+from services.notifier import topics as notifier_topics
 
-# Every service's own topics.py too: a new service's retained state, and how the dashboard
-# shows it (its display hint), reach the pages with no edit here (state_cards.py).
-topics.load_service_topics()
 # Retained state is subscribed topic by topic: RabbitMQ delivers retained messages only
 # to exact-topic subscriptions (docs/brokers.md). A shown state topic with parameters
 # (state/badges/{user}) needs its wildcard: there RabbitMQ sends what is published after
@@ -184,14 +186,16 @@ class Gateway(Service):
         if not delivery.retained:
             self.traces.add(delivery.topic, presence.context, delivery.payload)
 
-    @handles(topics.NOTIFICATION, shared=False)  # every gateway worker: each has its sockets
-    async def on_notification(self, note: act.Notification, delivery: Delivery) -> None:
+    @handles(
+        notifier_topics.NOTIFICATION, shared=False
+    )  # every gateway worker: each has its sockets
+    async def on_notification(self, note: notifier_topics.Notification, delivery: Delivery) -> None:
         # The topic names the one person it is for: only that person's sockets get it.
         self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
         self.traces.add(delivery.topic, note.context, delivery.payload)
 
-    @handles(topics.INBOX_STATE, shared=False)
-    async def on_inbox(self, _: act.InboxUpdated, delivery: Delivery) -> None:
+    @handles(notifier_topics.INBOX_STATE, shared=False)
+    async def on_inbox(self, _: notifier_topics.InboxUpdated, delivery: Delivery) -> None:
         self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
 
     # --- for operators: metrics, traces, dead letters -----------------------------------
@@ -244,8 +248,8 @@ class Gateway(Service):
             "trace_contexts": len(self.traces.contexts),
         }
 
-    @handles(topics.INBOX_REPLY, shared=False)  # every worker; the one that asked takes it
-    async def on_inbox_reply(self, reply: act.InboxReply, delivery: Delivery) -> None:
+    @handles(notifier_topics.INBOX_REPLY, shared=False)  # every worker; the one that asked takes it
+    async def on_inbox_reply(self, reply: notifier_topics.InboxReply, delivery: Delivery) -> None:
         self.inbox.answered(reply.inReplyTo, orjson.loads(delivery.payload)["object"])
 
     @handles(SIGNINS_ENDED, shared=False)  # every worker closes its own sockets of them

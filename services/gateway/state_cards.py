@@ -1,10 +1,11 @@
 """State cards: any service's retained state on the dashboard, drawn from its display hint.
 
 A service says in its own ``topics.py`` how its retained ``state/...`` topic is shown
-(``display=Display(...)``, ``dovecote.display``); the gateway subscribes to it (its
-``service.py`` loads every service's topics) and sends it to pages like any state. Here the
-hints become cards: the page gets each card's title and fields, and ``static/state_cards.js``
-fills them from the retained frames, then live. No gateway or page code names a service.
+(``display=Display(...)``, ``dovecote.display``); the gateway subscribes to it (it imports
+``services/contracts.py``, every service's contract) and sends it to pages like any state.
+Here the hints become cards: the page gets each card's title and fields, and
+``static/state_cards.js`` fills them from the retained frames, then live. No gateway or page
+code names a service.
 
 | method and path | what                                                    |
 |-----------------|---------------------------------------------------------|
@@ -17,9 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+import services.contracts  # noqa: F401  (every service's topics.py: where its hint is)
 from dovecote import topics
-
-topics.load_service_topics()  # a service's topics.py is where its hint is
 
 
 def add_routes(app: web.Application) -> None:

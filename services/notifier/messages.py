@@ -8,6 +8,9 @@ import msgspec
 
 from dovecote import activity as act
 from dovecote.topics import TopicError, check_id
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
+from services.notifier import topics as notifier_topics
 
 
 class Collection(act.Model):
@@ -39,11 +42,11 @@ def name(person: act.Actor) -> str:
     return person.name or person.preferredUsername or person.id
 
 
-def about(activity: act.Activity) -> act.NotifiedActivity:
+def about(activity: act.Activity) -> notifier_topics.NotifiedActivity:
     """The original activity, cut down to what a notification needs to show and link."""
     obj = act.to_builtins(activity.object)
     keep = ("type", "id", "url", "name", "state", "progress", "mediaType", "width", "height")
-    return act.NotifiedActivity(
+    return notifier_topics.NotifiedActivity(
         type=activity.type,
         id=activity.id,
         actor=activity.actor,
@@ -51,15 +54,15 @@ def about(activity: act.Activity) -> act.NotifiedActivity:
     )
 
 
-def image_summary(activity: act.ImageCreated) -> str:
+def image_summary(activity: gateway_topics.ImageCreated) -> str:
     return f"{name(activity.actor)} shared a photo: “{activity.object.name}”"
 
 
-def follow_summary(activity: act.Followed) -> str:
+def follow_summary(activity: gateway_topics.Followed) -> str:
     return f"{name(activity.actor)} followed you"
 
 
-def build_summary(build: act.Build, requester: act.Actor, recipient: act.Actor) -> str:
+def build_summary(build: builder_topics.Build, requester: act.Actor, recipient: act.Actor) -> str:
     whose = "Your" if recipient.id == requester.id else f"{name(requester)}’s"
     # The builder names builds "Build #7": no "build Build #7".
     what = build.name if build.name.lower().startswith("build") else f"build {build.name}"
@@ -71,10 +74,10 @@ def notification(
     recipient: act.Actor,
     cause: act.Activity,
     summary: str,
-) -> act.Notification:
+) -> notifier_topics.Notification:
     """One Announce for one person. Its id is derived from the cause and the recipient, so
     a redelivered cause makes the same notification, which subscribers skip as seen."""
-    return act.Notification(
+    return notifier_topics.Notification(
         **act.envelope(act.derived_id(cause.id, recipient.id)),
         type="Announce",
         actor=actor,

@@ -22,17 +22,22 @@ from pathlib import Path
 
 import msgspec
 
-from dovecote import Bus, Delivery, Service, Unprocessable, handles, topics
+from dovecote import Bus, Delivery, Service, Unprocessable, handles
 from dovecote import activity as act
 from dovecote.config import Settings
 from dovecote.resources import Resources
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 from services.notifier import messages
+from services.notifier import topics as notifier_topics
 from services.notifier.inbox import InboxStore
 
-KEPT = msgspec.json.Decoder(act.Notification)  # the inbox keeps notifications as published
+KEPT = msgspec.json.Decoder(
+    notifier_topics.Notification
+)  # the inbox keeps notifications as published
 
 
-def kept(note: bytes) -> act.Notification:
+def kept(note: bytes) -> notifier_topics.Notification:
     """A kept notification, to send again as it was published (``published`` to the ms)."""
     decoded = KEPT.decode(note)
     return msgspec.structs.replace(decoded, published=act.Instant.of(decoded.published))
@@ -56,13 +61,13 @@ class Notifier(Service):
         await self.gateway.close()
         self.inbox.close()
 
-    @handles(topics.IMAGE_CREATED)
-    async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
+    @handles(gateway_topics.IMAGE_CREATED)
+    async def on_image_created(self, activity: gateway_topics.ImageCreated, _: Delivery) -> None:
         for person in await self.followers(activity.actor):
             self.send(person, activity, messages.image_summary(activity))
 
-    @handles(topics.BUILD_SUCCEEDED, topics.BUILD_FAILED)
-    async def on_build_finished(self, activity: act.BuildUpdated, _: Delivery) -> None:
+    @handles(builder_topics.BUILD_SUCCEEDED, builder_topics.BUILD_FAILED)
+    async def on_build_finished(self, activity: builder_topics.BuildUpdated, _: Delivery) -> None:
         build = activity.object
         requester = build.attributedTo
         if requester is None or requester.type != "Person":
@@ -72,19 +77,19 @@ class Notifier(Service):
         for person in [requester, *await self.followers(requester)]:
             self.send(person, activity, messages.build_summary(build, requester, person))
 
-    @handles(topics.PERSON_FOLLOWED)
-    async def on_followed(self, activity: act.Followed, _: Delivery) -> None:
+    @handles(gateway_topics.PERSON_FOLLOWED)
+    async def on_followed(self, activity: gateway_topics.Followed, _: Delivery) -> None:
         self.send(activity.object, activity, messages.follow_summary(activity))
 
-    @handles(topics.INBOX_VIEW)
-    async def on_view(self, command: act.ViewInbox, _: Delivery) -> None:
+    @handles(gateway_topics.INBOX_VIEW)
+    async def on_view(self, command: gateway_topics.ViewInbox, _: Delivery) -> None:
         user = messages.username(command.actor)
         if user is None:
             self.log.warning("inbox asked for %s, who has no user id", command.actor.id)
             return
         counts = self.inbox.counts(user)
         notes = self.inbox.newest(user, command.object.limit)
-        inbox = act.Inbox(
+        inbox = notifier_topics.Inbox(
             type="OrderedCollection",
             totalItems=counts.total,
             unread=counts.unread,
@@ -92,40 +97,40 @@ class Notifier(Service):
         )
         self.reply(command, inbox)
 
-    @handles(topics.INBOX_READ)
-    async def on_read(self, command: act.ReadInbox, _: Delivery) -> None:
+    @handles(gateway_topics.INBOX_READ)
+    async def on_read(self, command: gateway_topics.ReadInbox, _: Delivery) -> None:
         user = messages.username(command.actor)
         if user is None:
             self.log.warning("%s has no user id: nothing marked read", command.actor.id)
             return
         changed = self.inbox.mark_read(user, command.object.upTo)
         counts = self.inbox.counts(user)
-        state = act.InboxState(
+        state = notifier_topics.InboxState(
             type="OrderedCollection", totalItems=counts.total, unread=counts.unread
         )
-        update = act.InboxUpdated(
+        update = notifier_topics.InboxUpdated(
             **act.envelope(messages.inbox_state_id(command.id, counts.total, counts.unread)),
             type="Update",
             actor=self.bus.actor,
             object=state,
             context=command.context or command.id,
         )
-        self.bus.publish(topics.INBOX_STATE, update, user=user)
+        self.bus.publish(notifier_topics.INBOX_STATE, update, user=user)
         self.log.info("%s read %d notification(s); %d unread", user, changed, counts.unread)
 
-    def reply(self, command: act.Activity, inbox: act.Inbox) -> None:
+    def reply(self, command: act.Activity, inbox: notifier_topics.Inbox) -> None:
         request = act.request_key(command.id)
         if request is None:
             self.log.warning("inbox request %s has no urn:uuid id: nowhere to answer", command.id)
             return
-        answer = act.InboxReply(
+        answer = notifier_topics.InboxReply(
             **act.envelope(),
             type="Accept",
             actor=self.bus.actor,
             object=inbox,
             inReplyTo=command.id,
         )
-        self.bus.publish(topics.INBOX_REPLY, answer, request=request)
+        self.bus.publish(notifier_topics.INBOX_REPLY, answer, request=request)
 
     async def followers(self, person: act.Actor) -> list[act.Actor]:
         if person.followers is None:
@@ -144,5 +149,5 @@ class Notifier(Service):
         # Kept before it is published: a page rendered from now on lists it. A redelivered
         # cause makes the same id, which is kept once (and published again: subscribers skip).
         self.inbox.keep(user, note.id, act.encode(note), self.inbox_size)
-        self.bus.publish(topics.NOTIFICATION, note, user=user)
+        self.bus.publish(notifier_topics.NOTIFICATION, note, user=user)
         self.log.info("notified %s: %s [context=%s]", user, summary, note.context)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from dovecote import activity as act
-from dovecote import topics
 from dovecote.topics import Topic
+from services.builder import topics as builder_topics
+from services.gateway import topics as gateway_topics
 
 
 @dataclass(frozen=True)
@@ -28,13 +29,13 @@ def _actor(activity: act.Activity) -> act.Actor | None:
     return activity.actor
 
 
-def _requester(activity: act.BuildUpdated) -> act.Actor | None:
+def _requester(activity: builder_topics.BuildUpdated) -> act.Actor | None:
     return activity.object.attributedTo
 
 
 RULES = [
-    Rule("upload", 10, topics.IMAGE_CREATED, _actor, "uploaded an image"),
-    Rule("build", 5, topics.BUILD_SUCCEEDED, _requester, "ran a build that succeeded"),
+    Rule("upload", 10, gateway_topics.IMAGE_CREATED, _actor, "uploaded an image"),
+    Rule("build", 5, builder_topics.BUILD_SUCCEEDED, _requester, "ran a build that succeeded"),
 ]
 TOPICS = sorted({r.topic for r in RULES}, key=lambda t: t.pattern)
 

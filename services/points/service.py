@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dovecote import Bus, Delivery, Service, handles, topics
+from dovecote import Bus, Delivery, Service, handles
 from dovecote import activity as act
 from dovecote.config import Settings
 from services.points import rules
+from services.points import topics as points_topics
 from services.points.ledger import Ledger
 
 LEADERS = 10
@@ -58,7 +59,7 @@ class Points(Service):
                     "%s for %s already counted [context=%s]", rule.name, who, activity.context
                 )
                 continue
-            award = act.Award(
+            award = points_topics.Award(
                 type="Award",
                 id=act.derived_id(activity.id, rule.name),
                 rule=rule.name,
@@ -67,8 +68,8 @@ class Points(Service):
                 cause=activity.id,
             )
             self.bus.publish(
-                topics.POINTS_AWARDED,
-                act.PointsAwarded(
+                points_topics.POINTS_AWARDED,
+                points_topics.PointsAwarded(
                     **act.envelope(),
                     type="Add",
                     actor=self.bus.actor,
@@ -94,11 +95,11 @@ class Points(Service):
 
     def publish_leaderboard(self, context: str | None) -> None:
         leaders = self.ledger.leaderboard(LEADERS)
-        board = act.Leaderboard(
+        board = points_topics.Leaderboard(
             type="OrderedCollection",
             totalItems=len(leaders),
             orderedItems=[
-                act.Standing(
+                points_topics.Standing(
                     type="Person",
                     id=s.person,
                     name=s.name,
@@ -109,8 +110,8 @@ class Points(Service):
             ],
         )
         self.bus.publish(
-            topics.LEADERBOARD,
-            act.LeaderboardUpdated(
+            points_topics.LEADERBOARD,
+            points_topics.LeaderboardUpdated(
                 **act.envelope(),
                 type="Update",
                 actor=self.bus.actor,

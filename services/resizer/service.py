@@ -25,11 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from dovecote import Bus, Delivery, Service, Unprocessable, handles, topics
+from dovecote import Bus, Delivery, Service, Unprocessable, handles
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.resources import Resources
+from services.gateway import topics as gateway_topics
 from services.resizer import thumbnails
+from services.resizer import topics as resizer_topics
 
 # ~4 Mpx decoded: a 2 MP photo is 8 MiB, a 24 MP JPEG decoded at 1/8 under 2 MiB.
 LIGHT_BYTES = 16 * 2**20
@@ -87,8 +89,8 @@ class Resizer(Service):
             self.pool, thumbnails.make, data, self.sizes, self.max_pixels, self.max_decoded
         )
 
-    @handles(topics.IMAGE_CREATED)
-    async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
+    @handles(gateway_topics.IMAGE_CREATED)
+    async def on_image_created(self, activity: gateway_topics.ImageCreated, _: Delivery) -> None:
         image = activity.object
         longest = max(self.sizes)
         claimed = thumbnails.estimate(image.width, image.height, image.mediaType, longest)
@@ -108,7 +110,7 @@ class Resizer(Service):
                 raise Unprocessable(f"{image.url}: {exc}") from None
             resized = time.perf_counter()
         previews = [
-            act.Thumbnail(
+            resizer_topics.Thumbnail(
                 type="Link",
                 href=f"{image.url}/thumbnails/{t.size}",
                 mediaType=t.media_type,
@@ -123,16 +125,16 @@ class Resizer(Service):
                 for t in thumbs
             )
         )
-        update = act.ImageResized(
+        update = resizer_topics.ImageResized(
             **act.envelope(act.derived_id(activity.id, "resized")),  # once, however often
             type="Update",
             actor=self.bus.actor,
-            object=act.ResizedImage(
+            object=resizer_topics.ResizedImage(
                 type="Image", id=image.id, url=image.url, name=image.name, preview=previews
             ),
             context=activity.context,
         )
-        self.bus.publish(topics.IMAGE_RESIZED, update)
+        self.bus.publish(resizer_topics.IMAGE_RESIZED, update)
         self.log.info(
             "resized %s (%dx%d) to %s: fetch %.0f ms, resize %.0f ms, store %.0f ms [context=%s]",
             image.url,

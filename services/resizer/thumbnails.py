@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dovecote import activity as act
+from services.gateway import topics as gateway_topics
 
 FORMATS = ["JPEG", "PNG", "GIF", "WEBP"]
 
@@ -40,7 +40,7 @@ class Thumb:
     size: int  # the bound of the longer side it was made for
     width: int
     height: int
-    media_type: act.ImageMediaType
+    media_type: gateway_topics.ImageMediaType
     data: bytes
 
 
@@ -150,7 +150,7 @@ def _encode(image: Image.Image, size: int, alpha: bool, icc: bytes | None) -> Th
     """``image`` encoded with nothing but its pixels and, when the original had an RGB one,
     its ICC colour profile (its colours are the original's)."""
     out = io.BytesIO()
-    media: act.ImageMediaType
+    media: gateway_topics.ImageMediaType
     colour = {"icc_profile": icc} if icc else {}
     if alpha:
         # WebP keeps transparency; at method 4 it costs ~10 ms more than JPEG, only here.

@@ -11,12 +11,13 @@ least once) makes the same tweet, and subscribers that deduplicate on ids see it
 
 from __future__ import annotations
 
-from dovecote import Delivery, Service, handles, topics
+from dovecote import Delivery, Service, handles
 from dovecote import activity as act
+from services.gateway import topics as gateway_topics
 from services.tweeter import topics as own
 
 
-def tweet_text(image: act.Image, who: str) -> str:
+def tweet_text(image: gateway_topics.Image, who: str) -> str:
     """Who shared which title, its size and its URL; the title is cut to fit 280."""
     tail = f"” ({image.width}×{image.height}) {image.url}"
     head = f"{who} shared “"
@@ -32,8 +33,8 @@ def tweet_id(image_id: str) -> str:
 class Tweeter(Service):
     name = "tweeter"
 
-    @handles(topics.IMAGE_CREATED)
-    async def on_image_created(self, activity: act.ImageCreated, _: Delivery) -> None:
+    @handles(gateway_topics.IMAGE_CREATED)
+    async def on_image_created(self, activity: gateway_topics.ImageCreated, _: Delivery) -> None:
         image, uploader = activity.object, activity.actor
         text = tweet_text(image, uploader.name or uploader.id)
         tweet = own.Tweet(

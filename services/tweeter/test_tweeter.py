@@ -22,6 +22,7 @@ from PIL import Image as Picture
 from dovecote import activity as act
 from dovecote.testing.gateway import token_for
 from dovecote.testing.plugin import MemoryBus, Probe, StartService
+from services.gateway import topics as gateway_topics
 from services.tweeter.service import Tweeter, tweet_id, tweet_text
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada Lovelace"}
@@ -42,12 +43,12 @@ def image(name: str = "Sunset", **fields: Any) -> dict[str, Any]:
 
 
 def test_the_text_says_who_shared_what() -> None:
-    text = tweet_text(msgspec.convert(image(), act.Image), "Ada Lovelace")
+    text = tweet_text(msgspec.convert(image(), gateway_topics.Image), "Ada Lovelace")
     assert text == "Ada Lovelace shared “Sunset” (640×480) http://localhost:8080/images/7f3a"
 
 
 def test_a_long_title_is_cut_so_the_tweet_fits_280_characters() -> None:
-    text = tweet_text(msgspec.convert(image("x" * 200), act.Image), "Ada Lovelace " * 5)
+    text = tweet_text(msgspec.convert(image("x" * 200), gateway_topics.Image), "Ada Lovelace " * 5)
     assert len(text) == 280
     assert text.endswith("…” (640×480) http://localhost:8080/images/7f3a")
 

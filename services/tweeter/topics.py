@@ -1,10 +1,11 @@
-"""The topics the tweeter publishes, declared by the tweeter itself.
+"""The tweeter's contract: the topics it publishes and their payloads.
 
-Nothing else needs editing: ``make docs`` finds this module and documents the topics in
-docs/topics.md and docs/asyncapi.yaml; the runtime lets the tweeter, and only the tweeter
-(the ``publisher``), publish them; the gateway forwards every ``events/#`` topic to the
-dashboard's live feed, and shows the retained ``state/tweeter`` as a card, as its
-``display`` says.
+A service that reads them imports this module, the one module of the tweeter another
+service may import. ``dovecote new-service`` listed it in ``services/contracts.py``, so
+``make docs`` documents the topics in docs/topics.md and docs/asyncapi.yaml; the runtime
+lets the tweeter, and only the tweeter (the ``publisher``), publish them; the gateway
+forwards every ``events/#`` topic to the dashboard's live feed, and shows the retained
+``state/tweeter`` as a card, as its ``display`` says.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ them with msgspec. The JSON Schema that documents the contract is
 generated from the same types (``json_schema()``), so code and contract cannot drift: every
 field says what it means (``doc()``), and a test fails on a field that does not.
 
+Here are the base types (from ``dovecote.as2``), the runtime's own payloads (presence, dead
+letters, metrics, traces: ``dovecote.payloads``), re-exported so ``act.Presence`` is one
+import away, and the codec. A federation's payloads are its services' (their ``topics.py``).
+
 There is no official AS2 JSON Schema; this one is deliberately open: unknown properties
 are allowed (AS2 is extensible), the properties Dovecote relies on are checked.
 """
@@ -20,1108 +24,113 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 import msgspec
-from msgspec import Meta, Struct
 
+from dovecote.as2 import (  # re-exported
+    AS_CONTEXT as AS_CONTEXT,
+)
+from dovecote.as2 import (
+    MEDIA_TYPE as MEDIA_TYPE,
+)
+from dovecote.as2 import (
+    Activity as Activity,
+)
+from dovecote.as2 import (
+    Actor as Actor,
+)
+from dovecote.as2 import (
+    Iri as Iri,
+)
+from dovecote.as2 import (
+    Model as Model,
+)
+from dovecote.as2 import (
+    Name as Name,
+)
+from dovecote.as2 import (
+    Percent as Percent,
+)
+from dovecote.as2 import (
+    Published as Published,
+)
+from dovecote.as2 import (
+    Text as Text,
+)
+from dovecote.as2 import (
+    doc as doc,
+)
 from dovecote.errors import InvalidActivity as InvalidActivity  # re-exported: act.InvalidActivity
-
-AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
-MEDIA_TYPE = "application/activity+json"
-
-# An absolute IRI: a scheme, a colon, no whitespace. Ids are urn:uuid:..., actors http(s) URLs.
-Iri = Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$", max_length=2048)]
-Text = Annotated[str, Meta(max_length=4096)]
-Name = Annotated[str, Meta(max_length=200)]
-Percent = Annotated[int, Meta(ge=0, le=100)]
-Published = Annotated[datetime, Meta(tz=True)]
-
-
-def doc(text: str) -> Meta:
-    """A field's meaning, for the published contract (JSON Schema, AsyncAPI, topics.md)."""
-    return Meta(description=text)
-
-
-class Model(Struct, kw_only=True, omit_defaults=True):
-    """Base of every AS2 object here: keyword-only, open to unknown properties."""
-
-
-class Actor(Model):
-    id: Annotated[
-        Iri,
-        doc(
-            "The actor's IRI: a person's URL in the gateway's user directory "
-            "(`<PUBLIC_URL>/users/<user>`), or `urn:dovecote:service:<service>` for a "
-            "service."
-        ),
-    ]
-    type: Annotated[
-        Literal["Person", "Service", "Application", "Group", "Organization"],
-        doc("`Person` for people; `Service` for Dovecote's services."),
-    ]
-    name: Annotated[
-        Name | None,
-        doc("A display name; shown to people, never used as a key."),
-    ] = None
-    followers: Annotated[
-        Iri | None,
-        doc(
-            "A person's followers collection (the gateway's REST resource); the notifier "
-            "GETs it to fan out notifications."
-        ),
-    ] = None
-    icon: Annotated[
-        Iri | None,
-        doc("An avatar image URL."),
-    ] = None
-    preferredUsername: Annotated[
-        Name | None,
-        doc(
-            "The person's user id in the directory: what a `{user}` topic level is made "
-            "of (`users/<preferredUsername>/notifications`)."
-        ),
-    ] = None
-
-
-class Activity(Model, rename={"context_": "@context"}):
-    """Every Dovecote payload. Subclasses narrow ``type`` and ``object`` per topic."""
-
-    context_: Annotated[
-        str | list[str | dict[str, Any]],
-        doc(
-            "The JSON-LD context (`@context`): must include "
-            "`https://www.w3.org/ns/activitystreams`."
-        ),
-    ]
-    id: Annotated[
-        Iri,
-        doc(
-            "A unique IRI (`urn:uuid:...`). Delivery is at least once: a subscriber may "
-            "get the same activity twice and must act once per `id` (the runtime skips "
-            "repeats it has handled). An activity made because of another keeps the same "
-            "`id` on every redelivery of its cause."
-        ),
-    ]
-    type: Annotated[
-        Name,
-        doc("The AS2 activity type (`Create`, `Update`, ...); each payload type fixes it."),
-    ]
-    actor: Annotated[
-        Actor,
-        doc(
-            "Who did it: the person who asked (commands and uploads carry the signed-in "
-            "person) or the service that published it. See each topic's actor in "
-            "topics.md."
-        ),
-    ]
-    object: Annotated[
-        Any,
-        doc("What the activity is about; each payload type narrows it."),
-    ]
-    published: Annotated[
-        Published,
-        doc("When the publisher made it: RFC 3339 with a time zone (UTC, milliseconds)."),
-    ]
-    target: Annotated[
-        Any,
-        doc(
-            "What the activity is aimed at, where the type says (e.g. the person who "
-            "earned points)."
-        ),
-    ] = None
-    result: Annotated[
-        Any,
-        doc("An outcome, where the type says."),
-    ] = None
-    context: Annotated[
-        Annotated[str, Meta(max_length=200)] | None,
-        doc(
-            "The correlation id that follows one piece of work (an upload, a build) "
-            "through every service; `dovecote tail` and the logs show it."
-        ),
-    ] = None
-    summary: Annotated[
-        Text | None,
-        doc(
-            "A short human-readable sentence (a rejection's reason, a dead letter's "
-            "reason, a tweet's text)."
-        ),
-    ] = None
-
-    def __post_init__(self) -> None:
-        contexts = self.context_ if isinstance(self.context_, list) else [self.context_]
-        if AS_CONTEXT not in contexts:
-            raise ValueError(f"`@context` must include {AS_CONTEXT}")
-
-
-# --- build -------------------------------------------------------------------------------
-
-BuildState = Literal["running", "succeeded", "failed", "stopped"]
-
-
-class BuildRequest(Model):
-    type: Literal["Build"]
-    shouldFail: Annotated[
-        bool,
-        doc("The seed's demo: when true, the build fails at 70 %."),
-    ] = False
-    name: Annotated[
-        Name | None,
-        doc("A name for the build; the builder numbers builds when absent (`Build #7`)."),
-    ] = None
-
-
-class BuildRef(Model):
-    type: Literal["Build"]
-    id: Annotated[
-        Iri | None,
-        doc("The build to stop; absent: whichever build is running."),
-    ] = None
-
-
-class Build(Model):
-    type: Literal["Build"]
-    id: Annotated[
-        Iri,
-        doc("The build's IRI (`urn:uuid:...`), stable from start to finish."),
-    ]
-    name: Annotated[
-        Name,
-        doc("A display name (`Build #7`)."),
-    ]
-    state: Annotated[
-        BuildState,
-        doc(
-            "`running`, then one of `succeeded`, `failed` (also: interrupted by a builder"
-            " restart) or `stopped`."
-        ),
-    ]
-    progress: Annotated[
-        Percent,
-        doc("Percent done, 0-100, in steps of 10."),
-    ]
-    shouldFail: Annotated[
-        bool,
-        doc("Whether this build was asked to fail at 70 % (the seed's demo)."),
-    ] = False
-    startTime: Annotated[
-        Published | None,
-        doc("When it started."),
-    ] = None
-    endTime: Annotated[
-        Published | None,
-        doc("When it finished; absent while running."),
-    ] = None
-    attributedTo: Annotated[
-        Actor | None,
-        doc("The person who asked for the build (the actor of the `Start` command)."),
-    ] = None
-    worker: Annotated[
-        Name | None,
-        doc("The builder instance running it (`DOVECOTE_INSTANCE`)."),
-    ] = None
-    summary: Annotated[
-        Text | None,
-        doc(
-            "Why it ended, for people: set when it failed (asked to, or interrupted by a "
-            "builder restart) or was stopped (by whom, at what progress)."
-        ),
-    ] = None
-    stoppedBy: Annotated[
-        Actor | None,
-        doc("The person whose Stop ended it; absent when the builder itself stopped it."),
-    ] = None
-
-
-class StartBuild(Activity):
-    type: Literal["Start"]
-    object: Annotated[
-        BuildRequest,
-        doc("What to build."),
-    ]
-
-
-class StopBuild(Activity):
-    type: Literal["Stop"]
-    object: Annotated[
-        BuildRef,
-        doc("Which build to stop."),
-    ]
-
-
-class BuildCreated(Activity):
-    type: Literal["Create"]
-    object: Annotated[
-        Build,
-        doc("The build, just started (progress 0)."),
-    ]
-
-
-class BuildUpdated(Activity):
-    type: Literal["Update"]
-    object: Annotated[
-        Build,
-        doc("The build as it is now."),
-    ]
-
-
-class BuildRejected(Activity):
-    """The builder refused a command; ``summary`` says why, ``object`` is the command."""
-
-    type: Literal["Reject"]
-    object: Annotated[
-        Any,
-        doc("The refused command, as it arrived."),
-    ]
-
-
-class BuildHistory(Model):
-    type: Literal["OrderedCollection"]
-    totalItems: Annotated[
-        Annotated[int, Meta(ge=0)],
-        doc("How many builds are listed."),
-    ]
-    orderedItems: Annotated[
-        Annotated[list[Build], Meta(max_length=100)],
-        doc("The last builds, newest first (at most 100)."),
-    ]
-
-
-class BuildHistoryUpdated(Activity):
-    type: Literal["Update"]
-    object: Annotated[
-        BuildHistory,
-        doc("The history after the latest change."),
-    ]
-
-
-# --- images ------------------------------------------------------------------------------
-
-ImageMediaType = Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
-Pixels = Annotated[int, Meta(ge=1, le=100_000)]
-
-
-class Image(Model):
-    """An uploaded image. ``id`` and ``url`` are the gateway's REST resource of the original."""
-
-    type: Literal["Image"]
-    id: Annotated[
-        Iri,
-        doc("The image's IRI: the gateway's REST resource of the original."),
-    ]
-    url: Annotated[
-        Iri,
-        doc("Where the original's bytes are (GET, under the gateway's public URL)."),
-    ]
-    mediaType: Annotated[
-        ImageMediaType,
-        doc("The format, judged by the gateway from the bytes, not from the upload's claim."),
-    ]
-    name: Annotated[
-        Name,
-        doc("The title the uploader gave (or the file name)."),
-    ]
-    width: Annotated[
-        Pixels,
-        doc("Pixels."),
-    ]
-    height: Annotated[
-        Pixels,
-        doc("Pixels."),
-    ]
-    size: Annotated[
-        Annotated[int, Meta(ge=1)],
-        doc("Bytes of the original (an extension property)."),
-    ]
-    attributedTo: Annotated[
-        Actor | None,
-        doc("The person who uploaded it."),
-    ] = None
-
-
-class Thumbnail(Model):
-    """One re-encoded, smaller copy of an image (an AS2 ``Link`` with its dimensions)."""
-
-    type: Literal["Link"]
-    href: Annotated[
-        Iri,
-        doc("Where the thumbnail's bytes are (under the gateway's public URL)."),
-    ]
-    mediaType: Annotated[
-        ImageMediaType,
-        doc("The thumbnail's format."),
-    ]
-    width: Annotated[
-        Pixels,
-        doc("Pixels."),
-    ]
-    height: Annotated[
-        Pixels,
-        doc("Pixels."),
-    ]
-    rel: Annotated[
-        Literal["preview"],
-        doc("Always `preview`."),
-    ] = "preview"
-
-
-class ResizedImage(Model):
-    type: Literal["Image"]
-    id: Annotated[
-        Iri,
-        doc("The original image's IRI (as in `events/image/created`)."),
-    ]
-    url: Annotated[
-        Iri,
-        doc("The original's URL."),
-    ]
-    preview: Annotated[
-        Annotated[list[Thumbnail], Meta(min_length=1, max_length=8)],
-        doc("The thumbnails, smallest first."),
-    ]
-    name: Annotated[
-        Name | None,
-        doc("The image's title."),
-    ] = None
-
-
-class ImageCreated(Activity):
-    type: Literal["Create"]
-    object: Annotated[
-        Image,
-        doc("The uploaded image, already stored by the gateway."),
-    ]
-
-
-class ImageResized(Activity):
-    """The resizer stored thumbnails of an image; ``object.preview`` lists them."""
-
-    type: Literal["Update"]
-    object: Annotated[
-        ResizedImage,
-        doc("The image with its thumbnails."),
-    ]
-
-
-# --- notifications and points --------------------------------------------------------------
-
-
-class NotifiedActivity(Model):
-    """What a notification is about: the original activity, cut down to what a page shows."""
-
-    type: Annotated[
-        Name,
-        doc("The original activity's type (`Create`, `Update`)."),
-    ]
-    id: Annotated[
-        Iri,
-        doc("The original activity's id."),
-    ]
-    actor: Annotated[
-        Actor,
-        doc("Who did what the notification is about."),
-    ]
-    object: Annotated[
-        Any,
-        doc("The image or build, as the original carried it."),
-    ]
-
-
-class Notification(Activity, kw_only=True):
-    """One notification for one person (``to``), on that person's own topic."""
-
-    type: Literal["Announce"]
-    object: Annotated[
-        NotifiedActivity,
-        doc("The activity the person is told about, cut down to what a page shows."),
-    ]
-    to: Annotated[
-        Annotated[list[Iri], Meta(min_length=1, max_length=1)],
-        doc(
-            "The one person notified (their actor IRI); the topic's `{user}` is their "
-            "`preferredUsername`."
-        ),
-    ]
-
-
-class Award(Model):
-    type: Literal["Award"]
-    id: Annotated[
-        Iri,
-        doc("The award's IRI, derived from its cause: a redelivered cause makes the same award."),
-    ]
-    rule: Annotated[
-        Name,
-        doc("Which rule of the points service gave it (`upload`, `build`)."),
-    ]
-    points: Annotated[
-        int,
-        doc("Points given."),
-    ]
-    total: Annotated[
-        int,
-        doc("The person's total after this award."),
-    ]
-    cause: Annotated[
-        Iri,
-        doc("The id of the activity that earned it."),
-    ]
-
-
-class PointsAwarded(Activity):
-    """``target`` is the person who earned the points."""
-
-    type: Literal["Add"]
-    object: Annotated[
-        Award,
-        doc("The award."),
-    ]
-    target: Annotated[
-        Actor,
-        doc("The person who earned the points."),
-    ]
-
-
-class Standing(Model):
-    type: Literal["Person"]
-    id: Annotated[
-        Iri,
-        doc("The person's actor IRI."),
-    ]
-    points: Annotated[
-        int,
-        doc("Their total."),
-    ]
-    name: Annotated[
-        Name | None,
-        doc("Display name."),
-    ] = None
-    preferredUsername: Annotated[
-        Name | None,
-        doc("Their user id."),
-    ] = None
-
-
-class Leaderboard(Model):
-    type: Literal["OrderedCollection"]
-    totalItems: Annotated[
-        Annotated[int, Meta(ge=0)],
-        doc("How many people are listed."),
-    ]
-    orderedItems: Annotated[
-        Annotated[list[Standing], Meta(max_length=100)],
-        doc("The top scorers, most points first (at most 100)."),
-    ]
-
-
-class LeaderboardUpdated(Activity):
-    type: Literal["Update"]
-    object: Annotated[
-        Leaderboard,
-        doc("The leaderboard after the latest award."),
-    ]
-
-
-# --- people: follows and the inbox -------------------------------------------------------
-
-
-class Followed(Activity):
-    """A person followed another: the gateway publishes it when they press Follow (or a
-    script asks with its token); the follow is stored before this is published."""
-
-    type: Literal["Follow"]
-    object: Annotated[
-        Actor,
-        doc("The person now followed (`preferredUsername` is their user id)."),
-    ]
-
-
-class FollowRef(Model):
-    """The follow an ``Undo`` takes back."""
-
-    type: Literal["Follow"]
-    actor: Annotated[
-        Actor,
-        doc("Who followed (the person who now unfollows)."),
-    ]
-    object: Annotated[
-        Actor,
-        doc("Who was followed."),
-    ]
-
-
-class Unfollowed(Activity):
-    """A person stopped following another (an AS2 ``Undo`` of their ``Follow``)."""
-
-    type: Literal["Undo"]
-    object: Annotated[
-        FollowRef,
-        doc("The follow taken back."),
-    ]
-
-
-InboxLimit = Annotated[int, Meta(ge=1, le=200)]
-
-
-class InboxRequest(Model):
-    type: Literal["OrderedCollection"]
-    limit: Annotated[
-        InboxLimit,
-        doc("At most this many notifications, newest first (1-200)."),
-    ] = 50
-
-
-class ViewInbox(Activity):
-    """The gateway asks the notifier for the ``actor``'s inbox (to render their page)."""
-
-    type: Literal["View"]
-    object: Annotated[
-        InboxRequest,
-        doc("What to return."),
-    ]
-
-
-class Inbox(Model):
-    type: Literal["OrderedCollection"]
-    totalItems: Annotated[
-        Annotated[int, Meta(ge=0)],
-        doc("Notifications kept for this person (the newest `INBOX_SIZE`)."),
-    ]
-    unread: Annotated[
-        Annotated[int, Meta(ge=0)],
-        doc(
-            "How many are unread: always the newest ones, so the first `unread` of "
-            "`orderedItems` (reading marks everything up to a notification as read)."
-        ),
-    ]
-    orderedItems: Annotated[
-        Annotated[list[Notification], Meta(max_length=200)],
-        doc("The notifications as they were published, newest first."),
-    ]
-
-
-class InboxReply(Activity, kw_only=True):
-    """The notifier's answer to one ``ViewInbox`` (``inReplyTo`` its id)."""
-
-    type: Literal["Accept"]
-    object: Annotated[
-        Inbox,
-        doc("The person's inbox."),
-    ]
-    inReplyTo: Annotated[
-        Iri,
-        doc("The id of the `View` this answers."),
-    ]
-
-
-class InboxMark(Model):
-    type: Literal["OrderedCollection"]
-    upTo: Annotated[
-        Iri | None,
-        doc(
-            "The newest notification the person saw: it and every older one are read. "
-            "Absent, or one no longer kept: all of them."
-        ),
-    ] = None
-
-
-class ReadInbox(Activity):
-    """The ``actor`` read their notifications ("Mark all read" on the page)."""
-
-    type: Literal["Read"]
-    object: Annotated[
-        InboxMark,
-        doc("Up to which notification."),
-    ]
-
-
-class InboxState(Model):
-    type: Literal["OrderedCollection"]
-    totalItems: Annotated[
-        Annotated[int, Meta(ge=0)],
-        doc("Notifications kept for this person."),
-    ]
-    unread: Annotated[
-        Annotated[int, Meta(ge=0)],
-        doc("How many of them are unread now: the page's badge."),
-    ]
-
-
-class InboxUpdated(Activity):
-    """A person's inbox changed other than by a new notification (they read it)."""
-
-    type: Literal["Update"]
-    object: Annotated[
-        InboxState,
-        doc("The inbox's counts after the change."),
-    ]
-
-
-# --- presence and dead letters -----------------------------------------------------------
-
-
-class ServiceInstance(Model):
-    type: Literal["Service"]
-    id: Annotated[
-        Iri,
-        doc("`urn:dovecote:service:<service>:<instance>`."),
-    ]
-    name: Annotated[
-        Name,
-        doc("The service."),
-    ]
-    instance: Annotated[
-        Name,
-        doc("The worker within its service (`DOVECOTE_INSTANCE`)."),
-    ]
-    status: Annotated[
-        Literal["online", "offline"],
-        doc(
-            "`online` (a retained Join) or `offline` (a Leave: a clean stop, or the "
-            "worker's Last Will)."
-        ),
-    ]
-    pid: Annotated[
-        int | None,
-        doc("The worker's process id (operators' tools only)."),
-    ] = None
-    host: Annotated[
-        Name | None,
-        doc("The worker's host name (operators' tools only)."),
-    ] = None
-
-
-class Presence(Activity):
-    type: Literal["Join", "Leave"]
-    object: Annotated[
-        ServiceInstance,
-        doc("The worker."),
-    ]
-
-
-class ParkedMessage(Model):
-    type: Literal["Object"]
-    name: Annotated[
-        Annotated[str, Meta(max_length=65535)],
-        doc("The topic the original arrived on."),
-    ]
-    mediaType: Annotated[
-        Literal["application/activity+json", "application/octet-stream;base64"],
-        doc(
-            "`application/activity+json`: `content` is the original as text; "
-            "`application/octet-stream;base64`: it was not UTF-8 and `content` is base64."
-        ),
-    ]
-    content: Annotated[
-        str,
-        doc(
-            "The original payload, cut short when the whole letter would exceed the "
-            "payload limit (compare with `size`)."
-        ),
-    ]
-    size: Annotated[
-        int,
-        doc("Bytes of the original payload."),
-    ]
-    attempts: Annotated[
-        Annotated[int, Meta(ge=0)],
-        doc(
-            "How often the handler ran before the message was parked (0: refused before "
-            "any handler)."
-        ),
-    ]
-
-
-class DeadLetter(Activity):
-    """A message a service could not process, parked with the reason (``summary``)."""
-
-    type: Literal["Flag"]
-    object: Annotated[
-        ParkedMessage,
-        doc("The message that was parked."),
-    ]
-    signature: Annotated[
-        Annotated[str, Meta(max_length=128)] | None,
-        doc(
-            "HMAC-SHA256 (hex) by the parking service's redelivery key over its name, this "
-            "letter's id, the original topic and the whole original payload: the service "
-            "redelivers only a letter it signed, unchanged (`dovecote.redelivery`)."
-        ),
-    ] = None
-
-
-class Redelivery(Activity):
-    """Un-park a dead letter: the service that parked it handles the original payload again,
-    as if it had just arrived on its original topic (``object.object.name``)."""
-
-    type: Literal["Undo"]
-    object: Annotated[
-        DeadLetter,
-        doc("The dead letter to handle again, as its service parked it."),
-    ]
-
-
-class LetterQuery(Model):
-    type: Literal["Collection"]
-    service: Annotated[
-        Name | None,
-        doc("Only this service's letters."),
-    ] = None
-    limit: Annotated[
-        Annotated[int, Meta(ge=1, le=1000)],
-        doc("At most this many, newest first."),
-    ] = 100
-
-
-class ListDeadLetters(Activity):
-    """An operator asks the deadletters service what it holds (``dovecote deadletter list``)."""
-
-    type: Literal["View"]
-    object: Annotated[
-        LetterQuery,
-        doc("Which letters to list."),
-    ]
-
-
-class LetterSelection(Model):
-    type: Literal["Collection"]
-    items: Annotated[
-        Annotated[list[Iri], Meta(max_length=1000)],
-        doc("Letter ids to replay."),
-    ] = []
-    service: Annotated[
-        Name | None,
-        doc("With `all`: only this service's letters."),
-    ] = None
-    all: Annotated[
-        bool,
-        doc("Every letter not replayed yet."),
-    ] = False
-
-
-class ReplayDeadLetters(Activity):
-    """An operator asks for letters to be replayed (``dovecote deadletter replay``)."""
-
-    type: Literal["Undo"]
-    object: Annotated[
-        LetterSelection,
-        doc("Which letters to replay."),
-    ]
-
-
-class LetterSummary(Model):
-    type: Literal["Flag"]
-    id: Annotated[
-        Iri,
-        doc("The letter's id (the `Flag` activity's id)."),
-    ]
-    service: Annotated[
-        Name,
-        doc("The service that parked it."),
-    ]
-    topic: Annotated[
-        Annotated[str, Meta(max_length=65535)],
-        doc("The original topic."),
-    ]
-    summary: Annotated[
-        Text,
-        doc("The reason it was parked."),
-    ]
-    attempts: Annotated[
-        int,
-        doc("Handler runs before it was parked."),
-    ]
-    size: Annotated[
-        int,
-        doc("Bytes of the original payload."),
-    ]
-    published: Annotated[
-        Published,
-        doc("When the service parked it."),
-    ]
-    replays: Annotated[
-        int,
-        doc("How often it was replayed (0: never)."),
-    ]
-    lastReplayed: Annotated[
-        Published | None,
-        doc("When it was last replayed."),
-    ] = None
-
-
-class LetterReport(Model):
-    type: Literal["OrderedCollection"]
-    totalItems: Annotated[
-        int,
-        doc("Letters held that match, including those not listed."),
-    ]
-    orderedItems: Annotated[
-        list[LetterSummary],
-        doc("The letters listed, newest first."),
-    ] = []
-    missing: Annotated[
-        list[Iri],
-        doc("Asked-for letter ids the service does not hold."),
-    ] = []
-
-
-class DeadLetterReply(Activity, kw_only=True):
-    """The deadletters service's answer to one operator command (``inReplyTo`` its id)."""
-
-    type: Literal["Accept", "Reject"]
-    object: Annotated[
-        LetterReport,
-        doc("The answer."),
-    ]
-    inReplyTo: Annotated[
-        Iri,
-        doc("The id of the operator's command this answers."),
-    ]
-
-
-# --- metrics and traces ----------------------------------------------------------------
-
-Count = Annotated[int, Meta(ge=0)]
-Label = Annotated[str, Meta(max_length=200)]
-ReadingName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-
-
-class Latency(Model):
-    """Handler latency as a histogram: how many messages took how long."""
-
-    bounds: Annotated[
-        Annotated[list[float], Meta(min_length=1, max_length=64)],
-        doc("Upper bounds of the buckets in seconds, ascending."),
-    ]
-    counts: Annotated[
-        Annotated[list[Count], Meta(min_length=2, max_length=65)],
-        doc(
-            "Messages per bucket since the worker started, one more than `bounds`: "
-            "`counts[i]` took at most `bounds[i]` (and more than `bounds[i-1]`); the last "
-            "took longer than every bound. Not cumulative."
-        ),
-    ]
-    sum: Annotated[
-        Annotated[float, Meta(ge=0)],
-        doc("Seconds, every message together."),
-    ]
-
-
-class WorkerMeasurements(Model):
-    """One worker's totals since it started; rates come from two reports' difference."""
-
-    type: Literal["Service"]
-    id: Annotated[
-        Iri,
-        doc("`urn:dovecote:service:<service>:<instance>`."),
-    ]
-    name: Annotated[
-        Name,
-        doc("The service."),
-    ]
-    instance: Annotated[
-        Name,
-        doc("The worker within its service (`DOVECOTE_INSTANCE`)."),
-    ]
-    started: Annotated[
-        Published,
-        doc("When the worker started: every count below is since then."),
-    ]
-    interval: Annotated[
-        Annotated[float, Meta(gt=0)],
-        doc("Seconds between two reports (`DOVECOTE_METRICS_INTERVAL`)."),
-    ]
-    connected: Annotated[
-        bool,
-        doc(
-            "Whether the worker's connection to the broker was up when it made the report "
-            "(a worker that is down sends none: its reports stop)."
-        ),
-    ]
-    reconnects: Annotated[
-        Count,
-        doc("Times the worker connected again after losing the broker."),
-    ]
-    handled: Annotated[
-        Annotated[dict[Label, Count], Meta(max_length=128)],
-        doc(
-            "Messages whose handler ran to its end (or gave up), by topic: the registry's "
-            "pattern (`users/{user}/notifications`), else the topic below the root; past "
-            "100 topics, `other`."
-        ),
-    ]
-    latency: Annotated[
-        Latency,
-        doc(
-            "How long handling took, from the moment the message's handler began to its "
-            "acknowledgement: retries and their backoff included."
-        ),
-    ]
-    skipped: Annotated[
-        Count,
-        doc(
-            "Redeliveries skipped: copies of an activity already handled, or still in its "
-            "handler (acknowledged with it)."
-        ),
-    ]
-    retries: Annotated[
-        Count,
-        doc("Handler runs after a failed first one."),
-    ]
-    parked: Annotated[
-        Count,
-        doc("Messages dead-lettered (on `deadletter/<service>`)."),
-    ]
-    published: Annotated[
-        Count,
-        doc("Messages the worker published (its reports, presence and letters included)."),
-    ]
-    unacknowledged: Annotated[
-        Count,
-        doc("QoS 1 publishes the broker has not acknowledged yet."),
-    ]
-    inflight: Annotated[
-        Count,
-        doc("Handlers running now (waiting on I/O, or on a retry's backoff)."),
-    ]
-    lag: Annotated[
-        Annotated[float, Meta(ge=0)],
-        doc(
-            "Seconds: how old the newest activity the worker began handling since the last "
-            "report was when it began (now minus its `published`); 0 when it began none. "
-            "Includes the clock difference between the publisher and this worker."
-        ),
-    ]
-    outbox: Annotated[
-        Count | None,
-        doc(
-            "Messages in the worker's durable outbox that the broker has not acknowledged "
-            "(services with one: the gateway)."
-        ),
-    ] = None
-    readings: Annotated[
-        Annotated[dict[ReadingName, float], Meta(max_length=32)],
-        doc(
-            "The service's own readings (the gateway's open sockets, bytes queued, 1013 "
-            "closes, replays): a name ending in `_total` counts since the start, any other "
-            "is a value now."
-        ),
-    ] = {}
-
-
-class MetricsReport(Activity):
-    """A worker's measurements, every few seconds (``dovecote.metrics``)."""
-
-    type: Literal["Update"]
-    object: Annotated[
-        WorkerMeasurements,
-        doc("The worker and its measurements."),
-    ]
-
-
-class TraceQuery(Model):
-    type: Literal["Collection"]
-    context: Annotated[
-        Annotated[str, Meta(min_length=1, max_length=200)],
-        doc(
-            "A correlation id (`context`), or the start of one (at least 4 characters: the "
-            "`ctx 37747bd6` that `dovecote tail` shows is enough)."
-        ),
-    ]
-
-
-class ViewTrace(Activity):
-    """An operator asks the gateway for one correlation id's trace (``dovecote trace``)."""
-
-    type: Literal["View"]
-    object: Annotated[
-        TraceQuery,
-        doc("Which trace."),
-    ]
-
-
-class TraceStep(Model):
-    """One activity that carried the correlation id, as the gateway saw it."""
-
-    type: Literal["Link"]
-    href: Annotated[
-        Iri,
-        doc("The activity's id."),
-    ]
-    name: Annotated[
-        Annotated[str, Meta(max_length=65535)],
-        doc("The topic it was published on, below the root."),
-    ]
-    activity: Annotated[
-        Name,
-        doc("The activity's type (`Create`, `Update`, ...)."),
-    ]
-    service: Annotated[
-        Name,
-        doc(
-            "Who published it: the topic's publisher in the registry (for a topic every "
-            "service publishes, the service its topic names), else the actor's name."
-        ),
-    ]
-    actor: Annotated[
-        Name,
-        doc("The activity's actor, by name (or id)."),
-    ]
-    summary: Annotated[
-        Text,
-        doc("A few words about its object (as `dovecote tail` shows it)."),
-    ]
-    published: Annotated[
-        Published,
-        doc("When its publisher made it: the steps are in this order."),
-    ]
-    received: Annotated[
-        Published,
-        doc("When the gateway received it."),
-    ]
-
-
-class Trace(Model):
-    type: Literal["OrderedCollection"]
-    totalItems: Annotated[
-        Count,
-        doc("Activities the gateway holds for it (the first 200 are listed)."),
-    ]
-    context: Annotated[
-        Annotated[str, Meta(max_length=200)] | None,
-        doc("The correlation id found; absent when none (or several) matched."),
-    ] = None
-    orderedItems: Annotated[
-        Annotated[list[TraceStep], Meta(max_length=200)],
-        doc("The activities, oldest first by `published`."),
-    ] = []
-    partial: Annotated[
-        bool,
-        doc(
-            "Older steps of this trace were dropped: the gateway's index is bounded "
-            "(`TRACE_INDEX_BYTES`) and keeps the newest."
-        ),
-    ] = False
-    candidates: Annotated[
-        Annotated[list[Annotated[str, Meta(max_length=200)]], Meta(max_length=20)],
-        doc("Correlation ids that start with what was asked, when more than one does."),
-    ] = []
-
-
-class TraceReply(Activity, kw_only=True):
-    """The gateway's answer to one ``ViewTrace`` (``inReplyTo`` its id)."""
-
-    type: Literal["Accept"]
-    object: Annotated[
-        Trace,
-        doc("The trace."),
-    ]
-    inReplyTo: Annotated[
-        Iri,
-        doc("The id of the `View` this answers."),
-    ]
-
+from dovecote.payloads.letters import (  # re-exported
+    DeadLetter as DeadLetter,
+)
+from dovecote.payloads.letters import (
+    DeadLetterReply as DeadLetterReply,
+)
+from dovecote.payloads.letters import (
+    LetterQuery as LetterQuery,
+)
+from dovecote.payloads.letters import (
+    LetterReport as LetterReport,
+)
+from dovecote.payloads.letters import (
+    LetterSelection as LetterSelection,
+)
+from dovecote.payloads.letters import (
+    LetterSummary as LetterSummary,
+)
+from dovecote.payloads.letters import (
+    ListDeadLetters as ListDeadLetters,
+)
+from dovecote.payloads.letters import (
+    ParkedMessage as ParkedMessage,
+)
+from dovecote.payloads.letters import (
+    Redelivery as Redelivery,
+)
+from dovecote.payloads.letters import (
+    ReplayDeadLetters as ReplayDeadLetters,
+)
+from dovecote.payloads.metrics import (  # re-exported
+    Count as Count,
+)
+from dovecote.payloads.metrics import (
+    Label as Label,
+)
+from dovecote.payloads.metrics import (
+    Latency as Latency,
+)
+from dovecote.payloads.metrics import (
+    MetricsReport as MetricsReport,
+)
+from dovecote.payloads.metrics import (
+    ReadingName as ReadingName,
+)
+from dovecote.payloads.metrics import (
+    WorkerMeasurements as WorkerMeasurements,
+)
+from dovecote.payloads.presence import (  # re-exported
+    Presence as Presence,
+)
+from dovecote.payloads.presence import (
+    ServiceInstance as ServiceInstance,
+)
+from dovecote.payloads.traces import (  # re-exported
+    Trace as Trace,
+)
+from dovecote.payloads.traces import (
+    TraceQuery as TraceQuery,
+)
+from dovecote.payloads.traces import (
+    TraceReply as TraceReply,
+)
+from dovecote.payloads.traces import (
+    TraceStep as TraceStep,
+)
+from dovecote.payloads.traces import (
+    ViewTrace as ViewTrace,
+)
 
 # --- codec -------------------------------------------------------------------------------
 
@@ -1242,7 +251,7 @@ class Envelope(TypedDict):
 
 def envelope(id: str | None = None) -> Envelope:
     """``@context``, a fresh id (or the ``derived_id`` given) and ``published`` now, to spread
-    into a new activity: ``act.ImageResized(**act.envelope(), type="Update", actor=..., ...)``.
+    into a new activity: ``act.Presence(**act.envelope(), type="Join", actor=..., ...)``.
     Every other field is named at the call, so mypy reports one that is missing."""
     return {"context_": AS_CONTEXT, "id": id or new_id(), "published": instant()}
 

@@ -1,21 +1,26 @@
-"""Where the project is: the folder whose ``services/`` holds the federation's services.
+"""Where the project is: the folder whose ``pyproject.toml`` names the federation.
 
 The library (``dovecote``) is installed; the services are the application beside it and are
 run from the project folder (``python -m services.<name>``), never installed. Tools and the
 test plugin find that folder here: ``DOVECOTE_PROJECT`` if set, else the nearest folder at or
-above the working directory with a ``services/`` package, else the checkout this library was
-installed from (an editable install).
+above the working directory whose ``pyproject.toml`` has a ``[tool.dovecote]`` table (its
+manifest: ``dovecote.tools.manifest``), else the checkout this library was installed from
+(an editable install).
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from pathlib import Path
 
 
 def _is_project(folder: Path) -> bool:
-    return (folder / "services" / "__init__.py").is_file()
+    try:
+        with (folder / "pyproject.toml").open("rb") as f:
+            return "dovecote" in tomllib.load(f).get("tool", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
 
 
 def find(env: dict[str, str] | None = None) -> Path:
@@ -31,10 +36,3 @@ def find(env: dict[str, str] | None = None) -> Path:
 
 
 PROJECT = find()
-
-
-def importable() -> Path:
-    """Make ``services.<name>`` importable in this process (tools that read every service)."""
-    if str(PROJECT) not in sys.path:
-        sys.path.insert(0, str(PROJECT))
-    return PROJECT

@@ -1,14 +1,17 @@
-"""The topic registry: the single source of truth for Dovecote's MQTT API.
+"""The topic registry: the single source of truth for a federation's MQTT API.
 
-Every topic is declared here once, with its pattern (relative to the configurable root),
+Every topic is declared once, with its pattern (relative to the configurable root),
 publisher, QoS, retain flag and payload type. The runtime refuses to publish anything that
 is not declared (or not declared for the publishing service), ``docs/topics.md`` is generated
-from this module, and tests check the docs against it.
+from the registry, and tests check the docs against it.
 
-A service that introduces topics of its own declares them in ``services/<name>/topics.py``
-with ``register()``; the docs generator finds them there, so adding a service needs no edit
-here. A retained ``state/...`` topic may say how the dashboard shows it (``display=``, see
-``dovecote.display``): the gateway then draws it as a card. Rules for every topic (docs/topics.md):
+Here are the runtime's own topics, which every federation has (presence, dead letters,
+metrics, traces, the broker checks). A service declares the topics it publishes in its own
+contract module, ``services/<name>/topics.py``, with ``register()``; the federation's manifest
+lists those modules (``dovecote.federation``), and a tool that needs the whole registry loads
+the manifest. A retained ``state/...`` topic may say how the dashboard shows it (``display=``,
+see ``dovecote.display``): the gateway then draws it as a card. Rules for every topic
+(docs/topics.md):
 
 - lowercase, no leading slash, no spaces; levels separated by ``/``;
 - no ``.`` anywhere: RabbitMQ maps ``/`` to ``.`` for AMQP, so a dot would split a level;
@@ -17,7 +20,6 @@ here. A retained ``state/...`` topic may say how the dashboard shows it (``displ
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,13 +30,12 @@ from typing_extensions import TypeVar
 from dovecote import activity as act
 from dovecote.display import Display
 from dovecote.errors import TopicError as TopicError  # re-exported: topics.TopicError
-from dovecote.project import importable
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _LEVEL_RE = re.compile(r"^(?:[a-z0-9][a-z0-9_-]*|\{[a-z_]+\})$")
 _PARAM_RE = re.compile(r"^\{([a-z_]+)\}$")
 
-# A topic's payload type: ``Topic[act.BuildUpdated]`` takes only that (``Bus.publish``). A
+# A topic's payload type: ``Topic[act.Presence]`` takes only that (``Bus.publish``). A
 # bare ``Topic`` is any topic.
 P = TypeVar("P", bound=act.Activity, default=Any)
 
@@ -203,17 +204,6 @@ def all_topics() -> Iterator[Topic]:
     return iter(sorted(_REGISTRY.values(), key=lambda t: t.pattern))
 
 
-def load_service_topics() -> None:
-    """Import ``services/<name>/topics.py`` wherever a service declares topics of its own.
-
-    For tools that need the whole registry (docs, ``dovecote tail`` and ``publish``); a
-    service needs only its own topics and shared ones, which its imports already load.
-    """
-    project = importable()
-    for path in sorted((project / "services").glob("*/topics.py")):
-        importlib.import_module(f"services.{path.parent.name}.topics")
-
-
 def lookup(root: str, topic: str) -> tuple[Topic, dict[str, str]] | None:
     """Which registered entry a concrete topic belongs to, with its parameters."""
     for entry in _REGISTRY.values():
@@ -223,118 +213,8 @@ def lookup(root: str, topic: str) -> tuple[Topic, dict[str, str]] | None:
     return None
 
 
-# --- the federation's topics -------------------------------------------------------------
+# --- the runtime's own: presence and dead letters -------------------------------------
 
-BUILD_START = register(
-    Topic(
-        "commands/builder/start",
-        "gateway",
-        1,
-        False,
-        act.StartBuild,
-        "Ask the builder to start a build (refused while one is running).",
-        actor="the person the gateway acts for (who pressed Start)",
-    )
-)
-BUILD_STOP = register(
-    Topic(
-        "commands/builder/stop",
-        "gateway",
-        1,
-        False,
-        act.StopBuild,
-        "Ask the builder to stop the running build.",
-        actor="the person the gateway acts for (who pressed Stop)",
-    )
-)
-BUILD_STARTED = register(
-    Topic(
-        "events/build/started",
-        "builder",
-        1,
-        False,
-        act.BuildCreated,
-        "A build has started (progress 0).",
-        actor="the builder; `object.attributedTo` is the person who asked",
-    )
-)
-BUILD_PROGRESS = register(
-    Topic(
-        "events/build/progress",
-        "builder",
-        0,
-        False,
-        act.BuildUpdated,
-        "A progress tick of the running build. Transient: QoS 0.",
-        actor="the builder; `object.attributedTo` is the person who asked",
-    )
-)
-BUILD_SUCCEEDED = register(
-    Topic(
-        "events/build/succeeded",
-        "builder",
-        1,
-        False,
-        act.BuildUpdated,
-        "A build reached 100 %.",
-        actor="the builder; `object.attributedTo` is the person who asked",
-    )
-)
-BUILD_FAILED = register(
-    Topic(
-        "events/build/failed",
-        "builder",
-        1,
-        False,
-        act.BuildUpdated,
-        "A build failed (the demo fails at 70 % when asked to) or was interrupted.",
-        actor="the builder; `object.attributedTo` is the person who asked",
-    )
-)
-BUILD_STOPPED = register(
-    Topic(
-        "events/build/stopped",
-        "builder",
-        1,
-        False,
-        act.BuildUpdated,
-        "A build was stopped on request before it finished.",
-        actor="the builder; `object.attributedTo` is the person who asked",
-    )
-)
-BUILD_REJECTED = register(
-    Topic(
-        "events/build/rejected",
-        "builder",
-        1,
-        False,
-        act.BuildRejected,
-        "The builder refused a command (a build is already running, ...); summary says why.",
-        actor="the builder; `object` is the refused command, with its own actor",
-    )
-)
-BUILD_STATE = register(
-    Topic(
-        "state/build",
-        "builder",
-        1,
-        True,
-        act.BuildUpdated,
-        "The current (or last) build, retained for late joiners.",
-        actor="the builder",
-    )
-)
-BUILD_HISTORY = register(
-    Topic(
-        "state/builds",
-        "builder",
-        1,
-        True,
-        act.BuildHistoryUpdated,
-        "The last builds, newest first, retained.",
-        actor="the builder",
-    )
-)
 PRESENCE = register(
     Topic(
         "services/{service}/{instance}",
@@ -445,139 +325,6 @@ TRACE_REPLY = register(
         act.TraceReply,
         "The gateway's answer to one `commands/gateway/trace`: the trace, oldest step first.",
         actor="the gateway",
-    )
-)
-
-# --- the image pipeline ------------------------------------------------------------------
-
-IMAGE_CREATED = register(
-    Topic(
-        "events/image/created",
-        "gateway",
-        1,
-        False,
-        act.ImageCreated,
-        "A person uploaded an image; the gateway stored the original at `object.url`. "
-        "`context` is the upload's correlation id.",
-        actor="the person who uploaded the image (the gateway publishes for them)",
-    )
-)
-IMAGE_RESIZED = register(
-    Topic(
-        "events/image/resized",
-        "resizer",
-        1,
-        False,
-        act.ImageResized,
-        "Thumbnails of an image are stored; `object.preview` lists their URLs, smallest first.",
-        actor="the resizer",
-    )
-)
-NOTIFICATION = register(
-    Topic(
-        "users/{user}/notifications",
-        "notifier",
-        1,
-        False,
-        act.Notification,
-        "One notification for one person (someone they follow uploaded, a build finished). "
-        "The gateway sends it to that person's sockets only.",
-        actor="the notifier; `to` is the person notified, `object.actor` who did it",
-    )
-)
-INBOX_VIEW = register(
-    Topic(
-        "commands/notifier/inbox",
-        "gateway",
-        1,
-        False,
-        act.ViewInbox,
-        "The gateway asks for a person's inbox (their last notifications and how many are "
-        "unread), to render their page; the answer comes on `replies/notifier/{request}`.",
-        actor="the signed-in person whose inbox it is",
-    )
-)
-INBOX_READ = register(
-    Topic(
-        "commands/notifier/read",
-        "gateway",
-        1,
-        False,
-        act.ReadInbox,
-        'A person read their notifications ("Mark all read"): the notifier marks them '
-        "and publishes the new counts on `users/{user}/inbox`.",
-        actor="the signed-in person who read them",
-    )
-)
-INBOX_REPLY = register(
-    Topic(
-        "replies/notifier/{request}",
-        "notifier",
-        1,
-        False,
-        act.InboxReply,
-        "The notifier's answer to one `commands/notifier/inbox`; every gateway worker "
-        "subscribes, the one that asked takes it.",
-        actor="the notifier",
-    )
-)
-INBOX_STATE = register(
-    Topic(
-        "users/{user}/inbox",
-        "notifier",
-        1,
-        False,
-        act.InboxUpdated,
-        "A person's inbox counts after they read it; the gateway sends it to that person's "
-        "sockets only (every open page clears its badge).",
-        actor="the notifier",
-    )
-)
-POINTS_AWARDED = register(
-    Topic(
-        "events/points/awarded",
-        "points",
-        1,
-        False,
-        act.PointsAwarded,
-        "A person earned points (`object.rule`, `object.points`, new `object.total`).",
-        actor="the points service; `target` is the person who earned them",
-    )
-)
-LEADERBOARD = register(
-    Topic(
-        "state/leaderboard",
-        "points",
-        1,
-        True,
-        act.LeaderboardUpdated,
-        "The top scorers, most points first, retained for late joiners.",
-        actor="the points service",
-    )
-)
-
-# --- people ----------------------------------------------------------------------------
-
-PERSON_FOLLOWED = register(
-    Topic(
-        "events/people/followed",
-        "gateway",
-        1,
-        False,
-        act.Followed,
-        "A person followed another (stored first: the next notification counts it).",
-        actor="the person who followed; `object` is the person followed",
-    )
-)
-PERSON_UNFOLLOWED = register(
-    Topic(
-        "events/people/unfollowed",
-        "gateway",
-        1,
-        False,
-        act.Unfollowed,
-        "A person stopped following another.",
-        actor="the person who unfollowed; `object.object` is the person they followed",
     )
 )
 

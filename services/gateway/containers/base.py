@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dovecote import activity as act
+from services.gateway import topics as gateway_topics
 from services.gateway.images import BadImage
 
 # Pillow keeps RGB and RGBA pixels in 4 bytes: the unit of IMAGE_MAX_DECODED_BYTES.
@@ -19,7 +19,7 @@ MAX_PARTS = 100_000
 class Stripped:
     """A file without its metadata, and what its headers say about it."""
 
-    media_type: act.ImageMediaType
+    media_type: gateway_topics.ImageMediaType
     data: bytes  # the file as stored: the pixels' bytes as uploaded, metadata out
     width: int  # as the pixels are stored, before any orientation
     height: int

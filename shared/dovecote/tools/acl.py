@@ -21,9 +21,8 @@ import re
 import sys
 
 from dovecote.project import PROJECT
-from dovecote.tools import logins
+from dovecote.tools import logins, manifest
 from dovecote.tools.client import TOOL_IDS
-from dovecote.tools.docs import load_service_topics
 from dovecote.tools.logins import OBSERVER, OPERATOR, writable
 from dovecote.tools.supervisor import discover
 
@@ -98,7 +97,8 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         write = _amqp_regex(list(grant.write)) if grant.write else "^$"
         read = _amqp_regex([*grant.read, *(f"$share/+/{f}" for f in grant.read)])
         lines.append(f"user {who} \"$DOVECOTE_PW_{who.upper()}\" '{own}' '{write}' '{read}'")
-    for service, cls in sorted(logins.service_classes().items()):
+    for cls in manifest.load():
+        service = cls.name
         if service in (OBSERVER, OPERATOR):  # its workers' ids would be the tools' ids
             raise ValueError(f"a service may not be called {service!r}: that is a login's")
         grant = logins.service_grant(cls, root)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if the files are stale")
     args = parser.parse_args(argv)
-    load_service_topics()
+    manifest.load()
     stale = []
     files = {MOSQUITTO_ROLES: mosquitto_roles(), RABBITMQ_PERMISSIONS: rabbitmq_permissions()}
     for path, text in files.items():

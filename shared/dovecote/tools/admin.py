@@ -13,10 +13,12 @@ import subprocess
 import sys
 
 from dovecote.project import PROJECT
+from dovecote.tools import manifest
 
 
 def services_with_admin() -> list[str]:
-    return sorted(p.parent.name for p in (PROJECT / "services").glob("*/admin.py"))
+    federation = manifest.load()
+    return [n for n in federation.names() if (federation.folder(n) / "admin.py").is_file()]
 
 
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,5 +42,5 @@ def command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    module = f"services.{args.service}.admin"
+    module = f"{manifest.load().module(args.service)}.admin"
     return subprocess.call([sys.executable, "-m", module, *args.rest], cwd=PROJECT)

@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from dovecote.config import ConfigError, Settings, data_dir
+from dovecote.federation import FederationError
 from dovecote.testing import clusterctl
 from dovecote.tools import (
     admin,
     broker,
     contract,
     deadletter,
-    logins,
+    logins_command,
     publish,
     run_secrets,
     runlock,
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         publish,
         deadletter,
         trace,
-        logins,
+        logins_command,
         admin,
         contract,
     ):  # each module adds its own subcommand
@@ -196,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the supervisor took signals over
         print(f"dovecote {args.command}: interrupted", file=sys.stderr)
         return 130
+    except FederationError as exc:  # which services? the manifest is missing or wrong
+        print(f"dovecote {args.command}: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -19,8 +19,7 @@ from typing import Any
 import yaml
 
 from dovecote.project import PROJECT
-from dovecote.tools import asyncapi, compat
-from dovecote.tools.docs import load_service_topics
+from dovecote.tools import asyncapi, compat, manifest
 
 RELEASED = PROJECT / "docs" / "contract" / "released.yaml"
 ASYNCAPI_IN_GIT = "docs/asyncapi.yaml"
@@ -31,7 +30,7 @@ class BaselineError(Exception):
 
 
 def current() -> dict[str, Any]:
-    load_service_topics()
+    manifest.load()
     return asyncapi.document()
 
 

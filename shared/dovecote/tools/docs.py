@@ -19,14 +19,11 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import DovecoteError
 from dovecote.project import PROJECT
-from dovecote.tools import asyncapi
+from dovecote.tools import asyncapi, manifest
 
 TOPICS_MD = PROJECT / "docs" / "topics.md"
 SCHEMA_DIR = PROJECT / "docs" / "schemas"
 ASYNCAPI_YAML = PROJECT / "docs" / "asyncapi.yaml"
-
-
-load_service_topics = topics.load_service_topics
 
 
 def topics_markdown(root: str = "dovecote") -> str:
@@ -102,7 +99,7 @@ class InvalidContract(DovecoteError, ValueError):
 
 
 def expected_files() -> dict[Path, bytes]:
-    load_service_topics()
+    manifest.load()
     doc = asyncapi.document()
     problems = asyncapi.check(doc)
     if problems:

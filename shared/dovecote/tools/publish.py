@@ -23,7 +23,7 @@ from dovecote import topics
 from dovecote.config import ConfigError, Settings
 from dovecote.errors import DovecoteError
 from dovecote.logs import setup_logging
-from dovecote.tools import client
+from dovecote.tools import client, manifest
 
 CLI_ACTOR = {"type": "Application", "id": "urn:dovecote:cli:publish", "name": "dovecote publish"}
 
@@ -109,7 +109,7 @@ def _read(args: argparse.Namespace) -> str:
 def command(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
-        topics.load_service_topics()
+        manifest.load()  # the whole registry: any service's topic
         entry, activity, added = prepare(settings.root, args.topic, _read(args))
     except (ConfigError, Refused) as exc:
         print(f"dovecote publish: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from dovecote import instance, lifeline
 from dovecote.project import PROJECT
+from dovecote.tools import manifest
 
 STOP_TIMEOUT = 10.0
 HEALTHY_AFTER = 10.0  # a worker up this long is fine; its next crash restarts the backoff
@@ -36,8 +37,8 @@ COLORS = [36, 33, 35, 32, 34, 91, 96, 93]
 
 
 def discover() -> list[str]:
-    """Every service folder: ``services/<name>/__main__.py``. No list to edit."""
-    found = sorted(p.parent.name for p in (PROJECT / "services").glob("*/__main__.py"))
+    """Every service of the federation's manifest (``dovecote.tools.manifest``)."""
+    found = manifest.load().names()
     # The gateway starts last and stops first: the dashboard appears when the rest is up.
     return [s for s in found if s != "gateway"] + [s for s in found if s == "gateway"]
 
@@ -84,13 +85,14 @@ class Supervisor:
         env: Mapping[str, str],
         say: Callable[[str], None] | None = None,
         color: bool | None = None,
-        package: str = "services",
+        package: str = "",
         handle_signals: bool = True,
         keep_fds: tuple[int, ...] = (),
         on_spawn: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.env = dict(env)
-        self.package = package  # workers run as ``python -m <package>.<service>``
+        # Workers run as ``python -m <package>.<service>``; the manifest's by default.
+        self.package = package or manifest.package()
         self.handle_signals = handle_signals
         self.color = sys.stdout.isatty() if color is None else color
         # DOVECOTE_INSTANCE=auto: <machine>-<n>, unique across machines (dovecote.instance).

@@ -28,7 +28,7 @@ from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.logs import setup_logging
 from dovecote.mqtt import Message
-from dovecote.tools import client
+from dovecote.tools import client, manifest
 from dovecote.tools.retained import StateFirst
 
 _GENERIC = act.Codec(act.Activity)
@@ -253,7 +253,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"dovecote tail: {exc}", file=sys.stderr)
         return 2
     setup_logging("ERROR")  # a refused login is worth a line; reconnect chatter is not
-    topics.load_service_topics()
+    manifest.load()  # the whole registry: every topic's payload type
     try:
         return asyncio.run(
             tail(

@@ -1,0 +1,36 @@
+"""The federation's manifest: every service, and every contract module, named once.
+
+The tools load it by the name pyproject.toml gives (``[tool.dovecote] federation``, or
+``DOVECOTE_FEDERATION``): ``dovecote run`` starts these services, ``make docs`` documents
+these topics and writes the broker's grants from these services' handlers. ``dovecote
+new-service`` adds a line here and in ``contracts.py``. Services themselves never import this
+module (a service imports its own contract and those of the services it reads).
+"""
+
+from __future__ import annotations
+
+from dovecote.federation import Federation
+from services.builder.service import Builder
+from services.contracts import CONTRACTS
+from services.deadletters.service import DeadLetters
+from services.gateway.service import Gateway
+from services.notifier.service import Notifier
+from services.notifier.topics import NOTIFICATION
+from services.points.service import Points
+from services.resizer.service import Resizer
+from services.tweeter.service import Tweeter
+
+FEDERATION = Federation(
+    services=(
+        Builder,
+        DeadLetters,
+        Gateway,
+        Notifier,
+        Points,
+        Resizer,
+        Tweeter,
+    ),
+    contracts=CONTRACTS,
+    # A person's own device login reads their notifications, and nothing else.
+    person_reads=(NOTIFICATION,),
+)
