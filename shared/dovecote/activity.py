@@ -20,10 +20,11 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Generic, Literal, TypedDict
 
 import msgspec
 from msgspec import Meta, Struct
+from typing_extensions import TypeVar
 
 from dovecote.errors import InvalidActivity as InvalidActivity  # re-exported: act.InvalidActivity
 
@@ -1126,14 +1127,17 @@ class TraceReply(Activity, kw_only=True):
 # --- codec -------------------------------------------------------------------------------
 
 
-class Codec:
+K = TypeVar("K", bound=Activity, default=Any)  # what a ``Codec`` decodes to
+
+
+class Codec(Generic[K]):
     """Decodes and validates one payload type. Build one per topic, reuse it."""
 
-    def __init__(self, kind: type[Activity]) -> None:
+    def __init__(self, kind: type[K]) -> None:
         self.kind = kind
-        self._decoder = msgspec.json.Decoder(kind)
+        self._decoder: msgspec.json.Decoder[K] = msgspec.json.Decoder(kind)
 
-    def decode(self, payload: bytes | bytearray | memoryview | str) -> Any:
+    def decode(self, payload: bytes | bytearray | memoryview | str) -> K:
         try:
             return self._decoder.decode(payload)
         except msgspec.ValidationError as exc:
