@@ -506,9 +506,9 @@ async def test_the_bus_socket_sends_each_write_at_once(probe: Probe) -> None:
     Mosquitto configs): with Nagle, a question answered on the bus (a page's inbox) waited
     for delayed ACKs, 88 ms instead of 2 (docs/performance.md)."""
     assert isinstance(probe.conn, Connection)  # paho's, on a real broker
-    buffered = probe.conn._sock
+    buffered = probe.conn.socket.buffered
     assert buffered is not None
-    raw = buffered._sock  # paho's socket, under the buffered wrapper
+    raw = buffered.raw  # paho's socket, under the buffered wrapper
     assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     for conf in ("dev.conf", "production.conf"):
         text = (PROJECT / "deploy" / "mosquitto" / conf).read_text()
