@@ -7,7 +7,8 @@
    (``dovecote.redelivery``: a letter this service signed, unchanged, never redelivered
    before: the parked original takes the message's place and goes on down this path; any
    other is parked, unrun);
-3. route: which handlers want this topic; none: parked (an unknown command verb says so);
+3. route (``dovecote.routes``): which handlers want this topic; none: parked (an unknown
+   command verb says so);
 4. size: over ``DOVECOTE_MAX_PAYLOAD``: parked unread;
 5. decode and validate into the topic's payload type (for each handler that wants it, before
    any runs); invalid: parked with the reason;
@@ -33,10 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from dovecote import activity as act
 from dovecote import topics
 from dovecote.config import Settings
 from dovecote.dedupe import Seen, SeenIds, fingerprint
@@ -45,29 +44,16 @@ from dovecote.errors import InvalidActivity, Unprocessable
 from dovecote.metrics import Meter
 from dovecote.mqtt import Message
 from dovecote.redelivery import Redeliveries, Seal
+from dovecote.routes import Binding, Call, Routes
 from dovecote.service import Delivery, Handler, inbox
-from dovecote.topics import Topic
 
 RETRY_DELAY = 0.2  # seconds before the 2nd attempt, doubling after
-GENERIC = act.Codec(act.Activity)  # for topics a handler takes by filter, not by entry
 
 Ack = Callable[[int, int], None]  # mid, qos
 Park = Callable[[str, bytes, str, int], None]  # topic, payload, reason, attempts
 Letter = tuple[str, int]  # why a message is parked, after how many attempts of its handler
-Call = tuple[Handler, Any, Delivery]  # one handler, with the activity decoded for it
 
-
-@dataclass(slots=True)
-class Binding:
-    """One handler of the service and the absolute filter it was registered for."""
-
-    filter: str
-    entry: Topic | None
-    handler: Handler
-    shared: bool
-
-
-Route = tuple[Binding, dict[str, str]]
+__all__ = ["Binding", "Dispatcher"]
 
 
 class Dispatcher:
@@ -91,7 +77,7 @@ class Dispatcher:
         self.name = name
         self.root = settings.root
         self.settings = settings
-        self.bindings = bindings
+        self.routes = Routes(self.root, bindings)
         self._ack = ack
         self._publish_letter = park
         self._on_query = on_query
@@ -101,10 +87,9 @@ class Dispatcher:
         self.inbox = inbox(self.root, name)
         self.query_topic = topics.PRESENCE_QUERY.address(self.root)
         self.deadletter_topic = topics.DEADLETTER.address(self.root, service=name)
-        self._routes: dict[str, list[Route]] = {}
         self._seen = SeenIds()
         self.redeliveries = Redeliveries(
-            name, self.root, seal, self._seen, lambda topic: bool(self._route(topic)), log
+            name, self.root, seal, self._seen, lambda topic: bool(self.routes.of(topic)), log
         )
         # (topic, id) of an activity in a handler -> its fingerprint and the (mid, qos) of
         # the copies that arrived meanwhile
@@ -127,7 +112,7 @@ class Dispatcher:
                 self.finish(msg, letters=() if unparked is None else ((unparked, 0),))
                 return
             msg = unparked
-        routes = self._route(msg.topic)
+        routes = self.routes.of(msg.topic)
         if not routes:
             reason = (
                 f"unknown command {msg.topic.rsplit('/', 1)[-1]!r} for {self.name}"
@@ -140,62 +125,15 @@ class Dispatcher:
         if len(msg.payload) > limit:
             self.reject(msg, f"payload of {len(msg.payload)} bytes is over the {limit}-byte limit")
             return
-        calls = self._decode(msg, routes)
-        if calls is None:
+        try:
+            calls = self.routes.calls(msg, routes)
+        except InvalidActivity as exc:
+            self.reject(msg, str(exc))
             return
         print_ = self._first(calls[0][1], msg)
         if print_ is None:
             return
         self._run(calls, msg, print_)
-
-    def _decode(self, msg: Message, routes: list[Route]) -> list[Call] | None:
-        """The payload decoded for each handler (once per codec); None: invalid, parked."""
-        if len(routes) == 1:  # nearly always: no bookkeeping of codecs
-            binding, params = routes[0]
-            entry = binding.entry or self._entry_for(msg.topic)
-            try:
-                activity = (entry.codec if entry else GENERIC).decode(msg.payload)
-            except InvalidActivity as exc:
-                self.reject(msg, str(exc))
-                return None
-            delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
-            return [(binding.handler, activity, delivery)]
-        calls: list[Call] = []
-        decoded: dict[int, Any] = {}
-        for binding, params in routes:
-            entry = binding.entry or self._entry_for(msg.topic)
-            codec = entry.codec if entry else GENERIC
-            activity = decoded.get(id(codec))
-            if activity is None:
-                try:
-                    activity = decoded[id(codec)] = codec.decode(msg.payload)
-                except InvalidActivity as exc:
-                    self.reject(msg, str(exc))
-                    return None
-            delivery = Delivery(msg.topic, params, msg.payload, msg.retain, entry)
-            calls.append((binding.handler, activity, delivery))
-        return calls
-
-    def _route(self, topic: str) -> list[Route]:
-        routes = self._routes.get(topic)
-        if routes is None:
-            routes = []
-            for b in self.bindings:
-                if b.entry is not None:
-                    params = b.entry.match(self.root, topic)
-                    if params is not None:
-                        routes.append((b, params))
-                elif topics.matches(b.filter, topic):
-                    found = topics.lookup(self.root, topic)
-                    routes.append((b, found[1] if found else {}))
-            if len(self._routes) > 10_000:
-                self._routes.clear()
-            self._routes[topic] = routes
-        return routes
-
-    def _entry_for(self, topic: str) -> Topic | None:
-        found = topics.lookup(self.root, topic)
-        return found[0] if found else None
 
     def _first(self, activity: Any, msg: Message) -> int | None:
         """The activity's fingerprint when it is to be handled; None when it is not: a copy
