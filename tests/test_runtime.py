@@ -19,6 +19,7 @@ from dovecote import activity as act
 from dovecote.config import Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
+from dovecote.reporting import readings
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto, free_port
 from dovecote.worker import Worker
@@ -143,8 +144,8 @@ async def test_a_garbage_presence_query_is_counted_not_answered_nor_parked(
     since = [m.topic for m in probe.messages[start:]]
     assert since.count(f"{probe.root}/services/recorder/1") == 1, "garbage was answered"
     assert probe.on("deadletter/recorder") == [], "garbage parked by a service not the keeper"
-    assert worker.refused_queries == 1
-    assert worker._readings()["queries_refused_total"] == 1
+    assert worker.state.refused == 1
+    assert readings(worker.service, worker.state.refused)["queries_refused_total"] == 1
 
 
 @pytest.mark.parametrize("char", [b"\x01", b"\xff", b"a"])
