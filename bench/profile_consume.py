@@ -26,8 +26,10 @@ from dovecote.worker import Worker
 
 LAYERS = (  # first match wins: (label, a part of the defining file's path or the name)
     ("paho-mqtt (packet reading, acks, its loop calls)", "paho/"),
-    ("dovecote.mqtt (socket buffering, paho on asyncio)", "dovecote/mqtt.py"),
+    ("dovecote.mqtt (socket buffering, paho on asyncio)", "dovecote/mqtt/"),
     ("dispatch (route, decode call, dedupe, handler, ack)", "dovecote/dispatch.py"),
+    ("dispatch (route, decode call, dedupe, handler, ack)", "dovecote/routes.py"),
+    ("dispatch (route, decode call, dedupe, handler, ack)", "dovecote/dedupe.py"),
     ("metrics meter", "dovecote/metrics.py"),
     ("activity model (msgspec decode and checks)", "dovecote/activity.py"),
     ("the bench handler", "bench/"),

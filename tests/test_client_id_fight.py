@@ -293,7 +293,7 @@ async def test_a_connection_stopped_the_moment_it_is_accepted_stops_connecting(
         parse_mqtt_url(broker.url), f"{root}-dropped", on_message=print, on_connected=accepted
     )
     conn.start()
-    connecting = conn._connector  # the task that connects; nothing else shows it ends
+    connecting = conn.reconnecting.task  # the task that connects
     assert connecting is not None
     await asyncio.wait({connecting}, timeout=10)
     assert conn.connects == 1 and connecting.cancelled()

@@ -50,7 +50,7 @@ async def test_the_first_node_that_answers_is_used(
         await conn.wait_connected(5)
         # At once: the refused node costs no backoff delay while another is untried.
         assert time.monotonic() - began < 1.0
-        assert conn.node == (b.host, b.port)
+        assert conn.reconnecting.node == (b.host, b.port)
     finally:
         await conn.stop()
 

@@ -19,6 +19,7 @@ from dovecote import activity as act
 from dovecote.config import Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
+from dovecote.reporting import readings
 from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto, free_port
 from dovecote.worker import Worker
@@ -145,8 +146,8 @@ async def test_a_garbage_presence_query_is_counted_not_answered_nor_parked(
     since = [m.topic for m in probe.messages[start:]]
     assert since.count(f"{probe.root}/services/recorder/1") == 1, "garbage was answered"
     assert probe.on("deadletter/recorder") == [], "garbage parked by a service not the keeper"
-    assert worker.refused_queries == 1
-    assert worker._readings()["queries_refused_total"] == 1
+    assert worker.state.refused == 1
+    assert readings(worker.service, worker.state.refused)["queries_refused_total"] == 1
 
 
 @pytest.mark.parametrize("char", [b"\x01", b"\xff", b"a"])
@@ -512,9 +513,9 @@ async def test_the_bus_socket_sends_each_write_at_once(probe: Probe) -> None:
     Mosquitto configs): with Nagle, a question answered on the bus (a page's inbox) waited
     for delayed ACKs, 88 ms instead of 2 (docs/performance.md)."""
     assert isinstance(probe.conn, Connection)  # paho's, on a real broker
-    buffered = probe.conn._sock
+    buffered = probe.conn.socket.buffered
     assert buffered is not None
-    raw = buffered._sock  # paho's socket, under the buffered wrapper
+    raw = buffered.raw  # paho's socket, under the buffered wrapper
     assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     for conf in ("dev.conf", "production.conf"):
         text = (PROJECT / "deploy" / "mosquitto" / conf).read_text()

@@ -47,17 +47,61 @@ def publishes_on_the_wrong_topic(bus: Bus, build: builds.Build) -> None:
 """
 
 
-def test_mypy_refuses_a_missing_field_a_dict_and_another_topics_payload(tmp_path: Path) -> None:
-    snippet = tmp_path / "producer.py"
-    snippet.write_text(SNIPPET)
+HANDLERS = """
+from dovecote import Delivery, Service, handles
+from dovecote import activity as act
+from services.builder import topics
+from services.gateway import topics as commands
+
+
+class Builder(Service):
+    name = "builder"
+
+    @handles(commands.BUILD_START)
+    async def on_start(self, start: commands.StartBuild, delivery: Delivery) -> None:
+        assert start.object.type  # the payload's own fields, typed
+
+    @handles(topics.BUILD_PROGRESS, topics.BUILD_SUCCEEDED)
+    async def on_any_update(self, update: act.Activity, delivery: Delivery) -> None:
+        pass
+
+    @handles("events/#")  # a filter: any activity
+    async def on_event(self, activity: act.Activity, delivery: Delivery) -> None:
+        pass
+
+
+class Confused(Service):
+    name = "confused"
+
+    @handles(topics.BUILD_PROGRESS)  # refused: [Confused, BuildUpdated, Delivery]
+    async def on_progress(self, start: commands.StartBuild, delivery: Delivery) -> None:
+        pass
+
+    @handles(commands.BUILD_START, topics.BUILD_PROGRESS)  # refused: StartBuild | BuildUpdated,
+    async def on_two(self, start: commands.StartBuild, delivery: Delivery) -> None:
+        pass
+
+
+async def decoded(builder: Builder, payload: bytes, delivery: Delivery) -> None:
+    start = commands.BUILD_START.codec.decode(payload)
+    await builder.on_start(start, delivery)
+    await builder.on_start(start.object, delivery)  # refused: type "BuildRequest";
+"""
+
+
+def mypy_refusals(snippet: str, tmp_path: Path) -> None:
+    """Run mypy, with the project's settings, on ``snippet``: the lines marked ``# refused:
+    <part of the message>`` must be refused with that message, every other line must pass."""
+    path = tmp_path / "snippet.py"
+    path.write_text(snippet)
     expected = {
         n: want
-        for n, line in enumerate(SNIPPET.splitlines(), 1)
+        for n, line in enumerate(snippet.splitlines(), 1)
         if (want := line.partition("# refused: ")[2])
     }
     mypy = [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", "--no-error-summary"]
     run = subprocess.run(
-        [*mypy, "--cache-dir", str(tmp_path / "cache"), str(snippet)],
+        [*mypy, "--cache-dir", str(tmp_path / "cache"), str(path)],
         cwd=PROJECT,
         capture_output=True,
         text=True,
@@ -65,11 +109,21 @@ def test_mypy_refuses_a_missing_field_a_dict_and_another_topics_payload(tmp_path
     )
     found = {
         int(m["line"]): m["message"]
-        for m in re.finditer(r"producer\.py:(?P<line>\d+): error: (?P<message>.*)", run.stdout)
+        for m in re.finditer(r"snippet\.py:(?P<line>\d+): error: (?P<message>.*)", run.stdout)
     }
     assert set(found) == set(expected), run.stdout + run.stderr
     for line, want in expected.items():
         assert want in found[line], (line, found[line])
+
+
+def test_mypy_refuses_a_missing_field_a_dict_and_another_topics_payload(tmp_path: Path) -> None:
+    mypy_refusals(SNIPPET, tmp_path)
+
+
+def test_mypy_refuses_a_handler_that_takes_another_topics_payload(tmp_path: Path) -> None:
+    """``@handles(TOPIC)`` types its handler: the activity it takes is the topic's payload
+    type (or a wider one), and the topic's codec decodes to that type."""
+    mypy_refusals(HANDLERS, tmp_path)
 
 
 def test_activity_ids_are_made_in_one_place() -> None:

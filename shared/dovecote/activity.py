@@ -24,9 +24,10 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, Generic, TypedDict
 
 import msgspec
+from typing_extensions import TypeVar
 
 from dovecote.as2 import (  # re-exported
     AS_CONTEXT as AS_CONTEXT,
@@ -135,14 +136,17 @@ from dovecote.payloads.traces import (
 # --- codec -------------------------------------------------------------------------------
 
 
-class Codec:
+K = TypeVar("K", bound=Activity, default=Any)  # what a ``Codec`` decodes to
+
+
+class Codec(Generic[K]):
     """Decodes and validates one payload type. Build one per topic, reuse it."""
 
-    def __init__(self, kind: type[Activity]) -> None:
+    def __init__(self, kind: type[K]) -> None:
         self.kind = kind
-        self._decoder = msgspec.json.Decoder(kind)
+        self._decoder: msgspec.json.Decoder[K] = msgspec.json.Decoder(kind)
 
-    def decode(self, payload: bytes | bytearray | memoryview | str) -> Any:
+    def decode(self, payload: bytes | bytearray | memoryview | str) -> K:
         try:
             return self._decoder.decode(payload)
         except msgspec.ValidationError as exc:

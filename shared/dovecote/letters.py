@@ -20,7 +20,7 @@ TEXT: Final = "application/activity+json"
 BINARY: Final = "application/octet-stream;base64"
 REASON_LIMIT = 4000
 # The service that keeps every letter; it alone parks garbage on the broadcast presence
-# query, which every worker of every service receives (worker.py: _answer_state_query).
+# query, which every worker of every service receives (statequery.py: StateQuery.answer).
 KEEPER = "deadletters"
 
 Sign = Callable[[str, str, bytes], str]  # (letter id, topic, payload) -> signature

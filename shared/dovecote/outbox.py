@@ -19,12 +19,17 @@ as it may lose the uploaded file itself, which is not fsynced either.
 
 from __future__ import annotations
 
+import functools
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from dovecote.config import Settings
+from dovecote.link import Link
 from dovecote.mqtt import BusError
 from dovecote.sqlite import open_db
+from dovecote.transport import Transport
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -96,3 +101,56 @@ class Outbox:
             return  # closing: the row stays and is sent again at the next start
         if self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount:
             self._count -= 1
+
+
+class Durable:
+    """A worker's outbox (``Service.outbox``) between its service and its connection:
+    ``publish`` is ``Bus``'s durable send; ``resend`` at start, ``close`` at stop."""
+
+    def __init__(self, settings: Settings, client_id: str, conn: Transport, link: Link) -> None:
+        folder = settings.get_str("DOVECOTE_OUTBOX_DIR", str(settings.data_dir / "outbox"))
+        self.store = Outbox(
+            Path(folder) / f"{client_id}.sqlite3",
+            settings.get_int("DOVECOTE_OUTBOX_LIMIT", 10_000, 1, 1_000_000),
+        )
+        self.conn = conn
+        self.link = link
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        """Outbox first, then the broker; the row goes when the broker acknowledges it."""
+        store = self.store
+        seq = store.add(topic, payload, qos, retain)
+        try:
+            self.conn.publish(topic, payload, qos, retain, on_acked=lambda: store.remove(seq))
+        except BusError:
+            store.remove(seq)
+            raise
+        if not self.link.up:
+            self.link.changed()  # one more waits: whoever shows the outbox's depth says so
+
+    def resend(self, log: logging.Logger) -> None:
+        """What a previous run of this worker promised and the broker never acknowledged."""
+        left = self.store.open()
+        for p in left:
+            done = functools.partial(self.store.remove, p.seq)
+            self.conn.publish(p.topic, p.payload, p.qos, p.retain, on_acked=done)
+        if left:
+            log.warning(
+                "sending again %d message(s) from the outbox %s that the broker had not "
+                "acknowledged when this worker last stopped",
+                len(left),
+                self.store.path,
+            )
+
+    def close(self, log: logging.Logger) -> None:
+        if len(self.store):
+            log.warning(
+                "%d message(s) not acknowledged by the broker stay in the outbox %s; "
+                "they are sent at the next start",
+                len(self.store),
+                self.store.path,
+            )
+        self.store.close()

@@ -29,10 +29,15 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from dovecote import activity as act
+from dovecote import letters, topics
 from dovecote.config import ConfigError, Settings
+from dovecote.dedupe import SeenIds
+from dovecote.errors import InvalidActivity, InvalidLetter
+from dovecote.mqtt import Message
 from dovecote.sqlite import SqliteFile
 
 log = logging.getLogger("dovecote.redelivery")
@@ -164,3 +169,84 @@ class Seal:
         with contextlib.suppress(Exception):
             self.record.close()
         self._opened = False
+
+
+GENERIC = act.Codec(act.Activity)  # a parked payload's id, whatever its topic's type
+
+
+class Redeliveries:
+    """The redelivery command of one service (``commands/<service>/redeliver``), checked.
+
+    ``unpark`` gives the original message to run in the command's place, as if it had just
+    arrived on its original topic (decoding included; its ack is the command's). An id
+    remembered as handled (``seen``) is forgotten first: the operator wants it handled again.
+    Only a letter this service signed, unchanged, on a topic it ``handles``, redelivered for
+    the first time, runs; the same command twice runs once.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        root: str,
+        seal: Seal | None,
+        seen: SeenIds,
+        handles: Callable[[str], bool],
+        log: logging.Logger,
+    ) -> None:
+        """``seal``: checks the letters sent back; None: none is run."""
+        self.service = service
+        self.root = root
+        self.seal = seal
+        self._seen = seen
+        self._handles = handles
+        self.log = log
+        self.topic = topics.REDELIVER.address(root, service=service)
+
+    def unpark(self, msg: Message) -> Message | str | None:
+        """The original message to run; or why the command is parked; or None: a repeat,
+        only to be acknowledged."""
+        try:
+            command = topics.REDELIVER.codec.decode(msg.payload)
+        except InvalidActivity as exc:
+            return str(exc)
+        if (msg.topic, command.id) in self._seen:  # the same redelivery twice: once is asked
+            return None
+        self._seen.add((msg.topic, command.id))
+        parked = command.object.object
+        try:
+            payload = letters.original(parked)
+        except InvalidLetter as exc:
+            return str(exc)
+        refused = self._refusal(command, payload)
+        if refused is not None:
+            return refused
+        assert self.seal is not None  # _refusal says so when there is none
+        earlier = self.seal.claim(command.object.id, command.id)
+        if earlier == command.id:  # the broker's copy of this very command, after a restart
+            self.log.warning("redelivery %s ran once already: skipped", command.id)
+            return None
+        if earlier is not None:
+            return (
+                f"dead letter {command.object.id} was redelivered already (by {earlier}): a "
+                "letter runs again once; if it fails again, its new letter can be replayed"
+            )
+        with contextlib.suppress(InvalidActivity):
+            self._seen.discard((parked.name, GENERIC.decode(payload).id))
+        self.log.info(
+            "redelivering dead letter %s (%s) on %s", command.object.id, command.id, parked.name
+        )
+        return Message(parked.name, payload, msg.qos, False, msg.mid)
+
+    def _refusal(self, command: act.Redelivery, payload: bytes) -> str | None:
+        """Why this letter may not run here; None: it may (not yet claimed)."""
+        if self.seal is None:
+            return f"{self.service} checks no dead letters here: none is redelivered"
+        forged = self.seal.forged(command.object, payload)
+        if forged is not None:
+            return forged
+        topic = command.object.object.name
+        if not topic.startswith(f"{self.root}/") or topic == self.topic or not self._handles(topic):
+            return (
+                f"cannot redeliver a message of {topic!r} here: {self.service} does not handle it"
+            )
+        return None

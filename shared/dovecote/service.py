@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, overload
 
 from dovecote import activity as act
 from dovecote import topics
@@ -47,16 +47,46 @@ __all__ = [
 Handler = Callable[[Any, "Delivery"], Coroutine[Any, Any, None]]
 OPERATOR = "operator"  # the publisher of the operators' commands (``dovecote deadletter``)
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+S = TypeVar("S")  # the service a handler is a method of
+Q = TypeVar("Q", bound=act.Activity)  # the payloads of a handler's 2nd and 3rd topics
+R = TypeVar("R", bound=act.Activity)
+# A handler method of a topic whose payload is ``P``: mypy refuses one that takes another
+# topic's type (taking a wider one, ``act.Activity``, is fine).
+TypedHandler = Callable[[S, P, "Delivery"], Coroutine[Any, Any, None]]
 
 _MARK = "__dovecote_handles__"
 RETAINED_KEPT = 1000  # retained topics with parameters a worker can publish again when asked
+
+
+@overload
+def handles(
+    target: Topic[P], /, *, shared: bool = ...
+) -> Callable[[TypedHandler[S, P]], TypedHandler[S, P]]: ...
+
+
+@overload
+def handles(
+    first: Topic[P], second: Topic[Q], /, *, shared: bool = ...
+) -> Callable[[TypedHandler[S, P | Q]], TypedHandler[S, P | Q]]: ...
+
+
+@overload
+def handles(
+    first: Topic[P], second: Topic[Q], third: Topic[R], /, *, shared: bool = ...
+) -> Callable[[TypedHandler[S, P | Q | R]], TypedHandler[S, P | Q | R]]: ...
+
+
+@overload
+def handles(*targets: Topic | str, shared: bool = ...) -> Callable[[F], F]: ...
 
 
 def handles(*targets: Topic | str, shared: bool = True) -> Callable[[F], F]:
     """Mark a method as the handler of one or more topics.
 
     A target is a registry ``Topic`` (its parameters become ``+``) or a filter relative to
-    the root such as ``"events/#"``. ``shared=True`` (the default): the workers of a pool
+    the root such as ``"events/#"``. Registry topics type the handler: its activity is their
+    payload type (of several topics: a type they all are, such as ``act.Activity``); call
+    it with positional arguments. ``shared=True`` (the default): the workers of a pool
     share these messages, each is handled by one of them. ``shared=False``: every worker gets
     every message (commands aimed at whichever worker holds something, state it must know).
     """
@@ -83,8 +113,8 @@ class Delivery:
     def of(
         cls,
         root: str,
-        entry: Topic,
-        activity: act.Activity | Mapping[str, Any],
+        entry: Topic[P],
+        activity: P | Mapping[str, Any],
         retained: bool = False,
         **params: str,
     ) -> Delivery:

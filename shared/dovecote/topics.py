@@ -82,7 +82,7 @@ class Topic(Generic[P]):
     display: Display | None = field(default=None, kw_only=True, repr=False)
     levels: tuple[str, ...] = field(init=False, repr=False)
     params: tuple[str, ...] = field(init=False, repr=False)
-    codec: act.Codec = field(init=False, repr=False, compare=False)
+    codec: act.Codec[P] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         levels = tuple(self.pattern.split("/"))

@@ -22,7 +22,7 @@ from dovecote import activity as act
 from dovecote import capabilities, topics
 from dovecote.config import Settings
 from dovecote.mqtt import BusError, Connection, Message
-from dovecote.worker import ANSWER_EVERY
+from dovecote.statequery import ANSWER_EVERY
 
 CHECK_TIMEOUT = 1.5  # a broker that answers at all answers the check in milliseconds
 CHECK_LIMIT = 5.0  # the whole check, connecting included: then it counts as not checked
