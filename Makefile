@@ -20,7 +20,7 @@ test: $(DEV_STAMP) system-deps $(PARSER_STAMP) $(AXE_STAMP)
 	$(BIN)/pytest -n $${TEST_WORKERS:-3} --dist loadgroup
 
 ## check: the fast loop, no broker (seconds): lint, then every test that needs no real broker
-##        (units, and services on the in-memory bus of dovecote.testing.memory). --no-broker
+##        (units, and services on the in-memory bus of dovecote_testing.memory). --no-broker
 ##        leaves out the tests that use one, and fails a test that starts one anyway.
 check: lint $(PARSER_STAMP)
 	$(BIN)/pytest --no-broker -q

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["dovecote.testing.plugin", "tests.fixtures", "tests.chaos"]
+pytest_plugins = ["dovecote_testing.plugin", "tests.fixtures", "tests.chaos"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

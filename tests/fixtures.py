@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from dovecote.project import PROJECT
-from dovecote.testing.gateway import DEMO_PASSWORD, signed_in, token_for
-from dovecote.testing.plugin import Probe, ServiceProcess, StartService
+from dovecote_testing.gateway import DEMO_PASSWORD, signed_in, token_for
+from dovecote_testing.plugin import Probe, ServiceProcess, StartService
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from dovecote import activity as act
-from dovecote.testing.plugin import Probe, StartService, wait_until
+from dovecote_testing.plugin import Probe, StartService, wait_until
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 

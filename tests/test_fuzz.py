@@ -46,8 +46,8 @@ from dovecote import activity as act
 from dovecote import letters, topics
 from dovecote.project import PROJECT
 from dovecote.service import Service
-from dovecote.testing.gateway import cookie_header, signed_in, token_for
-from dovecote.testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
+from dovecote_testing.gateway import cookie_header, signed_in, token_for
+from dovecote_testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
 from services.gateway.hub import Hub
 from services.gateway.web import create_app
 from tests import hostile

@@ -19,7 +19,7 @@ import pytest
 
 from dovecote import activity as act
 from dovecote import letters, redelivery
-from dovecote.testing.plugin import Probe, StartService, TestBroker
+from dovecote_testing.plugin import Probe, StartService, TestBroker
 from services.points.ledger import Ledger
 from tests.chaos import FaultRow, record
 

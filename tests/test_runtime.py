@@ -19,9 +19,9 @@ from dovecote import activity as act
 from dovecote.config import Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
-from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto, free_port
 from dovecote.worker import Worker
+from dovecote_testing.plugin import Probe, TestBroker, wait_until
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 

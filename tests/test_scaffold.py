@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dovecote.project import PROJECT
-from dovecote.testing.plugin import Probe
 from dovecote.tools import scaffold
+from dovecote_testing.plugin import Probe
 
 VENV_BIN = Path(sys.executable).parent
 

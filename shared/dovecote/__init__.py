@@ -16,7 +16,7 @@ A service is a class with decorated handlers::
 The runtime is ``service`` (what a service is), ``worker`` (its lifecycle), ``dispatch``
 (one message's path), ``letters`` (dead letters as data), ``mqtt`` (paho on asyncio),
 ``topics`` (the registry) and ``activity`` (the AS2 model). ``dovecote.tools`` holds the
-``dovecote`` command; ``dovecote.testing`` the pytest plugin.
+``dovecote`` command; ``dovecote_testing`` the pytest plugin.
 """
 
 from __future__ import annotations

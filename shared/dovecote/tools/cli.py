@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from dovecote.config import ConfigError, Settings, data_dir
-from dovecote.testing import clusterctl
 from dovecote.tools import (
     admin,
     broker,
@@ -155,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         admin,
     ):  # each module adds its own subcommand
         command.add_command(sub)
-    clusterctl.add_command(sub)  # a RabbitMQ cluster to try Dovecote on (dovecote.testing)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
