@@ -25,9 +25,10 @@ test: $(DEV_STAMP) system-deps $(PARSER_STAMP) $(AXE_STAMP)
 ##        leaves out those marked npm too (the AsyncAPI parser: make test installs and runs
 ##        it). Nothing is installed: no system package, no npm. Bytecode is kept between runs
 ##        even where PYTHONDONTWRITEBYTECODE is set (compiling ~250 modules again, pytest's
-##        rewritten tests included, cost ~3 s a run).
+##        rewritten tests included, cost ~3 s a run). Two pytest-xdist workers (CHECK_WORKERS=1
+##        for one): ~29 s of CPU, much of it Argon2id and fresh processes by design.
 check: lint
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest --no-broker -q
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest --no-broker -q -n $${CHECK_WORKERS:-2}
 
 ## lint: ruff (lint + format) and mypy --strict
 lint: $(DEV_STAMP)
