@@ -5,7 +5,8 @@
   test support (``dovecote_testing``), nor pytest;
 - the tools import no test support, nor pytest (the test cluster's controller is test
   support itself: ``python -m dovecote_testing.cluster``);
-- a service's own modules (not its ``test_*.py``) import no test support.
+- a service's own modules (not its ``test_*.py`` nor a ``conftest.py``) import no test
+  support.
 """
 
 from __future__ import annotations
@@ -65,12 +66,17 @@ def modules(folder: Path, root: Path) -> Iterator[tuple[Path, str]]:
         yield path, module_name(path, root)
 
 
+def is_test(path: Path) -> bool:
+    """A service's own tests (``test_*.py``, a ``conftest.py``) may use test support."""
+    return path.name.startswith("test_") or path.name == "conftest.py"
+
+
 def breaches(
     folder: Path, root: Path, forbidden: tuple[str, ...], skip: tuple[str, ...] = ()
 ) -> list[str]:
     found = []
     for path, module in modules(folder, root):
-        if any(within(module, s) for s in skip) or path.name.startswith("test_"):
+        if any(within(module, s) for s in skip) or is_test(path):
             continue
         is_package = path.name == "__init__.py"
         for line, name in imported(path.read_text(), module, is_package):
@@ -86,17 +92,18 @@ def test_the_runtime_imports_neither_the_tools_nor_test_support() -> None:
 
 
 def test_the_tools_import_no_test_support() -> None:
-    tools = SHARED / "dovecote" / "tools"
-    assert not breaches(tools, SHARED, (TESTING, "pytest", "_pytest"))
+    found = breaches(SHARED / "dovecote" / "tools", SHARED, (TESTING, "pytest", "_pytest"))
+    assert not found, "\n".join(found)
 
 
 def test_a_service_imports_test_support_only_in_its_tests() -> None:
-    assert not breaches(PROJECT / "services", PROJECT, (TESTING,))
+    found = breaches(PROJECT / "services", PROJECT, (TESTING,))
+    assert not found, "\n".join(found)
 
 
 def test_test_support_is_its_own_package_beside_the_library() -> None:
     assert (SHARED / TESTING / "plugin.py").is_file()
-    assert not (SHARED / "dovecote" / "testing").exists()
+    assert not list((SHARED / "dovecote" / "testing").glob("*.py"))  # a stale __pycache__ may stay
 
 
 @pytest.mark.parametrize(
