@@ -20,8 +20,8 @@ import aiohttp
 from bench.common import heading, median, percentile, private_broker
 from bench.servers import wait_http
 from dovecote.project import PROJECT
-from dovecote.testing.gateway import DEMO_PASSWORD, signed_in
 from dovecote.tools.broker import free_port
+from dovecote_testing.gateway import DEMO_PASSWORD, signed_in
 
 REQUESTS = int(os.environ.get("BENCH_INBOX_REQUESTS", "200"))
 SERVICES = ("notifier", "gateway")

@@ -31,8 +31,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from bench.common import heading, median, percentile, private_broker
 from bench.servers import wait_http
 from dovecote.project import PROJECT
-from dovecote.testing.gateway import DEMO_PASSWORD, cookie_header, signed_in, token_for
 from dovecote.tools.broker import free_port
+from dovecote_testing.gateway import DEMO_PASSWORD, cookie_header, signed_in, token_for
 
 UPLOADS = int(os.environ.get("BENCH_UPLOADS", "10"))
 WIDTH, HEIGHT = 1632, 1224  # 2.0 MP, a phone photo scaled down

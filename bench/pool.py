@@ -29,7 +29,7 @@ from dovecote import activity as act
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection, Message
 from dovecote.project import PROJECT
-from dovecote.testing.rabbitmq import PrivateRabbitMQ
+from dovecote_testing.rabbitmq import PrivateRabbitMQ
 
 N = 1500
 SIZES = (1, 2)

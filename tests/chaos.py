@@ -40,9 +40,9 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.mqtt import Message
 from dovecote.project import PROJECT
-from dovecote.testing.gateway import token_for
-from dovecote.testing.plugin import Probe, ServiceProcess
 from dovecote.tools import manifest
+from dovecote_testing.gateway import token_for
+from dovecote_testing.plugin import Probe, ServiceProcess
 from tests.imagefiles import photo
 
 REPORT_DIR = PROJECT / ".dovecote" / "chaos"

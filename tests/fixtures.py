@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -17,8 +18,8 @@ import aiohttp
 import pytest
 
 from dovecote.project import PROJECT
-from dovecote.testing.gateway import DEMO_PASSWORD, signed_in, token_for
-from dovecote.testing.plugin import Probe, ServiceProcess, StartService
+from dovecote_testing.gateway import DEMO_PASSWORD, signed_in, token_for
+from dovecote_testing.plugin import Probe, ServiceProcess, StartService
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -205,6 +206,15 @@ async def open_as(browser: Any, url: str, person: str, **context: Any) -> Any:
     return page
 
 
+@functools.cache
+def demo_password_hash() -> str:
+    """One Argon2id hash of the demo password for every test's fresh accounts: a hash costs
+    ~0.15 s of CPU by design, and the fast loop made one for each of ~40 gateways."""
+    from services.gateway import people
+
+    return people.hash_password(DEMO_PASSWORD)
+
+
 def gateway_context(
     hub: Any, base_url: str, data: Path, publish: Any = None, bus_up: bool = True
 ) -> Any:
@@ -224,7 +234,7 @@ def gateway_context(
     from services.gateway.people import People
 
     accounts = People(data / "accounts.sqlite3").open()
-    accounts.seed(people.DEMO_PEOPLE, people.hash_password(DEMO_PASSWORD))
+    accounts.seed(people.DEMO_PEOPLE, demo_password_hash())
     send = publish or (lambda entry, activity: None)
     key = sessions.new_key()
     link = Link()

@@ -10,8 +10,8 @@ import pytest
 
 from dovecote import activity as act
 from dovecote.project import PROJECT
-from dovecote.testing.plugin import Probe, StartService, TestBroker
-from dovecote.testing.rabbitmq import PrivateRabbitMQ
+from dovecote_testing.plugin import Probe, StartService, TestBroker
+from dovecote_testing.rabbitmq import PrivateRabbitMQ
 from examples.amqp_consumer import binding_key
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}

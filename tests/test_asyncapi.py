@@ -153,6 +153,7 @@ def official_parser(path: Path) -> dict[str, Any]:
     return verdict
 
 
+@pytest.mark.npm
 def test_the_official_asyncapi_parser_accepts_the_document() -> None:
     verdict = official_parser(docs.ASYNCAPI_YAML)
     worse = [d for d in verdict["diagnostics"] if d["severity"] in ("Error", "Warning")]

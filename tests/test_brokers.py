@@ -9,7 +9,7 @@ import aiohttp
 from dovecote import capabilities
 from dovecote.capabilities import Capabilities
 from dovecote.config import parse_mqtt_url
-from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
+from dovecote_testing.plugin import Probe, StartService, TestBroker, wait_until
 from tests.fixtures import wait_http
 
 EXPECTED = {

@@ -1,4 +1,7 @@
-"""The builder as a real process on a real broker."""
+"""The builder as a real process on a real broker: its wiring (ticks, retained state for a
+late joiner), a kill -9 and a SIGTERM mid-build, a command queued in its persistent session
+while it was down, the first build of a fresh federation. Its logic (failing, refusing,
+stopping, dead letters) runs on the in-memory bus: tests/test_builder_memory.py."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from dovecote import activity as act
-from dovecote.testing.plugin import Probe, StartService, wait_until
+from dovecote_testing.plugin import Probe, StartService, wait_until
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
 
@@ -39,50 +42,6 @@ async def test_a_build_runs_ten_ticks_and_leaves_retained_state(
     [retained] = await late.wait_for("state/build", timeout=5)
     assert retained["object"]["state"] == "succeeded" and retained["object"]["progress"] == 100
     await late.stop()
-
-
-async def test_fail_stop_and_refusal(start_service: StartService, probe: Probe) -> None:
-    start_service("builder", BUILD_TICK_SECONDS="0.1")
-    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
-    probe.publish("commands/builder/start", command("Start", {"type": "Build", "shouldFail": True}))
-    [failed] = await probe.wait_for("events/build/failed")
-    assert failed["object"]["progress"] == 70
-    await probe.wait_for("state/build", state_is("failed", 70))
-
-    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
-    second = (await probe.wait_for("events/build/started", count=2))[1]["object"]["id"]
-    await probe.wait_for("events/build/progress", lambda a: a["object"]["id"] == second)
-    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
-    [refused] = await probe.wait_for("events/build/rejected")
-    assert "already running" in refused["summary"]
-    probe.publish("commands/builder/stop", command("Stop", {"type": "Build"}))
-    [stopped] = await probe.wait_for("events/build/stopped")
-    assert 0 < stopped["object"]["progress"] < 100
-    history = await probe.wait_for("state/builds", lambda a: a["object"]["totalItems"] == 2)
-    assert [b["state"] for b in history[-1]["object"]["orderedItems"]] == ["stopped", "failed"]
-
-
-async def test_garbage_is_dead_lettered_and_the_builder_keeps_working(
-    start_service: StartService, probe: Probe
-) -> None:
-    builder = start_service("builder")
-    await probe.wait_for("services/builder/1", lambda a: a["type"] == "Join")
-    probe.publish("commands/builder/start", b"\x00\x01 not json")
-    probe.publish("commands/builder/start", {"type": "Start", "object": "no actor"})
-    probe.publish("commands/builder/reboot", command("Start", {"type": "Build"}))
-    probe.publish("commands/builder/start", b"[" * 300_000)  # over the payload limit
-    letters = await probe.wait_for("deadletter/builder", count=4)
-    reasons = " | ".join(a["summary"] for a in letters)
-    for why in (
-        "malformed JSON",
-        "not a valid StartBuild",
-        "unknown command 'reboot'",
-        "byte limit",
-    ):
-        assert why in reasons
-    probe.publish("commands/builder/start", command("Start", {"type": "Build"}))
-    await probe.wait_for("events/build/started")
-    assert builder.alive()
 
 
 async def test_killed_mid_build_the_restarted_worker_reports_the_interruption(

@@ -18,8 +18,8 @@ import aiohttp
 import orjson
 import pytest
 
-from dovecote.testing.gateway import token_for
-from dovecote.testing.plugin import Probe, ServiceProcess, StartService, TestBroker
+from dovecote_testing.gateway import token_for
+from dovecote_testing.plugin import Probe, ServiceProcess, StartService, TestBroker
 from tests.a11y import check_screen
 from tests.fixtures import open_as, wait_http
 from tests.imagefiles import photo

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from dovecote.testing.plugin import Probe, ServiceProcess, StartService, wait_until
 from dovecote.tools.broker import PrivateMosquitto
+from dovecote_testing.plugin import Probe, ServiceProcess, StartService, wait_until
 from tests.chaos import NO_RATE_LIMITS, FaultRow, Killer, Scale, Traffic, Upload, record, settle
 from tests.fixtures import wait_http
 

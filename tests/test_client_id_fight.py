@@ -26,9 +26,9 @@ from dovecote import activity as act
 from dovecote.config import Settings, parse_mqtt_url
 from dovecote.errors import BusError
 from dovecote.mqtt import Connection
-from dovecote.testing.plugin import Probe, TestBroker
 from dovecote.tools.broker import free_port
 from dovecote.worker import Worker
+from dovecote_testing.plugin import Probe, TestBroker
 from services.gateway import topics as gateway_topics
 from tests.chaos import FaultRow, record
 

@@ -1,4 +1,5 @@
-"""Past one machine: the federation on a three-node RabbitMQ cluster (``dovecote cluster``).
+"""Past one machine: the federation on a three-node RabbitMQ cluster
+(``python -m dovecote_testing.cluster``).
 
 One cluster per test session (the ``cluster`` fixture, ~35 s to boot on two cores); the
 tests are marked ``cluster`` and run on one pytest-xdist worker. Each test has its own topic
@@ -30,11 +31,12 @@ import pytest
 
 from dovecote import activity as act
 from dovecote.mqtt import Message
-from dovecote.testing import clusterctl
-from dovecote.testing.cluster import NODES, PrivateCluster
-from dovecote.testing.plugin import Probe, ServiceProcess, environment, wait_until
+from dovecote.project import PROJECT
+from dovecote_testing import clusterctl
+from dovecote_testing.cluster import NODES, PrivateCluster
+from dovecote_testing.plugin import Probe, ServiceProcess, environment, wait_until
 from tests.chaos import NO_RATE_LIMITS, Scale, Traffic, record, record_failover, settle
-from tests.fixtures import dovecote_cli, wait_http
+from tests.fixtures import wait_http
 from tests.services.tally.ledger import open_ledger
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -560,7 +562,7 @@ async def test_each_node_killed_in_turn_under_load_every_worker_fails_over(
         assert count <= 4 * len(seen.kills), (w, count, len(seen.kills))
 
 
-# --- dovecote cluster: one node killed, stopped, started --------------------------------------
+# --- python -m dovecote_testing.cluster: one node killed, stopped, started -------------------
 
 
 def alive_in_group(pgid: int) -> list[int]:
@@ -577,13 +579,26 @@ def alive_in_group(pgid: int) -> list[int]:
     return found
 
 
+async def cluster_command(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``python -m dovecote_testing.cluster ARGS`` as a person types it (a ``dovecote``
+    subcommand no more: the tools import no test support)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dovecote_testing.cluster", *args,
+        env=env, cwd=PROJECT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 async def test_the_cluster_command_kills_and_starts_a_node_and_leaves_nothing_of_it(
     cluster: PrivateCluster, tmp_path: Path
 ) -> None:
-    """`dovecote cluster kill|start|status` from another process, through the running
-    cluster's socket; a node killed from elsewhere (its pid, as `status` shows it) is
-    reaped and nothing of it runs on (issue 22: a zombie, or its Erlang VM holding its
-    name and ports, and a `start` that then "worked" against the old one)."""
+    """`python -m dovecote_testing.cluster kill|start|status` from another process,
+    through the running cluster's socket; a node killed from elsewhere (its pid, as
+    `status` shows it) is reaped and nothing of it runs on (issue 22: a zombie, or its
+    Erlang VM holding its name and ports, and a `start` that then "worked" against the old
+    one)."""
     folder = tmp_path / "ctl"
     folder.mkdir()
     stop, ready = threading.Event(), threading.Event()
@@ -599,7 +614,7 @@ async def test_the_cluster_command_kills_and_starts_a_node_and_leaves_nothing_of
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOVECOTE_")}
 
     async def cli(*args: str) -> tuple[int, str]:
-        code, out, err = await dovecote_cli(env, "cluster", *args, "--dir", str(folder))
+        code, out, err = await cluster_command(env, *args, "--dir", str(folder))
         return code, out + err
 
     b = cluster.node("b")
@@ -651,14 +666,14 @@ def processes_mentioning(text: str) -> list[str]:
 @pytest.mark.chaos
 @pytest.mark.long_chaos  # a cluster of its own (~40 s): in make chaos, not in make test
 async def test_dovecote_cluster_leaves_no_process_behind(tmp_path: Path) -> None:
-    """`dovecote cluster` as a person runs it: started, a node killed and started from
-    another shell, then Ctrl-C: no node, no Erlang VM, no epmd of it is left (issue 22: a
-    killed node stayed a zombie under it)."""
+    """`python -m dovecote_testing.cluster` as a person runs it: started, a node killed
+    and started from another shell, then Ctrl-C: no node, no Erlang VM, no epmd of it is
+    left (issue 22: a killed node stayed a zombie under it)."""
     folder = tmp_path / "own"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOVECOTE_")}
     out = (tmp_path / "cluster.out").open("wb")
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dovecote.tools.cli", "cluster", "--dir", str(folder),
+        sys.executable, "-m", "dovecote_testing.cluster", "--dir", str(folder),
         stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
     )  # fmt: skip
     try:
@@ -666,7 +681,7 @@ async def test_dovecote_cluster_leaves_no_process_behind(tmp_path: Path) -> None
         await wait_until(lambda: "lose a node" in said.read_text(), 240, "the cluster up")
         epmd_port = re.search(r"-port (\d+)", " ".join(processes_mentioning(str(folder))))
         for args in (("kill", "a"), ("start", "a"), ("stop", "c"), ("start", "c")):
-            code, text, err = await dovecote_cli(env, "cluster", *args, "--dir", str(folder))
+            code, text, err = await cluster_command(env, *args, "--dir", str(folder))
             assert code == 0, (args, text, err)
         server.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(server.wait(), 120) == 0

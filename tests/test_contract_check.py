@@ -227,6 +227,7 @@ def asyncapi_diff(before: Path, after: Path) -> dict[str, list[str]]:
     return verdict
 
 
+@pytest.mark.npm
 def test_the_asyncapi_initiative_s_diff_agrees_as_a_second_opinion(
     now: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from dovecote.testing.plugin import Probe, StartService
+from dovecote_testing.plugin import Probe, StartService
 from tests.fixtures import Federation, open_as, wait_http
 
 pytestmark = [pytest.mark.browser, pytest.mark.brokers("mosquitto")]

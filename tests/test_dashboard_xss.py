@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dovecote import activity as act
-from dovecote.testing.plugin import Probe, StartService
+from dovecote_testing.plugin import Probe, StartService
 from tests import imagefiles
 from tests.fixtures import joined, wait_http
 

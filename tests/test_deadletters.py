@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from dovecote import activity as act
-from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
+from dovecote_testing.plugin import Probe, StartService, TestBroker, wait_until
 from tests.chaos import FaultRow, record
 from tests.fixtures import deadletter_cli
 from tests.services.tally.ledger import open_ledger

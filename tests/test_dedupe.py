@@ -19,8 +19,8 @@ import pytest
 from dovecote import activity as act
 from dovecote import letters, topics
 from dovecote.config import Settings
-from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.worker import Worker
+from dovecote_testing.plugin import Probe, TestBroker, wait_until
 from tests import hostile
 from tests.hostile import envelope
 from tests.test_runtime import Recording, seen, start_activity

@@ -31,11 +31,11 @@ from dovecote import letters, pool, topics
 from dovecote.config import BrokerAddress, ConfigError, Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
-from dovecote.testing.gateway import DEMO_PASSWORD, signed_in
-from dovecote.testing.plugin import Probe, ServiceProcess, TestBroker
-from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from dovecote.tools import acl, logins, manifest, units
 from dovecote.tools.broker import PrivateMosquitto, free_port
+from dovecote_testing.gateway import DEMO_PASSWORD, signed_in
+from dovecote_testing.plugin import Probe, ServiceProcess, TestBroker
+from dovecote_testing.rabbitmq import PrivateRabbitMQ
 from services.notifier import topics as notifier_topics
 from tests import imagefiles
 from tests.chaos import FaultRow, record

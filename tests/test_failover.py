@@ -15,8 +15,8 @@ import pytest
 
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection
-from dovecote.testing.plugin import Probe, StartService, wait_until
 from dovecote.tools.broker import PrivateMosquitto, free_port
+from dovecote_testing.plugin import Probe, StartService, wait_until
 
 pytestmark = [pytest.mark.brokers("mosquitto"), pytest.mark.real_broker]
 

@@ -18,8 +18,8 @@ import pytest
 from dovecote import Delivery, Service, handles
 from dovecote import activity as act
 from dovecote.config import Settings
-from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.worker import Worker
+from dovecote_testing.plugin import Probe, TestBroker, wait_until
 from tests.relay import Relay
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}

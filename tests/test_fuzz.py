@@ -42,9 +42,9 @@ from yarl import URL
 
 from dovecote import activity as act
 from dovecote import letters, topics
-from dovecote.testing.gateway import cookie_header, signed_in, token_for
-from dovecote.testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
 from dovecote.tools import manifest
+from dovecote_testing.gateway import cookie_header, signed_in, token_for
+from dovecote_testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
 from services.gateway.hub import Hub
 from services.gateway.web import create_app
 from tests import hostile

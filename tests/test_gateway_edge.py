@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dovecote import activity as act
-from dovecote.testing.gateway import DEMO_PASSWORD
+from dovecote_testing.gateway import DEMO_PASSWORD
 from services.gateway.hub import Hub
 from services.gateway.web import create_app
 from tests.fixtures import gateway_context, in_process_gateway

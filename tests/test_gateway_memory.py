@@ -12,7 +12,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from dovecote.testing.plugin import ServiceProcess
+from dovecote_testing.plugin import ServiceProcess
 from tests import imagefiles
 from tests.fixtures import Pipeline
 from tests.test_pipeline_process import fetch, for_image

@@ -15,8 +15,8 @@ import yarl
 from websockets.typing import Origin
 
 from dovecote import activity as act
-from dovecote.testing.gateway import cookie_header
-from dovecote.testing.plugin import wait_until
+from dovecote_testing.gateway import cookie_header
+from dovecote_testing.plugin import wait_until
 from tests.fixtures import Federation, Pipeline
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}

@@ -16,8 +16,8 @@ import pytest
 import websockets
 
 from dovecote import activity as act
-from dovecote.testing.gateway import cookie_header, signed_in
-from dovecote.testing.plugin import Probe, StartService
+from dovecote_testing.gateway import cookie_header, signed_in
+from dovecote_testing.plugin import Probe, StartService
 from tests.fixtures import wait_http
 from tests.test_gateway_process import Browserish
 

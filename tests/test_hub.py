@@ -20,9 +20,9 @@ from aiohttp import web
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from dovecote.testing.gateway import cookie_header, signed_in
-from dovecote.testing.plugin import wait_until
 from dovecote.tools.broker import free_port
+from dovecote_testing.gateway import cookie_header, signed_in
+from dovecote_testing.plugin import wait_until
 from services.gateway import hub as hub_module
 from services.gateway.frames import text_frame
 from services.gateway.hub import Hub

@@ -8,8 +8,8 @@ import pytest
 
 from dovecote import instance
 from dovecote.config import ConfigError
-from dovecote.testing.plugin import Probe, ServiceProcess, StartService, wait_until
 from dovecote.tools.supervisor import Supervisor
+from dovecote_testing.plugin import Probe, ServiceProcess, StartService, wait_until
 
 
 def test_a_machine_name_is_one_valid_topic_level_and_long_ones_stay_distinct() -> None:

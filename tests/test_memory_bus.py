@@ -1,4 +1,4 @@
-"""The in-memory bus (dovecote.testing.memory): broker semantics, then real Workers on it.
+"""The in-memory bus (dovecote_testing.memory): broker semantics, then real Workers on it.
 
 No broker process: these run in `make check`. What they prove of a service holds on a real
 broker only as far as the bus models it (its docstring says what it leaves out).
@@ -16,8 +16,8 @@ from dovecote import Delivery, Service, handles
 from dovecote import activity as act
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Message, Will
-from dovecote.testing.memory import URL, MemoryBroker, MemoryBus, MemoryConnection
-from dovecote.testing.plugin import wait_until
+from dovecote_testing.memory import URL, MemoryBroker, MemoryBus, MemoryConnection
+from dovecote_testing.plugin import wait_until
 from services.builder import topics as builder_topics
 from services.gateway import topics as gateway_topics
 

@@ -19,9 +19,9 @@ from dovecote import Delivery, Service, handles, metrics
 from dovecote import activity as act
 from dovecote.config import Settings
 from dovecote.metrics import BOUNDS, Meter, Unmetered, quantile
-from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto
 from dovecote.worker import Worker
+from dovecote_testing.plugin import Probe, StartService, TestBroker, wait_until
 from services.gateway import topics as gateway_topics
 from tests.fixtures import start_poisoned_tally
 from tests.services.tally.ledger import open_ledger

@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from dovecote import activity as act
-from dovecote.testing.gateway import cookie_header
-from dovecote.testing.plugin import Probe, StartService, wait_until
 from dovecote.tools.broker import free_port
+from dovecote_testing.gateway import cookie_header
+from dovecote_testing.plugin import Probe, StartService, wait_until
 from tests.fixtures import Federation, dovecote_cli, start_poisoned_tally
 from tests.services.tally.ledger import open_ledger
 

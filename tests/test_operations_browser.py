@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dovecote import activity as act
-from dovecote.testing.plugin import Probe, StartService, wait_until
+from dovecote_testing.plugin import Probe, StartService, wait_until
 from tests.a11y import PHONE, check_screen
 from tests.fixtures import Federation, open_as, start_poisoned_tally
 from tests.test_operations import ADA, ledger

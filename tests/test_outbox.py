@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from dovecote.outbox import Outbox, OutboxFull
-from dovecote.testing.gateway import token_for
-from dovecote.testing.plugin import Probe, StartService, wait_until
 from dovecote.tools.broker import PrivateMosquitto
+from dovecote_testing.gateway import token_for
+from dovecote_testing.plugin import Probe, StartService, wait_until
 from tests.fixtures import wait_http
 from tests.imagefiles import photo
 

@@ -19,8 +19,8 @@ from PIL import Image
 from yarl import URL
 
 from dovecote import activity as act
-from dovecote.testing.gateway import cookie_header
-from dovecote.testing.plugin import ServiceProcess, wait_until
+from dovecote_testing.gateway import cookie_header
+from dovecote_testing.plugin import ServiceProcess, wait_until
 from tests import imagefiles
 from tests.chaos import FaultRow, record
 from tests.fixtures import Pipeline, joined

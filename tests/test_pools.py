@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from dovecote import activity as act
-from dovecote.testing.plugin import Probe, TestBroker, wait_until
-from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from dovecote.tools.supervisor import Supervisor
+from dovecote_testing.plugin import Probe, TestBroker, wait_until
+from dovecote_testing.rabbitmq import PrivateRabbitMQ
 from tests.chaos import FaultRow, record
 from tests.services.tally.ledger import open_ledger
 

@@ -14,7 +14,7 @@ import pytest
 from dovecote.backoff import AfterLoss, Backoff
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection
-from dovecote.testing.plugin import Probe, StartService, TestBroker, wait_until
+from dovecote_testing.plugin import Probe, StartService, TestBroker, wait_until
 from tests.relay import Relay
 
 

@@ -19,8 +19,9 @@ import pytest
 
 from dovecote import activity as act
 from dovecote import letters, redelivery
-from dovecote.testing.plugin import Probe, StartService, TestBroker
+from dovecote_testing.plugin import MemoryBus, Probe, StartService, TestBroker
 from services.points.ledger import Ledger
+from services.points.service import Points
 from tests.chaos import FaultRow, record
 
 DEADLETTERS = act.service("deadletters")
@@ -171,12 +172,13 @@ async def test_points_refuses_forged_altered_and_replayed_letters_and_awards_not
 
 @pytest.mark.brokers("mosquitto")
 async def test_a_letter_on_a_topic_the_service_does_not_handle_is_not_redelivered(
-    start_service: StartService, probe: Probe
+    memory_bus: MemoryBus,
 ) -> None:
     """Signed, unchanged, but its topic is one points never handles (an unknown command to
-    it): refused as such, not run as if it came from there."""
-    start_service("points", DOVECOTE_HANDLER_ATTEMPTS="1")
-    await probe.wait_online("points")
+    it): refused as such, not run as if it came from there. Logic, not wiring: a real
+    points Worker on the in-memory bus (the fast loop)."""
+    await memory_bus.start(Points, DOVECOTE_HANDLER_ATTEMPTS="1")
+    probe = memory_bus.probe
     probe.publish("commands/points/reset", b"not an activity")
     [letter] = await probe.wait_for("deadletter/points")
     assert "unknown command 'reset'" in letter["summary"]

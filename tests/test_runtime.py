@@ -20,9 +20,9 @@ from dovecote.config import Settings, parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
 from dovecote.reporting import readings
-from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools.broker import PrivateMosquitto, free_port
 from dovecote.worker import Worker
+from dovecote_testing.plugin import Probe, TestBroker, wait_until
 from services.builder import topics as builder_topics
 from services.gateway import topics as gateway_topics
 

@@ -22,8 +22,8 @@ import pytest
 from dovecote import activity as act
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Backoff, Connection
-from dovecote.testing.plugin import Probe, StartService, wait_until
 from dovecote.tools.broker import PrivateMosquitto
+from dovecote_testing.plugin import Probe, StartService, wait_until
 from tests.services.tally.ledger import open_ledger
 
 pytestmark = [pytest.mark.brokers("mosquitto"), pytest.mark.slow, pytest.mark.timeout(180)]

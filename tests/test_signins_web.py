@@ -16,7 +16,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from dovecote import activity as act
-from dovecote.testing.gateway import DEMO_PASSWORD
+from dovecote_testing.gateway import DEMO_PASSWORD
 from services.gateway import signouts
 from services.gateway.context import Context
 from services.gateway.hub import SIGNED_OUT_CODE

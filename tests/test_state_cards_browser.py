@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dovecote.testing.plugin import Probe
+from dovecote_testing.plugin import Probe
 from tests.fixtures import Federation, sign_in_page, wait_http
 from tests.test_scaffold import repo_copy, run
 

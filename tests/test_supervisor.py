@@ -18,11 +18,11 @@ import orjson
 import pytest
 import websockets
 
-from dovecote.testing.gateway import cookie_header, signed_in
-from dovecote.testing.plugin import Probe, TestBroker, wait_until
 from dovecote.tools import broker as broker_tools
 from dovecote.tools import run_secrets
 from dovecote.tools.broker import PrivateMosquitto, choose, free_port, mqtt_answers
+from dovecote_testing.gateway import cookie_header, signed_in
+from dovecote_testing.plugin import Probe, TestBroker, wait_until
 
 
 def dovecote(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

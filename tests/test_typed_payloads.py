@@ -16,6 +16,8 @@ from dovecote import activity as act
 from services.notifier import topics as notifier_topics
 
 PROJECT = Path(__file__).resolve().parents[1]
+# mypy keeps its cache between runs here: the snippets import the whole library.
+MYPY_CACHE = PROJECT / ".mypy_cache" / "snippets"
 
 SNIPPET = """
 from dovecote import Bus
@@ -101,7 +103,7 @@ def mypy_refusals(snippet: str, tmp_path: Path) -> None:
     }
     mypy = [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", "--no-error-summary"]
     run = subprocess.run(
-        [*mypy, "--cache-dir", str(tmp_path / "cache"), str(path)],
+        [*mypy, "--cache-dir", str(MYPY_CACHE), str(path)],
         cwd=PROJECT,
         capture_output=True,
         text=True,

@@ -4,7 +4,7 @@ the gateway's HTTP endpoint, the tweets on the bus and in the frames the dashboa
 feed receives.
 
 ``memory_bus``, ``start_service`` and ``probe`` come from the project's pytest plugin
-(shared/dovecote/testing/plugin.py).
+(shared/dovecote_testing/plugin.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import orjson
 from PIL import Image as Picture
 
 from dovecote import activity as act
-from dovecote.testing.gateway import token_for
-from dovecote.testing.plugin import MemoryBus, Probe, StartService
+from dovecote_testing.gateway import token_for
+from dovecote_testing.plugin import MemoryBus, Probe, StartService
 from services.gateway import topics as gateway_topics
 from services.tweeter.service import Tweeter, tweet_id, tweet_text
 

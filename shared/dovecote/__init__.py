@@ -20,7 +20,7 @@ The runtime is ``service`` (what a service is), ``worker`` (its lifecycle), ``di
 runtime's payloads from ``payloads/``, the codec) and ``federation`` (what a manifest
 names). A federation's own topics and payloads are its services' (each one's
 ``topics.py``), never the library's. ``dovecote.tools`` holds the
-``dovecote`` command; ``dovecote.testing`` the pytest plugin.
+``dovecote`` command; ``dovecote_testing`` the pytest plugin.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the runtime needs from a connection to the bus, and how it makes one.
 
 ``dovecote.mqtt.Connection`` (paho on asyncio, a real broker) is what every service runs
-on. The test plugin's in-memory bus (``dovecote.testing.memory``) is the other: with it a
+on. The test plugin's in-memory bus (``dovecote_testing.memory``) is the other: with it a
 service's handlers run through a real ``Worker`` and its dispatch with no broker at all.
 """
 

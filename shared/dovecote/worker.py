@@ -65,7 +65,7 @@ class Worker:
     def __init__(
         self, service_cls: type[Service], settings: Settings, connect: Connect = Connection
     ) -> None:
-        """``connect``: how to reach the bus; a test's in-memory one (``dovecote.testing``)."""
+        """``connect``: how to reach the bus; a test's in-memory one (``dovecote_testing``)."""
         self.settings = settings
         self._connect = connect
         self.name = service_cls.name

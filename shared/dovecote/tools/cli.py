@@ -11,7 +11,6 @@ from pathlib import Path
 
 from dovecote.config import ConfigError, Settings, data_dir
 from dovecote.federation import FederationError
-from dovecote.testing import clusterctl
 from dovecote.tools import (
     admin,
     broker,
@@ -190,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         contract,
     ):  # each module adds its own subcommand
         command.add_command(sub)
-    clusterctl.add_command(sub)  # a RabbitMQ cluster to try Dovecote on (dovecote.testing)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

@@ -1,11 +1,14 @@
-"""``dovecote cluster``: a three-node RabbitMQ cluster on this machine, one node lost and
-brought back on demand (docs/deploying.md, "Try it").
+"""``python -m dovecote_testing.cluster``: a three-node RabbitMQ cluster on this machine, one
+node lost and brought back on demand (docs/deploying.md, "Try it").
 
-    dovecote cluster                # start it; it runs in the foreground, Ctrl-C stops it all
-    dovecote cluster kill b         # from another shell: kill -9 of node b
-    dovecote cluster stop b         # a clean shutdown of node b
-    dovecote cluster start b        # node b again, with its data: it rejoins the cluster
-    dovecote cluster status         # each node, and which the cluster says are running
+    python -m dovecote_testing.cluster            # start it; in the foreground, Ctrl-C stops it
+    python -m dovecote_testing.cluster kill b     # from another shell: kill -9 of node b
+    python -m dovecote_testing.cluster stop b     # a clean shutdown of node b
+    python -m dovecote_testing.cluster start b    # node b again, with its data: it rejoins
+    python -m dovecote_testing.cluster status     # each node, and which the cluster says run
+
+It is test support (the tests' ``cluster`` fixture starts the same nodes), not a ``dovecote``
+subcommand: the tools never import test support (tests/test_layers.py).
 
 The first holds every node as its own child: it reaps a node that dies, however (a
 ``kill -9`` of its pid from elsewhere included), says so, and at the end stops every node
@@ -28,23 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dovecote.config import data_dir
-from dovecote.testing.cluster import NODES, PrivateCluster
 from dovecote.tools.broker import BrokerUnavailable
+from dovecote_testing.cluster import NODES, PrivateCluster
 
+COMMAND = "python -m dovecote_testing.cluster"
 SOCKET = "control.sock"
-MARK = ".dovecote-cluster"  # a folder with this was made by ``dovecote cluster``
+MARK = ".dovecote-cluster"  # a folder with this was made by this command
 ACTIONS = ("kill", "stop", "start", "status")
 ANSWER_TIMEOUT = 300.0  # seconds a client waits: starting a node takes 10-60 s
-
-
-def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "cluster",
-        help="a three-node RabbitMQ cluster on this machine to try Dovecote on; kill, stop "
-        "or start one of its nodes",
-    )
-    add_arguments(p)
-    p.set_defaults(func=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dovecote cluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
@@ -73,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.dir) if args.dir else data_dir() / "cluster"
     if args.action is None:
         if args.node is not None:
-            print("dovecote cluster: a node needs an action: kill, stop or start", file=sys.stderr)
+            print(f"{COMMAND}: a node needs an action: kill, stop or start", file=sys.stderr)
             return 2
         return serve(folder)
     if args.action != "status" and args.node is None:
-        print(f"dovecote cluster {args.action}: which node? a, b or c", file=sys.stderr)
+        print(f"{COMMAND} {args.action}: which node? a, b or c", file=sys.stderr)
         return 2
     return ask(folder, " ".join(filter(None, (args.action, args.node))))
 
@@ -95,8 +89,8 @@ def ask(folder: Path, line: str) -> int:
             answer = _read_all(s)
     except OSError as exc:
         print(
-            f"dovecote cluster: no cluster answers at {path} ({exc}): start one with "
-            f"`dovecote cluster{'' if folder == data_dir() / 'cluster' else f' --dir {folder}'}`",
+            f"{COMMAND}: no cluster answers at {path} ({exc}): start one with "
+            f"`{COMMAND}{'' if folder == data_dir() / 'cluster' else f' --dir {folder}'}`",
             file=sys.stderr,
         )
         return 1
@@ -117,7 +111,7 @@ def _read_all(s: socket.socket) -> str:
 def serve(folder: Path) -> int:
     refused = _claim(folder)
     if refused:
-        print(f"dovecote cluster: {refused}", file=sys.stderr)
+        print(f"{COMMAND}: {refused}", file=sys.stderr)
         return 1
     print(f"starting three RabbitMQ nodes in {folder} (~30-60 s)...", flush=True)
     began = time.monotonic()
@@ -125,7 +119,7 @@ def serve(folder: Path) -> int:
     try:
         cluster.start()
     except BrokerUnavailable as exc:
-        print(f"dovecote cluster: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
         return 1
     stopped = False
 
@@ -161,7 +155,7 @@ def control(
             while not stopped():
                 for name, code in cluster.reap():
                     print(
-                        f"node {name} died ({_exit(code)}); `dovecote cluster start {name}` "
+                        f"node {name} died ({_exit(code)}); `{COMMAND} start {name}` "
                         "starts it again with its data",
                         flush=True,
                     )
@@ -183,13 +177,13 @@ def _claim(folder: Path) -> str | None:
     """Make ``folder`` ours for a fresh cluster: None, or why not. A previous cluster's
     folder (our mark in it, nothing answering on its socket) is emptied first."""
     if (folder / SOCKET).exists() and _answers(folder / SOCKET):
-        return f"a cluster already runs from {folder}: `dovecote cluster status` asks it"
+        return f"a cluster already runs from {folder}: `{COMMAND} status` asks it"
     if folder.exists() and any(folder.iterdir()):
         if not (folder / MARK).exists():
-            return f"{folder} is not empty and was not made by dovecote cluster: pick --dir"
+            return f"{folder} is not empty and was not made by {COMMAND}: pick --dir"
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARK).write_text("made by dovecote cluster: emptied when it starts again\n")
+    (folder / MARK).write_text(f"made by {COMMAND}: emptied when it starts again\n")
     return None
 
 
@@ -211,8 +205,8 @@ def _hello(cluster: PrivateCluster, folder: Path, began: float) -> None:
     print(f"export DOVECOTE_AMQP_URL='{cluster.amqp_url}'")
     print("then, e.g.: dovecote run builder resizer=2 gateway   (Ctrl-C here stops the cluster)")
     print(
-        f"lose a node from another shell: dovecote cluster kill a{where}   (or stop a), "
-        f"then: dovecote cluster start a{where}; dovecote cluster status{where}",
+        f"lose a node from another shell: {COMMAND} kill a{where}   (or stop a), "
+        f"then: {COMMAND} start a{where}; {COMMAND} status{where}",
         flush=True,
     )
 

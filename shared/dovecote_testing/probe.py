@@ -1,7 +1,7 @@
 """A bus client for tests: records every message under a root, waits for some.
 
 Nameko's ``entrypoint_waiter``, on a real broker (``dovecote.mqtt.Connection``) or on the
-in-memory bus (``dovecote.testing.memory``): the same waits either way.
+in-memory bus (``dovecote_testing.memory``): the same waits either way.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """A three-node RabbitMQ cluster on one machine, for tests and for anyone who wants to try it.
 
-``dovecote cluster`` (``dovecote.testing.clusterctl``) starts one and prints the ``MQTT_URL``
-that names its three nodes, kills, stops and starts one node on demand, and Ctrl-C stops it
-all. The pytest plugin's ``cluster`` fixture starts one per test session.
+``python -m dovecote_testing.cluster`` (``dovecote_testing.clusterctl``) starts one and
+prints the ``MQTT_URL`` that names its three nodes, kills, stops and starts one node on
+demand, and Ctrl-C stops it all. The pytest plugin's ``cluster`` fixture starts one per test
+session.
 
 Each node is a ``PrivateRabbitMQ`` with its own name, ports and data folder; the three share
 one Erlang cookie and one epmd of their own on loopback (nodes find each other through it),
@@ -30,14 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dovecote.testing.rabbitmq import PrivateRabbitMQ, kill_epmd, start_epmd, wait_epmd
 from dovecote.tools.broker import BrokerUnavailable, free_port
+from dovecote_testing.rabbitmq import PrivateRabbitMQ, kill_epmd, start_epmd, wait_epmd
 
 log = logging.getLogger(__name__)
 
 NODES = ("a", "b", "c")
 CLUSTER_CONFIG = """
-# A node of a Dovecote test cluster (dovecote.testing.cluster): persistent sessions on
+# A node of a Dovecote test cluster (dovecote_testing.cluster): persistent sessions on
 # quorum queues, replicated on every node.
 mqtt.durable_queue_type = quorum
 """
@@ -222,6 +223,6 @@ def _booted(node: PrivateRabbitMQ, timeout: float, attempts: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    from dovecote.testing.clusterctl import main
+    from dovecote_testing.clusterctl import main
 
     sys.exit(main())

@@ -1,13 +1,13 @@
 """Test helpers on real things: a private broker, services as processes, a bus probe.
 
-Also a pytest plugin (``pytest_plugins = ["dovecote.testing.plugin"]``) with the fixtures:
+Also a pytest plugin (``pytest_plugins = ["dovecote_testing.plugin"]``) with the fixtures:
 
 - ``broker``: a private broker on free ports, one per test session and kind: a Mosquitto
   and a RabbitMQ node with the MQTT plugin (``--broker=mosquitto|rabbitmq|both``, default
   both, or ``DOVECOTE_TEST_BROKER``); every test that uses it runs once per broker, and
   ``@pytest.mark.brokers("mosquitto")`` limits one to the brokers named;
 - ``cluster``: three RabbitMQ nodes clustered on loopback, once per test session (tests
-  marked ``cluster``; ``dovecote cluster`` starts the same by hand);
+  marked ``cluster``; ``python -m dovecote_testing.cluster`` starts the same by hand);
 - ``root``: a fresh topic root per test, so tests sharing the broker never see each other;
 - ``service_env``: the environment a service needs to join that broker under that root;
 - ``start_service``: runs ``python -m services.<name>`` as a real process, stopped after;
@@ -35,12 +35,12 @@ import pytest
 __all__ = ["MemoryBus", "Probe", "ServiceProcess", "StartService", "TestBroker", "wait_until"]
 
 from dovecote.project import PROJECT
-from dovecote.testing.cluster import PrivateCluster
-from dovecote.testing.gateway import DEMO_PASSWORD
-from dovecote.testing.memory import MemoryBus
-from dovecote.testing.probe import Probe, wait_until
-from dovecote.testing.rabbitmq import PrivateRabbitMQ
 from dovecote.tools.broker import BrokerUnavailable, PrivateMosquitto, free_port
+from dovecote_testing.cluster import PrivateCluster
+from dovecote_testing.gateway import DEMO_PASSWORD
+from dovecote_testing.memory import MemoryBus
+from dovecote_testing.probe import Probe, wait_until
+from dovecote_testing.rabbitmq import PrivateRabbitMQ
 
 
 class ServiceProcess:
@@ -185,7 +185,7 @@ def broker(
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster]:
-    """Three RabbitMQ nodes clustered on loopback (``dovecote.testing.cluster``), once per
+    """Three RabbitMQ nodes clustered on loopback (``dovecote_testing.cluster``), once per
     test session. A test that kills a node starts it again (``cluster.restart``)."""
     try:
         c = PrivateCluster(tmp_path_factory.mktemp("cluster")).start()
@@ -214,7 +214,7 @@ def environment(url: str, root: str, folder: Path, amqp_url: str = "") -> dict[s
         # Every store (any service's, a new one's too) in the test's own folder, never the
         # project's .dovecote/.
         DOVECOTE_DATA_DIR=str(folder / "data"),
-        # A gateway's sessions and its demo people (dovecote.testing.gateway signs in).
+        # A gateway's sessions and its demo people (dovecote_testing.gateway signs in).
         DOVECOTE_SESSION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
         DEMO_PASSWORD=DEMO_PASSWORD,
     )
@@ -260,7 +260,7 @@ async def probe(broker: TestBroker, root: str) -> AsyncIterator[Probe]:
 
 @pytest.fixture
 async def memory_bus(root: str, tmp_path: Path) -> AsyncIterator[MemoryBus]:
-    """A broker in the test's own event loop (``dovecote.testing.memory``): services as real
+    """A broker in the test's own event loop (``dovecote_testing.memory``): services as real
     Workers on it (``await memory_bus.start(MyService)``) and ``memory_bus.probe``, started.
     No broker process: the fast loop (``make check``) runs these tests."""
     bus = MemoryBus(root, tmp_path / "data")

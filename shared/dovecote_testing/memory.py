@@ -37,10 +37,10 @@ from dovecote.config import BrokerAddress, Settings
 from dovecote.errors import BusError
 from dovecote.mqtt import Message, Will
 from dovecote.service import Service
-from dovecote.testing.probe import Probe
 from dovecote.topics import matches
 from dovecote.transport import Connect
 from dovecote.worker import Worker
+from dovecote_testing.probe import Probe
 
 URL = "mqtt://memory.invalid:1883"  # never dialled: the Settings of a test need a URL
 
