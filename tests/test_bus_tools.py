@@ -19,9 +19,10 @@ import pytest
 from dovecote import activity as act
 from dovecote.mqtt import Message
 from dovecote.project import PROJECT
+from dovecote.summaries import short_id, summarize
 from dovecote.testing.plugin import Probe, StartService, TestBroker
 from dovecote.tools.broker import free_port
-from dovecote.tools.tail import describe, short_id, summarize
+from dovecote.tools.tail import describe
 
 BUILDER = act.service("builder")
 CTX = "urn:uuid:c0ffee12-0000-4000-8000-000000000000"

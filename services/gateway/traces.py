@@ -23,7 +23,7 @@ import orjson
 
 from dovecote import activity as act
 from dovecote import topics
-from dovecote.tools.tail import summarize
+from dovecote.summaries import summarize
 
 ENTRY_OVERHEAD = 120  # bytes an entry costs beyond its payload and topic
 LISTED = 200  # steps a trace lists (act.Trace)
