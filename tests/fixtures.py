@@ -215,13 +215,14 @@ def gateway_context(
     from concurrent.futures import ThreadPoolExecutor
 
     from dovecote.link import Link
-    from services.gateway import people, sessions
+    from services.gateway.accounts import people
+    from services.gateway.accounts.guesses import DeviceCookies
+    from services.gateway.accounts.people import People
     from services.gateway.context import Context
-    from services.gateway.directory import Directory
-    from services.gateway.guesses import DeviceCookies
-    from services.gateway.inbox import InboxClient
-    from services.gateway.limits import Limits
-    from services.gateway.people import People
+    from services.gateway.people.directory import Directory
+    from services.gateway.people.inbox_view import InboxClient
+    from services.gateway.web import sessions
+    from services.gateway.web.limits import Limits
 
     accounts = People(data / "accounts.sqlite3").open()
     accounts.seed(people.DEMO_PEOPLE, people.hash_password(DEMO_PASSWORD))
@@ -264,8 +265,8 @@ async def in_process_gateway(data: Path) -> AsyncIterator[InProcessGateway]:
     from aiohttp.test_utils import TestServer
 
     from dovecote.tools.broker import free_port
-    from services.gateway.hub import Hub
-    from services.gateway.web import create_app
+    from services.gateway.bus.hub import Hub
+    from services.gateway.web.app import create_app
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

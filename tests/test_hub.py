@@ -23,10 +23,10 @@ from websockets.streams import StreamReader
 from dovecote.testing.gateway import cookie_header, signed_in
 from dovecote.testing.plugin import wait_until
 from dovecote.tools.broker import free_port
-from services.gateway import hub as hub_module
-from services.gateway.frames import text_frame
-from services.gateway.hub import Hub
-from services.gateway.web import create_app
+from services.gateway.bus import hub as hub_module
+from services.gateway.bus.frames import text_frame
+from services.gateway.bus.hub import Hub
+from services.gateway.web.app import create_app
 from tests.fixtures import gateway_context
 
 

@@ -29,8 +29,8 @@ MEASURE = dedent(
     import io, json, sys
     from PIL import Image
     from dovecote import heap
-    from services.gateway import intake, metadata
-    from services.gateway.containers import tiff
+    from services.gateway.images import intake, metadata
+    from services.gateway.images.containers import tiff
 
     heap.return_large_blocks()  # first: what making the image frees goes back
     fmt, width, height, orientation, frames, options = json.loads(sys.argv[1])

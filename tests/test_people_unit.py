@@ -1,4 +1,5 @@
-"""The gateway's accounts (services/gateway/people.py): passwords, seeding, follows, tokens."""
+"""The gateway's accounts (services/gateway/accounts/people.py): passwords, seeding, follows,
+tokens."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway import people
-from services.gateway.people import People, Refused
+from services.gateway.accounts import people
+from services.gateway.accounts.people import People, Refused
 
 
 def test_a_password_is_stored_as_argon2id_and_a_stranger_costs_as_much_as_a_wrong_one() -> None:

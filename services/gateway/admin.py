@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from dovecote.config import ConfigError, Settings
-from services.gateway import people
-from services.gateway.people import People, Refused
+from services.gateway.accounts import people
+from services.gateway.accounts.people import People, Refused
 
 ADMIN = "dovecote admin gateway"  # also who made an invitation made here
 

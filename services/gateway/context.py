@@ -11,18 +11,18 @@ from aiohttp import web
 
 from dovecote.link import Link
 from dovecote.service import Publish
-from services.gateway.invites import Signup
-from services.gateway.operators import Operations
+from services.gateway.accounts.invites import Signup
+from services.gateway.operations.toolkit import Operations
 
 if TYPE_CHECKING:  # the features import CTX from here; this module imports none of them
-    from services.gateway.budget import MemoryBudget
-    from services.gateway.directory import Directory
-    from services.gateway.guesses import DeviceCookies
-    from services.gateway.hub import Hub
-    from services.gateway.inbox import InboxClient
-    from services.gateway.limits import Limits
-    from services.gateway.people import People
-    from services.gateway.store import ImageStore
+    from services.gateway.accounts.guesses import DeviceCookies
+    from services.gateway.accounts.people import People
+    from services.gateway.bus.hub import Hub
+    from services.gateway.images.budget import MemoryBudget
+    from services.gateway.images.store import ImageStore
+    from services.gateway.people.directory import Directory
+    from services.gateway.people.inbox_view import InboxClient
+    from services.gateway.web.limits import Limits
 
 FEED_SIZE = 40  # events a page's "On the bus" shows
 

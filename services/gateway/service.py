@@ -36,23 +36,31 @@ from dovecote import Bus, Delivery, Service, handles, heap, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
-from services.gateway import busstatus, images, invites, people, sessions, signouts, status
-from services.gateway.badrequests import quiet_client_faults
-from services.gateway.budget import DECODE_BUDGET, MemoryBudget
+from services.gateway.accounts import invites, people, signouts
+from services.gateway.accounts.guesses import DeviceCookies
+from services.gateway.accounts.people import People
+from services.gateway.bus import federation_status, reachability
+from services.gateway.bus.hub import REPLAY_BYTES, Hub
+from services.gateway.bus.questions import Questions
 from services.gateway.context import FEED_SIZE, Context, Images
-from services.gateway.directory import Directory
-from services.gateway.guesses import DeviceCookies
-from services.gateway.hub import REPLAY_BYTES, Hub
-from services.gateway.inbox import InboxClient
-from services.gateway.limits import Limits
-from services.gateway.operators import ASK_TIMEOUT, TRACE_INDEX_BYTES, Operations, operators_from
-from services.gateway.people import People
-from services.gateway.questions import Questions
-from services.gateway.store import ImageStore
-from services.gateway.telemetry import Fleet
+from services.gateway.images import checks
+from services.gateway.images.budget import DECODE_BUDGET, MemoryBudget
+from services.gateway.images.store import ImageStore
+from services.gateway.operations.telemetry import Fleet
+from services.gateway.operations.toolkit import (
+    ASK_TIMEOUT,
+    TRACE_INDEX_BYTES,
+    Operations,
+    operators_from,
+)
+from services.gateway.operations.traces import TraceIndex, context_of_letter
+from services.gateway.people.directory import Directory
+from services.gateway.people.inbox_view import InboxClient
 from services.gateway.topics import SIGNINS_ENDED, SignInsEnded
-from services.gateway.traces import TraceIndex, context_of_letter
-from services.gateway.web import create_app
+from services.gateway.web import sessions
+from services.gateway.web.app import create_app
+from services.gateway.web.badrequests import quiet_client_faults
+from services.gateway.web.limits import Limits
 
 # Every service's own topics.py too: a new service's retained state, and how the dashboard
 # shows it (its display hint), reach the pages with no edit here (state_cards.py).
@@ -130,9 +138,9 @@ class Gateway(Service):
         self.runner: web.AppRunner | None = None
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
         max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
-        images.bound_pillow(max_pixels)
+        checks.bound_pillow(max_pixels)
         max_decoded = settings.get_int(
-            "IMAGE_MAX_DECODED_BYTES", images.DEFAULT_MAX_DECODED, 2**20, 2**40
+            "IMAGE_MAX_DECODED_BYTES", checks.DEFAULT_MAX_DECODED, 2**20, 2**40
         )
         # Decoding, every request's together, holds at most this; any image under
         # IMAGE_MAX_DECODED_BYTES must fit in it alone (issue 21).
@@ -180,7 +188,7 @@ class Gateway(Service):
     @handles(topics.PRESENCE, shared=False)
     async def on_presence(self, presence: act.Presence, delivery: Delivery) -> None:
         # Pages get who is up, not where: pid and host stay on the bus, for operators.
-        self.hub.broadcast(delivery.topic, status.shown(presence), retain=True)
+        self.hub.broadcast(delivery.topic, federation_status.shown(presence), retain=True)
         if not delivery.retained:
             self.traces.add(delivery.topic, presence.context, delivery.payload)
 
@@ -282,7 +290,7 @@ class Gateway(Service):
             instance=self.bus.instance,
         )
         # Every page says when the bus cannot be reached; open ones are told at each change.
-        self.bus.link.watch(lambda link: self.hub.announce(busstatus.frame(link)))
+        self.bus.link.watch(lambda link: self.hub.announce(reachability.frame(link)))
         # A connection has this long to send a whole request line and headers (and may stay
         # idle this long between requests): half-sent requests hold no socket for long.
         self.runner = web.AppRunner(

@@ -1,0 +1,183 @@
+"""A person's inbox, as the gateway shows it: the notifier keeps it, the gateway asks.
+
+The notifier owns notifications: it stores the last ``INBOX_SIZE`` of each person with an
+unread count. The gateway holds none of it; for a page (or ``GET /api/inbox``) it asks on
+the bus (``commands/notifier/inbox``, a ``View`` in the person's name) and waits for the
+answer on ``replies/notifier/<request>``, which every gateway worker subscribes to and the
+one that asked takes. A notifier that does not answer within ``INBOX_TIMEOUT`` seconds
+leaves the page without its inbox (it says so); live notifications still arrive.
+
+"Mark all read" publishes a ``Read`` up to the newest notification the page showed; the
+notifier marks them and publishes the counts on ``users/<person>/inbox``, which the gateway
+sends to that person's sockets: every page of theirs clears its badge.
+
+| method and path        | who      | what                                         |
+|------------------------|----------|----------------------------------------------|
+| GET  /api/inbox        | a person | the inbox (JSON): unread, notifications      |
+| POST /api/inbox/read   | a person | mark read (`{"upTo": id}`, or all): 202      |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from aiohttp import web
+
+from dovecote import activity as act
+from dovecote import topics
+from dovecote.errors import BusError
+from dovecote.service import Publish
+from services.gateway.bus import reachability
+from services.gateway.context import CTX
+from services.gateway.web import sessions
+
+log = logging.getLogger("dovecote.gateway.inbox")
+SHOWN = 30  # notifications a page shows
+
+
+class InboxClient:
+    """Asks the notifier for inboxes; one per gateway worker."""
+
+    def __init__(self, ask: Publish, timeout: float) -> None:
+        self.ask = ask
+        self.timeout = timeout
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    async def fetch(self, actor: act.Actor, limit: int = SHOWN) -> dict[str, Any] | None:
+        """The person's inbox (an AS2 OrderedCollection with ``unread``), or None when the
+        notifier did not answer in time."""
+        command = act.ViewInbox(
+            **act.envelope(),
+            type="View",
+            actor=actor,
+            object=act.InboxRequest(type="OrderedCollection", limit=limit),
+        )
+        answer = asyncio.get_running_loop().create_future()
+        self.pending[command.id] = answer
+        try:
+            self.ask(topics.INBOX_VIEW, command)
+            return await asyncio.wait_for(answer, self.timeout)
+        except (TimeoutError, BusError) as exc:
+            log.warning("no inbox for %s: %r", actor.preferredUsername, exc)
+            return None
+        finally:
+            self.pending.pop(command.id, None)
+
+    def answered(self, in_reply_to: str, inbox: dict[str, Any]) -> None:
+        """A reply from the bus: another worker's question is not ours, and is ignored."""
+        answer = self.pending.get(in_reply_to)
+        if answer is not None and not answer.done():
+            answer.set_result(inbox)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/inbox", get_inbox)
+    app.router.add_post("/api/inbox/read", mark_read)
+
+
+async def get_inbox(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    who = await sessions.need_person(request)
+    if not ctx.link.up:  # no answer can come: say why at once, not after INBOX_TIMEOUT
+        error = web.HTTPServiceUnavailable(text=reachability.headline(ctx.link))
+        error.headers["Retry-After"] = "5"
+        raise error
+    inbox = await ctx.inbox.fetch(ctx.directory.actor(who))
+    if inbox is None:
+        error = web.HTTPServiceUnavailable(text="the notifier did not answer: try again")
+        error.headers["Retry-After"] = "5"
+        raise error
+    return web.Response(body=orjson.dumps(inbox), content_type="application/json")
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    who = await sessions.need_person(request)
+    ctx.limits.check("commands", who.id, request)
+    up_to = await _up_to(request)
+    read = act.ReadInbox(
+        **act.envelope(),
+        type="Read",
+        actor=ctx.directory.actor(who),
+        object=act.InboxMark(type="OrderedCollection", upTo=up_to),
+    )
+    try:
+        topics.INBOX_READ.codec.decode(act.encode(read))
+    except act.InvalidActivity as exc:
+        raise web.HTTPBadRequest(text=f"upTo must be a notification's id: {exc}") from None
+    try:
+        ctx.publish(topics.INBOX_READ, read)
+    except BusError as exc:
+        error = web.HTTPServiceUnavailable(text=f"cannot accept this now: {exc}")
+        error.headers["Retry-After"] = "10"
+        raise error from None
+    return web.json_response({"id": read.id, **reachability.queued(ctx.link)}, status=202)
+
+
+async def _up_to(request: web.Request) -> str | None:
+    if request.content_type == "application/json":
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(text=f"malformed JSON: {exc}") from None
+        if not isinstance(body, dict) or set(body) - {"upTo"}:
+            raise web.HTTPBadRequest(text='send {"upTo": "<notification id>"} or {}')
+        value = body.get("upTo")
+    elif request.content_type == "application/x-www-form-urlencoded":
+        value = (await request.post()).get("upTo") or None
+    elif request.body_exists:
+        raise web.HTTPUnsupportedMediaType(text="send Content-Type: application/json")
+    else:
+        value = None
+    if value is not None and not isinstance(value, str):
+        raise web.HTTPBadRequest(text="upTo must be a notification's id (a string)")
+    return value
+
+
+# --- what a page shows of a notification -----------------------------------------------------
+
+
+def item(note: dict[str, Any], unread: bool) -> dict[str, Any]:
+    """One notification as the page's template shows it (the script builds the same)."""
+    about = note.get("object") or {}
+    obj = about.get("object") or {}
+    kinds = {"Image": "photo", "Build": f"build-{obj.get('state', '')}"}
+    kind = kinds.get(str(obj.get("type")))
+    if about.get("type") == "Follow":
+        kind = "follow"
+    href = _local_image(obj.get("url")) if obj.get("type") == "Image" else None
+    return {
+        "id": note.get("id", ""),
+        "kind": kind or "other",
+        "icon": {"photo": "▣", "follow": "★"}.get(kind or "", "⚙"),
+        "text": note.get("summary") or f"{about.get('type', 'Something')} happened",
+        "published": note.get("published", ""),
+        "time": _hhmm(note.get("published", "")),
+        "href": href,
+        "unread": unread,
+    }
+
+
+def items(inbox: dict[str, Any]) -> list[dict[str, Any]]:
+    unread = int(inbox.get("unread", 0))
+    notes = inbox.get("orderedItems") or []
+    return [item(n, i < unread) for i, n in enumerate(notes)]
+
+
+def _local_image(url: Any) -> str | None:
+    """Images are this gateway's: a path, whatever host name PUBLIC_URL uses."""
+    path = urlsplit(url).path if isinstance(url, str) else ""
+    return path if path.startswith("/images/") else None
+
+
+def _hhmm(published: str) -> str:
+    try:
+        return datetime.fromisoformat(published).strftime("%H:%M")
+    except ValueError:
+        return ""
