@@ -215,17 +215,17 @@ def gateway_context(
     from concurrent.futures import ThreadPoolExecutor
 
     from dovecote.link import Link
-    from services.gateway.accounts import people
+    from services.gateway.accounts import credentials, people
     from services.gateway.accounts.guesses import DeviceCookies
     from services.gateway.accounts.people import People
     from services.gateway.context import Context
-    from services.gateway.people.directory import Directory
-    from services.gateway.people.inbox_view import InboxClient
+    from services.gateway.people.inbox_client import InboxClient
+    from services.gateway.people.person_as2 import Directory
     from services.gateway.web import sessions
     from services.gateway.web.limits import Limits
 
     accounts = People(data / "accounts.sqlite3").open()
-    accounts.seed(people.DEMO_PEOPLE, people.hash_password(DEMO_PASSWORD))
+    accounts.seed(people.DEMO_PEOPLE, credentials.hash_password(DEMO_PASSWORD))
     send = publish or (lambda entry, activity: None)
     key = sessions.new_key()
     link = Link()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from services.gateway.accounts import invites, names
-from services.gateway.accounts.people import People, Refused, split_token
+from services.gateway.accounts.credentials import Refused, split_token
+from services.gateway.accounts.people import People
 from services.gateway.web.limits import Rate
 
 

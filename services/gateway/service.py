@@ -36,7 +36,7 @@ from dovecote import Bus, Delivery, Service, handles, heap, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
-from services.gateway.accounts import invites, people, signouts
+from services.gateway.accounts import credentials, invites, people, signouts
 from services.gateway.accounts.guesses import DeviceCookies
 from services.gateway.accounts.people import People
 from services.gateway.bus import federation_status, reachability
@@ -54,8 +54,8 @@ from services.gateway.operations.toolkit import (
     operators_from,
 )
 from services.gateway.operations.traces import TraceIndex, context_of_letter
-from services.gateway.people.directory import Directory
-from services.gateway.people.inbox_view import InboxClient
+from services.gateway.people.inbox_client import InboxClient
+from services.gateway.people.person_as2 import Directory
 from services.gateway.topics import SIGNINS_ENDED, SignInsEnded
 from services.gateway.web import sessions
 from services.gateway.web.app import create_app
@@ -117,8 +117,8 @@ class Gateway(Service):
         self.demo_password = settings.env.get("DEMO_PASSWORD", "")
         if self.demo_password:
             try:
-                people.valid_password(self.demo_password)
-            except people.Refused as exc:
+                credentials.valid_password(self.demo_password)
+            except credentials.Refused as exc:
                 raise ConfigError(f"DEMO_PASSWORD: {exc}") from None
         self.limits = Limits(settings.env)
         self.inbox = InboxClient(self._ask, settings.get_float("INBOX_TIMEOUT", 2.0, 0.1, 60.0))
@@ -320,12 +320,12 @@ class Gateway(Service):
         loop = asyncio.get_running_loop()
         stored = self.people.password_hash(people.DEMO_PEOPLE[0]["id"])
         same = await loop.run_in_executor(
-            self.hashing, people.check_password, stored, self.demo_password
+            self.hashing, credentials.check_password, stored, self.demo_password
         )
         hashed = stored if same and stored else None
         if hashed is None:
             hashed = await loop.run_in_executor(
-                self.hashing, people.hash_password, self.demo_password
+                self.hashing, credentials.hash_password, self.demo_password
             )
         created = self.people.seed(people.DEMO_PEOPLE, hashed)
         names = ", ".join(p["id"] for p in people.DEMO_PEOPLE)

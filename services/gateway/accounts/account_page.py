@@ -23,10 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.accounts import invites, signouts
-from services.gateway.accounts import people as accounts
+from services.gateway.accounts import credentials, invites, signouts
+from services.gateway.accounts.credentials import Person, Refused
 from services.gateway.accounts.forms import fields, hashing, page
-from services.gateway.accounts.people import Person, Refused
 from services.gateway.context import CTX
 from services.gateway.web import sessions
 from services.gateway.web.limits import wait_words
@@ -87,11 +86,11 @@ async def change_password(request: web.Request) -> web.Response:
             error=f"Too many wrong passwords for this account: try again in {wait_words(wait)}.",
         )
     stored = ctx.people.password_hash(who.id)
-    if not await hashing(ctx, accounts.check_password, stored, form["current"]):
+    if not await hashing(ctx, credentials.check_password, stored, form["current"]):
         return await _account(request, who, status=403, error="Your current password is wrong.")
     ctx.people.guesses.forgive(reservation)
     try:
-        hashed = await hashing(ctx, accounts.hash_password, form["password"])
+        hashed = await hashing(ctx, credentials.hash_password, form["password"])
     except Refused as exc:
         return await _account(request, who, status=400, error=str(exc))
     ctx.people.set_password(who.id, hashed)

@@ -25,10 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.accounts import invites, signouts
-from services.gateway.accounts import people as accounts
+from services.gateway.accounts import credentials, invites, signouts
+from services.gateway.accounts.credentials import Refused
 from services.gateway.accounts.forms import fields, hashing, page
-from services.gateway.accounts.people import Refused
 from services.gateway.context import CTX
 from services.gateway.web import sessions
 from services.gateway.web.limits import wait_words
@@ -75,7 +74,7 @@ async def signin(request: web.Request) -> web.Response:
             retry_after=max(1, math.ceil(wait)),
         )
     stored = ctx.people.password_hash(username)
-    if not await hashing(ctx, accounts.check_password, stored, form["password"]):
+    if not await hashing(ctx, credentials.check_password, stored, form["password"]):
         return await page(
             request,
             "accounts/signin.html",
@@ -113,8 +112,8 @@ async def signup(request: web.Request) -> web.Response:
     try:
         invite = ctx.people.invites.check(form["invite"]) if ctx.signup == "invite" else None
         username, shown = ctx.people.vet(username, name or username)
-        accounts.valid_password(form["password"])
-        hashed = await hashing(ctx, accounts.hash_password, form["password"])
+        credentials.valid_password(form["password"])
+        hashed = await hashing(ctx, credentials.hash_password, form["password"])
         with ctx.people.transaction():  # the invitation is spent with the account, or not
             if invite is not None and not ctx.people.invites.use(invite, username):
                 raise Refused("that invitation was used a moment ago: ask for another")

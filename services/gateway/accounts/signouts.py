@@ -19,7 +19,7 @@ import logging
 
 from dovecote import activity as act
 from dovecote.errors import BusError
-from services.gateway.accounts.people import Person
+from services.gateway.accounts.credentials import Person
 from services.gateway.context import Context
 from services.gateway.topics import SIGNINS_ENDED, EndedSignIns, SignInsEnded
 

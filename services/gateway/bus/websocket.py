@@ -12,7 +12,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from dovecote.errors import BusError
-from services.gateway.accounts.people import Person
+from services.gateway.accounts.credentials import Person
 from services.gateway.bus import commands, reachability
 from services.gateway.bus.hub import notice
 from services.gateway.context import CTX, Context

@@ -16,7 +16,7 @@ import aiohttp_jinja2
 import orjson
 from aiohttp import web
 
-from services.gateway.accounts.people import Person
+from services.gateway.accounts.credentials import Person
 from services.gateway.bus import federation_status, reachability
 from services.gateway.context import CTX, Context
 from services.gateway.dashboard import state_cards

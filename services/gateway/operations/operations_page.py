@@ -29,7 +29,7 @@ from aiohttp import web
 from dovecote import activity as act
 from dovecote import topics
 from dovecote.topics import P, Topic
-from services.gateway.accounts.people import Person
+from services.gateway.accounts.credentials import Person
 from services.gateway.context import CTX
 from services.gateway.web import sessions
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from dovecote.config import ConfigError
 from dovecote.errors import BusError
 from dovecote.topics import P, Topic, TopicError, check_id
-from services.gateway.accounts.people import People, Person
+from services.gateway.accounts.credentials import Person
+from services.gateway.accounts.people import People
 from services.gateway.bus.questions import Questions
 from services.gateway.operations.telemetry import Fleet
 from services.gateway.operations.traces import TraceIndex

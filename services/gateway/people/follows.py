@@ -24,7 +24,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.errors import BusError
 from dovecote.topics import P, Topic
-from services.gateway.accounts.people import Person, Refused
+from services.gateway.accounts.credentials import Person, Refused
 from services.gateway.bus import reachability
 from services.gateway.context import CTX, Context
 from services.gateway.web import sessions

@@ -30,7 +30,7 @@ from aiohttp_session import Session, get_session, new_session, session_middlewar
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from dovecote.config import ConfigError
-from services.gateway.accounts.people import Person, split_token
+from services.gateway.accounts.credentials import Person, split_token
 from services.gateway.context import CTX
 
 COOKIE = "dovecote_session"
