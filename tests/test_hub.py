@@ -74,9 +74,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield Gateway(hub, f"ws://127.0.0.1:{port}/ws")
-    await hub.close_all()
-    await runner.cleanup()
-    ctx.people.close()
+    await runner.cleanup()  # the app closes its sockets, threads and accounts
 
 
 def send(hub: Hub, n: int, pad: int = 0) -> None:

@@ -57,7 +57,7 @@ from services.gateway.operations.traces import TraceIndex, context_of_letter
 from services.gateway.people.inbox_client import InboxClient
 from services.gateway.people.person_as2 import Directory
 from services.gateway.topics import SIGNINS_ENDED, SignInsEnded
-from services.gateway.web import sessions
+from services.gateway.web import lifecycle, sessions
 from services.gateway.web.app import create_app
 from services.gateway.web.badrequests import quiet_client_faults
 from services.gateway.web.limits import Limits
@@ -104,7 +104,6 @@ class Gateway(Service):
         )
         self.signup = invites.signup_mode(settings.env.get("SIGNUP", "open"))
         self.sweep_every = settings.get_float("SIGNIN_SWEEP", signouts.SWEEP_EVERY, 1.0, 3600.0)
-        self.sweeping: asyncio.Task[None] | None = None
         self.header_timeout = settings.get_float("HTTP_HEADER_TIMEOUT", 15.0, 0.5, 3600.0)
         key = settings.env.get("DOVECOTE_SESSION_KEY", "").strip()
         if not key:
@@ -291,10 +290,16 @@ class Gateway(Service):
         )
         # Every page says when the bus cannot be reached; open ones are told at each change.
         self.bus.link.watch(lambda link: self.hub.announce(reachability.frame(link)))
+        app = create_app(ctx)  # closes the context's sockets, threads and accounts with it
+        app.cleanup_ctx.append(
+            lifecycle.background(
+                "signin-sweep", lambda: signouts.sweep_forever(ctx, self.sweep_every)
+            )
+        )
         # A connection has this long to send a whole request line and headers (and may stay
         # idle this long between requests): half-sent requests hold no socket for long.
         self.runner = web.AppRunner(
-            create_app(ctx),
+            app,
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self.header_timeout,
@@ -303,9 +308,6 @@ class Gateway(Service):
         # reuse_port: several gateway workers can serve one port (SO_REUSEPORT).
         site = web.TCPSite(self.runner, self.settings.host, self.settings.port, reuse_port=True)
         await site.start()
-        self.sweeping = asyncio.get_running_loop().create_task(
-            signouts.sweep_forever(ctx, self.sweep_every)
-        )
         logging.getLogger("dovecote.gateway").info(
             "dashboard at %s/ (listening on %s:%d); sign-up %s",
             self.settings.public_url,
@@ -352,11 +354,7 @@ class Gateway(Service):
             self.traces.add(entry.address(self.bus.root), context, payload)
 
     async def teardown(self) -> None:
-        if self.sweeping is not None:
-            self.sweeping.cancel()
-        await self.hub.close_all()
-        if self.runner is not None:
+        if self.runner is not None:  # the app's cleanup: the sweep, sockets, threads, accounts
             await self.runner.cleanup()
-        self.pool.shutdown(wait=True)
-        self.hashing.shutdown(wait=True)
-        self.people.close()
+        else:  # never served: the accounts store was opened for the operators' check
+            self.people.close()

@@ -24,7 +24,7 @@ from services.gateway.dashboard import dashboard_page, state_cards
 from services.gateway.images import image_api, photos_page
 from services.gateway.operations import operations_page, prometheus
 from services.gateway.people import directory, follows, inbox_view
-from services.gateway.web import edge, sessions
+from services.gateway.web import edge, lifecycle, sessions
 
 HERE = Path(__file__).parent.parent  # the gateway's folder: templates/ and static/
 MAX_REQUEST_BYTES = 16 * 1024  # bodies read whole (commands, forms); uploads stream
@@ -45,8 +45,11 @@ FOR_OPERATORS = (operations_page, prometheus)  # health, dead letters, traces, /
 
 
 def create_app(ctx: Context) -> web.Application:
+    """The app, owning ``ctx``: its sockets, threads and accounts store close with the app
+    (``lifecycle.py``), when its runner is cleaned up."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app[CTX] = ctx
+    lifecycle.own_context(app)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
