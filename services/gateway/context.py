@@ -54,13 +54,13 @@ class Context:
     inbox: InboxClient
     limits: Limits
     hashing: Executor  # password hashing (~0.1 s of CPU each) runs here
-    devices: DeviceCookies  # browsers their owners signed in with before (guesses.py)
-    signup: Signup = "open"  # who may make an account at /signup (SIGNUP, invites.py)
+    devices: DeviceCookies  # browsers their owners signed in with before (accounts/guesses.py)
+    signup: Signup = "open"  # who may make an account at /signup (SIGNUP, accounts/invites.py)
     images: Images | None = None
     # The last public events as frames, newest last: the feed a page is drawn with.
     feed: deque[bytes] = field(default_factory=lambda: deque(maxlen=FEED_SIZE))
     operations: Operations = field(default_factory=Operations)  # metrics, traces, operators
-    link: Link = field(default_factory=Link)  # can this worker reach the bus now (busstatus.py)
+    link: Link = field(default_factory=Link)  # can this worker reach the bus (bus/reachability.py)
     instance: str = "1"  # this gateway worker's (DOVECOTE_INSTANCE), for its own metrics
 
 

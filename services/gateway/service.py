@@ -16,7 +16,8 @@
 
 Commands, dead letters, metrics, replies and other people's notifications never reach a
 browser. Every activity with a correlation id it hears (or sends) goes into the trace
-index (``traces.py``). The HTTP side is assembled in ``web.py`` from one module per feature.
+index (``operations/traces.py``). The HTTP side is assembled in ``web/app.py`` from one
+module per feature.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from services.gateway.web.badrequests import quiet_client_faults
 from services.gateway.web.limits import Limits
 
 # Every service's own topics.py too: a new service's retained state, and how the dashboard
-# shows it (its display hint), reach the pages with no edit here (state_cards.py).
+# shows it (its display hint), reach the pages with no edit here (dashboard/state_cards.py).
 topics.load_service_topics()
 # Retained state is subscribed topic by topic: RabbitMQ delivers retained messages only
 # to exact-topic subscriptions (docs/brokers.md). A shown state topic with parameters

@@ -1,6 +1,6 @@
 """Sign-ins kept on the server: one row per signed-in browser, in the accounts store.
 
-The session cookie (``sessions.py``) is encrypted, but on its own it cannot be taken back:
+The session cookie (``web/sessions.py``) is encrypted, but on its own it cannot be taken back:
 a copy made before sign-out would read the inbox and mint tokens until it expired. So the
 cookie only names a row here, ``<handle>.<secret>``, and a request is signed in only while
 that row exists. Signing out deletes the row, and every copy of the cookie is dead at once,

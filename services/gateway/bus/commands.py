@@ -11,9 +11,9 @@ person asking (their session or token), never anything the body says.
 | POST /api/builds/stop  | a person | stop it (`{"id": build id}`, or the running)  |
 
 A command that cannot work now is refused with the reason instead of being published
-(``status.py``): Stop with no build running, or Start while one runs, is a 409; either with
-the builder known to be offline is a 503 with Retry-After. The websocket takes the same
-commands as frames (``live.py``) and answers the same refusals as error frames.
+(``federation_status.py``): Stop with no build running, or Start while one runs, is a 409;
+either with the builder known to be offline is a 503 with Retry-After. The websocket takes the same
+commands as frames (``websocket.py``) and answers the same refusals as error frames.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class Client:
         self.ws = ws
         self.transport = transport
         self.user = user
-        self.credential = credential  # "session:<handle>" or "token:<id>" (sessions.py)
+        self.credential = credential  # "session:<handle>" or "token:<id>" (web/sessions.py)
         self.backlog: deque[bytes] | None = None
         self.held = 0  # bytes in backlog
 

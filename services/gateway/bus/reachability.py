@@ -9,7 +9,8 @@ subscriptions, down from the moment the connection is lost):
 - every page says so in a banner, and the dashboard's pill says "cut off from the bus"
   instead of "live" (the socket carries a ``bus`` frame at each change, and in ``hello``);
 - ``/healthz`` answers 503 with the reason, so a load balancer sends browsers elsewhere;
-- ``/metrics`` has ``dovecote_bus_reachable`` and how long it has not been (``prometheus.py``);
+- ``/metrics`` has ``dovecote_bus_reachable`` and how long it has not been
+  (``operations/prometheus.py``);
 - an upload or a command accepted meanwhile says it is queued, and how many wait.
 """
 

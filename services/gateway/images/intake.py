@@ -3,7 +3,7 @@
 1. Its container is read by the gateway's own parsers (``metadata.strip``): the format
    from its first bytes (415 for anything but JPEG, PNG, GIF and WebP), its size from its
    header, its metadata taken out; a damaged structure is a 400. No pixel is decoded.
-2. Its limits, from that header alone (``images.check_limits``): 413.
+2. Its limits, from that header alone (``checks.check_limits``): 413.
 3. Pillow proves the stripped file decodes, and a PNG or WebP is turned upright if its
    EXIF said so, inside the gateway's one decoding budget (``budget.py``): Pillow never
    sees the metadata, nor decodes more than the budget at once, all requests together.
@@ -22,7 +22,7 @@ TURNED_SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 async def accept(images: Images, data: bytes, max_pixels: int) -> tuple[bytes, img.ImageInfo]:
-    """The bytes to store for ``data`` and their facts; ``images.BadImage`` when refused."""
+    """The bytes to store for ``data`` and their facts; ``checks.BadImage`` when refused."""
     loop = asyncio.get_running_loop()
     found = await loop.run_in_executor(images.pool, checked, data, max_pixels, images.max_decoded)
     cost = found.decode_bytes + metadata.turning_bytes(found)

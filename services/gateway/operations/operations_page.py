@@ -1,6 +1,6 @@
 """The operations page: the federation's health, its dead letters, one activity's trace.
 
-For operators only (``operators.py``). The page draws its charts itself (SVG, no library)
+For operators only (``toolkit.py``). The page draws its charts itself (SVG, no library)
 from ``/api/operations``, which it asks again at every report interval: per service and
 worker, messages a second, p50/p99 handler latency and lag over the last minutes, and the
 totals (parked, retries, skipped, reconnects, outbox, the gateway's sockets). Dead letters

@@ -12,7 +12,7 @@ The buckets live in the gateway worker's memory: with N workers behind one port 
 gets up to N times the rate, and a restart forgets them. An idle bucket is full again, so
 it is dropped; what is held is bounded by the keys seen within one refill period. The limit
 that guards one account against password guessing is not one of these: it is kept in the
-accounts store, shared by every worker (``guesses.py``; ``RATE_SIGNIN_ACCOUNT``).
+accounts store, shared by every worker (``accounts/guesses.py``; ``RATE_SIGNIN_ACCOUNT``).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Limits:
         ("signup", "address"): ("RATE_SIGNUP_ADDRESS", "5/3600"),
         ("signup", "all"): ("RATE_SIGNUP_ALL", "100/3600"),
     }
-    ACCOUNT = ("RATE_SIGNIN_ACCOUNT", "20/3600")  # guesses at one account (guesses.py)
+    ACCOUNT = ("RATE_SIGNIN_ACCOUNT", "20/3600")  # guesses at one account (accounts/guesses.py)
     DEVICE = ("RATE_SIGNIN_DEVICE", "20/3600")  # from a browser that signed in before
 
     def __init__(self, env: Mapping[str, str]) -> None:

@@ -4,7 +4,7 @@ API token, ``Authorization: Bearer``), or nobody.
 The session is aiohttp-session's ``EncryptedCookieStorage``: the cookie holds the sign-in's
 ``<handle>.<secret>`` and the session's CSRF token, encrypted and signed with
 ``DOVECOTE_SESSION_KEY`` (Fernet), so no one can read or forge it. The sign-in itself is a
-row of the accounts store (``signins.py``): the cookie counts only while that row is there,
+row of the accounts store (``accounts/signins.py``): the cookie counts only while that row is there,
 so signing out ends every copy of the cookie at once, wherever it was copied to. It is
 ``HttpOnly`` (no script reads it), ``SameSite=Lax`` (no other site's form or script sends
 it), ``Secure`` when ``PUBLIC_URL`` is https, and expires after ``SESSION_MAX_AGE``.
@@ -13,7 +13,7 @@ A request that carries ``Authorization`` is judged by that alone: a wrong token 
 never a fall back to the cookie. So what a browser sends on its own (the cookie) and what a
 script sends on purpose (the token) never mix, and only the first needs CSRF checks
 (``edge.py``). Either way the request knows its *credential*, ``session:<handle>`` or
-``token:<id>``: a websocket is tied to it, and closed when it ends (``signouts.py``).
+``token:<id>``: a websocket is tied to it, and closed when it ends (``accounts/signouts.py``).
 """
 
 from __future__ import annotations

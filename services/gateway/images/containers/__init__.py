@@ -3,5 +3,5 @@ decoding a pixel (``strip``), their size and decoding cost read from their heade
 
 One module per format (``jpeg``, ``png``, ``gif``, ``webp``), each a careful walk of the
 file's structure with every length checked against what is there; ``tiff`` reads the one
-EXIF field kept (the orientation). ``services/gateway/images/metadata.py`` says what is kept.
+EXIF field kept (the orientation). ``images/metadata.py`` says what is kept.
 """

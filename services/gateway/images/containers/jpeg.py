@@ -23,7 +23,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from services.gateway.images.checks import DRAFT_SCALE  # images.prove decodes a JPEG at 1/8
+from services.gateway.images.checks import DRAFT_SCALE  # checks.prove decodes a JPEG at 1/8
 from services.gateway.images.containers import tiff
 from services.gateway.images.containers.base import (
     BYTES_PER_PIXEL,
