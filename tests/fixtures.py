@@ -219,8 +219,8 @@ def gateway_context(
     from services.gateway.accounts.guesses import DeviceCookies
     from services.gateway.accounts.people import People
     from services.gateway.context import Context
-    from services.gateway.people.inbox_client import InboxClient
-    from services.gateway.people.person_as2 import Directory
+    from services.gateway.social.inbox_client import InboxClient
+    from services.gateway.social.person_as2 import Directory
     from services.gateway.web import sessions
     from services.gateway.web.limits import Limits
 

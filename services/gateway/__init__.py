@@ -12,7 +12,7 @@ in a circle (``tests/test_gateway_layout.py``):
   the gateway knows of the federation now, whether it reaches the bus, questions it asks;
 - ``dashboard/``: the dashboard page and the state cards;
 - ``accounts/``: the accounts store and its parts, and the sign-in and account pages;
-- ``people/``: the directory (AS2), following, the inbox;
+- ``social/``: people as others see them: the directory (AS2), following, the inbox;
 - ``images/``: what is accepted and how it comes in, the store, the REST API, the gallery;
 - ``operations/``: for operators: the page, ``/metrics``, telemetry, the trace index.
 

@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # the features import CTX from here; this module imports none
     from services.gateway.bus.hub import Hub
     from services.gateway.images.budget import MemoryBudget
     from services.gateway.images.store import ImageStore
-    from services.gateway.people.inbox_client import InboxClient
-    from services.gateway.people.person_as2 import Directory
+    from services.gateway.social.inbox_client import InboxClient
+    from services.gateway.social.person_as2 import Directory
     from services.gateway.web.limits import Limits
 
 FEED_SIZE = 40  # events a page's "On the bus" shows

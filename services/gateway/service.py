@@ -55,8 +55,8 @@ from services.gateway.operations.toolkit import (
     operators_from,
 )
 from services.gateway.operations.traces import TraceIndex, context_of_letter
-from services.gateway.people.inbox_client import InboxClient
-from services.gateway.people.person_as2 import Directory
+from services.gateway.social.inbox_client import InboxClient
+from services.gateway.social.person_as2 import Directory
 from services.gateway.topics import SIGNINS_ENDED, SignInsEnded
 from services.gateway.web import lifecycle, sessions
 from services.gateway.web.app import create_app

@@ -21,7 +21,7 @@ from services.gateway.bus import federation_status, reachability
 from services.gateway.context import CTX, Context
 from services.gateway.dashboard import state_cards
 from services.gateway.images import image_api, photos_page
-from services.gateway.people import follows, inbox_view
+from services.gateway.social import follows, inbox_view
 from services.gateway.web import sessions
 
 

@@ -23,7 +23,7 @@ from services.gateway.context import CTX, Context
 from services.gateway.dashboard import dashboard_page, state_cards
 from services.gateway.images import image_api, photos_page
 from services.gateway.operations import operations_page, prometheus
-from services.gateway.people import directory, follows, inbox_view
+from services.gateway.social import directory, follows, inbox_view
 from services.gateway.web import edge, lifecycle, sessions
 
 HERE = Path(__file__).parent.parent  # the gateway's folder: templates/ and static/
