@@ -116,3 +116,11 @@ def test_gateway_modules_stay_short() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_templates_and_static_files_are_where_the_app_and_its_edge_look() -> None:
+    from services.gateway.web import app, edge
+
+    assert edge.HERE == app.HERE == GATEWAY
+    assert (GATEWAY / "templates" / "base.html").is_file()
+    assert (GATEWAY / "static" / "dashboard.js").is_file()

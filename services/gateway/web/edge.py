@@ -30,7 +30,7 @@ from aiohttp import web
 from services.gateway.web.sessions import COOKIE, expected_csrf
 
 log = logging.getLogger("dovecote.gateway.edge")
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent  # the gateway's folder: static/
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ANY_HOST = {"/healthz", "/metrics"}
 CSRF_HEADER = "X-CSRF-Token"
