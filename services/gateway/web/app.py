@@ -16,7 +16,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from services.gateway.accounts import account_page, sign_in_pages
+from services.gateway.accounts import account_page, entry_pages
 from services.gateway.accounts.signins import describe_agent
 from services.gateway.bus import commands, reachability, websocket
 from services.gateway.context import CTX, Context
@@ -35,7 +35,7 @@ FEATURES = (
     image_api,
     photos_page,
     state_cards,
-    sign_in_pages,
+    entry_pages,
     account_page,
     follows,
     inbox_view,

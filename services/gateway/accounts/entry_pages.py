@@ -1,4 +1,5 @@
-"""Accounts: sign up, sign in, sign out (the account page is ``account_page.py``).
+"""The way in and out of an account: sign up, sign in, sign out (the account page is
+``account_page.py``).
 
 Plain HTML forms (they work without the page's script), answered with a redirect once
 done (POST, then GET: a reload does not post twice). Every form carries the session's CSRF
