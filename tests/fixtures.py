@@ -210,9 +210,9 @@ async def open_as(browser: Any, url: str, person: str, **context: Any) -> Any:
 def demo_password_hash() -> str:
     """One Argon2id hash of the demo password for every test's fresh accounts: a hash costs
     ~0.15 s of CPU by design, and the fast loop made one for each of ~40 gateways."""
-    from services.gateway import people
+    from services.gateway.accounts import credentials
 
-    return people.hash_password(DEMO_PASSWORD)
+    return credentials.hash_password(DEMO_PASSWORD)
 
 
 def gateway_context(
@@ -225,13 +225,14 @@ def gateway_context(
     from concurrent.futures import ThreadPoolExecutor
 
     from dovecote.link import Link
-    from services.gateway import people, sessions
+    from services.gateway.accounts import people
+    from services.gateway.accounts.guesses import DeviceCookies
+    from services.gateway.accounts.people import People
     from services.gateway.context import Context
-    from services.gateway.directory import Directory
-    from services.gateway.guesses import DeviceCookies
-    from services.gateway.inbox import InboxClient
-    from services.gateway.limits import Limits
-    from services.gateway.people import People
+    from services.gateway.social.inbox_client import InboxClient
+    from services.gateway.social.person_as2 import Directory
+    from services.gateway.web import sessions
+    from services.gateway.web.limits import Limits
 
     accounts = People(data / "accounts.sqlite3").open()
     accounts.seed(people.DEMO_PEOPLE, demo_password_hash())
@@ -274,8 +275,8 @@ async def in_process_gateway(data: Path) -> AsyncIterator[InProcessGateway]:
     from aiohttp.test_utils import TestServer
 
     from dovecote.tools.broker import free_port
-    from services.gateway.hub import Hub
-    from services.gateway.web import create_app
+    from services.gateway.bus.hub import Hub
+    from services.gateway.web.app import create_app
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -286,9 +287,7 @@ async def in_process_gateway(data: Path) -> AsyncIterator[InProcessGateway]:
     try:
         yield InProcessGateway(url, ctx, server, published)
     finally:
-        await ctx.hub.close_all()
-        await server.close()
-        ctx.people.close()
+        await server.close()  # the app closes its sockets, threads and accounts
 
 
 def start_poisoned_tally(

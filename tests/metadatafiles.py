@@ -5,7 +5,7 @@ carry (``KINDS``): each kind adds its blocks to a plain file written by Pillow, 
 marker, a byte string found nowhere else (``dove-<kind>-7f3a``, a fake GPS position among
 them), so a stored file can be searched for what it must not hold, byte by byte. Blocks
 Pillow cannot write are built here by hand, from the formats' specifications, without the
-gateway's parsers (``services/gateway/containers``), which are what is tested.
+gateway's parsers (``services/gateway/images/containers``), which are what is tested.
 """
 
 from __future__ import annotations

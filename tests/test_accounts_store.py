@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway import invites, names
-from services.gateway.limits import Rate
-from services.gateway.people import People, Refused, split_token
+from services.gateway.accounts import invites, names
+from services.gateway.accounts.credentials import Refused, split_token
+from services.gateway.accounts.people import People
+from services.gateway.web.limits import Rate
 
 
 def store(tmp_path: Path) -> People:

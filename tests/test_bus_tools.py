@@ -19,8 +19,9 @@ import pytest
 from dovecote import activity as act
 from dovecote.mqtt import Message
 from dovecote.project import PROJECT
+from dovecote.summaries import short_id, summarize
 from dovecote.tools.broker import free_port
-from dovecote.tools.tail import describe, short_id, summarize
+from dovecote.tools.tail import describe
 from dovecote_testing.plugin import Probe, StartService, TestBroker
 
 BUILDER = act.service("builder")

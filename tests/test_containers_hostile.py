@@ -1,4 +1,4 @@
-"""Hostile image files at the gateway's own parsers (services/gateway/containers): malformed
+"""Hostile image files at the gateway's own parsers (services/gateway/images/containers): malformed
 segment lengths, truncated chunks, lengths that overflow, loops that never end. Each is a
 400 (or a 415 for a kind no browser shows) with a reason that says what and where; never
 another exception, never a hang, never seconds of CPU (issue 21)."""
@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.gateway import images, intake
+from services.gateway.images import checks, intake
 from tests import metadatafiles as corpus
 
 MP = 40_000_000
-DECODED = images.DEFAULT_MAX_DECODED
+DECODED = checks.DEFAULT_MAX_DECODED
 JPEG = corpus.plain(corpus.VARIANTS["jpeg"])
 PNG = corpus.plain(corpus.VARIANTS["png"])
 GIF = corpus.plain(corpus.VARIANTS["gif"])
@@ -26,9 +26,9 @@ WEBP = corpus.plain(corpus.VARIANTS["webp"])
 ANIMATED_WEBP = corpus.plain(corpus.VARIANTS["webp-animated"])
 
 
-def refusal(data: bytes) -> images.BadImage:
+def refusal(data: bytes) -> checks.BadImage:
     started = time.process_time()
-    with pytest.raises(images.BadImage) as err:
+    with pytest.raises(checks.BadImage) as err:
         intake.decoded(intake.checked(data, MP, DECODED))
     assert time.process_time() - started < 0.5
     return err.value
@@ -294,7 +294,7 @@ def test_mutated_files_are_stored_bare_or_refused_never_a_crash(
     status, stored = 201, b""
     try:
         stored = intake.decoded(intake.checked(bytes(mutated), MP, DECODED)).data
-    except images.BadImage as exc:
+    except checks.BadImage as exc:
         status = exc.status
     assert status in (201, 400, 413, 415)
     assert corpus.markers_in(stored) == []

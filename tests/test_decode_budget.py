@@ -1,4 +1,4 @@
-"""The gateway's one decoding budget (services/gateway/budget.py), with real threads."""
+"""The gateway's one decoding budget (services/gateway/images/budget.py), with real threads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.gateway.budget import MemoryBudget
-from services.gateway.images import BadImage
+from services.gateway.images.budget import MemoryBudget
+from services.gateway.images.checks import BadImage
 
 
 @pytest.fixture

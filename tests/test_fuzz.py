@@ -45,8 +45,8 @@ from dovecote import letters, topics
 from dovecote.tools import manifest
 from dovecote_testing.gateway import cookie_header, signed_in, token_for
 from dovecote_testing.plugin import Probe, ServiceProcess, StartService, TestBroker, wait_until
-from services.gateway.hub import Hub
-from services.gateway.web import create_app
+from services.gateway.bus.hub import Hub
+from services.gateway.web.app import create_app
 from tests import hostile
 from tests.chaos import NO_RATE_LIMITS, FaultRow, Traffic, record, settle
 from tests.fixtures import gateway_context, wait_http

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from dovecote.tools.broker import free_port
-from services.gateway.badrequests import SERVER_LOGGER, quiet_client_faults
+from services.gateway.web.badrequests import SERVER_LOGGER, quiet_client_faults
 
 
 async def explode(_: web.Request) -> web.Response:

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from dovecote import activity as act
-from services.gateway import commands
 from services.gateway import topics as gateway_topics
-from services.gateway.hub import envelope
+from services.gateway.bus import commands
+from services.gateway.bus.hub import envelope
 
 ADA = act.Actor(type="Person", id="http://localhost:8080/users/ada", name="Ada")
 

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from dovecote import activity as act
 from dovecote_testing.gateway import DEMO_PASSWORD
-from services.gateway.hub import Hub
-from services.gateway.web import create_app
+from services.gateway.bus.hub import Hub
+from services.gateway.web.app import create_app
 from tests.fixtures import gateway_context, in_process_gateway
 
 

@@ -13,7 +13,7 @@ import pytest
 from dovecote.config import ConfigError
 from dovecote_testing.gateway import cookie_header, signed_in, token_for
 from dovecote_testing.plugin import Probe, StartService
-from services.gateway.limits import Bucket, Limits, Rate
+from services.gateway.web.limits import Bucket, Limits, Rate
 from tests import imagefiles
 from tests.fixtures import wait_http
 

@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.gateway.edge import SECURITY_HEADERS, security_headers
+from services.gateway.web.edge import SECURITY_HEADERS, security_headers
 
 
 async def crash(_: web.Request) -> web.Response:

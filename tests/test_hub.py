@@ -23,10 +23,10 @@ from websockets.streams import StreamReader
 from dovecote.tools.broker import free_port
 from dovecote_testing.gateway import cookie_header, signed_in
 from dovecote_testing.plugin import wait_until
-from services.gateway import hub as hub_module
-from services.gateway.frames import text_frame
-from services.gateway.hub import Hub
-from services.gateway.web import create_app
+from services.gateway.bus import hub as hub_module
+from services.gateway.bus.frames import text_frame
+from services.gateway.bus.hub import Hub
+from services.gateway.web.app import create_app
 from tests.fixtures import gateway_context
 
 
@@ -74,9 +74,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     yield Gateway(hub, f"ws://127.0.0.1:{port}/ws")
-    await hub.close_all()
-    await runner.cleanup()
-    ctx.people.close()
+    await runner.cleanup()  # the app closes its sockets, threads and accounts
 
 
 def send(hub: Hub, n: int, pad: int = 0) -> None:

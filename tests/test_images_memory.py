@@ -36,8 +36,8 @@ MEASURE = dedent(
     import json, sys
     from PIL import Image
     from dovecote import heap
-    from services.gateway import intake, metadata
-    from services.gateway.containers import tiff
+    from services.gateway.images import intake, metadata
+    from services.gateway.images.containers import tiff
 
     heap.return_large_blocks()  # as the gateway does before it decodes anything
     Image.init()  # every codec loaded (as in a gateway that has decoded before), not measured

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.gateway import images, intake
-from services.gateway.store import BadName, ImageStore, new_id, valid_id, valid_size
+from services.gateway.images import checks, intake
+from services.gateway.images.store import BadName, ImageStore, new_id, valid_id, valid_size
 from services.resizer import thumbnails
 from tests import imagefiles
 
 MP = 40_000_000
-DECODED = images.DEFAULT_MAX_DECODED
+DECODED = checks.DEFAULT_MAX_DECODED
 
 
 def accepted(
     data: bytes, max_pixels: int = MP, max_decoded: int = DECODED
-) -> tuple[bytes, images.ImageInfo]:
+) -> tuple[bytes, checks.ImageInfo]:
     """What the gateway stores for an upload and its facts (intake.accept, minus the
     threads and the budget)."""
     stored = intake.decoded(intake.checked(data, max_pixels, max_decoded))
@@ -55,7 +55,7 @@ def test_a_photo_is_accepted_with_its_facts() -> None:
     ids=["empty", "script", "truncated-jpeg", "truncated-png", "bomb", "huge-bomb", "bmp"],
 )
 def test_bad_uploads_are_refused_with_a_reason(data: bytes, status: int, reason: str) -> None:
-    with pytest.raises(images.BadImage) as err:
+    with pytest.raises(checks.BadImage) as err:
         accepted(data)
     assert err.value.status == status
     assert reason in str(err.value)
@@ -67,8 +67,8 @@ def test_pillows_own_bound_answers_a_bomb_too() -> None:
     try:
         Image.MAX_IMAGE_PIXELS = 1000
         for size in (40, 100):  # 1,600 px: the warning; 10,000 px: the error
-            with pytest.raises(images.BadImage) as err:
-                images.prove(imagefiles.photo(size, size), "image/jpeg", size, size)
+            with pytest.raises(checks.BadImage) as err:
+                checks.prove(imagefiles.photo(size, size), "image/jpeg", size, size)
             assert err.value.status == 413 and "decompression bomb" in str(err.value)
     finally:
         Image.MAX_IMAGE_PIXELS = saved
@@ -82,13 +82,13 @@ def test_pillows_own_bound_answers_a_bomb_too() -> None:
         ("", "../../etc/passwd", "passwd"),
         (None, "C:\\Users\\me\\holiday.final.JPG", "holiday.final"),
         (None, None, "Untitled"),
-        ("x" * 500, None, "x" * images.TITLE_MAX),
+        ("x" * 500, None, "x" * checks.TITLE_MAX),
     ],
 )
 def test_titles_are_sanitised_text(
     raw: str | None, fallback_from: str | None, expected: str
 ) -> None:
-    assert images.title(raw or images.title_from_filename(fallback_from)) == expected
+    assert checks.title(raw or checks.title_from_filename(fallback_from)) == expected
 
 
 @pytest.mark.parametrize("bad", ["..", "../etc", ".hidden", "a/b", "A", "x" * 65, "%2e%2e", ""])
@@ -185,7 +185,7 @@ def test_a_png_that_decodes_past_the_budget_is_refused_from_its_header_at_both_e
     data = imagefiles.heavy_png(6300)
     assert len(data) < 200_000 and MP > 6300 * 6300
     started = time.process_time()
-    with pytest.raises(images.BadImage, match="decodes to 151 MiB") as refused:
+    with pytest.raises(checks.BadImage, match="decodes to 151 MiB") as refused:
         intake.checked(data, MP, DECODED)
     assert refused.value.status == 413
     with pytest.raises(thumbnails.NotAnImage, match="IMAGE_MAX_DECODED_BYTES"):
@@ -205,11 +205,11 @@ def test_what_decoding_costs_is_known_before_the_bytes_are_fetched() -> None:
     assert thumbnails.measure(jpeg, [128, 512], MP, DECODED) == 1000 * 750 * 4  # 1/4 scale
     assert thumbnails.measure(png, [128, 512], MP, DECODED) == 1000 * 800 * 4
     assert intake.checked(jpeg, MP, 4 * 2**20).width == 4000  # 500x375 decoded: under 4 MiB
-    with pytest.raises(images.BadImage):
+    with pytest.raises(checks.BadImage):
         intake.checked(png, MP, 2**20)  # 3 MiB decoded: over 1 MiB
 
 
-# --- stored without metadata (services/gateway/metadata.py; tests/test_metadata_corpus.py) ---
+# --- stored without metadata (services/gateway/images/metadata.py; test_metadata_corpus.py) ---
 
 
 def test_an_upload_with_no_metadata_is_stored_byte_for_byte() -> None:

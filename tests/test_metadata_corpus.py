@@ -13,12 +13,12 @@ import zlib
 import pytest
 from PIL import Image, ImageSequence
 
-from services.gateway import images, intake
+from services.gateway.images import checks, intake
 from services.resizer import thumbnails
 from tests import metadatafiles as corpus
 
 MP = 40_000_000
-DECODED = images.DEFAULT_MAX_DECODED
+DECODED = checks.DEFAULT_MAX_DECODED
 SIZES = [128, 512]
 # What Pillow may report of a stored file or a thumbnail: how to decode and show it.
 SHOWN_INFO = {

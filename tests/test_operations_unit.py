@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dovecote import activity as act
 from dovecote.logs import JsonLines
-from services.gateway import telemetry, traces
-from services.gateway.prometheus import FleetCollector
-from services.gateway.telemetry import Fleet
-from services.gateway.traces import TraceIndex
+from services.gateway.operations import telemetry, traces
+from services.gateway.operations.prometheus import FleetCollector
+from services.gateway.operations.telemetry import Fleet
+from services.gateway.operations.traces import TraceIndex
 
 STARTED = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 

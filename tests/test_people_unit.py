@@ -1,4 +1,5 @@
-"""The gateway's accounts (services/gateway/people.py): passwords, seeding, follows, tokens."""
+"""The gateway's accounts (services/gateway/accounts/people.py): passwords, seeding, follows,
+tokens."""
 
 from __future__ import annotations
 
@@ -7,25 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway import people
-from services.gateway.people import People, Refused
+from services.gateway.accounts import credentials, people
+from services.gateway.accounts.credentials import Refused
+from services.gateway.accounts.people import People
 
 
 def test_a_password_is_stored_as_argon2id_and_a_stranger_costs_as_much_as_a_wrong_one() -> None:
-    stored = people.hash_password("correct horse")
+    stored = credentials.hash_password("correct horse")
     assert stored.startswith("$argon2id$") and "correct horse" not in stored
-    assert people.check_password(stored, "correct horse")
-    assert not people.check_password(stored, "wrong horse")
+    assert credentials.check_password(stored, "correct horse")
+    assert not credentials.check_password(stored, "wrong horse")
     started = time.perf_counter()
-    assert not people.check_password(stored, "wrong horse")
+    assert not credentials.check_password(stored, "wrong horse")
     wrong = time.perf_counter() - started
     started = time.perf_counter()
-    assert not people.check_password(None, "correct horse")  # no such person
+    assert not credentials.check_password(None, "correct horse")  # no such person
     nobody = time.perf_counter() - started
     assert nobody > wrong / 4  # an Argon2 run too, not an instant "no"
-    for bad in ("short", "x" * (people.PASSWORD_MAX + 1)):
+    for bad in ("short", "x" * (credentials.PASSWORD_MAX + 1)):
         with pytest.raises(Refused):
-            people.hash_password(bad)
+            credentials.hash_password(bad)
 
 
 def test_seeding_creates_once_and_an_unfollow_survives_a_restart(tmp_path: Path) -> None:
@@ -48,7 +50,7 @@ def test_seeding_creates_once_and_an_unfollow_survives_a_restart(tmp_path: Path)
 def test_names_are_checked_and_taken_names_refused(tmp_path: Path) -> None:
     store = People(tmp_path / "a.sqlite3").open()
     store.add("kim", "  Kim\u202e  Lee\t", "h")
-    assert store.get("kim") == people.Person("kim", "Kim Lee")  # bidi override gone
+    assert store.get("kim") == credentials.Person("kim", "Kim Lee")  # bidi override gone
     for bad in ("Kim", "../kim", "", "a b", "x" * 65):
         with pytest.raises(Refused, match="user name"):
             store.add(bad, "K", "h")
@@ -66,7 +68,7 @@ def test_a_token_finds_its_person_until_revoked_and_only_its_digest_is_kept(
     store.add("kim", "Kim", "h")
     record, token = store.new_token("kim", "laptop")
     assert token.startswith(f"dct_{record.id}_")
-    assert store.by_token(token) == people.Person("kim", "Kim")
+    assert store.by_token(token) == credentials.Person("kim", "Kim")
     secret = token.split("_", 2)[2]  # the secret may hold "_" itself (url-safe base64)
     stored = b"".join(f.read_bytes() for f in tmp_path.glob("a.sqlite3*"))  # the WAL too
     assert record.id.encode() in stored and secret.encode() not in stored

@@ -7,7 +7,7 @@ import re
 from aiohttp import WSCloseCode
 
 from dovecote.project import PROJECT
-from services.gateway.replay import ENTRY_OVERHEAD, ReplayRing
+from services.gateway.bus.replay import ENTRY_OVERHEAD, ReplayRing
 
 
 def frame(n: int, size: int = 10) -> bytes:
@@ -83,7 +83,7 @@ def test_a_replay_holds_only_the_frames_for_everyone_and_for_that_person() -> No
 
 
 def test_the_protocol_doc_has_every_gateway_frame_and_close_code() -> None:
-    code = "".join(p.read_text() for p in (PROJECT / "services" / "gateway").glob("*.py"))
+    code = "".join(p.read_text() for p in (PROJECT / "services" / "gateway").rglob("*.py"))
     doc = (PROJECT / "docs" / "websocket.md").read_text()
     kinds = set(re.findall(r'notice\(\s*"([a-z-]+)"', code))
     assert {"hello", "cannot-resume", "error", "accepted"} <= kinds

@@ -95,7 +95,10 @@ def test_a_new_service_is_listed_in_the_federation_where_sorting_puts_it(tmp_pat
     assert "from services.hello.service import Hello\n" in federation
     assert "        Gateway,\n        Hello,\n        Notifier,\n" in federation
     lint = [str(VENV_BIN / "ruff"), "check", "--select", "I,F"]
-    lint += ["--config", "lint.isort.known-first-party=['dovecote', 'dovecote_testing', 'services']"]
+    lint += [
+        "--config",
+        "lint.isort.known-first-party=['dovecote', 'dovecote_testing', 'services']",
+    ]
     ruff = subprocess.run([*lint, "services"], cwd=tmp_path, capture_output=True, text=True)
     assert ruff.returncode == 0, ruff.stdout
     with pytest.raises(scaffold.ScaffoldError, match="services/hello already exists"):

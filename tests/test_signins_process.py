@@ -21,7 +21,7 @@ from dovecote.project import PROJECT
 from dovecote.tools.broker import free_port
 from dovecote_testing.gateway import cookie_header, signed_in
 from dovecote_testing.plugin import Probe, StartService
-from services.gateway.hub import SIGNED_OUT_CODE
+from services.gateway.bus.hub import SIGNED_OUT_CODE
 from tests.fixtures import open_as, wait_http
 
 pytestmark = pytest.mark.slow

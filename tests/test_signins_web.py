@@ -17,9 +17,9 @@ from aiohttp import WSMsgType
 
 from dovecote import activity as act
 from dovecote_testing.gateway import DEMO_PASSWORD
-from services.gateway import signouts
+from services.gateway.accounts import signouts
+from services.gateway.bus.hub import SIGNED_OUT_CODE
 from services.gateway.context import Context
-from services.gateway.hub import SIGNED_OUT_CODE
 from tests.fixtures import in_process_gateway
 
 

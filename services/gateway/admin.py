@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 from dovecote.config import ConfigError, Settings
-from services.gateway import people
-from services.gateway.people import People, Refused
+from services.gateway.accounts import credentials
+from services.gateway.accounts.credentials import Refused
+from services.gateway.accounts.people import People
 
 ADMIN = "dovecote admin gateway"  # also who made an invitation made here
 
@@ -47,9 +48,9 @@ def read_password(args: argparse.Namespace) -> tuple[str, bool]:
 
 def cmd_add(store: People, args: argparse.Namespace) -> int:
     password, made = read_password(args)
-    user_id = people.valid_user_id(args.name)
-    hashed = people.hash_password(password)
-    person = store.add(user_id, people.display_name(args.display or user_id), hashed)
+    user_id = credentials.valid_user_id(args.name)
+    hashed = credentials.hash_password(password)
+    person = store.add(user_id, credentials.display_name(args.display or user_id), hashed)
     if args.operator:
         store.set_operator(person.id, True)
     role = " (an operator)" if args.operator else ""
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "signout":
             return cmd_signout(store, args)
         return cmd_list(store)
-    except ValueError as exc:  # people.Refused, invites.Refused: said for a person
+    except ValueError as exc:  # credentials.Refused, invites.Refused: said for a person
         print(f"{ADMIN}: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -11,18 +11,18 @@ from aiohttp import web
 
 from dovecote.link import Link
 from dovecote.service import Publish
-from services.gateway.invites import Signup
-from services.gateway.operators import Operations
+from services.gateway.accounts.invites import Signup
+from services.gateway.operations.toolkit import Operations
 
 if TYPE_CHECKING:  # the features import CTX from here; this module imports none of them
-    from services.gateway.budget import MemoryBudget
-    from services.gateway.directory import Directory
-    from services.gateway.guesses import DeviceCookies
-    from services.gateway.hub import Hub
-    from services.gateway.inbox import InboxClient
-    from services.gateway.limits import Limits
-    from services.gateway.people import People
-    from services.gateway.store import ImageStore
+    from services.gateway.accounts.guesses import DeviceCookies
+    from services.gateway.accounts.people import People
+    from services.gateway.bus.hub import Hub
+    from services.gateway.images.budget import MemoryBudget
+    from services.gateway.images.store import ImageStore
+    from services.gateway.social.inbox_client import InboxClient
+    from services.gateway.social.person_as2 import Directory
+    from services.gateway.web.limits import Limits
 
 FEED_SIZE = 40  # events a page's "On the bus" shows
 
@@ -54,13 +54,13 @@ class Context:
     inbox: InboxClient
     limits: Limits
     hashing: Executor  # password hashing (~0.1 s of CPU each) runs here
-    devices: DeviceCookies  # browsers their owners signed in with before (guesses.py)
-    signup: Signup = "open"  # who may make an account at /signup (SIGNUP, invites.py)
+    devices: DeviceCookies  # browsers their owners signed in with before (accounts/guesses.py)
+    signup: Signup = "open"  # who may make an account at /signup (SIGNUP, accounts/invites.py)
     images: Images | None = None
     # The last public events as frames, newest last: the feed a page is drawn with.
     feed: deque[bytes] = field(default_factory=lambda: deque(maxlen=FEED_SIZE))
     operations: Operations = field(default_factory=Operations)  # metrics, traces, operators
-    link: Link = field(default_factory=Link)  # can this worker reach the bus now (busstatus.py)
+    link: Link = field(default_factory=Link)  # can this worker reach the bus (bus/reachability.py)
     instance: str = "1"  # this gateway worker's (DOVECOTE_INSTANCE), for its own metrics
 
 

@@ -16,7 +16,8 @@
 
 Commands, dead letters, metrics, replies and other people's notifications never reach a
 browser. Every activity with a correlation id it hears (or sends) goes into the trace
-index (``traces.py``). The HTTP side is assembled in ``web.py`` from one module per feature.
+index (``operations/traces.py``). The HTTP side is assembled in ``web/app.py`` from one
+module per feature.
 """
 
 from __future__ import annotations
@@ -40,23 +41,31 @@ from dovecote import Bus, Delivery, Service, handles, heap, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
-from services.gateway import busstatus, images, invites, people, sessions, signouts, status
-from services.gateway.badrequests import quiet_client_faults
-from services.gateway.budget import DECODE_BUDGET, MemoryBudget
+from services.gateway.accounts import credentials, invites, people, signouts
+from services.gateway.accounts.guesses import DeviceCookies
+from services.gateway.accounts.people import People
+from services.gateway.bus import federation_status, reachability
+from services.gateway.bus.hub import REPLAY_BYTES, Hub
+from services.gateway.bus.questions import Questions
 from services.gateway.context import FEED_SIZE, Context, Images
-from services.gateway.directory import Directory
-from services.gateway.guesses import DeviceCookies
-from services.gateway.hub import REPLAY_BYTES, Hub
-from services.gateway.inbox import InboxClient
-from services.gateway.limits import Limits
-from services.gateway.operators import ASK_TIMEOUT, TRACE_INDEX_BYTES, Operations, operators_from
-from services.gateway.people import People
-from services.gateway.questions import Questions
-from services.gateway.store import ImageStore
-from services.gateway.telemetry import Fleet
+from services.gateway.images import checks
+from services.gateway.images.budget import DECODE_BUDGET, MemoryBudget
+from services.gateway.images.store import ImageStore
+from services.gateway.operations.telemetry import Fleet
+from services.gateway.operations.toolkit import (
+    ASK_TIMEOUT,
+    TRACE_INDEX_BYTES,
+    Operations,
+    operators_from,
+)
+from services.gateway.operations.traces import TraceIndex, context_of_letter
+from services.gateway.social.inbox_client import InboxClient
+from services.gateway.social.person_as2 import Directory
 from services.gateway.topics import SIGNINS_ENDED, SignInsEnded
-from services.gateway.traces import TraceIndex, context_of_letter
-from services.gateway.web import create_app
+from services.gateway.web import lifecycle, sessions
+from services.gateway.web.app import create_app
+from services.gateway.web.badrequests import quiet_client_faults
+from services.gateway.web.limits import Limits
 from services.notifier import topics as notifier_topics
 
 # Retained state is subscribed topic by topic: RabbitMQ delivers retained messages only
@@ -98,7 +107,6 @@ class Gateway(Service):
         )
         self.signup = invites.signup_mode(settings.env.get("SIGNUP", "open"))
         self.sweep_every = settings.get_float("SIGNIN_SWEEP", signouts.SWEEP_EVERY, 1.0, 3600.0)
-        self.sweeping: asyncio.Task[None] | None = None
         self.header_timeout = settings.get_float("HTTP_HEADER_TIMEOUT", 15.0, 0.5, 3600.0)
         key = settings.env.get("DOVECOTE_SESSION_KEY", "").strip()
         if not key:
@@ -111,8 +119,8 @@ class Gateway(Service):
         self.demo_password = settings.env.get("DEMO_PASSWORD", "")
         if self.demo_password:
             try:
-                people.valid_password(self.demo_password)
-            except people.Refused as exc:
+                credentials.valid_password(self.demo_password)
+            except credentials.Refused as exc:
                 raise ConfigError(f"DEMO_PASSWORD: {exc}") from None
         self.limits = Limits(settings.env)
         self.inbox = InboxClient(self._ask, settings.get_float("INBOX_TIMEOUT", 2.0, 0.1, 60.0))
@@ -132,9 +140,9 @@ class Gateway(Service):
         self.runner: web.AppRunner | None = None
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
         max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
-        images.bound_pillow(max_pixels)
+        checks.bound_pillow(max_pixels)
         max_decoded = settings.get_int(
-            "IMAGE_MAX_DECODED_BYTES", images.DEFAULT_MAX_DECODED, 2**20, 2**40
+            "IMAGE_MAX_DECODED_BYTES", checks.DEFAULT_MAX_DECODED, 2**20, 2**40
         )
         # Decoding, every request's together, holds at most this; any image under
         # IMAGE_MAX_DECODED_BYTES must fit in it alone (issue 21).
@@ -182,7 +190,7 @@ class Gateway(Service):
     @handles(topics.PRESENCE, shared=False)
     async def on_presence(self, presence: act.Presence, delivery: Delivery) -> None:
         # Pages get who is up, not where: pid and host stay on the bus, for operators.
-        self.hub.broadcast(delivery.topic, status.shown(presence), retain=True)
+        self.hub.broadcast(delivery.topic, federation_status.shown(presence), retain=True)
         if not delivery.retained:
             self.traces.add(delivery.topic, presence.context, delivery.payload)
 
@@ -286,11 +294,17 @@ class Gateway(Service):
             instance=self.bus.instance,
         )
         # Every page says when the bus cannot be reached; open ones are told at each change.
-        self.bus.link.watch(lambda link: self.hub.announce(busstatus.frame(link)))
+        self.bus.link.watch(lambda link: self.hub.announce(reachability.frame(link)))
+        app = create_app(ctx)  # closes the context's sockets, threads and accounts with it
+        app.cleanup_ctx.append(
+            lifecycle.background(
+                "signin-sweep", lambda: signouts.sweep_forever(ctx, self.sweep_every)
+            )
+        )
         # A connection has this long to send a whole request line and headers (and may stay
         # idle this long between requests): half-sent requests hold no socket for long.
         self.runner = web.AppRunner(
-            create_app(ctx),
+            app,
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self.header_timeout,
@@ -299,9 +313,6 @@ class Gateway(Service):
         # reuse_port: several gateway workers can serve one port (SO_REUSEPORT).
         site = web.TCPSite(self.runner, self.settings.host, self.settings.port, reuse_port=True)
         await site.start()
-        self.sweeping = asyncio.get_running_loop().create_task(
-            signouts.sweep_forever(ctx, self.sweep_every)
-        )
         logging.getLogger("dovecote.gateway").info(
             "dashboard at %s/ (listening on %s:%d); sign-up %s",
             self.settings.public_url,
@@ -316,12 +327,12 @@ class Gateway(Service):
         loop = asyncio.get_running_loop()
         stored = self.people.password_hash(people.DEMO_PEOPLE[0]["id"])
         same = await loop.run_in_executor(
-            self.hashing, people.check_password, stored, self.demo_password
+            self.hashing, credentials.check_password, stored, self.demo_password
         )
         hashed = stored if same and stored else None
         if hashed is None:
             hashed = await loop.run_in_executor(
-                self.hashing, people.hash_password, self.demo_password
+                self.hashing, credentials.hash_password, self.demo_password
             )
         created = self.people.seed(people.DEMO_PEOPLE, hashed)
         names = ", ".join(p["id"] for p in people.DEMO_PEOPLE)
@@ -348,11 +359,7 @@ class Gateway(Service):
             self.traces.add(entry.address(self.bus.root), context, payload)
 
     async def teardown(self) -> None:
-        if self.sweeping is not None:
-            self.sweeping.cancel()
-        await self.hub.close_all()
-        if self.runner is not None:
+        if self.runner is not None:  # the app's cleanup: the sweep, sockets, threads, accounts
             await self.runner.cleanup()
-        self.pool.shutdown(wait=True)
-        self.hashing.shutdown(wait=True)
-        self.people.close()
+        else:  # never served: the accounts store was opened for the operators' check
+            self.people.close()

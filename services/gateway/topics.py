@@ -19,7 +19,7 @@ from msgspec import Meta
 from dovecote.activity import Activity, Actor, Iri, Model, Name, doc
 from dovecote.topics import Topic, register
 
-# "session:<handle>" (a browser's sign-in, services/gateway/signins.py) or "token:<id>".
+# "session:<handle>" (a browser's sign-in, services/gateway/accounts/signins.py) or "token:<id>".
 Credential = Annotated[str, Meta(pattern=r"^(session:[0-9a-f]{16}|token:[0-9a-f]{12})$")]
 
 

@@ -4,7 +4,7 @@
 
 const ROOT = document.body.dataset.root;
 const ME = document.body.dataset.user; // "" when signed out
-// Sent with every state change: the gateway also checks Origin (services/gateway/edge.py).
+// Sent with every state change: the gateway also checks Origin (services/gateway/web/edge.py).
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const FEED_SIZE = 40;
 const GALLERY_SIZE = 24;
@@ -56,7 +56,7 @@ function online(name) {
   return seen.some((s) => s.status === "online");
 }
 
-// --- the bus: can this gateway reach it (services/gateway/busstatus.py) ---------------------
+// --- the bus: can this gateway reach it (services/gateway/bus/reachability.py) --------------
 
 // As the server drew the page (its banner), then as the socket says: in hello, and a "bus"
 // frame at each change. Cut off, nothing on the page moves and what is sent is queued.

@@ -1,4 +1,4 @@
-// Follow and unfollow from the people card (follows.py): PUT or DELETE /api/following/<id>.
+// Follow and unfollow from the people card (social/follows.py): PUT or DELETE /api/following/<id>.
 // Another page of the same person following someone shows here too (events/people/*).
 "use strict";
 

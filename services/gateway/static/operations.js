@@ -1,4 +1,4 @@
-// Dovecote operations page (services/gateway/operations.py): every worker's health as small
+// Dovecote operations page (services/gateway/operations/operations_page.py): every worker's health as small
 // charts the page draws itself (SVG), the dead letters with a replay button, one trace.
 // What comes from the bus is untrusted text: only ever set with textContent or attributes.
 "use strict";

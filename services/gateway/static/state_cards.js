@@ -1,5 +1,5 @@
 // State cards: any service's retained state, drawn from the display hint in its topics.py
-// (services/gateway/state_cards.py). Every value is untrusted text: textContent only.
+// (services/gateway/dashboard/state_cards.py). Every value is untrusted text: textContent only.
 "use strict";
 
 const StateCards = (() => {

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 import orjson
 
@@ -28,23 +28,12 @@ from dovecote.capabilities import Capabilities
 from dovecote.config import ConfigError, Settings
 from dovecote.logs import setup_logging
 from dovecote.mqtt import Message
+from dovecote.summaries import short, short_id, summarize
 from dovecote.tools import client, manifest
 from dovecote.tools.retained import StateFirst
 
 _GENERIC = act.Codec(act.Activity)
-# Object fields worth a glance, in this order; other short scalar fields follow.
-_FIRST = ("state", "progress", "status", "points", "total", "totalItems", "mediaType")
-_SKIP = {"id", "type", "name", "content", "url", "href", "@context"}
 TOPIC_WIDTH = 22  # most topics fit: the columns line up
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def short_id(value: str) -> str:
-    """``urn:uuid:7757ab12-...`` -> ``7757ab12``; other ids as they are, cut short."""
-    return value[9:17] if value.startswith("urn:uuid:") else _short(value, 24)
 
 
 def _when(published: str | None) -> str:
@@ -53,35 +42,9 @@ def _when(published: str | None) -> str:
     try:
         t = datetime.fromisoformat(published.replace("Z", "+00:00")).astimezone()
     except ValueError:
-        return _short(published, 12)
+        return short(published, 12)
     stamp = t.strftime("%H:%M:%S.%f")[:12]
     return stamp if t.date() == datetime.now().date() else f"{t:%Y-%m-%d} {stamp}"
-
-
-def summarize(obj: Any) -> str:
-    """A few words about an activity's object: type, name, then telling fields."""
-    if not isinstance(obj, dict):
-        return _short(str(obj), 60)
-    label = obj.get("name") or obj.get("content") or obj.get("id")
-    words = [str(obj.get("type", "Object"))]
-    if isinstance(label, str) and label == obj.get("id"):
-        words.append(short_id(label))
-    elif isinstance(label, str):  # a note's text is what it is about: give it more room
-        words.append(repr(_short(label, 40 if label == obj.get("name") else 80)))
-    fields = [k for k in _FIRST if k in obj] + [k for k in obj if k not in _FIRST]
-    extras = []
-    for key in fields:
-        value = obj[key]
-        if key in _SKIP or isinstance(value, dict | list) or value is None:
-            continue
-        if isinstance(value, str) and (len(value) > 30 or ":" in value):
-            continue  # ids, urls, timestamps: noise on one line
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        extras.append(f"{value}%" if key == "progress" else f"{key}={value}")
-        if len(extras) == 3:
-            break
-    return " ".join(words + extras)
 
 
 class Style:
@@ -108,7 +71,7 @@ def describe(msg: Message, root: str, style: Style = PLAIN) -> str:
     try:
         codec.decode(msg.payload)
     except act.InvalidActivity as exc:
-        preview = _short(msg.payload[:200].decode("utf-8", "replace"), 80)
+        preview = short(msg.payload[:200].decode("utf-8", "replace"), 80)
         line = (
             f"{_when(None)} {topic.ljust(TOPIC_WIDTH)} {style('1;31', 'INVALID')} {exc} · {preview}"
         )
@@ -125,7 +88,7 @@ def describe(msg: Message, root: str, style: Style = PLAIN) -> str:
     ]
     obj = a["object"] if isinstance(a["object"], dict) else {}
     if a.get("summary") and a["summary"] not in (obj.get("content"), obj.get("name")):
-        parts.append(f"“{_short(a['summary'], 60)}”")
+        parts.append(f"“{short(a['summary'], 60)}”")
     if a.get("context"):
         parts.append(style("2", f"ctx {short_id(a['context'])}"))
     return " ".join(parts + marks)

@@ -3,8 +3,8 @@
 Asks the gateway, over the bus like ``dovecote deadletter`` asks the deadletters service:
 a ``View`` on ``commands/gateway/trace``, the answer on ``replies/gateway/<the command's
 uuid>``, subscribed to first. The gateway answers from its bounded index of every activity
-it heard with a correlation id (``services/gateway/traces.py``). CONTEXT may be the start
-of the id: the ``ctx 37747bd6`` that ``dovecote tail`` shows.
+it heard with a correlation id (``services/gateway/operations/traces.py``). CONTEXT may be
+the start of the id: the ``ctx 37747bd6`` that ``dovecote tail`` shows.
 
 One line per activity, oldest first by ``published``: the time since the first step and
 since the step before, the clock time, who published it, the topic, the activity:
