@@ -23,6 +23,10 @@ from services.points.service import Points
 from services.resizer.service import Resizer
 from services.tweeter.service import Tweeter
 
+# Services in other languages: no class to read their subscriptions from, so named here with
+# what they read (their topics are in their contract, like everyone's).
+PARTICIPANTS = (Participant("captioner", reads=(IMAGE_CREATED,), source="examples/node-captioner"),)
+
 FEDERATION = Federation(
     services=(
         Builder,
@@ -36,8 +40,5 @@ FEDERATION = Federation(
     contracts=CONTRACTS,
     # A person's own device login reads their notifications, and nothing else.
     person_reads=(NOTIFICATION,),
-    # Services in other languages: no class to read their subscriptions from.
-    participants=(
-        Participant("captioner", reads=(IMAGE_CREATED,), source="examples/node-captioner"),
-    ),
+    participants=PARTICIPANTS,
 )
