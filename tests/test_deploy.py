@@ -864,7 +864,8 @@ def rabbitmq_users(b: PrivateRabbitMQ, tmp_path: Path) -> UrlFor:
     shim.write_text(f'#!/bin/sh\nexec /usr/lib/rabbitmq/bin/rabbitmqctl -n {b.name} "$@"\n')
     shim.chmod(0o755)
     env = b.env | {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    env |= {f"DOVECOTE_PW_{u.upper()}": f"pw-{u}" for u in USERS}
+    others = [p.name for p in manifest.load().participants]  # services in other languages
+    env |= {f"DOVECOTE_PW_{u.upper()}": f"pw-{u}" for u in (*USERS, *others)}
     done = subprocess.run(
         ["sh", str(acl.RABBITMQ_PERMISSIONS)], env=env, capture_output=True, text=True, timeout=180
     )

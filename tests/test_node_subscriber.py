@@ -173,13 +173,15 @@ async def test_a_wrong_event_from_node_is_parked_with_the_reason_not_shown(
     pipeline: Pipeline, feed: Browserish, start_node: StartNode
 ) -> None:
     p, probe = pipeline, pipeline.probe
-    start_node(CAPTIONER_BREAK="1")  # it leaves out object.inReplyTo, on purpose
+    captioner = start_node(CAPTIONER_BREAK="1")  # it leaves out object.inReplyTo, on purpose
     await probe.wait_online("captioner")
     status, body = await upload(p, imagefiles.photo(seed=3), title="broken")
     assert status == 201, body
     up = orjson.loads(body)
     [bad] = await probe.wait_for("events/image/captioned", lambda a: a["context"] == up["context"])
     assert "inReplyTo" not in bad["object"]
+    why = "$.object: must have required property 'inReplyTo'"  # its own check, overridden
+    assert f"sending an invalid caption on purpose ({why})" in captioner.log
 
     # The gateway, the Python subscriber of events/#, decodes it with the registry's type.
     [letter] = await probe.wait_for(

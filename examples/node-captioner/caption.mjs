@@ -15,7 +15,8 @@ export function derivedId(cause, ...parts) {
   b[6] = (b[6] & 0x0f) | 0x50; // version 5
   b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
   const h = b.toString("hex");
-  return `urn:uuid:${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  const groups = [h.slice(0, 8), h.slice(8, 12), h.slice(12, 16), h.slice(16, 20), h.slice(20)];
+  return `urn:uuid:${groups.join("-")}`;
 }
 
 export function actor(name) {
@@ -30,10 +31,12 @@ function shape(width, height) {
 // One line of alt text: the title, the shape and format, the size, who shared it.
 export function captionText(image, who) {
   const format = image.mediaType.split("/")[1].toUpperCase();
-  const tail = ` (a ${shape(image.width, image.height)} ${format}, ${image.width}×${image.height})` +
+  const size = `${image.width}×${image.height}`;
+  const tail = ` (a ${shape(image.width, image.height)} ${format}, ${size})` +
     (who ? `, shared by ${who}` : "");
   const room = CAPTION_LENGTH - tail.length - 2;
-  const title = image.name.length <= room ? image.name : image.name.slice(0, Math.max(room - 1, 0)) + "…";
+  const title =
+    image.name.length <= room ? image.name : image.name.slice(0, Math.max(room - 1, 0)) + "…";
   return `“${title}”${tail}`.slice(0, CAPTION_LENGTH);
 }
 
@@ -41,7 +44,12 @@ export function captionText(image, who) {
 export function captioned(created, service, { broken = false } = {}) {
   const image = created.object;
   const text = captionText(image, created.actor.name || created.actor.id);
-  const note = { type: "Note", id: derivedId(image.id, "caption"), content: text, inReplyTo: image.id };
+  const note = {
+    type: "Note",
+    id: derivedId(image.id, "caption"),
+    content: text,
+    inReplyTo: image.id,
+  };
   if (broken) delete note.inReplyTo; // CAPTIONER_BREAK=1: a payload the contract refuses
   return {
     "@context": AS_CONTEXT,

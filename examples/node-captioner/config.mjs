@@ -12,8 +12,8 @@ const PORTS = { mqtt: 1883, tcp: 1883, mqtts: 8883, ws: 80, wss: 443 };
 export class ConfigError extends Error {}
 
 function id(value, what) {
-  if (!ID.test(value)) throw new ConfigError(`${what} must match ${ID.source}, got ${JSON.stringify(value)}`);
-  return value;
+  if (ID.test(value)) return value;
+  throw new ConfigError(`${what} must match ${ID.source}, got ${JSON.stringify(value)}`);
 }
 
 // mqtt://user:pass@host:port, or several nodes of one cluster: mqtt://u:p@a:1883,b:1884
@@ -45,7 +45,10 @@ export function settings(env = process.env) {
     root,
     instance,
     clientId: `${root}-${NAME}-${instance}`,
-    broker: brokerOptions((env.MQTT_URL || "mqtt://localhost:1883").trim(), env.MQTT_CA_FILE?.trim()),
+    broker: brokerOptions(
+      (env.MQTT_URL || "mqtt://localhost:1883").trim(),
+      env.MQTT_CA_FILE?.trim(),
+    ),
     // The committed schemas, read where the repository has them: never a copy.
     schemas: env.DOVECOTE_SCHEMAS || path.resolve(here, "..", "..", "docs", "schemas"),
     host: os.hostname().slice(0, 200),
