@@ -8,6 +8,8 @@ DEV_STAMP := $(VENV)/.dev-installed
 PARSER_STAMP := tests/asyncapi/node_modules/.package-lock.json
 # axe-core (npm), the accessibility checker the Chromium tests run on every page (tests/a11y.py).
 AXE_STAMP := tests/axe/node_modules/.package-lock.json
+# The captioner, a service in Node.js (mqtt.js, ajv), which tests/test_node_subscriber.py runs.
+CAPTIONER_STAMP := examples/node-captioner/node_modules/.package-lock.json
 
 .PHONY: run test check lint bench chaos docs upgrade audit system-deps clean
 
@@ -16,7 +18,7 @@ run: $(RUN_STAMP)
 	$(BIN)/dovecote run $(services)
 
 ## test: the whole suite (real broker, real processes, real headless chromium)
-test: $(DEV_STAMP) system-deps $(PARSER_STAMP) $(AXE_STAMP)
+test: $(DEV_STAMP) system-deps $(PARSER_STAMP) $(AXE_STAMP) $(CAPTIONER_STAMP)
 	$(BIN)/pytest -n $${TEST_WORKERS:-3} --dist loadgroup
 
 ## check: the fast loop, no broker (seconds): lint, the contract against the last release
@@ -105,6 +107,10 @@ $(PARSER_STAMP): tests/asyncapi/package.json tests/asyncapi/package-lock.json | 
 $(AXE_STAMP): tests/axe/package.json tests/axe/package-lock.json | system-deps
 	npm ci --prefix tests/axe --ignore-scripts --no-audit --no-fund --loglevel=error
 
+# Pinned by the committed lock file; none of its packages needs an install script.
+$(CAPTIONER_STAMP): examples/node-captioner/package.json examples/node-captioner/package-lock.json | system-deps
+	npm ci --prefix examples/node-captioner --ignore-scripts --no-audit --no-fund --loglevel=error
+
 clean:
 	rm -rf $(VENV) .dovecote .pytest_cache .mypy_cache .ruff_cache tests/asyncapi/node_modules \
-	  tests/axe/node_modules
+	  tests/axe/node_modules examples/node-captioner/node_modules

@@ -9,6 +9,7 @@ line here.
 from __future__ import annotations
 
 from services.builder import topics as builder
+from services.captioner import topics as captioner
 from services.gateway import topics as gateway
 from services.notifier import topics as notifier
 from services.points import topics as points
@@ -17,6 +18,7 @@ from services.tweeter import topics as tweeter
 
 CONTRACTS = (
     builder,
+    captioner,
     gateway,
     notifier,
     points,

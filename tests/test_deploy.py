@@ -79,7 +79,8 @@ def test_the_committed_acls_let_no_service_but_the_gateway_read_notifications() 
     users = [shlex.split(line) for line in script.splitlines() if line.startswith("user ")]
     # user <name> <password> <session queues> <write regex> <read regex>
     readers = {u[1] for u in users if re.match(u[5], one.replace("/", "."))}
-    assert len(users) == len(SERVICES) + 2 and readers == {"gateway", "observer"}
+    everyone = manifest.load().logins()  # the Python services and the participants
+    assert len(users) == len(everyone) + 2 and readers == {"gateway", "observer"}
 
 
 def test_every_service_has_its_systemd_unit_and_systemd_accepts_each(tmp_path: Path) -> None:
@@ -863,7 +864,8 @@ def rabbitmq_users(b: PrivateRabbitMQ, tmp_path: Path) -> UrlFor:
     shim.write_text(f'#!/bin/sh\nexec /usr/lib/rabbitmq/bin/rabbitmqctl -n {b.name} "$@"\n')
     shim.chmod(0o755)
     env = b.env | {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    env |= {f"DOVECOTE_PW_{u.upper()}": f"pw-{u}" for u in USERS}
+    others = [p.name for p in manifest.load().participants]  # services in other languages
+    env |= {f"DOVECOTE_PW_{u.upper()}": f"pw-{u}" for u in (*USERS, *others)}
     done = subprocess.run(
         ["sh", str(acl.RABBITMQ_PERMISSIONS)], env=env, capture_output=True, text=True, timeout=180
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dovecote import project, topics
-from dovecote.federation import Federation, FederationError
+from dovecote.federation import Federation, FederationError, Participant
 from dovecote.project import PROJECT
 from dovecote.tools import manifest
 from services.builder.service import Builder
@@ -37,6 +37,12 @@ def test_the_configured_manifest_is_every_service_and_every_contracts_topic() ->
     assert (federation.folder("gateway") / "admin.py").is_file()
     # Loading it registered every contract: each service publishes some registered topic.
     assert set(federation.names()) <= {t.publisher for t in topics.all_topics()}
+    # A service in another language: named with what it reads, its contract registered too.
+    captioner = federation.participant("captioner")
+    assert captioner is not None and (PROJECT / captioner.source / "package.json").is_file()
+    assert captioner.filters("d") == ["d/events/image/created", "d/services/query"]
+    assert "captioner" in {t.publisher for t in topics.all_topics()}
+    assert "captioner" in federation.logins() and "captioner" not in federation.names()
 
 
 def test_a_wrong_manifest_is_refused() -> None:
@@ -46,6 +52,11 @@ def test_a_wrong_manifest_is_refused() -> None:
         manifest.load("services.contracts:CONTRACTS")
     with pytest.raises(FederationError, match="two services are named 'builder'"):
         Federation(services=(Builder, Builder), contracts=())
+    for name in ("builder", "Bad Name"):  # a Python service's name, or not one topic level
+        with pytest.raises(
+            FederationError, match=repr(name) if name == "builder" else "not a valid"
+        ):
+            Federation(services=(Builder,), contracts=(), participants=(Participant(name, (), ""),))
     with pytest.raises(FederationError, match="needs one"):
         Federation(services=(), contracts=(), person_reads=(topics.PRESENCE,))
 

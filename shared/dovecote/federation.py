@@ -6,6 +6,11 @@ generators, ``dovecote run``, ``tail``, ``publish``, ``logins``) load that manif
 configuration (``dovecote.tools.manifest``); the library never names the application's
 modules. Importing the manifest is what fills the registry: each contract module registers
 the topics it declares when imported, and the manifest imports them all.
+
+A service written in another language has no ``Service`` class: the manifest names it as a
+``Participant``, with what it reads. What it publishes is in its contract module like
+everyone's, so the docs and the broker's grants cover it; ``dovecote run`` and the units
+do not start it (it is not ``python -m`` anything).
 """
 
 from __future__ import annotations
@@ -18,11 +23,29 @@ from types import ModuleType
 
 from dovecote.errors import DovecoteError
 from dovecote.service import Service
-from dovecote.topics import Topic
+from dovecote.topics import PRESENCE_QUERY, Topic, TopicError, check_id
 
 
 class FederationError(DovecoteError, ValueError):
     """The manifest is wrong: two services share a name, or one is named twice."""
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A service of the federation not written in Python (``examples/node-captioner``).
+
+    A Python service's reads are its handlers' subscriptions; this one's are declared here,
+    so that its login may subscribe to them and nothing else. It answers the presence query
+    like every worker, so that query is always among its reads.
+    """
+
+    name: str
+    reads: tuple[Topic, ...]
+    source: str  # where its code is, from the project folder (for people and docs)
+
+    def filters(self, root: str) -> list[str]:
+        """The MQTT filters its workers subscribe to, as ``Service.filters`` says a class's."""
+        return sorted({*(t.filter(root) for t in self.reads), PRESENCE_QUERY.address(root)})
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,8 @@ class Federation:
     # What a person's own device login may read (``dovecote logins person``): their
     # notifications, say. Topics with a ``{user}`` parameter, filled with that person.
     person_reads: tuple[Topic, ...] = ()
+    # Services in other languages: in the docs and the broker's logins, not run from here.
+    participants: tuple[Participant, ...] = ()
     by_name: dict[str, type[Service]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -42,13 +67,30 @@ class Federation:
             if cls.name in by_name:
                 raise FederationError(f"two services are named {cls.name!r}")
             by_name[cls.name] = cls
+        others: set[str] = set()
+        for p in self.participants:
+            try:
+                check_id(p.name, "participant")
+            except TopicError as exc:
+                raise FederationError(str(exc)) from None
+            if p.name in by_name or p.name in others:
+                raise FederationError(f"two services are named {p.name!r}")
+            others.add(p.name)
         for t in self.person_reads:
             if t.params != ("user",):
                 raise FederationError(f"a person reads {t.pattern!r}: it needs one {{user}}")
         object.__setattr__(self, "by_name", by_name)
 
     def names(self) -> list[str]:
+        """The Python services (what ``dovecote run`` starts)."""
         return sorted(self.by_name)
+
+    def logins(self) -> list[str]:
+        """Every service that connects to the broker: the Python ones and the participants."""
+        return sorted([*self.by_name, *(p.name for p in self.participants)])
+
+    def participant(self, name: str) -> Participant | None:
+        return next((p for p in self.participants if p.name == name), None)
 
     def __iter__(self) -> Iterator[type[Service]]:
         return iter(self.by_name[n] for n in self.names())

@@ -97,7 +97,8 @@ def rabbitmq_permissions(root: str = "dovecote", vhost: str = "dovecote") -> str
         write = _amqp_regex(list(grant.write)) if grant.write else "^$"
         read = _amqp_regex([*grant.read, *(f"$share/+/{f}" for f in grant.read)])
         lines.append(f"user {who} \"$DOVECOTE_PW_{who.upper()}\" '{own}' '{write}' '{read}'")
-    for cls in manifest.load():
+    federation = manifest.load()
+    for cls in (*federation, *federation.participants):
         service = cls.name
         if service in (OBSERVER, OPERATOR):  # its workers' ids would be the tools' ids
             raise ValueError(f"a service may not be called {service!r}: that is a login's")

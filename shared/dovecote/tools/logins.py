@@ -11,7 +11,9 @@ declarations, never listed by hand:
 - the **operator** (``dovecote deadletter``, ``dovecote trace``) writes the operators'
   commands and reads their replies; a service marked ``Service.operator`` (the gateway, for
   its operations page) writes them too;
-- a **person** reads ``users/<them>/notifications`` and nothing else (their own device).
+- a **person** reads ``users/<them>/notifications`` and nothing else (their own device);
+- a **participant** (a service in another language, ``dovecote.federation``) is a service:
+  it reads what the manifest says it subscribes to, and writes what it publishes.
 
 On Mosquitto every login is a client of the dynamic-security plugin pinned to **one client
 id** (the plugin refuses the login with any other): a worker's login ``<service>-<instance>``
@@ -40,6 +42,7 @@ import orjson
 from dovecote import topics
 from dovecote.config import BrokerAddress
 from dovecote.errors import DovecoteError
+from dovecote.federation import Participant
 from dovecote.mqtt import Connection, Message
 from dovecote.service import Service
 from dovecote.tools import manifest
@@ -108,8 +111,11 @@ def writable(publisher: str, root: str) -> list[str]:
     return sorted(set(out))
 
 
-def service_grant(cls: type[Service], root: str) -> Grant:
-    """A service reads what its workers subscribe to, and the start-up probe's topics."""
+def service_grant(cls: type[Service] | Participant, root: str) -> Grant:
+    """A service reads what its workers subscribe to, and the start-up probe's topics (a
+    Python worker's; a participant runs no probe)."""
+    if isinstance(cls, Participant):
+        return Grant(tuple(cls.filters(root)), tuple(writable(cls.name, root)))
     read = {*cls.filters(root), topics.PROBE.filter(root)}
     return Grant(tuple(sorted(read)), tuple(writable(cls.name, root)))
 
@@ -132,8 +138,9 @@ def grants(root: str) -> dict[str, Grant]:
     """Every standing login kind's grant, by role name (people's are made when minted)."""
     out = {role_name(root, OBSERVER): observer_grant(root)}
     out[role_name(root, OPERATOR)] = operator_grant(root)
-    for cls in manifest.load():
-        out[role_name(root, cls.name)] = service_grant(cls, root)
+    federation = manifest.load()
+    for who in (*federation, *federation.participants):
+        out[role_name(root, who.name)] = service_grant(who, root)
     return out
 
 

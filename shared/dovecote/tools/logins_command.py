@@ -50,7 +50,7 @@ def parse_workers(specs: list[str], known: list[str]) -> dict[str, int]:
 def cmd_init(args: argparse.Namespace) -> int:
     """Write the plugin's file and one environment file per login (mode 0600)."""
     try:
-        workers = parse_workers(args.workers, manifest.load().names())
+        workers = parse_workers(args.workers, manifest.load().logins())
         broker = parse_mqtt_url(args.url)
         topics.check_id(args.root, "root")
     except (ValueError, ConfigError, topics.TopicError) as exc:
