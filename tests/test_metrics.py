@@ -58,7 +58,12 @@ async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
     broker: TestBroker, start_service: StartService, probe: Probe, tmp_path: Path
 ) -> None:
     _poison, db = start_poisoned_tally(
-        start_service, tmp_path, "0.05", "3", DOVECOTE_METRICS_INTERVAL="0.5"
+        start_service,
+        tmp_path,
+        "0.05",
+        "3",
+        DOVECOTE_METRICS_INTERVAL="0.5",
+        DOVECOTE_METRICS_HEARTBEAT="2",  # the idle report at the end comes within 2 s
     )
     await probe.wait_online("tally")
     good = [item() for _ in range(10)]
@@ -111,6 +116,98 @@ async def test_a_worker_reports_what_it_handled_skipped_retried_and_parked(
     )
     assert later["object"]["lag"] == 0.0
     assert later["object"]["handled"] == {"events/tally/item": 13}
+
+
+async def test_an_idle_worker_reports_once_then_only_what_changes(
+    broker: TestBroker, root: str, probe: Probe, tmp_path: Path
+) -> None:
+    """An idle federation keeps the bus quiet: a report when something changed, else one a
+    heartbeat (DOVECOTE_METRICS_HEARTBEAT, 600 s by default)."""
+    settings = Settings.from_env(
+        {
+            "MQTT_URL": broker.url,
+            "DOVECOTE_ROOT": root,
+            "DOVECOTE_METRICS_INTERVAL": "0.2",
+            "DOVECOTE_DATA_DIR": str(tmp_path),
+        }
+    )
+    w = Worker(Quiet, settings)
+    await w.start()
+    try:
+        await probe.wait_online("quiet")
+        [first] = await probe.wait_for("metrics/quiet/1")
+        assert first["object"]["quietUpTo"] == metrics.HEARTBEAT
+        await asyncio.sleep(2.0)  # ten intervals, nothing handled
+        assert len(probe.on("metrics/quiet/1")) == 1
+        start = act.new("Start", ADA, {"type": "Build"})
+        probe.publish(gateway_topics.BUILD_START.pattern, start)
+        [changed] = await probe.wait_for(
+            "metrics/quiet/1", lambda a: a["object"]["handled"] != {}, timeout=5
+        )
+        assert changed["object"]["handled"] == {gateway_topics.BUILD_START.pattern: 1}
+        await asyncio.sleep(1.0)  # its lag back to 0 may be one more report; then quiet
+        settled = len(probe.on("metrics/quiet/1"))
+        await asyncio.sleep(2.0)
+        assert len(probe.on("metrics/quiet/1")) == settled <= 3
+    finally:
+        await w.shutdown()
+
+
+def test_a_report_is_due_when_its_totals_changed_or_the_heartbeat_passed() -> None:
+    reports = [0]  # each report sent is a publish that the next one counts
+    sources = metrics.Sources(
+        connected=lambda: True,
+        connects=lambda: 1,
+        published=lambda: reports[0],
+        unacknowledged=lambda: 0,
+        inflight=lambda: 0,
+        outbox=None,
+        readings=dict,
+    )
+    now = [100.0]
+    real = metrics.clock
+    metrics.clock = lambda: now[0]
+    try:
+        meter = Meter()
+
+        def sent(_: act.WorkerMeasurements) -> None:
+            reports[0] += 1
+
+        every = metrics.Reporter(
+            meter, sources, sent, root="r", service="s", instance="1", interval=5
+        )
+        quiet = metrics.Reporter(
+            meter,
+            sources,
+            sent,
+            root="r",
+            service="s",
+            instance="1",
+            interval=5,
+            heartbeat=60,
+        )
+
+        def tick(reporter: metrics.Reporter) -> bool:
+            """One interval of Reporter._run: measured, and published if due."""
+            measured = reporter.measurements()
+            due = reporter.due(measured)
+            if due:
+                sent(measured)
+            return due
+
+        assert tick(every) and tick(every)  # no heartbeat: every interval
+        assert tick(quiet)  # the first always goes
+        now[0] += 5
+        assert not tick(quiet)  # nothing changed (its own report is no news)
+        meter.done("r/x", metrics.clock())
+        now[0] += 5
+        assert tick(quiet)  # one handled
+        now[0] += 59
+        assert not tick(quiet)
+        now[0] += 1
+        assert tick(quiet)  # a heartbeat after 60 s of quiet
+    finally:
+        metrics.clock = real
 
 
 async def test_metrics_off_sends_no_report_and_counts_nothing(
@@ -191,6 +288,16 @@ def test_the_meter_buckets_each_message_once_and_folds_topics_into_patterns() ->
     assert meter.topics == {}  # the concrete topics are forgotten once folded
     meter.done("r/x/y", metrics.clock())
     assert meter.fold(lambda t: "x/y")["x/y"] == 2
+
+
+def test_the_metrics_a_worker_reads_are_not_counted() -> None:
+    """The gateway reads every report, its own included: counted, each would be news for
+    the next report, and an idle federation would talk to itself for ever."""
+    meter = Meter(unmetered="r/metrics/")
+    meter.done("r/metrics/gateway/1", meter.begin(datetime.now(UTC), "r/metrics/gateway/1"))
+    assert meter.newest is None and sum(meter.buckets) == 0 and meter.topics == {}
+    meter.done("r/x/y", meter.begin(datetime.now(UTC), "r/x/y"))
+    assert meter.newest is not None and sum(meter.buckets) == 1 and meter.topics == {"r/x/y": 1}
 
 
 def test_past_a_hundred_topic_labels_the_rest_count_as_other() -> None:

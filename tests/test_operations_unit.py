@@ -89,6 +89,24 @@ def test_a_silent_worker_leaves_metrics_then_is_forgotten() -> None:
     assert fleet.view(now=1000.0 + telemetry.HISTORY + 1)["services"] == []
 
 
+def test_an_idle_worker_stays_current_and_charts_a_flat_line_until_its_heartbeat() -> None:
+    fleet = Fleet()
+    fleet.record(report(handled=10, counts=(10, 0, 0), quietUpTo=600.0), received=1000.0)
+    fleet.record(report(handled=20, counts=(20, 0, 0), quietUpTo=600.0), received=1005.0)
+    # Nothing changed since: no report for 10 minutes is idle, not silent.
+    assert [w.service for w in fleet.current(now=1600.0)] == ["builder"]
+    [view] = fleet.view(now=1600.0)["services"][0]["workers"]
+    assert view["quiet"] and not view["silent"] and view["connected"]
+    assert view["series"]["t"] == [1005.0, 1600.0]  # the line runs on to now...
+    assert view["now"]["rate"] == 0.0  # ...at 0 a second
+    assert fleet.current(now=1005.0 + 3 * 600.0 + 1) == []  # three heartbeats missed
+    # Its presence says it left: stale at once; a new report brings it back.
+    fleet.left("builder", "1")
+    assert fleet.current(now=1006.0) == []
+    fleet.record(report(handled=20, counts=(20, 0, 0), quietUpTo=600.0), received=1007.0)
+    assert [w.service for w in fleet.current(now=1008.0)] == ["builder"]
+
+
 def test_the_fleet_follows_a_bounded_number_of_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(telemetry, "MAX_WORKERS", 3)
     fleet = Fleet()

@@ -191,6 +191,8 @@ class Gateway(Service):
     async def on_presence(self, presence: act.Presence, delivery: Delivery) -> None:
         # Pages get who is up, not where: pid and host stay on the bus, for operators.
         self.hub.broadcast(delivery.topic, federation_status.shown(presence), retain=True)
+        if presence.type == "Leave":  # its metrics stop being current at once, not when due
+            self.ops.fleet.left(delivery.params["service"], delivery.params["instance"])
         if not delivery.retained:
             self.traces.add(delivery.topic, presence.context, delivery.payload)
 

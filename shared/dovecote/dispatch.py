@@ -177,7 +177,7 @@ class Dispatcher:
         (``eager.py``), as a task otherwise; the message ends when they have."""
         handler, activity, delivery = calls[0]
         key = (msg.topic, activity.id)
-        started = self.meter.begin(None if msg.retain else activity.published)
+        started = self.meter.begin(None if msg.retain else activity.published, msg.topic)
         first: Awaitable[None] | Exception | None = None
         if self._eager and len(calls) == 1:
             coro = handler(activity, delivery)

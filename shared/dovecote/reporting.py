@@ -27,6 +27,7 @@ def reporter(
     meter: metrics.Meter,
     interval: float,
     *,
+    heartbeat: float,
     conn: Transport,
     link: Link,
     bus: Bus,
@@ -60,4 +61,5 @@ def reporter(
         service=bus.service,
         instance=bus.instance,
         interval=interval,
+        heartbeat=heartbeat,
     )

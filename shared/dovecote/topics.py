@@ -298,7 +298,9 @@ METRICS = register(
         act.MetricsReport,
         "One worker's measurements since it started (messages handled per topic, a handler "
         "latency histogram, skips, retries, parks, publishes, lag, connection), every "
-        "`DOVECOTE_METRICS_INTERVAL` seconds; the gateway serves them at `/metrics` and on "
+        "`DOVECOTE_METRICS_INTERVAL` seconds while they change, and every "
+        "`DOVECOTE_METRICS_HEARTBEAT` seconds when they do not (an idle federation keeps the "
+        "bus quiet); the gateway serves them at `/metrics` and on "
         "its operations page. QoS 0: every count is a total, the next report repairs a "
         "lost one.",
         actor="the worker's service",

@@ -107,7 +107,11 @@ class Worker:
             for rel, entry, shared, handler in self.service.bindings()
         ]
         interval = settings.get_float("DOVECOTE_METRICS_INTERVAL", metrics.INTERVAL, 0, 3600)
-        self.meter = metrics.Meter() if interval else metrics.Unmetered()
+        self.meter = (
+            metrics.Meter(unmetered=f"{self.root}/{topics.METRICS.kind}/")
+            if interval
+            else metrics.Unmetered()
+        )
         self.dispatcher = Dispatcher(
             self.name,
             settings,
@@ -131,6 +135,9 @@ class Worker:
             reporter(
                 self.meter,
                 interval,
+                heartbeat=settings.get_float(
+                    "DOVECOTE_METRICS_HEARTBEAT", metrics.HEARTBEAT, 0, 86400
+                ),
                 conn=self.conn,
                 link=self.link,
                 bus=self.bus,

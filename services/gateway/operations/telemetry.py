@@ -7,9 +7,13 @@ latency quantiles and lag over time come from the differences between two points
 lost report only makes one step of a chart wider, and a worker that restarted (its
 ``started`` moved) begins again from zero instead of showing a negative rate.
 
-A worker whose reports stop is *stale* after ``STALE_INTERVALS`` of its interval: it leaves
-``/metrics`` (Prometheus then marks its series stale) and shows as silent on the page, and
-it is forgotten after ``HISTORY``. Bounded: at most ``MAX_WORKERS`` workers are followed.
+An idle worker reports only when its totals change, and at least every ``quietUpTo``
+seconds (``DOVECOTE_METRICS_HEARTBEAT``): between two reports its charts run on flat to now
+(nothing handled is a rate of 0). A worker whose reports stop is *stale* after
+``STALE_INTERVALS`` of its longest silence, or at once when its presence says it left: it
+leaves ``/metrics`` (Prometheus then marks its series stale) and shows as silent on the page,
+and it is forgotten after ``HISTORY`` (or that longest silence). Bounded: at most
+``MAX_WORKERS`` workers are followed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -50,9 +54,19 @@ class Followed:
     latest: act.WorkerMeasurements
     received: float
     points: deque[Point] = field(default_factory=deque)
+    gone: bool = False  # its presence said Leave after its latest report
+
+    @property
+    def longest_silence(self) -> float:
+        """How long the worker may stay quiet and still be up (an idle one's heartbeat)."""
+        return self.latest.quietUpTo or self.latest.interval
 
     def stale(self, now: float) -> bool:
-        return now - self.received > STALE_INTERVALS * self.latest.interval
+        return self.gone or now - self.received > STALE_INTERVALS * self.longest_silence
+
+    def quiet(self, now: float) -> bool:
+        """Up, and idle since its latest report: nothing changed, so nothing was sent."""
+        return not self.stale(now) and now - self.received > 1.5 * self.latest.interval
 
 
 def handled_total(m: act.WorkerMeasurements) -> int:
@@ -94,15 +108,25 @@ class Fleet:
                 self.refused += 1
                 return
             followed = self.workers[key] = Followed(m.name, m.instance, m, now)
-        followed.latest, followed.received = m, now
+        followed.latest, followed.received, followed.gone = m, now, False
         points = followed.points
         points.append(Point(now, m.started, handled_total(m), tuple(m.latency.counts), m.lag))
         while points and now - points[0].at > HISTORY:
             points.popleft()
 
+    def left(self, service: str, instance: str) -> None:
+        """The worker's presence said Leave: stale now (a new report revives it)."""
+        followed = self.workers.get((service, instance))
+        if followed is not None:
+            followed.gone = True
+
     def forget(self, now: float) -> None:
-        """Drop the workers silent for longer than a chart shows."""
-        for key in [k for k, w in self.workers.items() if now - w.received > HISTORY]:
+        """Drop the workers silent for longer than a chart shows and than an idle one is."""
+        for key in [
+            k
+            for k, w in self.workers.items()
+            if now - w.received > max(HISTORY, STALE_INTERVALS * w.longest_silence)
+        ]:
             del self.workers[key]
 
     def current(self, now: float | None = None) -> list[Followed]:
@@ -128,6 +152,8 @@ def worker_view(w: Followed, now: float) -> dict[str, Any]:
     m = w.latest
     bounds = list(m.latency.bounds)
     points = list(w.points)
+    if w.quiet(now) and points:  # idle since its latest report: the same totals until now
+        points.append(replace(points[-1], at=now, lag=0.0))
     steps = [step(a, b, bounds) for a, b in itertools.pairwise(points)]
     series: dict[str, list[Any]] = {"t": [p.at for p in points[1:]]}
     for name in ("rate", "p50", "p99", "lag"):
@@ -137,6 +163,7 @@ def worker_view(w: Followed, now: float) -> dict[str, Any]:
         "service": w.service,
         "instance": w.instance,
         "silent": w.stale(now),
+        "quiet": w.quiet(now),
         "age": round(now - w.received, 3),
         "interval": m.interval,
         "started": m.started.isoformat(timespec="milliseconds"),

@@ -108,7 +108,7 @@ function worker(view, w) {
   const head = el("div", { class: "worker-head" },
     el("span", { class: `dot dot-${state}`, title: state }),
     el("b", {}, `${w.service}.${w.instance}`),
-    el("span", { class: "hint" }, w.silent ? `silent for ${ago(w.age)}` : `report ${ago(w.age)} ago · up since ${clock(w.started)}`));
+    el("span", { class: "hint" }, w.silent ? `silent for ${ago(w.age)}` : `${w.quiet ? "idle, nothing new since its" : ""} report ${ago(w.age)} ago · up since ${clock(w.started)}`.trim()));
   const now = w.now;
   const charts = el("div", { class: "worker-charts" },
     figure("messages", rate(now.rate), chart(view, w.series, [["rate", "rate"]], rate, "messages handled a second")),

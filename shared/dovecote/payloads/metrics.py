@@ -135,10 +135,18 @@ class WorkerMeasurements(Model):
             "is a value now."
         ),
     ] = {}
+    quietUpTo: Annotated[
+        Annotated[float, Meta(gt=0)] | None,
+        doc(
+            "A worker reports every `interval` while something changes, and when nothing "
+            "does, only every `quietUpTo` seconds (`DOVECOTE_METRICS_HEARTBEAT`): an idle "
+            "federation keeps the bus quiet. Absent: a report every `interval`."
+        ),
+    ] = None
 
 
 class MetricsReport(Activity):
-    """A worker's measurements, every few seconds (``dovecote.metrics``)."""
+    """A worker's measurements, every few seconds while it works (``dovecote.metrics``)."""
 
     type: Literal["Update"]
     object: Annotated[
