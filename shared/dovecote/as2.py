@@ -31,7 +31,14 @@ def doc(text: str) -> Meta:
 
 
 class Model(Struct, kw_only=True, omit_defaults=True):
-    """Base of every AS2 object here: keyword-only, open to unknown properties."""
+    """Base of every AS2 object here: open to unknown properties (a subscriber ignores
+    fields it does not know), defaults left out when encoding.
+
+    msgspec applies ``kw_only`` class by class, to the fields a class declares: a payload
+    that puts a required field after one with a default says so itself, ``class
+    Reply(Activity, kw_only=True)``, or it fails at import ("Required field ... cannot
+    follow optional fields"). Build payloads with keywords all the same: positions change
+    when a base class gains a field."""
 
 
 class Actor(Model):
