@@ -60,7 +60,10 @@ INTRUDERS = """() => {
   }
   const scripts = [...document.scripts].map((s) => s.src ? "src" : s.type).join();
   const json = "application/json";
-  if (scripts !== `${json},${json},${json},src,src,src,src` && scripts !== "src") out.push(scripts);
+  // tables.js (every page, first), the page's JSON data, then its own scripts.
+  if (scripts !== `src,${json},${json},${json},src,src,src,src` && scripts !== "src,src") {
+    out.push(scripts);
+  }
   return out;
 }"""
 

@@ -129,3 +129,24 @@ def test_the_check_sees_every_kind_of_import(source: str, module: str, expected:
 def test_a_relative_import_in_a_package_init_is_read_from_that_package() -> None:
     source = "from .probe import Probe\n"
     assert "dovecote_testing.probe" in {n for _, n in imported(source, TESTING, is_package=True)}
+
+
+MODULE_LINES, CLASS_LINES = 400, 250  # the runtime stays a set of small parts
+
+
+def test_no_runtime_module_or_class_grows_past_its_size() -> None:
+    """The runtime (``dovecote`` without its tools) is read on the message path: no module
+    over 400 lines, no class over 250; past that, a part wants to be split out."""
+    runtime = [p for p in (SHARED / "dovecote").rglob("*.py") if "tools" not in p.parts]
+    too_big = []
+    for path in runtime:
+        source = path.read_text()
+        where = path.relative_to(PROJECT)
+        if len(source.splitlines()) > MODULE_LINES:
+            too_big.append(f"{where}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > CLASS_LINES:
+                    too_big.append(f"{where}: class {node.name}, {lines} lines")
+    assert runtime and too_big == []

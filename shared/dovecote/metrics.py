@@ -286,3 +286,8 @@ class Reporter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def meter_for(root: str, interval: float) -> Meter | Unmetered:
+    """A worker's meter: none when metrics are off; the metrics it reads are not counted."""
+    return Meter(unmetered=f"{root}/{topics.METRICS.kind}/") if interval else Unmetered()

@@ -30,6 +30,7 @@ from dovecote import activity as act
 from dovecote import topics
 from dovecote.config import Settings
 from dovecote.errors import BusError, TopicError, Unprocessable
+from dovecote.keeping import Record
 from dovecote.link import Link
 from dovecote.topics import P, Topic
 
@@ -229,11 +230,23 @@ class Service:
     # Sends the operators' commands (publisher "operator": dead letters, traces) for the
     # people it trusts as operators: the gateway's operations page. Its broker login may.
     operator: ClassVar[bool] = False
+    # A durable record of what it did, keyed on the causes (``dovecote.keeping``):
+    # ``self.record``, opened by the worker before ``setup()`` and closed after the last
+    # handler. For effects that must happen once across restarts and redeliveries.
+    keeps_record: ClassVar[bool] = False
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus
         self.settings = settings
         self.log = logging.getLogger(f"dovecote.{self.name}")
+        self._record = Record.for_service(settings, self.name) if self.keeps_record else None
+
+    @property
+    def record(self) -> Record:
+        """The service's record (``keeps_record = True``)."""
+        if self._record is None:
+            raise AttributeError(f"{self.name} keeps no record: set `keeps_record = True` on it")
+        return self._record
 
     async def setup(self) -> None:
         """Open resources (stores, HTTP sessions, servers) before the first message."""

@@ -107,11 +107,7 @@ class Worker:
             for rel, entry, shared, handler in self.service.bindings()
         ]
         interval = settings.get_float("DOVECOTE_METRICS_INTERVAL", metrics.INTERVAL, 0, 3600)
-        self.meter = (
-            metrics.Meter(unmetered=f"{self.root}/{topics.METRICS.kind}/")
-            if interval
-            else metrics.Unmetered()
-        )
+        self.meter = metrics.meter_for(self.root, interval)
         self.dispatcher = Dispatcher(
             self.name,
             settings,
@@ -214,6 +210,8 @@ class Worker:
         )
         if self.outbox is not None:
             self.outbox.resend(self.log)  # queued in paho; out as soon as the connection is up
+        if self.service.keeps_record:
+            self.service.record.open()
         await self.service.setup()
         # 1: the only worker of its service (``dovecote run`` says so): plain subscriptions,
         # which survive a Mosquitto restart where $share ones do not (dovecote/pool.py).
@@ -307,6 +305,8 @@ class Worker:
             )
         if self.outbox is not None:
             self.outbox.close(self.log)
+        if self.service.keeps_record:
+            self.service.record.close()  # after the last handler that could write it
         self.seal.close()
         self.log.info("stopped")
 

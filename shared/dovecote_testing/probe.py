@@ -100,12 +100,24 @@ class Probe:
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
 
     async def wait_online(
-        self, service: str, instance: str = "1", timeout: float = 15.0
+        self, service: str, instance: str = "1", timeout: float = 15.0, *, restarted: bool = False
     ) -> dict[str, Any]:
         """Wait for a worker's presence Join. A worker subscribes before it announces itself,
-        so from then on what is published reaches it."""
+        so from then on what is published reaches it.
+
+        ``restarted=True``: a Join from a process not seen before (another pid), not the one
+        already here: after restarting a service, wait for the new process, not the old
+        Join (retained, and kept by this probe)."""
+        topic = f"services/{service}/{instance}"
+        before = (
+            {a["object"].get("pid") for a in self.on(topic) if a["type"] == "Join"}
+            if restarted
+            else set()
+        )
         joins = await self.wait_for(
-            f"services/{service}/{instance}", lambda a: a["type"] == "Join", timeout
+            topic,
+            lambda a: a["type"] == "Join" and a["object"].get("pid") not in before,
+            timeout,
         )
         return joins[-1]
 
