@@ -14,8 +14,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The fast loop (make check: --no-broker) installs nothing: a test that needs what
     # `make test` installs with npm (the official AsyncAPI parser) is left out of it, and
     # counted as deselected, not passed; `make test` installs it and runs it.
+    # So are the tests that measure fresh interpreters (~9 s of CPU), to keep it fast.
     if config.getoption("no_broker"):
-        left_out = [item for item in items if item.get_closest_marker("npm") is not None]
+        left_out = [
+            item
+            for item in items
+            if item.get_closest_marker("npm") or item.get_closest_marker("fresh_process")
+        ]
         if left_out:
             config.hook.pytest_deselected(items=left_out)
             items[:] = [item for item in items if item not in left_out]

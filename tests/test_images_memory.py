@@ -129,6 +129,7 @@ CASES: dict[str, Case] = {
 }  # fmt: skip
 
 
+@pytest.mark.fresh_process  # each case measures a new interpreter: make test, not make check
 @pytest.mark.parametrize("case", list(CASES))
 def test_decoding_takes_no_more_than_the_budget_reserves(case: str, image_folder: Path) -> None:
     tight = CASES[case][-1]

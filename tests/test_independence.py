@@ -93,6 +93,7 @@ def modules_of(folder: Path, package: str) -> list[str]:
     return out
 
 
+@pytest.mark.fresh_process  # a new interpreter per service: make test (the AST check: both)
 @pytest.mark.parametrize("service", services())
 def test_a_service_loads_no_other_service_but_its_contract(service: str) -> None:
     """Dynamic imports included: what its modules load when run, not only what they say."""
