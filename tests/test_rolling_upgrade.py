@@ -17,6 +17,7 @@ import asyncio
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -81,7 +82,9 @@ def ledger(path: Path) -> list[tuple[str, str]]:
         db.close()
 
 
-async def swap(old: ServiceProcess, start_next: Any, probe: Probe, sent: set[str]) -> Swap:
+async def swap(
+    old: ServiceProcess, start_next: Callable[[str], ServiceProcess], probe: Probe, sent: set[str]
+) -> Swap:
     """Replace one worker as a deploy does: SIGTERM, wait for it to end, start the next."""
     began = time.monotonic()
     stopped_at, count = len(probe.messages), len(sent)
