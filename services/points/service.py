@@ -59,14 +59,7 @@ class Points(Service):
                     "%s for %s already counted [context=%s]", rule.name, who, activity.context
                 )
                 continue
-            award = points_topics.Award(
-                type="Award",
-                id=act.derived_id(activity.id, rule.name),
-                rule=rule.name,
-                points=rule.points,
-                total=total,
-                cause=activity.id,
-            )
+            award = self.award(rule, activity, total)
             self.bus.publish(
                 points_topics.POINTS_AWARDED,
                 points_topics.PointsAwarded(
@@ -88,6 +81,19 @@ class Points(Service):
                 activity.context,
             )
             self.publish_leaderboard(activity.context)
+
+    def award(self, rule: rules.Rule, activity: act.Activity, total: int) -> points_topics.Award:
+        """The award one rule gives for one deed. Its id derives from the cause, so a
+        redelivered cause makes the same award. (tests/services/points_next, the next version
+        of its test of a rolling upgrade, adds a field here.)"""
+        return points_topics.Award(
+            type="Award",
+            id=act.derived_id(activity.id, rule.name),
+            rule=rule.name,
+            points=rule.points,
+            total=total,
+            cause=activity.id,
+        )
 
     def republish_state(self) -> None:
         """Asked for the state (services/query): the leaderboard, from the durable ledger."""
