@@ -28,11 +28,13 @@ test: $(DEV_STAMP) system-deps $(PARSER_STAMP) $(AXE_STAMP) $(CAPTIONER_STAMP)
 ##        leaves out those marked npm too (the AsyncAPI parser: make test installs and runs
 ##        it). Nothing is installed: no system package, no npm. Bytecode is kept between runs
 ##        even where PYTHONDONTWRITEBYTECODE is set (compiling ~250 modules again, pytest's
-##        rewritten tests included, cost ~3 s a run). Two pytest-xdist workers (CHECK_WORKERS=1
-##        for one): ~29 s of CPU, much of it Argon2id and fresh processes by design.
+##        rewritten tests included, cost ~3 s a run). Three pytest-xdist workers (CHECK_WORKERS=1
+##        for one; three beat two on two cores: tests wait on sign-ins' Argon2id and files):
+##        18.9 s on an idle 2-core machine, 29 s of CPU (2026-12-07, docs/adding-a-service.md).
+##        Tests that measure fresh interpreters (marked fresh_process) are left to make test.
 check: lint
 	$(BIN)/dovecote contract check --quiet
-	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest --no-broker -q -n $${CHECK_WORKERS:-2}
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest --no-broker -q -n $${CHECK_WORKERS:-3}
 
 ## lint: ruff (lint + format) and mypy --strict
 lint: $(DEV_STAMP)
