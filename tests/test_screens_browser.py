@@ -4,6 +4,7 @@ Stop and Upload work by keyboard alone."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -114,13 +115,19 @@ async def test_start_stop_and_upload_by_keyboard_alone(pipeline: Pipeline, brows
     url = pipeline.url
     context = await browser.new_context(viewport=PHONE)
     page = await context.new_page()
+    # Listening for the chooser before anything happens: Playwright turns Chromium's
+    # interception on when a listener is added, without waiting for it, so a listener added
+    # just before the key press (expect_file_chooser) lost the race now and then (CI: the
+    # chooser opened uncaught, a 30 s timeout).
+    chosen: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    page.on("filechooser", lambda fc: None if chosen.done() else chosen.set_result(fc))
     await sign_in_page(page, url, "ada")
 
     # Upload: Tab to the file field, Space opens the chooser, type a title, Enter on Upload.
     await tab_to(page, "#upload-file")
-    async with page.expect_file_chooser() as chooser:
-        await page.keyboard.press("Space")
-    await (await chooser.value).set_files(
+    await page.keyboard.press("Space")
+    chooser = await asyncio.wait_for(chosen, 10)
+    await chooser.set_files(
         files=[{"name": "kb.jpg", "mimeType": "image/jpeg", "buffer": imagefiles.photo(640, 480)}]
     )
     await page.keyboard.press("Tab")
