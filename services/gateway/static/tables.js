@@ -17,7 +17,14 @@
   }
 
   const labelAll = () => document.querySelectorAll("table.stacked").forEach(label);
+  // Only changes in or of a stacked table: the live feed changes the page many times a
+  // second, and relabelling every table for each of those would be work for nothing.
+  const stacked = (node) =>
+    node.nodeType === 1 && (node.closest("table.stacked") || node.querySelector("table.stacked"));
+  const touches = (r) => stacked(r.target) || [...r.addedNodes].some(stacked);
   labelAll();
   // Attribute changes are not watched, so labelling never wakes the observer again.
-  new MutationObserver(labelAll).observe(document.body, { childList: true, subtree: true });
+  new MutationObserver((records) => {
+    if (records.some(touches)) labelAll();
+  }).observe(document.body, { childList: true, subtree: true });
 })();
