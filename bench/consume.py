@@ -8,8 +8,13 @@ Two ways, both side by side in one run, on the same broker:
 - backlog: N activities queued for an offline persistent session, drained from connect to
   the last message: each consumer's own ceiling.
 
-"bare paho" is the same asyncio integration with auto-ack and no validation: the part of
-the cost that is paho's own. The Dovecote worker runs twice, with its metrics on (the
+"dovecote.mqtt alone" is the worker's connection (our packet reader on the event loop) with
+auto-ack and nothing else: the cost of the bus itself; "paho alone" is paho-mqtt with its
+own loop, the machine's yardstick. mqtt.js on Node.js is the seed's stack (``bench/peers/``,
+``consume_peers.py``): the backlog goal is the worker at 1.0x it or better, live at 0.95x
+``mosquitto_sub``. Every rate has its CPU microseconds a message beside it (in-process
+consumers from first to last message; Node its own; ``mosquitto_sub`` its whole life, from
+the kernel's count of a reaped child). The Dovecote worker runs twice, with its metrics on (the
 default: ``dovecote.metrics`` counts every message) and off (``DOVECOTE_METRICS_INTERVAL=0``):
 what measuring itself costs a worker, in the same run.
 """
@@ -26,8 +31,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-from bench import faststream_peer
+from bench import consume_peers, faststream_peer
 from bench.common import REPEATS, heading, median, private_broker
+from bench.servers import PeersUnavailable, install_peers
 from dovecote import Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import Settings, parse_mqtt_url
@@ -159,6 +165,11 @@ async def run_consumer(
     return Run((len(data) - (1 if live else 0)) / elapsed, cpu)
 
 
+def rate(n: int, began_to_last: float, first_to_last: float, live: bool) -> float:
+    """Live: from the first to the last message; backlog: from before the connect."""
+    return (n - 1) / first_to_last if live else n / began_to_last
+
+
 async def dovecote_worker(
     url: str, root: str, data: list[bytes], live: bool, metrics: bool = True
 ) -> Run:
@@ -180,7 +191,7 @@ async def dovecote_worker(
     return await run_consumer(start, url, topic, data, live)
 
 
-async def bare_paho(url: str, root: str, data: list[bytes], live: bool) -> Run:
+async def connection_alone(url: str, root: str, data: list[bytes], live: bool) -> Run:
     topic = f"{root}/events/bench/build"
     client_id = f"bare-{root}"
     if not live:
@@ -223,6 +234,7 @@ async def c_client(url: str, root: str, data: list[bytes], live: bool) -> Run:
         await preload(url, topic, data)
     began = time.perf_counter()
     sub = await asyncio.create_subprocess_exec(
+        *consume_peers.TIMED,
         "mosquitto_sub",
         "-h",
         b.host,
@@ -240,32 +252,70 @@ async def c_client(url: str, root: str, data: list[bytes], live: bool) -> Run:
         "-F",
         "%U",
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         limit=1 << 20,
     )
     if live:
         await asyncio.sleep(0.3)
         await mosquitto_pub(url, topic, data)
-    out, _ = await asyncio.wait_for(sub.communicate(), 300)
+    out, err = await asyncio.wait_for(sub.communicate(), 300)
+    ended = time.perf_counter()
+    cpu = consume_peers.timed_cpu(err) / len(data) * 1e6  # its whole life, connect included
     stamps = [float(x) for x in out.split()]
     assert len(stamps) == len(data), f"mosquitto_sub got {len(stamps)} of {len(data)}"
+    return Run(rate(len(data), ended - began, stamps[-1] - stamps[0], live), cpu)
+
+
+async def mqtt_js(url: str, root: str, data: list[bytes], live: bool) -> Run:
+    topic = f"{root}/events/bench/build"
+    client_id = f"js-{root}"
+    await make_session(url, client_id, topic)
+    if not live:
+        await preload(url, topic, data)
+    stream = functools.partial(mosquitto_pub, url, topic, data) if live else None
+    began_to_last, first_to_last, cpu = await consume_peers.mqtt_js(
+        url, client_id, topic, len(data), stream
+    )
+    return Run(rate(len(data), began_to_last, first_to_last, live), cpu)
+
+
+async def paho_alone(url: str, root: str, data: list[bytes], live: bool) -> Run:
+    topic = f"{root}/events/bench/build"
+    client_id = f"paho-{root}"
+    await make_session(url, client_id, topic)
+    if not live:
+        await preload(url, topic, data)
+    consumer = consume_peers.PahoAlone(url, client_id, topic, len(data))
+    running = asyncio.ensure_future(asyncio.to_thread(consumer.run))
     if live:
-        return Run((len(data) - 1) / (stamps[-1] - stamps[0]), None)
-    return Run(len(data) / (time.perf_counter() - began), None)
+        await asyncio.to_thread(consumer.subscribed.wait, 30)
+        await asyncio.sleep(0.3)
+        await mosquitto_pub(url, topic, data)
+    await asyncio.wait_for(running, 300)
+    first_to_last = consumer.last - consumer.first
+    elapsed = consumer.last - consumer.began
+    return Run(rate(len(data), elapsed, first_to_last, live), consumer.cpu_us)
 
 
 async def preload(url: str, topic: str, data: list[bytes]) -> None:
     await mosquitto_pub(url, topic, data)
 
 
+C_CLIENT = "mosquitto_sub (C)"
+MQTT_JS = "mqtt.js 5 on Node (seed's stack)"
+PAHO = "paho alone (its loop, auto-ack)"
 METERED = "dovecote worker (validate+dedupe+ack)"  # metrics on, the default
 UNMETERED = "dovecote worker, metrics off"
 CONSUMERS: dict[str, Consumer] = {
-    "mosquitto_sub (C)": c_client,
-    "bare paho (our loop, auto-ack)": bare_paho,
+    C_CLIENT: c_client,
+    MQTT_JS: mqtt_js,
+    PAHO: paho_alone,
+    "dovecote.mqtt alone (auto-ack)": connection_alone,
     METERED: dovecote_worker,
     UNMETERED: functools.partial(dovecote_worker, metrics=False),
     "FastStream 0.7 (pydantic+ack)": faststream_sub,
 }
+GOALS = {"live": (C_CLIENT, 0.95), "backlog": (MQTT_JS, 1.0)}  # the worker vs whom, how fast
 
 
 def dispatch_cpu(data: list[bytes], metered: bool) -> float:
@@ -302,8 +352,14 @@ async def measure() -> dict[str, Any]:
     for _ in range(max(REPEATS, 5)):
         for mode in ("on", "off"):
             path[mode].append(dispatch_cpu(data, mode == "on"))
+    consumers, notes = dict(CONSUMERS), []
+    try:
+        install_peers()
+    except PeersUnavailable as exc:
+        del consumers[MQTT_JS]
+        notes.append(f"mqtt.js LEFT OUT: {exc}")
     results: dict[str, dict[str, list[float]]] = {"live": {}, "backlog": {}}
-    cpu: dict[str, list[float]] = {}  # backlog: CPU per message of the in-process consumers
+    cpu: dict[str, dict[str, list[float]]] = {"live": {}, "backlog": {}}  # us a message
     pairs: dict[str, list[float]] = {"on": [], "off": []}
     with private_broker() as broker:
         # Metrics on and off, back to back, in turns (on first, then off first): what the
@@ -316,34 +372,44 @@ async def measure() -> dict[str, Any]:
                 pairs["on" if metered else "off"].append(run.cpu)
         for _ in range(REPEATS):
             for mode in ("live", "backlog"):
-                for name, consumer in CONSUMERS.items():
+                for name, consumer in consumers.items():
                     root = f"b{uuid.uuid4().hex[:8]}"
                     run = await consumer(broker.url, root, data, mode == "live")
                     results[mode].setdefault(name, []).append(run.rate)
-                    if mode == "backlog" and run.cpu is not None:
-                        cpu.setdefault(name, []).append(run.cpu)
+                    if run.cpu is not None:
+                        cpu[mode].setdefault(name, []).append(run.cpu)
     return {
         "size": sum(map(len, data)) // len(data),
         "results": results,
         "path": path,
         "cpu": cpu,
         "pairs": pairs,
+        "notes": notes,
     }
 
 
 def report(r: dict[str, Any]) -> None:
     heading(f"Consume, QoS 1: {N:,} activities of ~{r['size']} bytes, median of {REPEATS}")
-    for mode, title, target in (
-        ("live", "live stream from mosquitto_pub (docs/performance.md's method)", 0.9),
-        ("backlog", "draining a backlog (each consumer's ceiling)", 0.5),
+    for note in r["notes"]:
+        print(f"  {note}")
+    for mode, title in (
+        ("live", "live stream from mosquitto_pub (docs/performance.md's method)"),
+        ("backlog", "draining a backlog (each consumer's ceiling)"),
     ):
-        rates = r["results"][mode]
-        base = median(rates["mosquitto_sub (C)"])
+        rates, cpu = r["results"][mode], r["cpu"][mode]
+        base = median(rates[C_CLIENT])
+        node = median(rates[MQTT_JS]) if MQTT_JS in rates else None
         print(f"  {title}")
+        print(f"    {'':40} {'msg/s':>9}  {'vs C':>5}  {'vs mqtt.js':>10}  {'CPU us/msg':>10}")
         for name, values in rates.items():
             m = median(values)
-            goal = f"   (goal >= {target:.2f}x)" if name.startswith("dovecote worker (") else ""
-            print(f"    {name:40} {m:>9,.0f} msg/s  {m / base:5.2f}x{goal}")
+            versus = f"{m / node:9.2f}x" if node else f"{'':10}"
+            used = f"{median(cpu[name]):10.2f}" if name in cpu else f"{'':10}"
+            print(f"    {name:40} {m:>9,.0f}  {m / base:4.2f}x  {versus}  {used}")
+        reference, target = GOALS[mode]
+        if reference in rates:
+            ratio = median(rates[METERED]) / median(rates[reference])
+            print(f"    the worker vs {reference}: {ratio:.2f}x (goal >= {target:.2f}x)")
         on, off = median(rates[METERED]), median(rates[UNMETERED])
         print(f"    metrics on vs off: {(off - on) / off * 100:+.1f} % slower on (wall clock)")
     on, off = median(r["path"]["on"]), median(r["path"]["off"])
@@ -351,11 +417,11 @@ def report(r: dict[str, Any]) -> None:
         f"  the message path alone (no broker), CPU per message: metrics on {on:.2f} us, "
         f"off {off:.2f} us: {(on - off) / off * 100:+.1f} %"
     )
-    cpu = r["cpu"]
-    print("  CPU per message draining the backlog (this process only, so other load on the")
-    print("  machine barely moves it):")
-    for name, values in cpu.items():
-        print(f"    {name:40} {median(values):>7.2f} us")
+    if PAHO in r["cpu"]["backlog"]:
+        print(
+            f"  this machine's yardstick: paho alone drains at "
+            f"{median(r['cpu']['backlog'][PAHO]):.2f} us of CPU a message (scale by it)"
+        )
     on_runs, off_runs = r["pairs"]["on"], r["pairs"]["off"]
     on, off = median(on_runs), median(off_runs)
     each = [(a - b) / b * 100 for a, b in zip(on_runs, off_runs, strict=True)]

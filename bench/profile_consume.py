@@ -25,8 +25,8 @@ from dovecote.config import Settings
 from dovecote.worker import Worker
 
 LAYERS = (  # first match wins: (label, a part of the defining file's path or the name)
-    ("paho-mqtt (packet reading, acks, its loop calls)", "paho/"),
-    ("dovecote.mqtt (socket buffering, paho on asyncio)", "dovecote/mqtt/"),
+    ("paho-mqtt (the packets other than PUBLISH, its loop calls)", "paho/"),
+    ("dovecote.mqtt (reading PUBLISH packets, PUBACKs, paho on asyncio)", "dovecote/mqtt/"),
     ("dispatch (route, decode call, dedupe, handler, ack)", "dovecote/dispatch.py"),
     ("dispatch (route, decode call, dedupe, handler, ack)", "dovecote/routes.py"),
     ("dispatch (route, decode call, dedupe, handler, ack)", "dovecote/dedupe.py"),

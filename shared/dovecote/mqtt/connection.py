@@ -1,6 +1,7 @@
 """One MQTT 3.1.1 connection, as the runtime uses it: the facade of three parts.
 
-- ``loop_socket``: paho's socket on the asyncio event loop (no thread, batched I/O);
+- ``loop_socket``: paho's socket on the asyncio event loop (no thread, batched I/O), where
+  the PUBLISH packets are read and acknowledged by us (``inbound``), the rest by paho;
 - ``reconnect``: connecting, forever, over a cluster's nodes, backed off where it must be;
 - ``session``: the subscriptions, kept across reconnects, and the publishes owed a PUBACK;
 - here: paho itself (``paho_client``), and what the broker answers, handed to those parts.
@@ -126,8 +127,9 @@ class Connection:
         )
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
-        c.on_message = self._handle_message
-        self.socket = LoopSocket(c, lambda: self._stopping)
+        c.on_message = self._handle_message  # QoS 2: paho's (our reader leaves it QoS 2)
+        deliver = on_message if manual_ack else self._auto_acked
+        self.socket = LoopSocket(c, lambda: self._stopping, deliver, self._undecodable)
         self.subscriptions = Subscriptions(c, client_id)
         self._unacked = Unacknowledged()
         c.on_subscribe = self.subscriptions.on_suback
@@ -203,7 +205,9 @@ class Connection:
             self._unacked.sent(info.mid, on_acked)
 
     def ack(self, mid: int, qos: int) -> None:
-        if qos > 0:
+        if qos == 1:
+            self.socket.puback(mid)
+        elif qos == 2:
             self._client.ack(mid, qos)
 
     @property
@@ -313,11 +317,23 @@ class Connection:
         if was_connected:
             log.warning("%s: lost the broker (%s); reconnecting", self.client_id, reason)
 
+    def _auto_acked(self, msg: Message) -> None:
+        """``manual_ack=False``: acknowledged once ``on_message`` has returned, as paho did."""
+        try:
+            self._on_message(msg)
+        finally:
+            if msg.qos == 1:
+                self.socket.puback(msg.mid)
+
+    def _undecodable(self, qos: int, mid: int) -> None:
+        log.error("%s: dropped a message whose topic is not UTF-8", self.client_id)
+        self.ack(mid, qos)
+
     def _handle_message(self, client: paho.Client, _u: Any, m: paho.MQTTMessage) -> None:
+        """A QoS 2 message, read by paho (QoS 0 and 1: ``inbound``)."""
         try:
             topic = m.topic
         except UnicodeDecodeError:
-            log.error("%s: dropped a message whose topic is not UTF-8", self.client_id)
-            self.ack(m.mid, m.qos)
+            self._undecodable(m.qos, m.mid)
             return
         self._on_message(Message(topic, bytes(m.payload), m.qos, bool(m.retain), m.mid))

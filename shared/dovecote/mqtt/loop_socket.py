@@ -1,25 +1,41 @@
 """paho's socket on the asyncio event loop: no thread, no queue hop, batched I/O.
 
-paho does the protocol; asyncio does the waiting. The socket is watched with
-``loop.add_reader`` and paho's ``loop_read`` runs right there, so an incoming message is
-handed to ``on_message`` synchronously, with no thread and no queue hop
-(docs/performance.md: an extra hop per message halves paho's rate). Writes are batched:
-paho asks for a write, we flush once at the end of the current loop iteration, and watch
-for writability only when the kernel's buffer is full. ``loop_misc`` (keepalive pings, a
-dead broker noticed) runs once a second while an accepted connection's socket is open.
+paho does the protocol's state; asyncio does the waiting; the reading is ours. The socket is
+watched with ``loop.add_reader``; each wake-up reads up to 64 KiB at a time and cuts it into
+packets there (``inbound.Inbound``): a PUBLISH of QoS 0 or 1 reaches ``on_message``
+synchronously, with no thread and no queue hop (docs/performance.md: an extra hop per
+message halves paho's rate), and every other packet is handed to paho's ``loop_read``
+whole. The PUBACKs are written here too (``puback``). Writes are batched: paho or a PUBACK
+asks for a write, we flush once at the end of the current loop iteration, so the PUBACKs
+of one read go out in one ``send``, and watch for writability only when the kernel's
+buffer is full. ``loop_misc`` (keepalive pings, a dead broker noticed) runs once a second
+while an accepted connection's socket is open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
+
+from dovecote.mqtt.inbound import Inbound, puback
+from dovecote.mqtt.messages import Message
+
+log = logging.getLogger("dovecote.mqtt")
+
+CHUNK = 65536  # bytes a read: ~130 messages of 500 bytes a wake-up
+READS = 64  # reads a wake-up at most, then other work gets its turn
+# What paho is handed to close a connection that broke the protocol: a remaining length of
+# five bytes, which its reader refuses, closing the socket and reporting the loss.
+REFUSED = b"\x30\xff\xff\xff\xff\xff"
 
 
 def no_delay(sock: Any) -> None:
@@ -38,35 +54,44 @@ def no_delay(sock: Any) -> None:
 
 
 class BufferedSocket:
-    """paho reads a packet with 3-4 ``recv`` calls and writes each packet with its own
-    ``send``. Under paho, this turns a loop iteration's reads into one ``recv`` of up to 64 KiB
-    and its writes (e.g. a batch of PUBACKs) into one ``send``.
-    """
+    """paho's socket as paho sees it. It reads only the packets handed to it (``give``), and
+    the stream's end (``end``); its writes (one ``send`` a packet) are kept, with our
+    PUBACKs (``queue``), and sent together by ``flush``."""
 
-    __slots__ = ("_buf", "_out", "_pos", "raw")
+    __slots__ = ("_error", "_given", "_out", "_pos", "ended", "raw")
 
     def __init__(self, sock: Any) -> None:
         self.raw = sock  # paho's socket (TCP, TLS or websocket)
-        self._buf = b""
+        self._given = b""
         self._pos = 0
+        self.ended = False
+        self._error: OSError | None = None
         self._out = bytearray()
 
+    def give(self, packet: bytes) -> None:
+        self._given, self._pos = packet, 0
+
+    def end(self, error: OSError | None) -> None:
+        """The broker closed the stream (``error``: how it broke); paho reads that next."""
+        self.ended, self._error = True, error
+
     def recv(self, n: int) -> bytes:
-        if self._pos >= len(self._buf):
-            self._buf = self.raw.recv(65536)  # BlockingIOError propagates: paho expects it
-            self._pos = 0
-            if not self._buf:
+        if self._pos >= len(self._given):
+            if self._error is not None:
+                raise self._error
+            if self.ended:
                 return b""
-        chunk = self._buf[self._pos : self._pos + n]
+            raise BlockingIOError  # paho: nothing more now
+        chunk = self._given[self._pos : self._pos + n]
         self._pos += len(chunk)
         return chunk
 
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos
-
     def pending(self) -> int:
-        inner = self.raw.pending() if hasattr(self.raw, "pending") else 0
-        return self.buffered() + int(inner)
+        """Bytes read off the socket and still held below us (TLS): no wake-up for them."""
+        return int(self.raw.pending()) if hasattr(self.raw, "pending") else 0
+
+    def queue(self, packet: bytes) -> None:
+        self._out += packet
 
     def send(self, data: bytes | bytearray) -> int:
         self._out += data
@@ -96,11 +121,22 @@ class LoopSocket:
 
     ``closing()``: whether its connection is being stopped; a socket a connect opens then
     (the connect finished late, in its thread) is closed at once, never read.
+    ``deliver(message)``: each PUBLISH of QoS 0 or 1, in order; ``undecodable(qos, mid)``:
+    one whose topic is not UTF-8.
     """
 
-    def __init__(self, client: paho.Client, closing: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        client: paho.Client,
+        closing: Callable[[], bool],
+        deliver: Callable[[Message], None],
+        undecodable: Callable[[int, int], None],
+    ) -> None:
         self._client = client
         self._closing = closing
+        self._deliver = deliver
+        self._undecodable = undecodable
+        self._inbound: Inbound | None = None  # the watched socket's packet reader
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.buffered: BufferedSocket | None = None  # the socket watched now
@@ -142,6 +178,9 @@ class LoopSocket:
         if self._fd >= 0 and self._loop is not None:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
+        if self._inbound is not None:
+            self._inbound.open = False  # what is left of its last read is not delivered
+        self._inbound = None
         self.buffered = None
         self._fd = -1
         self._writer_registered = False
@@ -171,6 +210,7 @@ class LoopSocket:
             sock.raw.close()  # a connect that finished after stop(): nobody will read it
             return
         self.buffered = sock
+        self._inbound = Inbound(self._deliver, self._undecodable, self._to_paho, self._violation)
         self._fd = sock.fileno()
         self._loop.add_reader(self._fd, self._readable)
 
@@ -182,17 +222,56 @@ class LoopSocket:
             self.unwatch()
 
     def _readable(self) -> None:
-        read = self._client.loop_read
-        read()
-        # Everything already buffered is handled in this same loop iteration, so acks and
-        # publishes it causes go out in one write. Bounded, to let other work run.
-        for _ in range(2000):
-            sock = self.buffered
-            if sock is None or not sock.pending():
+        sock, inbound = self.buffered, self._inbound
+        if sock is None or inbound is None:
+            return
+        raw = sock.raw
+        plain = type(raw) is socket.socket  # TLS and websockets: read until nothing is left
+        for _ in range(READS):
+            try:
+                data = raw.recv(CHUNK)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
-            read()
+            except OSError as exc:
+                self._ended(sock, exc)
+                return
+            if not data:
+                self._ended(sock, None)
+                return
+            # paho's keepalive counts from the last bytes it saw arrive; it no longer reads
+            # them all, so it is told (the second reach into its internals, with ``_sock``).
+            self._client._last_bytes_received = time.monotonic()
+            inbound.feed(data)
+            if not inbound.open or (plain and len(data) < CHUNK and not sock.pending()):
+                return
         assert self._loop is not None
-        self._loop.call_soon(self._readable)
+        self._loop.call_soon(self._readable)  # bounded: other work runs, then more reading
+
+    def _to_paho(self, packet: bytes) -> bool:
+        """paho reads and handles one whole packet; False if the connection closed on it."""
+        sock = self.buffered
+        if sock is None:
+            return False
+        sock.give(packet)
+        self._client.loop_read()
+        return self.buffered is sock
+
+    def _ended(self, sock: BufferedSocket, error: OSError | None) -> None:
+        """The broker closed the stream: paho reads the end, closes, reports the loss."""
+        sock.end(error)
+        self._client.loop_read()
+
+    def _violation(self, reason: str) -> None:
+        log.error("the broker broke MQTT 3.1.1 (%s): closing the connection", reason)
+        self._to_paho(REFUSED)
+
+    def puback(self, mid: int) -> None:
+        """Acknowledge a QoS 1 message, with the others of this loop iteration in one write.
+        Not connected: nothing to do; the broker sends the message again on the session."""
+        sock = self.buffered
+        if sock is not None:
+            sock.queue(puback(mid))
+            self._schedule_write()
 
     def _socket_want_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
         self._call(self._schedule_write)
