@@ -18,6 +18,7 @@ import pytest
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection, Message
 from dovecote.mqtt.inbound import MAX_REMAINING, Inbound, puback
+from dovecote.tools.broker import PrivateMosquitto
 from dovecote_testing.plugin import TestBroker, wait_until
 
 
@@ -148,11 +149,16 @@ class Reading:
     """A persistent session's connection, acknowledging each message as it comes, or only
     the first ``acking`` of them."""
 
-    def __init__(self, broker: TestBroker, client_id: str, acking: int = 1 << 30) -> None:
+    def __init__(
+        self, broker: TestBroker, client_id: str, acking: int = 1 << 30, url: str = ""
+    ) -> None:
         self.got: list[Message] = []
         self.acking = acking
         self.conn = Connection(
-            parse_mqtt_url(broker.url), client_id, on_message=self.on_message, clean_session=False
+            parse_mqtt_url(url or broker.url),
+            client_id,
+            on_message=self.on_message,
+            clean_session=False,
         )
 
     def on_message(self, m: Message) -> None:
@@ -230,4 +236,25 @@ async def test_qos0_and_qos2_arrive_as_the_broker_grants_them(
         (f"q{q}".encode(), min(q, top)) for q in (0, 1, 2, 0, 2, 1)
     )
     await reading.conn.stop()
+    await pub.stop()
+
+
+@pytest.mark.brokers("mosquitto")  # the private RabbitMQ has no websocket listener
+async def test_over_websockets_as_over_tcp(broker: TestBroker, root: str) -> None:
+    """paho's websocket unwraps the frames; the reader cuts what it unwrapped the same way."""
+    assert isinstance(broker, PrivateMosquitto)
+    topic = f"{root}/ws"
+    ws = f"ws://{broker.host}:{broker.ws_port}"
+    reading = await Reading(broker, f"{root}-ws", url=ws).start(topic, 1)
+    pub = await publisher(broker)
+    sent = [f"{n:04d}".encode() + b"w" * size for n, size in enumerate([3, 200_000, *range(200)])]
+    for payload in sent:
+        pub.publish(topic, payload, 1)
+    await wait_until(lambda: len(reading.got) == len(sent), 20, "every message over ws")
+    assert [m.payload for m in reading.got] == sent
+    await reading.conn.stop()
+    again = await Reading(broker, f"{root}-ws", url=ws).start(topic, 1)
+    await asyncio.sleep(0.3)
+    assert again.got == []  # every PUBACK went back through the websocket
+    await again.conn.stop()
     await pub.stop()

@@ -93,6 +93,10 @@ class BufferedSocket:
     def queue(self, packet: bytes) -> None:
         self._out += packet
 
+    def waiting(self) -> bool:
+        """Bytes written and not yet sent."""
+        return bool(self._out)
+
     def send(self, data: bytes | bytearray) -> int:
         self._out += data
         return len(data)
@@ -143,6 +147,7 @@ class LoopSocket:
         self._fd = -1
         self._writer_registered = False
         self._write_scheduled = False
+        self._reading = False  # PUBACKs made meanwhile go out when the reading is done
         self._misc_handle: asyncio.TimerHandle | None = None
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
@@ -225,6 +230,19 @@ class LoopSocket:
         sock, inbound = self.buffered, self._inbound
         if sock is None or inbound is None:
             return
+        self._reading = True
+        try:
+            self._read(sock, inbound)
+        finally:
+            self._reading = False
+        # The PUBACKs of the handlers that ran in the reading, in one send, now: not one
+        # more loop iteration (a select) later. Whatever paho queued meanwhile is flushed
+        # as before, and takes them along.
+        idle = not (self._write_scheduled or self._writer_registered)
+        if sock is self.buffered and idle and sock.waiting():
+            self._send(sock)
+
+    def _read(self, sock: BufferedSocket, inbound: Inbound) -> None:
         raw = sock.raw
         plain = type(raw) is socket.socket  # TLS and websockets: read until nothing is left
         for _ in range(READS):
@@ -271,7 +289,8 @@ class LoopSocket:
         sock = self.buffered
         if sock is not None:
             sock.queue(puback(mid))
-            self._schedule_write()
+            if not self._reading:
+                self._schedule_write()
 
     def _socket_want_write(self, client: paho.Client, _u: Any, sock: Any) -> None:
         self._call(self._schedule_write)
@@ -289,9 +308,14 @@ class LoopSocket:
             return
         self._client.loop_write()  # paho hands every queued packet to the buffer
         sock = self.buffered  # a DISCONNECT written just now closes it
-        if sock is None:
-            return
-        done = sock.flush()
+        if sock is not None:
+            self._send(sock)
+
+    def _send(self, sock: BufferedSocket) -> None:
+        try:
+            done = sock.flush()
+        except OSError:
+            return  # the connection is gone: its reading sees the end, paho reports the loss
         assert self._loop is not None
         if not done and not self._writer_registered:
             self._loop.add_writer(self._fd, self._flush_writes)  # kernel buffer full
