@@ -127,9 +127,9 @@ class Connection:
         )
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
-        c.on_message = self._handle_message  # QoS 2: paho's (our reader leaves it QoS 2)
-        deliver = on_message if manual_ack else self._auto_acked
-        self.socket = LoopSocket(c, lambda: self._stopping, deliver, self._undecodable)
+        c.on_message = self._handle_message  # QoS 2 only: the reader leaves it to paho
+        auto = not manual_ack  # acknowledged as soon as on_message returns
+        self.socket = LoopSocket(c, lambda: self._stopping, on_message, self._undecodable, auto)
         self.subscriptions = Subscriptions(c, client_id)
         self._unacked = Unacknowledged()
         c.on_subscribe = self.subscriptions.on_suback
@@ -317,20 +317,11 @@ class Connection:
         if was_connected:
             log.warning("%s: lost the broker (%s); reconnecting", self.client_id, reason)
 
-    def _auto_acked(self, msg: Message) -> None:
-        """``manual_ack=False``: acknowledged once ``on_message`` has returned, as paho did."""
-        try:
-            self._on_message(msg)
-        finally:
-            if msg.qos == 1:
-                self.socket.puback(msg.mid)
-
     def _undecodable(self, qos: int, mid: int) -> None:
         log.error("%s: dropped a message whose topic is not UTF-8", self.client_id)
         self.ack(mid, qos)
 
     def _handle_message(self, client: paho.Client, _u: Any, m: paho.MQTTMessage) -> None:
-        """A QoS 2 message, read by paho (QoS 0 and 1: ``inbound``)."""
         try:
             topic = m.topic
         except UnicodeDecodeError:

@@ -126,7 +126,7 @@ class LoopSocket:
     ``closing()``: whether its connection is being stopped; a socket a connect opens then
     (the connect finished late, in its thread) is closed at once, never read.
     ``deliver(message)``: each PUBLISH of QoS 0 or 1, in order; ``undecodable(qos, mid)``:
-    one whose topic is not UTF-8.
+    one whose topic is not UTF-8. ``auto_ack``: each acknowledged once ``deliver`` returned.
     """
 
     def __init__(
@@ -135,10 +135,11 @@ class LoopSocket:
         closing: Callable[[], bool],
         deliver: Callable[[Message], None],
         undecodable: Callable[[int, int], None],
+        auto_ack: bool = False,
     ) -> None:
         self._client = client
         self._closing = closing
-        self._deliver = deliver
+        self._deliver = self._acked(deliver) if auto_ack else deliver
         self._undecodable = undecodable
         self._inbound: Inbound | None = None  # the watched socket's packet reader
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -282,6 +283,16 @@ class LoopSocket:
     def _violation(self, reason: str) -> None:
         log.error("the broker broke MQTT 3.1.1 (%s): closing the connection", reason)
         self._to_paho(REFUSED)
+
+    def _acked(self, deliver: Callable[[Message], None]) -> Callable[[Message], None]:
+        def deliver_and_ack(msg: Message) -> None:
+            try:
+                deliver(msg)
+            finally:  # as paho did with manual_ack=False
+                if msg.qos == 1:
+                    self.puback(msg.mid)
+
+        return deliver_and_ack
 
     def puback(self, mid: int) -> None:
         """Acknowledge a QoS 1 message, with the others of this loop iteration in one write.
