@@ -4,7 +4,8 @@ The ``Meter`` is bumped by the message path (``dispatch.py``) and read only here
 the event loop: plain integers, no locks. Per message it costs two clock reads, one bucket
 found by bisection in a fixed array, and one dict increment (``begin`` and ``done``); what
 is rare (a skipped copy, a retry, a park) is one attribute increment where it happens.
-Measured: about 0.5 µs, +3 % of what a message costs a worker (docs/performance.md).
+Measured: about 0.5 µs, +3 % of what a message cost a worker, +7-8 % since the reading of
+packets halved the rest (issue 27; docs/performance.md).
 
 Every ``DOVECOTE_METRICS_INTERVAL`` seconds the ``Reporter`` measures the worker's totals
 since it started, for ``metrics/<service>/<instance>`` (QoS 0, about 1 KB): counters only

@@ -5,11 +5,12 @@ watched with ``loop.add_reader``; each wake-up reads up to 64 KiB at a time and 
 packets there (``inbound.Inbound``): a PUBLISH of QoS 0 or 1 reaches ``on_message``
 synchronously, with no thread and no queue hop (docs/performance.md: an extra hop per
 message halves paho's rate), and every other packet is handed to paho's ``loop_read``
-whole. The PUBACKs are written here too (``puback``). Writes are batched: paho or a PUBACK
-asks for a write, we flush once at the end of the current loop iteration, so the PUBACKs
-of one read go out in one ``send``, and watch for writability only when the kernel's
-buffer is full. ``loop_misc`` (keepalive pings, a dead broker noticed) runs once a second
-while an accepted connection's socket is open.
+whole. The PUBACKs are written here too (``puback``). Writes are batched: those of the
+handlers run by one read go out in one ``send`` as the read ends; any other (paho's, a
+PUBACK from a handler that awaited) once at the end of the current loop iteration; and
+writability is watched only when the kernel's buffer is full. ``loop_misc`` (keepalive
+pings, a dead broker noticed) runs once a second while an accepted connection's socket is
+open.
 """
 
 from __future__ import annotations
