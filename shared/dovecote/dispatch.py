@@ -17,7 +17,8 @@
    (acknowledged with it); a *different* activity under an id remembered on this topic is
    parked (``Seen``);
 7. the handler runs (eagerly where the service allows it); it raises: retried with backoff,
-   then parked; ``Unprocessable``: parked at once;
+   then parked; ``Unprocessable``: parked at once; ``StoreUnavailable`` (its database is
+   out of reach): retried until it is back, never parked, the message unacknowledged;
 8. acknowledged: only now, so a worker killed mid-handler gets the message again.
 
 Every message ends in one place (``Dispatcher.finish``): parked if it is to be, remembered
@@ -40,7 +41,7 @@ from dovecote import topics
 from dovecote.config import Settings
 from dovecote.dedupe import Seen, SeenIds, fingerprint
 from dovecote.eager import finish as resume
-from dovecote.errors import InvalidActivity, Unprocessable
+from dovecote.errors import InvalidActivity, StoreUnavailable, Unprocessable
 from dovecote.metrics import Meter
 from dovecote.mqtt import Message
 from dovecote.redelivery import Redeliveries, Seal
@@ -48,6 +49,7 @@ from dovecote.routes import Binding, Call, Routes
 from dovecote.service import Delivery, Handler, inbox
 
 RETRY_DELAY = 0.2  # seconds before the 2nd attempt, doubling after
+STORE_RETRY_MAX = 5.0  # seconds between tries while a handler's database is out of reach
 
 Ack = Callable[[int, int], None]  # mid, qos
 Park = Callable[[str, bytes, str, int], None]  # topic, payload, reason, attempts
@@ -229,6 +231,11 @@ class Dispatcher:
         """
         name = getattr(handler, "__name__", handler)
         attempts, delay = 1, RETRY_DELAY
+        if isinstance(error, StoreUnavailable):
+            after = await _until_stored(handler, activity, delivery, error, self.log, self.meter)
+            if after is None:
+                return None
+            error = after
         while attempts < self.settings.handler_attempts and not isinstance(error, Unprocessable):
             self.log.warning(
                 "handler %s failed on %s (attempt %d): %r [context=%s]",
@@ -305,3 +312,30 @@ class Dispatcher:
         if retained:
             self.retained_tasks.add(task)
             task.add_done_callback(self.retained_tasks.discard)
+
+
+async def _until_stored(
+    handler: Handler,
+    activity: Any,
+    delivery: Delivery,
+    error: Exception,
+    log: logging.Logger,
+    meter: Meter,
+) -> Exception | None:
+    """Run a handler again while its database is out of reach: nothing was stored and
+    nothing is wrong with the message, so it waits as long as it takes (unacknowledged:
+    the broker holds the rest of the stream). None: it ran; else its next, other error."""
+    name = getattr(handler, "__name__", handler)
+    delay = RETRY_DELAY
+    while isinstance(error, StoreUnavailable):
+        log.warning("handler %s waits for its store: %s", name, error)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, STORE_RETRY_MAX)
+        meter.retries += 1
+        try:
+            await handler(activity, delivery)
+        except Exception as exc:
+            error = exc
+        else:
+            return None
+    return error
