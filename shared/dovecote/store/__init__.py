@@ -21,7 +21,9 @@ __all__ = ["Database", "Place", "Store", "StoreUnavailable", "place"]
 class Store:
     """A store in its place: ``open()`` before use, ``close()`` after."""
 
-    name: ClassVar[str]  # its schema on a shared PostgreSQL: lower case, digits, underscores
+    # Its schema on a shared PostgreSQL: lower case, digits, underscores. A class's, or set
+    # per instance by a store kept once per service (``dovecote.store.names``).
+    name: str
     migrations: ClassVar[Path]  # the folder of its Alembic revisions
 
     def __init__(self, where: Place) -> None:
