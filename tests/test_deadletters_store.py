@@ -90,6 +90,19 @@ async def test_the_file_stays_within_one_letter_of_the_cap_whatever_the_letters(
         store.close()
 
 
+async def test_a_flood_commits_a_bounded_size_at_a_time(databases: Databases) -> None:
+    """Letters of one read commit together, but at most WAL_BYTES / 2 of them in one
+    transaction (SQLite's log would otherwise hold a whole flood at once)."""
+    store = DeadLetterStore(databases.place("deadletters"), 100 * CAP, DAY).open()
+    try:
+        flood = [letter(n, size=100_000) for n in range(20)]  # 5 fit in 512 KiB, not 6
+        kept = await asyncio.gather(*(store.add(x) for x in flood))
+        assert kept == [(True, [])] * 20 and store._group.commits == 4
+        assert store.held() == (20, sum(row_bytes(x) for x in flood))
+    finally:
+        store.close()
+
+
 def test_letters_older_than_the_age_limit_are_dropped_even_with_no_new_letter(
     databases: Databases,
 ) -> None:

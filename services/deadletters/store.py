@@ -118,7 +118,8 @@ class DeadLetterStore(Store):
             # not 4. Per connection: the pool's (the migration's) go, new ones get them.
             event.listen(self.db.engine, "connect", _bounded_wal)
             self.db.engine.dispose()
-        self._group = Coalescer(self.db)
+        # A flood's letters commit a few hundred KiB at a time: the log stays near WAL_BYTES.
+        self._group = Coalescer(self.db, limit=WAL_BYTES // 2)
         with self.db.transaction() as conn:  # what is held, counted once from the rows
             conn.execute(LOCK)
             conn.execute(RECOUNT)
@@ -127,7 +128,7 @@ class DeadLetterStore(Store):
     async def add(self, letter: Letter) -> tuple[bool, list[Dropped]]:
         """``keep``, committed with the other letters of this turn of the event loop."""
         now = time.time()
-        return await self._group.run(lambda conn: self._keep(conn, letter, now))
+        return await self._group.run(lambda conn: self._keep(conn, letter, now), row_bytes(letter))
 
     def keep(self, letter: Letter, now: float | None = None) -> tuple[bool, list[Dropped]]:
         """Keep the letter (True if it is new), then drop what is past the bounds, oldest

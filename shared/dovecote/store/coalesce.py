@@ -6,6 +6,9 @@ together once the loop is free. On PostgreSQL a commit waits for the disk (~0.6 
 one commit for a turn's twenty awards, not twenty. Each handler still gets its own result
 (or error) and acknowledges its message only after the commit that holds its write.
 
+A store whose writes differ much in size bounds a batch by their weight instead (the dead
+letters: bytes, so one commit never fills SQLite's write-ahead log with a flood's letters).
+
 A write that fails on its own (a constraint, a bug) must not fail the others: when a batch
 fails for any reason but the database being unavailable, each write runs again alone.
 """
@@ -27,17 +30,21 @@ MAX_BATCH = 500  # writes in one transaction at most: a long one holds SQLite's 
 
 
 class Coalescer:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, limit: int = MAX_BATCH) -> None:
+        """``limit``: the weight of one transaction's writes at most (one write always)."""
         self.db = db
+        self.limit = limit
         self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._weights: list[int] = []
         self._scheduled = False
         self.commits = 0  # transactions committed (for tests and benchmarks)
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], weight: int = 1) -> T:
         """``work(conn)`` in the next group transaction; its result once committed."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         self._pending.append((work, done))
+        self._weights.append(weight)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -46,7 +53,12 @@ class Coalescer:
     def _flush(self) -> None:
         self._scheduled = False
         while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            size, weight = 1, self._weights[0]
+            while size < len(self._pending) and weight + self._weights[size] <= self.limit:
+                weight += self._weights[size]
+                size += 1
+            batch, self._pending = self._pending[:size], self._pending[size:]
+            self._weights = self._weights[size:]
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
