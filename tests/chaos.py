@@ -278,6 +278,7 @@ class Traffic:
     uploads: list[Upload] = field(default_factory=list)
     builds: list[BuildDone] = field(default_factory=list)
     refused: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)  # each refused upload's answer
     tokens: dict[str, str] = field(default_factory=dict)
     on_201: Callable[[Upload], None] | None = None
     _images: list[bytes] = field(default_factory=list)
@@ -344,6 +345,7 @@ class Traffic:
                 body = await r.read()
                 if r.status != 201:
                     self.refused += 1
+                    self.statuses[r.status] += 1
                     return
             got = orjson.loads(body)
             upload = Upload(got["activity"], got["id"], got["url"], user)
@@ -461,9 +463,7 @@ class Accounts:
         return all(r.lost == 0 for r in self.rows())
 
 
-def account_bus(
-    traffic: Traffic, probe: Probe, points_db: Path | Place, fault: str
-) -> Accounts:
+def account_bus(traffic: Traffic, probe: Probe, points_db: Path | Place, fault: str) -> Accounts:
     """Everything but the thumbnails' GETs (cheap: polled while waiting)."""
     manifest.load()  # the tweeter's topic, for ``_valid``
     # Points: the ledger is the truth. Its key (cause, rule) keeps an award single; the bus
