@@ -1,14 +1,18 @@
-"""The points rules and the SQLite ledger, called directly (a real file, no broker)."""
+"""The points rules and the ledger, called directly (a SQLite file and a private PostgreSQL,
+no broker)."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from dovecote import activity as act
 from dovecote import topics
+from dovecote.store import Place
 from dovecote_testing.plugin import Databases
 from services.builder import topics as builder_topics
 from services.gateway import topics as gateway_topics
@@ -131,3 +135,54 @@ async def test_a_failing_award_fails_alone_and_the_others_of_its_turn_commit(
         assert ledger.count() == 2
     finally:
         ledger.close()
+
+
+# The ledger as 8d385c8 (before migrations) made it: its own CREATE statements, verbatim.
+GRACE = "http://gw/users/grace"
+LEDGER_BEFORE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS awards (
+    cause      TEXT NOT NULL,     -- the id of the activity that earned it
+    rule       TEXT NOT NULL,
+    person     TEXT NOT NULL,     -- the person's AS2 id (a URL)
+    username   TEXT,
+    name       TEXT,
+    points     INTEGER NOT NULL,
+    context    TEXT,
+    awarded_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (cause, rule)
+);
+CREATE INDEX IF NOT EXISTS awards_person ON awards (person);
+"""
+
+
+def test_a_ledger_made_before_migrations_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "points.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(LEDGER_BEFORE_MIGRATIONS)
+    rows = [
+        ("urn:uuid:1", "upload", "http://gw/users/grace", "grace", "Grace", 10),
+        ("urn:uuid:2", "upload", "http://gw/users/ada", "ada", "Ada", 10),
+        ("urn:uuid:3", "build", "http://gw/users/ada", "ada", "Ada L.", 5),
+    ]
+    old.executemany(
+        "INSERT INTO awards (cause, rule, person, username, name, points) VALUES (?,?,?,?,?,?)",
+        rows,
+    )
+    old.commit()
+    old.close()
+
+    ledger = Ledger(Place.file(path)).open()
+    try:
+        assert ledger.count() == 3
+        # Ties still go to who got there first (the old rowid order became the id order).
+        ledger.record(Award("urn:uuid:4", "build", GRACE, 5, username="grace", name="Grace"))
+        board = [(s.username, s.name, s.points) for s in ledger.leaderboard()]
+        assert board == [("grace", "Grace", 15), ("ada", "Ada L.", 15)]
+        assert ledger.record(Award("urn:uuid:1", "upload", "http://gw/users/grace", 10)) is None
+    finally:
+        ledger.close()
+    again = Ledger(Place.file(path)).open()  # at head now: opening again changes nothing
+    try:
+        assert again.count() == 4
+    finally:
+        again.close()

@@ -216,55 +216,11 @@ class Dispatcher:
                 else:
                     await first
             except Exception as exc:
-                letter = await self._retry(handler, activity, delivery, msg, exc)
+                letter = await retried(self, handler, activity, delivery, msg.topic, exc)
                 if letter is not None:
                     letters.append(letter)
             first = None
         self.finish(msg, key, print_, started, letters)
-
-    async def _retry(
-        self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
-    ) -> Letter | None:
-        """Try a failed handler again, with backoff; past the limit: the letter to park.
-
-        ``Unprocessable`` is parked at once: no retry can fix it.
-        """
-        name = getattr(handler, "__name__", handler)
-        attempts, delay = 1, RETRY_DELAY
-        if isinstance(error, StoreUnavailable):
-            after = await _until_stored(handler, activity, delivery, error, self.log, self.meter)
-            if after is None:
-                return None
-            error = after
-        while attempts < self.settings.handler_attempts and not isinstance(error, Unprocessable):
-            self.log.warning(
-                "handler %s failed on %s (attempt %d): %r [context=%s]",
-                name,
-                msg.topic,
-                attempts,
-                error,
-                getattr(activity, "context", None),
-            )
-            await asyncio.sleep(delay)
-            delay *= 2
-            attempts += 1
-            self.meter.retries += 1
-            try:
-                await handler(activity, delivery)
-            except Exception as exc:
-                error = exc
-            else:
-                return None
-        self.log.error(
-            "handler %s failed %d times on %s; dead-lettered: %r [context=%s]",
-            name,
-            attempts,
-            msg.topic,
-            error,
-            getattr(activity, "context", None),
-        )
-        unfixable = isinstance(error, Unprocessable)
-        return (str(error) if unfixable else f"handler {name} failed: {error!r}", attempts)
 
     # --- the end of a message ----------------------------------------------------------
 
@@ -312,6 +268,52 @@ class Dispatcher:
         if retained:
             self.retained_tasks.add(task)
             task.add_done_callback(self.retained_tasks.discard)
+
+
+async def retried(
+    d: Dispatcher, handler: Handler, activity: Any, delivery: Delivery, topic: str, error: Exception
+) -> Letter | None:
+    """Try a failed handler again, with backoff; past the limit: the letter to park.
+
+    ``Unprocessable`` is parked at once: no retry can fix it. ``StoreUnavailable`` is tried
+    until its database is back (``_until_stored``), and counts no attempt.
+    """
+    name = getattr(handler, "__name__", handler)
+    attempts, delay = 1, RETRY_DELAY
+    if isinstance(error, StoreUnavailable):
+        after = await _until_stored(handler, activity, delivery, error, d.log, d.meter)
+        if after is None:
+            return None
+        error = after
+    while attempts < d.settings.handler_attempts and not isinstance(error, Unprocessable):
+        d.log.warning(
+            "handler %s failed on %s (attempt %d): %r [context=%s]",
+            name,
+            topic,
+            attempts,
+            error,
+            getattr(activity, "context", None),
+        )
+        await asyncio.sleep(delay)
+        delay *= 2
+        attempts += 1
+        d.meter.retries += 1
+        try:
+            await handler(activity, delivery)
+        except Exception as exc:
+            error = exc
+        else:
+            return None
+    d.log.error(
+        "handler %s failed %d times on %s; dead-lettered: %r [context=%s]",
+        name,
+        attempts,
+        topic,
+        error,
+        getattr(activity, "context", None),
+    )
+    unfixable = isinstance(error, Unprocessable)
+    return (str(error) if unfixable else f"handler {name} failed: {error!r}", attempts)
 
 
 async def _until_stored(

@@ -9,6 +9,7 @@ to write one.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,6 +17,10 @@ import sqlalchemy as sa
 from dovecote.store.database import Database
 
 ENVIRONMENT = Path(__file__).with_name("alembic")
+log = logging.getLogger("dovecote.store")
+# Alembic's own lines (its context, each plugin) at every start say nothing; ours below
+# says when a store was migrated, from what to what.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def upgrade(db: Database, versions: Path) -> None:
@@ -32,6 +37,9 @@ def upgrade(db: Database, versions: Path) -> None:
     config.attributes["schema"] = db.place.schema
     with db.unavailable_as_error():
         command.upgrade(config, "heads")
+    before, after = config.attributes.get("revisions", (None, None))
+    if before != after:
+        log.info("the %s store (%s) migrated: %s -> %s", db.store, db.place.shown, before, after)
 
 
 def has_table(name: str) -> bool:

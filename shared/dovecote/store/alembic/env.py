@@ -28,4 +28,6 @@ with engine.connect() as conn, conn.begin():
         render_as_batch=schema is None,  # SQLite alters a table by copying it
         transactional_ddl=True,
     )
+    before = context.get_context().get_current_revision()
     context.run_migrations()
+    config.attributes["revisions"] = (before, context.get_context().get_current_revision())
