@@ -3,6 +3,7 @@ in the shared database (``databases``); a record made by 8d385c8 adopted."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import stat
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from dovecote import activity as act
 from dovecote import letters, redelivery
 from dovecote.config import ConfigError, Settings
+from dovecote.dedupe import SeenIds
+from dovecote.mqtt import Message
 from dovecote.store import Place
 from dovecote_testing.plugin import Databases
 
@@ -150,3 +153,28 @@ def test_a_record_made_by_8d385c8_is_adopted(tmp_path: Path) -> None:
         assert record.claim("urn:uuid:other", "urn:uuid:third") == "urn:uuid:second"
     finally:
         record.close()
+
+
+def test_with_its_database_out_of_reach_a_letter_is_not_run_and_stays_replayable(
+    tmp_path: Path,
+) -> None:
+    """The record cannot say whether the letter ran before: it is not run now, the command
+    is parked with the reason, and the letter is left unclaimed for a later replay."""
+    root = "t"
+    key = b"k" * 64
+    gone = Place.postgres("postgresql://dovecote@127.0.0.1:1/dovecote", "redelivery_points")
+    seal = redelivery.Seal("points", key, redelivery.Record(gone, "redelivery_points"))
+    topic = f"{root}/events/image/created"
+    payload = act.encode(act.new("Create", POINTS, {"type": "Note", "content": "x"}))
+    flag = letters.letter(POINTS, topic, payload, "why", 1, 65536, seal.sign)
+    undo = act.new("Undo", act.service("deadletters"), act.to_json(flag))
+    mine = redelivery.Redeliveries(
+        "points", root, seal, SeenIds(), lambda t: t == topic, logging.getLogger("test")
+    )
+    message = Message(mine.topic, act.encode(undo), 1, False, 1)
+    try:
+        refused = mine.unpark(message)
+    finally:
+        seal.close()
+    assert isinstance(refused, str) and "not redelivered now" in refused, refused
+    assert "redelivery_points store is unavailable" in refused
