@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dovecote.errors import StoreUnavailable
 from dovecote.store import Place
-from dovecote.store.database import StoreUnavailable
 from dovecote_testing.plugin import Databases
 from dovecote_testing.postgres import PrivatePostgres
 from services.gateway.images.database import DatabaseImages
@@ -59,6 +59,9 @@ def test_a_stored_image_reads_back_whole_and_its_thumbnail_is_replaced(
     assert read_all(store, thumb) == b"smaller"
     assert store.thumbnail(image_id, 256) is None
     assert store.thumbnail_sizes(image_id) == [128, 512]
+    other = new_id()
+    assert store.sizes_of([image_id, other]) == {image_id: [128, 512], other: []}
+    assert store.sizes_of([]) == {}
     assert store.recent(5) == [record(image_id)] and store.record(image_id) == record(image_id)
     if isinstance(store, FileImages):
         assert not [p for p in store.files() if p.name.startswith(".tmp")]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from dovecote.store import Store
 from services.gateway.images.store import (
@@ -37,6 +37,9 @@ THUMBNAIL = text(
 CHUNK = text("SELECT data FROM chunks WHERE blob = :blob AND n = :n")
 ADD_CHUNK = text("INSERT INTO chunks (blob, n, data) VALUES (:blob, :n, :data)")
 DROP_CHUNKS = text("DELETE FROM chunks WHERE blob = :blob")
+SIZES_OF = text(
+    "SELECT image_id, size FROM thumbnails WHERE image_id IN :ids ORDER BY image_id, size"
+).bindparams(bindparam("ids", expanding=True))
 SEQ = text("SELECT seq FROM images WHERE id = :id")
 
 
@@ -125,6 +128,16 @@ class DatabaseImages(Store):
                 {"id": valid_id(image_id)},
             )
             return [int(size) for (size,) in rows]
+
+    def sizes_of(self, image_ids: list[str]) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {valid_id(image_id): [] for image_id in image_ids}
+        if not found:
+            return found
+        with self.db.transaction() as conn:
+            rows = conn.execute(SIZES_OF, {"ids": list(found)})
+            for image_id, size in rows:
+                found[image_id].append(int(size))
+        return found
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         return self.page(None, limit)[0]

@@ -102,6 +102,9 @@ class FileImages:
             return []
         return sorted(int(p.stem) for p in folder.iterdir() if is_size(p.stem))
 
+    def sizes_of(self, image_ids: list[str]) -> dict[str, list[int]]:
+        return {image_id: self.thumbnail_sizes(image_id) for image_id in image_ids}
+
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The newest complete images, newest first, as published (AS2 Image objects)."""
         return self.page(None, limit)[0]

@@ -324,16 +324,29 @@ def page(
     if images is None:
         return [], False
     found, more = images.store.page(before, limit)
-    return [with_previews(images, image) for image in found], more
+    ids = [image_id_of(image) for image in found]
+    sizes = images.store.sizes_of([i for i in ids if _named(i)])  # one query, not one each
+    previewed = [_previewed(images, image, sizes.get(image_id_of(image), [])) for image in found]
+    return previewed, more
 
 
 def with_previews(images: Images, image: dict[str, Any]) -> dict[str, Any]:
     """The stored image plus ``preview``: its thumbnails that exist (none yet: [])."""
     image_id = image_id_of(image)
+    sizes = images.store.thumbnail_sizes(image_id) if _named(image_id) else []
+    return _previewed(images, image, sizes)
+
+
+def _named(image_id: str) -> bool:
     try:
-        sizes = images.store.thumbnail_sizes(image_id)
+        valid_id(image_id)
     except BadName:
-        sizes = []
+        return False
+    return True
+
+
+def _previewed(images: Images, image: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
+    image_id = image_id_of(image)
     base = f"{images.public_url}/images/{image_id}/thumbnails"
     return {
         **image,

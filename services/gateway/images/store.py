@@ -81,6 +81,9 @@ class ImageStore(Protocol):
 
     def thumbnail_sizes(self, image_id: str) -> list[int]: ...
 
+    def sizes_of(self, image_ids: list[str]) -> dict[str, list[int]]:
+        """``thumbnail_sizes`` of many images at once (a page of the gallery)."""
+
     def page(self, before: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """Up to ``limit`` images older than ``before`` (None: the newest), newest first,
         as published, and whether there are older ones still. ``NotFound``: no ``before``."""
