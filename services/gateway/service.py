@@ -50,7 +50,7 @@ from services.gateway.bus.questions import Questions
 from services.gateway.context import FEED_SIZE, Context, Images
 from services.gateway.images import checks
 from services.gateway.images.budget import DECODE_BUDGET, MemoryBudget
-from services.gateway.images.store import image_store, shared_allowance
+from services.gateway.images.placement import image_store, shared_allowance
 from services.gateway.operations.telemetry import Fleet
 from services.gateway.operations.toolkit import (
     ASK_TIMEOUT,

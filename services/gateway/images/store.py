@@ -2,6 +2,8 @@
 
 Two implementations, one interface (``ImageStore``):
 
+Which one a gateway uses is ``placement.image_store``:
+
 - **files** (the default, ``files.py``): originals and thumbnails under ``IMAGES_DIR`` on the
   gateway's disk, served by the OS. One machine: a second gateway elsewhere sees none of them.
 - **the shared database** (``DATABASE_URL`` set, ``database.py``): the ``images`` schema, the
@@ -16,20 +18,14 @@ threads. A database out of reach raises ``dovecote.errors.StoreUnavailable`` (an
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from dovecote.config import Settings
 from dovecote.topics import TopicError, check_id
 from services.gateway.images.checks import EXTENSIONS
-
-if TYPE_CHECKING:
-    from services.gateway.web.limits import Limits
 
 MEDIA_TYPES = {ext: media for media, ext in EXTENSIONS.items()}
 CHUNK_BYTES = 256 * 1024  # what serving (and a database write) holds of one file at a time
@@ -95,31 +91,6 @@ class ImageStore(Protocol):
 
     def neighbours(self, image_id: str) -> tuple[str | None, str | None]:
         """The ids of the next newer and the next older image."""
-
-
-def image_store(settings: Settings) -> ImageStore:
-    """The store the environment says: the shared database when ``DATABASE_URL`` is set,
-    else files under ``IMAGES_DIR`` (default ``<data>/images``)."""
-    if settings.get_str("DATABASE_URL", ""):
-        from services.gateway.images.database import DatabaseImages
-
-        return DatabaseImages.at(settings, None, settings.data_dir / "images.sqlite3")
-    from services.gateway.images.files import FileImages
-
-    return FileImages(Path(settings.get_str("IMAGES_DIR", str(settings.data_dir / "images"))))
-
-
-def shared_allowance(store: ImageStore, limits: Limits) -> Callable[[str], float] | None:
-    """Uploads per person (``RATE_UPLOADS_PERSON``) counted in the shared database when the
-    store is there, for every gateway at once; else in each gateway's memory (``limits``)."""
-    from services.gateway.images.database import DatabaseImages
-
-    if not isinstance(store, DatabaseImages):
-        return None
-    rate = limits.take_over("uploads", "person")
-    if rate is None:
-        return None
-    return functools.partial(store.take_upload, count=rate.count, per=rate.per)
 
 
 def read_all(store: ImageStore, found: StoredFile) -> bytes:
