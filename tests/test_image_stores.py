@@ -13,6 +13,7 @@ from dovecote.errors import StoreUnavailable
 from dovecote.store import Place
 from dovecote_testing.plugin import Databases
 from dovecote_testing.postgres import PrivatePostgres
+from services.gateway.images.copy_in import copy_in
 from services.gateway.images.database import DatabaseImages
 from services.gateway.images.files import FileImages
 from services.gateway.images.store import CHUNK_BYTES, ImageStore, NotFound, new_id, read_all
@@ -130,3 +131,29 @@ def test_a_database_out_of_reach_is_unavailable_not_an_error(tmp_path: Path) -> 
     where = Place.postgres("postgresql://nobody:x@127.0.0.1:9/none", "images")
     with pytest.raises(StoreUnavailable):
         DatabaseImages(where).open()
+
+
+def test_photos_kept_as_files_are_copied_into_the_database_once_in_order(
+    databases: Databases, tmp_path: Path
+) -> None:
+    files = FileImages(tmp_path / "images").open()
+    ids = [new_id() for _ in range(3)]
+    for n, image_id in enumerate(ids):
+        files.save_original(image_id, "jpg", os.urandom(CHUNK_BYTES + n), record(image_id))
+        stamp = 1_700_000_000_000_000_000 + n * 10**9
+        os.utime(files.originals / f"{image_id}.json", ns=(stamp, stamp))
+    files.save_thumbnail(ids[0], 128, "webp", b"small")
+    shared = DatabaseImages(databases.place("images")).open()
+    try:
+        assert copy_in(files, shared) == (3, 0)
+        assert copy_in(files, shared) == (0, 3)  # again: nothing twice
+        assert shared.recent(5) == files.recent(5)  # the same order, the same records
+        for image_id in ids:
+            found, kept = shared.original(image_id), files.original(image_id)
+            assert found is not None and kept is not None and kept.path is not None
+            assert read_all(shared, found) == kept.path.read_bytes()
+        thumb = shared.thumbnail(ids[0], 128)
+        assert thumb is not None and thumb.media_type == "image/webp"
+        assert read_all(shared, thumb) == b"small"
+    finally:
+        shared.close()

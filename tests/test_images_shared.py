@@ -75,6 +75,8 @@ async def test_a_photo_uploaded_on_one_gateway_is_served_by_another(
     on_a = await get(f"{url_a}/images/{image_id}")
     on_b = await get(f"{url_b}/images/{image_id}")
     assert on_a[0] == on_b[0] == 200 and on_a == on_b and on_b[1] == "image/jpeg"
+    async with aiohttp.ClientSession() as http, http.head(f"{url_b}/images/{image_id}") as r:
+        assert r.status == 200 and r.headers["Content-Length"] == str(len(on_b[2]))
     thumb_a = await get(f"{url_a}/images/{image_id}/thumbnails/128")
     thumb_b = await get(f"{url_b}/images/{image_id}/thumbnails/128")
     assert thumb_b[0] == 200 and thumb_a == thumb_b and thumb_b[2].startswith(b"\xff\xd8")
