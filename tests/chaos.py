@@ -538,13 +538,20 @@ async def account_thumbnails(traffic: Traffic, row: FaultRow, sizes: int = 2) ->
 
 
 async def settle(
-    traffic: Traffic, probe: Probe, points_db: Path | Place, fault: str, timeout: float
+    traffic: Traffic,
+    probe: Probe,
+    points_db: Path | Place,
+    fault: str,
+    timeout: float,
+    tweets: bool = True,
 ) -> Accounts:
-    """Wait until every effect shows (or the time is up), then account."""
+    """Wait until every effect shows (or the time is up), then account. ``tweets=False``:
+    no tweeter runs, so none is waited for."""
     deadline = time.monotonic() + timeout
     while True:
         accounts = account_bus(traffic, probe, points_db, fault)
-        if accounts.complete or time.monotonic() > deadline:
+        wanted = accounts.rows() if tweets else accounts.rows()[:3]
+        if all(r.lost == 0 for r in wanted) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(1.0)  # a late duplicate would show by now

@@ -260,7 +260,7 @@ async def test_two_machines_share_everything_and_lose_nothing_with_one(
 
         fault = "machine A lost (kill -9 of its 7 services and its RabbitMQ node), 2 machines"
         accounts = await settle(
-            traffic, probe, Place.postgres(t.database, "points"), fault, timeout=90
+            traffic, probe, Place.postgres(t.database, "points"), fault, 90, tweets=False
         )
         record(accounts.awards, accounts.thumbnails, accounts.notifications)
         for row in (accounts.awards, accounts.thumbnails, accounts.notifications):

@@ -28,7 +28,6 @@ import os
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -50,7 +49,7 @@ from services.gateway.bus.questions import Questions
 from services.gateway.context import FEED_SIZE, Context, Images
 from services.gateway.images import checks
 from services.gateway.images.budget import DECODE_BUDGET, MemoryBudget
-from services.gateway.images.store import ImageStore
+from services.gateway.images.placement import image_store, shared_allowance
 from services.gateway.operations.telemetry import Fleet
 from services.gateway.operations.toolkit import (
     ASK_TIMEOUT,
@@ -150,10 +149,9 @@ class Gateway(Service):
         # IMAGE_MAX_DECODED_BYTES must fit in it alone (issue 21).
         budget = settings.get_int("IMAGE_DECODE_BUDGET_BYTES", DECODE_BUDGET, max_decoded, 2**40)
         heap.return_large_blocks()  # a decoded image's memory goes back when it is freed
+        store = image_store(settings)
         self.images = Images(
-            store=ImageStore(
-                Path(settings.get_str("IMAGES_DIR", str(settings.data_dir / "images")))
-            ),
+            store=store,
             public_url=settings.public_url,
             max_bytes=settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3),
             max_pixels=max_pixels,
@@ -161,6 +159,7 @@ class Gateway(Service):
             service_token=settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip() or None,
             pool=self.pool,
             budget=MemoryBudget(budget),
+            allowance=shared_allowance(store, self.limits),
         )
 
     def _check_operators(self) -> None:
@@ -367,3 +366,4 @@ class Gateway(Service):
             await self.runner.cleanup()
         else:  # never served: the accounts store was opened for the operators' check
             self.people.close()
+        self.images.store.close()
