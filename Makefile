@@ -53,7 +53,7 @@ chaos: $(DEV_STAMP) system-deps
 	  $(BIN)/pytest -m "chaos or fuzz" --chaos=long
 
 ## bench: throughput and latency figures, side by side in one run (sections=... picks some:
-##        make bench sections="gateway"; sections are consume, wslatency, pipeline, gateway, pool, inbox)
+##        make bench sections="gateway"; sections are consume, wslatency, pipeline, gateway, pool, inbox, stores)
 bench: $(DEV_STAMP) system-deps
 	@command -v node >/dev/null && command -v npm >/dev/null || echo "bench: no Node.js/npm:" \
 	  "the socket.io and ws peers will be skipped (sudo apt-get install -y nodejs npm)"
@@ -96,9 +96,10 @@ $(DEV_STAMP): requirements/dev.txt pyproject.toml | $(VENV)/bin/python
 	touch $@ $(RUN_STAMP)
 
 # Tests start their own Mosquitto, drive Debian's chromium, run the AsyncAPI parser with
-# node and check /metrics with Prometheus' promtool; install what is missing.
+# node, check /metrics with Prometheus' promtool and start a private PostgreSQL (initdb,
+# pg_ctl); install what is missing.
 system-deps:
-	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium npm:npm rabbitmq-server:rabbitmq-server promtool:prometheus
+	@./deploy/ensure-packages.sh mosquitto:mosquitto mosquitto_sub:mosquitto-clients chromium:chromium npm:npm rabbitmq-server:rabbitmq-server promtool:prometheus pg_ctlcluster:postgresql
 
 # --ignore-scripts: nothing the parser needs runs at install time (one dependency's
 # postinstall only sends usage analytics).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import common, consume, gateway, inbox, pipeline, pool, wslatency
+from bench import common, consume, gateway, inbox, pipeline, pool, stores, wslatency
 
 SECTIONS = {
     "consume": consume,
@@ -14,6 +14,7 @@ SECTIONS = {
     "gateway": gateway,
     "pool": pool,
     "inbox": inbox,
+    "stores": stores,
 }
 
 

@@ -56,7 +56,8 @@ def photo(seed: int) -> bytes:
     return out.getvalue()
 
 
-async def measure() -> dict[str, Any]:
+async def measure(extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``extra_env``: more settings for every service (``DATABASE_URL``: bench.stores)."""
     with private_broker() as broker, tempfile.TemporaryDirectory(prefix="dovecote-pipe-") as d:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -74,6 +75,7 @@ async def measure() -> dict[str, Any]:
             "DOVECOTE_SESSION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "DEMO_PASSWORD": DEMO_PASSWORD,
             "RATE_UPLOADS_PERSON": "0",  # one person uploads them all, back to back
+            **(extra_env or {}),
         }
         logs = {name: Path(d) / f"{name}.log" for name in SERVICES}
         procs = []

@@ -35,14 +35,17 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from sqlalchemy import text
 
 from dovecote import activity as act
 from dovecote import topics
 from dovecote.mqtt import Message
 from dovecote.project import PROJECT
+from dovecote.store import Place
 from dovecote.tools import manifest
 from dovecote_testing.gateway import token_for
 from dovecote_testing.plugin import Probe, ServiceProcess
+from services.points.ledger import Ledger
 from tests.imagefiles import photo
 
 REPORT_DIR = PROJECT / ".dovecote" / "chaos"
@@ -275,6 +278,7 @@ class Traffic:
     uploads: list[Upload] = field(default_factory=list)
     builds: list[BuildDone] = field(default_factory=list)
     refused: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)  # each refused upload's answer
     tokens: dict[str, str] = field(default_factory=dict)
     on_201: Callable[[Upload], None] | None = None
     _images: list[bytes] = field(default_factory=list)
@@ -341,6 +345,7 @@ class Traffic:
                 body = await r.read()
                 if r.status != 201:
                     self.refused += 1
+                    self.statuses[r.status] += 1
                     return
             got = orjson.loads(body)
             upload = Upload(got["activity"], got["id"], got["url"], user)
@@ -409,7 +414,16 @@ def _by_id(probe: Probe, rel_topic_suffix: str) -> list[dict[str, Any]]:
     return out
 
 
-def ledger_rows(db: Path) -> list[tuple[str, str, str, int]]:
+def ledger_rows(db: Path | Place) -> list[tuple[str, str, str, int]]:
+    """The points ledger's awards: a SQLite file, or the ledger's place (PostgreSQL)."""
+    if isinstance(db, Place):
+        ledger = Ledger(db).open()
+        try:
+            with ledger.db.transaction() as pg:
+                rows = pg.execute(text("SELECT cause, rule, person, points FROM awards"))
+                return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+        finally:
+            ledger.close()
     if not db.exists():
         return []
     conn = sqlite3.connect(db, timeout=30)
@@ -449,7 +463,7 @@ class Accounts:
         return all(r.lost == 0 for r in self.rows())
 
 
-def account_bus(traffic: Traffic, probe: Probe, points_db: Path, fault: str) -> Accounts:
+def account_bus(traffic: Traffic, probe: Probe, points_db: Path | Place, fault: str) -> Accounts:
     """Everything but the thumbnails' GETs (cheap: polled while waiting)."""
     manifest.load()  # the tweeter's topic, for ``_valid``
     # Points: the ledger is the truth. Its key (cause, rule) keeps an award single; the bus
@@ -524,13 +538,20 @@ async def account_thumbnails(traffic: Traffic, row: FaultRow, sizes: int = 2) ->
 
 
 async def settle(
-    traffic: Traffic, probe: Probe, points_db: Path, fault: str, timeout: float
+    traffic: Traffic,
+    probe: Probe,
+    points_db: Path | Place,
+    fault: str,
+    timeout: float,
+    tweets: bool = True,
 ) -> Accounts:
-    """Wait until every effect shows (or the time is up), then account."""
+    """Wait until every effect shows (or the time is up), then account. ``tweets=False``:
+    no tweeter runs, so none is waited for."""
     deadline = time.monotonic() + timeout
     while True:
         accounts = account_bus(traffic, probe, points_db, fault)
-        if accounts.complete or time.monotonic() > deadline:
+        wanted = accounts.rows() if tweets else accounts.rows()[:3]
+        if all(r.lost == 0 for r in wanted) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(1.0)  # a late duplicate would show by now

@@ -16,10 +16,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy
 
 from dovecote.project import PROJECT
+from dovecote.store import Place
 from dovecote_testing.gateway import DEMO_PASSWORD, signed_in, token_for
-from dovecote_testing.plugin import Probe, ServiceProcess, StartService
+from dovecote_testing.plugin import Databases, Probe, ServiceProcess, StartService
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -216,12 +218,18 @@ def demo_password_hash() -> str:
 
 
 def gateway_context(
-    hub: Any, base_url: str, data: Path, publish: Any = None, bus_up: bool = True
+    hub: Any,
+    base_url: str,
+    data: Path,
+    publish: Any = None,
+    bus_up: bool = True,
+    accounts: Place | None = None,
 ) -> Any:
     """A gateway's context for its web app run in a test's own event loop (no broker): real
     accounts with the demo people (``DEMO_PASSWORD``), a fresh session key; no notifier
     answers, so a page renders without its inbox (after 0.1 s). What it publishes is
-    collected: its link to the bus is up (``bus_up``: as the test says)."""
+    collected: its link to the bus is up (``bus_up``: as the test says). The accounts are in
+    ``data`` (a SQLite file), or in ``accounts`` (a place of ``databases``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from dovecote.link import Link
@@ -234,8 +242,8 @@ def gateway_context(
     from services.gateway.web import sessions
     from services.gateway.web.limits import Limits
 
-    accounts = People(data / "accounts.sqlite3").open()
-    accounts.seed(people.DEMO_PEOPLE, demo_password_hash())
+    store = People(accounts or Place.file(data / "accounts.sqlite3")).open()
+    store.seed(people.DEMO_PEOPLE, demo_password_hash())
     send = publish or (lambda entry, activity: None)
     key = sessions.new_key()
     link = Link()
@@ -243,7 +251,7 @@ def gateway_context(
         link.went_up()
     return Context(
         hub=hub,
-        people=accounts,
+        people=store,
         directory=Directory(base_url),
         publish=send,
         root="t",
@@ -269,7 +277,9 @@ class InProcessGateway:
 
 
 @contextlib.asynccontextmanager
-async def in_process_gateway(data: Path) -> AsyncIterator[InProcessGateway]:
+async def in_process_gateway(
+    data: Path, accounts: Place | None = None
+) -> AsyncIterator[InProcessGateway]:
     """``gateway_context`` served (no broker): what it publishes is collected in
     ``published`` as (topic pattern, activity). Closed with its sockets and accounts."""
     from aiohttp.test_utils import TestServer
@@ -281,7 +291,9 @@ async def in_process_gateway(data: Path) -> AsyncIterator[InProcessGateway]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     published: list[tuple[str, Any]] = []
-    ctx = gateway_context(Hub(), url, data, publish=lambda e, a: published.append((e.pattern, a)))
+    ctx = gateway_context(
+        Hub(), url, data, lambda e, a: published.append((e.pattern, a)), accounts=accounts
+    )
     server = TestServer(create_app(ctx), host="127.0.0.1", port=port)
     await server.start_server()
     try:
@@ -308,3 +320,16 @@ def start_poisoned_tally(
         **env,
     )
     return poison, db
+
+
+def kept(people: Any, databases: Databases) -> bytes:
+    """Everything the store keeps, as bytes: the files (the WAL too) on SQLite, every
+    row of every table on PostgreSQL."""
+    if databases.kind == "sqlite":
+        return b"".join(f.read_bytes() for f in databases.folder.glob("accounts.sqlite3*"))
+    with people.transaction() as conn:
+        tables = conn.execute(
+            sqlalchemy.text("SELECT tablename FROM pg_tables WHERE schemaname = 'accounts'")
+        ).scalars()
+        rows = [conn.execute(sqlalchemy.text(f"SELECT * FROM {t}")).all() for t in list(tables)]
+    return repr(rows).encode()

@@ -1,16 +1,15 @@
-"""Upload checks, the image store and thumbnails: pure functions on real image files."""
+"""Upload checks, image names and thumbnails: pure functions on real image files."""
 
 from __future__ import annotations
 
 import io
 import time
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from services.gateway.images import checks, intake
-from services.gateway.images.store import BadName, ImageStore, new_id, valid_id, valid_size
+from services.gateway.images.store import BadName, valid_id, valid_size
 from services.resizer import thumbnails
 from tests import imagefiles
 
@@ -101,24 +100,6 @@ def test_ids_with_path_tricks_are_refused(bad: str) -> None:
 def test_thumbnail_sizes_are_plain_numbers(bad: str) -> None:
     with pytest.raises(BadName):
         valid_size(bad)
-
-
-def test_the_store_writes_whole_files_and_finds_them(tmp_path: Path) -> None:
-    store = ImageStore(tmp_path).open()
-    image_id = new_id()
-    store.save_original(image_id, "jpg", b"bytes", {"id": f"http://x/images/{image_id}"})
-    found = store.original(image_id)
-    assert found is not None and found.media_type == "image/jpeg"
-    assert found.path.read_bytes() == b"bytes"
-    store.save_thumbnail(image_id, 128, "jpg", b"small")
-    store.save_thumbnail(image_id, 128, "webp", b"smaller")  # replaces, not beside
-    thumb = store.thumbnail(image_id, 128)
-    assert thumb is not None and thumb.media_type == "image/webp"
-    assert store.thumbnail_sizes(image_id) == [128]
-    assert [i["id"] for i in store.recent(5)] == [f"http://x/images/{image_id}"]
-    assert not [p for p in store.files() if p.name.startswith(".tmp")]
-    store.discard_original(image_id)
-    assert store.original(image_id) is None and store.recent(5) == []
 
 
 def _decode(thumb: thumbnails.Thumb) -> Image.Image:

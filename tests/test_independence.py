@@ -87,6 +87,8 @@ def modules_of(folder: Path, package: str) -> list[str]:
     for path in sorted(folder.glob("**/*.py")):
         if path.name.startswith("test_") or path.name == "__main__.py":
             continue
+        if not (path.parent / "__init__.py").exists():  # scripts, not modules: Alembic's
+            continue  # environment and revisions, which Alembic runs by path
         parts = path.relative_to(folder).with_suffix("").parts
         parts = parts[:-1] if parts[-1] == "__init__" else parts
         out.append(".".join((package, *parts)))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dovecote import activity as act
+from dovecote.store import Place
+from dovecote_testing.plugin import Databases
 from services.builder import topics as builder_topics
 from services.gateway import topics as gateway_topics
 from services.notifier import messages
 from services.notifier import topics as notifier_topics
+from services.notifier.inbox import Counts, InboxStore, Note
 from services.notifier.service import kept
 
 ADA = {
@@ -93,10 +99,11 @@ def test_build_summaries_speak_to_the_requester_and_about_them_to_others() -> No
 # --- the inbox (services/notifier/inbox.py) -------------------------------------------------
 
 
-def test_an_inbox_keeps_the_newest_once_each_and_reading_marks_up_to_one(tmp_path: Any) -> None:
-    from services.notifier.inbox import InboxStore
-
-    store = InboxStore(tmp_path / "inbox.sqlite3").open()
+def test_an_inbox_keeps_the_newest_once_each_and_reading_marks_up_to_one(
+    databases: Databases,
+) -> None:
+    where = databases.place("inbox")
+    store = InboxStore(where).open()
     for n in range(5):
         assert store.keep("grace", f"urn:uuid:{n}", b'{"n":%d}' % n, size=3)
     assert not store.keep("grace", "urn:uuid:4", b'{"n":4}', size=3)  # a redelivery: kept once
@@ -109,9 +116,61 @@ def test_an_inbox_keeps_the_newest_once_each_and_reading_marks_up_to_one(tmp_pat
     assert store.counts("grace").unread == 0
     assert store.counts("ada").unread == 1  # nobody else's
     store.close()
-    again = InboxStore(tmp_path / "inbox.sqlite3").open()  # a restart: still read
+    again = InboxStore(where).open()  # a restart (or another machine): still read
     assert (again.counts("grace").total, again.counts("grace").unread) == (3, 0)
     again.close()
+
+
+async def test_the_notes_of_one_turn_commit_together_and_the_inbox_stays_bounded(
+    databases: Databases,
+) -> None:
+    store = InboxStore(databases.place("inbox")).open()
+    try:
+        first = [Note("grace", f"urn:uuid:{n}", b"%d" % n) for n in range(4)]
+        again = [Note("grace", "urn:uuid:3", b"3"), Note("ada", "urn:uuid:a", b"a")]
+        news = await asyncio.gather(store.add(first, 3), store.add(again, 3))
+        assert list(news) == [[True] * 4, [False, True]] and store._group.commits == 1
+        assert store.newest("grace", 10) == [b"3", b"2", b"1"]
+        assert store.counts("ada") == Counts(1, 1)
+    finally:
+        store.close()
+
+
+# The inbox as 8d385c8 made it (services/notifier/inbox.py's SCHEMA).
+MADE_BY_8D385C8 = """
+CREATE TABLE IF NOT EXISTS notes (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    person TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    note   BLOB NOT NULL,
+    read   INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (person, id)
+);
+CREATE INDEX IF NOT EXISTS notes_person ON notes (person, seq);
+"""
+
+
+def test_an_inbox_made_by_8d385c8_is_adopted_nothing_lost(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(MADE_BY_8D385C8)
+    for n in range(4):
+        old.execute(
+            "INSERT INTO notes (person, id, note, read) VALUES ('grace', ?, ?, ?)",
+            (f"urn:uuid:{n}", b'{"n":%d}' % n, int(n < 2)),
+        )
+    old.commit()
+    old.close()
+    store = InboxStore(Place.file(path)).open()
+    try:
+        assert store.counts("grace") == Counts(4, 2)
+        assert store.newest("grace", 2) == [b'{"n":3}', b'{"n":2}']
+        assert not store.keep("grace", "urn:uuid:1", b"again", size=4)  # still known
+        assert store.keep("grace", "urn:uuid:4", b'{"n":4}', size=4)  # the oldest goes
+        assert store.newest("grace", 10)[-1] == b'{"n":1}'
+        assert store.mark_read("grace", "urn:uuid:3") == 2 and store.counts("grace").unread == 1
+    finally:
+        store.close()
 
 
 def test_a_follow_tells_the_person_followed() -> None:

@@ -4,13 +4,14 @@ tokens."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
+from dovecote_testing.plugin import Databases
 from services.gateway.accounts import credentials, people
 from services.gateway.accounts.credentials import Refused
 from services.gateway.accounts.people import People
+from tests.fixtures import kept
 
 
 def test_a_password_is_stored_as_argon2id_and_a_stranger_costs_as_much_as_a_wrong_one() -> None:
@@ -30,8 +31,8 @@ def test_a_password_is_stored_as_argon2id_and_a_stranger_costs_as_much_as_a_wron
             credentials.hash_password(bad)
 
 
-def test_seeding_creates_once_and_an_unfollow_survives_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "accounts.sqlite3"
+def test_seeding_creates_once_and_an_unfollow_survives_a_restart(databases: Databases) -> None:
+    path = databases.place("accounts")
     store = People(path).open()
     assert store.seed(people.DEMO_PEOPLE, "h1") == ["ada", "grace", "linus"]
     assert [p.id for p in store.followers("ada")] == ["grace", "linus"]
@@ -44,11 +45,13 @@ def test_seeding_creates_once_and_an_unfollow_survives_a_restart(tmp_path: Path)
     with pytest.raises(Refused, match="yourself"):
         store.follow("ada", "ada")
     assert store.follow("linus", "ada") and not store.follow("linus", "ada")
+    with pytest.raises(Refused, match="no such person 'nobody'"):
+        store.follow("linus", "nobody")
     store.close()
 
 
-def test_names_are_checked_and_taken_names_refused(tmp_path: Path) -> None:
-    store = People(tmp_path / "a.sqlite3").open()
+def test_names_are_checked_and_taken_names_refused(databases: Databases) -> None:
+    store = People(databases.place("accounts")).open()
     store.add("kim", "  Kim\u202e  Lee\t", "h")
     assert store.get("kim") == credentials.Person("kim", "Kim Lee")  # bidi override gone
     for bad in ("Kim", "../kim", "", "a b", "x" * 65):
@@ -62,15 +65,15 @@ def test_names_are_checked_and_taken_names_refused(tmp_path: Path) -> None:
 
 
 def test_a_token_finds_its_person_until_revoked_and_only_its_digest_is_kept(
-    tmp_path: Path,
+    databases: Databases,
 ) -> None:
-    store = People(tmp_path / "a.sqlite3").open()
+    store = People(databases.place("accounts")).open()
     store.add("kim", "Kim", "h")
     record, token = store.new_token("kim", "laptop")
     assert token.startswith(f"dct_{record.id}_")
     assert store.by_token(token) == credentials.Person("kim", "Kim")
     secret = token.split("_", 2)[2]  # the secret may hold "_" itself (url-safe base64)
-    stored = b"".join(f.read_bytes() for f in tmp_path.glob("a.sqlite3*"))  # the WAL too
+    stored = kept(store, databases)  # the WAL too
     assert record.id.encode() in stored and secret.encode() not in stored
     assert store.by_token(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
     assert store.by_token("dct_nothing") is None

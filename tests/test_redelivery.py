@@ -19,6 +19,7 @@ import pytest
 
 from dovecote import activity as act
 from dovecote import letters, redelivery
+from dovecote.store import Place
 from dovecote_testing.plugin import MemoryBus, Probe, StartService, TestBroker
 from services.points.ledger import Ledger
 from services.points.service import Points
@@ -152,7 +153,7 @@ async def test_points_refuses_forged_altered_and_replayed_letters_and_awards_not
         assert why in letter["summary"], (why, letter["summary"])
         assert letter["object"]["content"] == act.encode(forged).decode()
     awards = probe.on("events/points/awarded")
-    ledger = Ledger(points_db).open()
+    ledger = Ledger(Place.file(points_db)).open()
     try:
         awarded = ledger.count()
     finally:

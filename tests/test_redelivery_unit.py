@@ -1,7 +1,10 @@
-"""The redelivery key and record (``dovecote.redelivery``), without a broker."""
+"""The redelivery key and record (``dovecote.redelivery``), without a broker: in files, and
+in the shared database (``databases``); a record made by 8d385c8 adopted."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -11,6 +14,10 @@ import pytest
 from dovecote import activity as act
 from dovecote import letters, redelivery
 from dovecote.config import ConfigError, Settings
+from dovecote.dedupe import SeenIds
+from dovecote.mqtt import Message
+from dovecote.store import Place
+from dovecote_testing.plugin import Databases
 
 POINTS = act.service("points")
 TOPIC = "dovecote/events/image/created"
@@ -81,3 +88,93 @@ def test_a_letter_is_claimed_once_and_the_record_outlives_the_worker(tmp_path: P
     assert again.claim("urn:uuid:letter", "urn:uuid:third") == "urn:uuid:first"
     assert again.claim("urn:uuid:other", "urn:uuid:third") is None
     again.close()
+
+
+def test_with_a_database_the_key_and_record_are_one_for_every_machine(
+    databases: Databases, tmp_path: Path
+) -> None:
+    """Two machines (their own data folders): with DATABASE_URL the first worker's key is
+    every worker's, and a letter claimed on one is claimed on the other; without it, each
+    machine has its file (today's behaviour: copy the key by hand)."""
+    a = settings(tmp_path / "a", **databases.env)
+    b = settings(tmp_path / "b", **databases.env)
+    shared = databases.kind == "postgresql"
+    key_a = redelivery.load_key(a, "points-next")
+    assert len(key_a) == 64 and redelivery.load_key(a, "points-next") == key_a
+    assert (redelivery.load_key(b, "points-next") == key_a) is shared
+    assert redelivery.load_key(b, "points") != key_a  # a key per service
+    assert (tmp_path / "a" / "redelivery" / "points-next.key").exists() is not shared
+    on_a, on_b = (redelivery.Seal.for_service(s, "points-next") for s in (a, b))
+    try:
+        assert on_a.claim("urn:uuid:letter", "urn:uuid:first") is None
+        assert on_b.claim("urn:uuid:letter", "urn:uuid:second") == (
+            "urn:uuid:first" if shared else None
+        )
+    finally:
+        on_a.close()
+        on_b.close()
+
+
+def test_a_key_kept_in_the_database_is_the_first_writer_s(databases: Databases) -> None:
+    first = redelivery.Record(databases.place("redelivery_x"), "redelivery_x").open()
+    second = redelivery.Record(databases.place("redelivery_x"), "redelivery_x").open()
+    try:
+        key = first.key()
+        assert second.key() == key and first.key() == key and len(key) == 64
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_record_made_by_8d385c8_is_adopted(tmp_path: Path) -> None:
+    path = tmp_path / "redelivery" / "points.redelivered.sqlite3"
+    path.parent.mkdir()
+    old = sqlite3.connect(path)
+    old.executescript(  # dovecote/redelivery.py's SCHEMA at 8d385c8
+        """
+        CREATE TABLE IF NOT EXISTS redelivered (
+            letter  TEXT PRIMARY KEY,
+            command TEXT NOT NULL,
+            at      TEXT NOT NULL
+        );
+        INSERT INTO redelivered VALUES ('urn:uuid:letter', 'urn:uuid:first', '2026-12-01');
+        """
+    )
+    old.commit()
+    old.close()
+    seal = redelivery.Seal.for_service(settings(tmp_path), "points")
+    try:
+        assert seal.claim("urn:uuid:letter", "urn:uuid:second") == "urn:uuid:first"
+        assert seal.claim("urn:uuid:other", "urn:uuid:second") is None
+    finally:
+        seal.close()
+    record = redelivery.Record(Place.file(path)).open()
+    try:
+        assert record.claim("urn:uuid:other", "urn:uuid:third") == "urn:uuid:second"
+    finally:
+        record.close()
+
+
+def test_with_its_database_out_of_reach_a_letter_is_not_run_and_stays_replayable(
+    tmp_path: Path,
+) -> None:
+    """The record cannot say whether the letter ran before: it is not run now, the command
+    is parked with the reason, and the letter is left unclaimed for a later replay."""
+    root = "t"
+    key = b"k" * 64
+    gone = Place.postgres("postgresql://dovecote@127.0.0.1:1/dovecote", "redelivery_points")
+    seal = redelivery.Seal("points", key, redelivery.Record(gone, "redelivery_points"))
+    topic = f"{root}/events/image/created"
+    payload = act.encode(act.new("Create", POINTS, {"type": "Note", "content": "x"}))
+    flag = letters.letter(POINTS, topic, payload, "why", 1, 65536, seal.sign)
+    undo = act.new("Undo", act.service("deadletters"), act.to_json(flag))
+    mine = redelivery.Redeliveries(
+        "points", root, seal, SeenIds(), lambda t: t == topic, logging.getLogger("test")
+    )
+    message = Message(mine.topic, act.encode(undo), 1, False, 1)
+    try:
+        refused = mine.unpark(message)
+    finally:
+        seal.close()
+    assert isinstance(refused, str) and "not redelivered now" in refused, refused
+    assert "redelivery_points store is unavailable" in refused

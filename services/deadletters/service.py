@@ -6,10 +6,11 @@
 | commands/deadletters/list, commands/deadletters/replay | replies/deadletters/{request} |
 
 A letter parked while no operator was watching is not lost: this service's persistent
-session queues it while the service is down, and the store (``DEADLETTERS_DB``, SQLite)
-keeps it until an operator looks (``dovecote deadletter list``), within its bounds: at
-most ``DEADLETTERS_MAX_BYTES`` of letters, none older than ``DEADLETTERS_MAX_AGE_SECONDS``;
-past either the oldest go first, each drop logged and counted (``dropped_*_total``).
+session queues it while the service is down, and the store (``store.py``:
+``DEADLETTERS_DB``, a SQLite file, or the shared ``DATABASE_URL``) keeps it until an operator
+looks (``dovecote deadletter list``), within its bounds: at most ``DEADLETTERS_MAX_BYTES``
+of letters, none older than ``DEADLETTERS_MAX_AGE_SECONDS``; past either the oldest go
+first, each drop logged and counted (``dropped_*_total``).
 
 A replay goes back to the one service that parked the letter, on its own command topic
 (``commands/<service>/redeliver``), never to the original topic: the other subscribers of
@@ -24,14 +25,14 @@ import contextlib
 import time
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 
 import msgspec
 
 from dovecote import Bus, Delivery, Service, handles, topics
 from dovecote import activity as act
 from dovecote.config import Settings
-from services.deadletters.store import Dropped, Letter, Store
+from dovecote.store import place
+from services.deadletters.store import DeadLetterStore, Dropped, Letter
 
 REPLAY_ALL_LIMIT = 1000  # letters one `replay --all` sends back
 MAX_BYTES = 64 * 1024**2  # DEADLETTERS_MAX_BYTES: a flood of junk fills this, not the disk
@@ -41,14 +42,21 @@ KEPT = msgspec.json.Decoder(act.DeadLetter)  # a letter as its service parked it
 
 class DeadLetters(Service):
     name = "deadletters"
-    eager_handlers = True  # SQLite is synchronous: handlers never suspend
+    # A letter's handler starts at once and waits only for its commit, shared with the
+    # other letters of the same read (store.py).
+    eager_handlers = True
 
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
-        path = settings.get_str("DEADLETTERS_DB", str(settings.data_dir / "deadletters.sqlite3"))
         max_bytes = settings.get_int("DEADLETTERS_MAX_BYTES", MAX_BYTES, 65536, 2**40)
         max_age = settings.get_int("DEADLETTERS_MAX_AGE_SECONDS", MAX_AGE, 1, 10 * 365 * 86400)
-        self.store = Store(Path(path), max_bytes, max_age)
+        where = place(
+            settings,
+            DeadLetterStore.name,
+            "DEADLETTERS_DB",
+            settings.data_dir / "deadletters.sqlite3",
+        )
+        self.store = DeadLetterStore(where, max_bytes, max_age)
         self.dropped = {"bytes": 0, "age": 0}  # since this worker started
         self._expiry: asyncio.Task[None] | None = None
 
@@ -57,7 +65,7 @@ class DeadLetters(Service):
         held, size = self.store.held()
         self.log.info(
             "dead-letter store %s: %d letters, %d bytes (at most %d bytes, %d s each)",
-            self.store.path,
+            self.store.place.shown,
             held,
             size,
             self.store.max_bytes,
@@ -116,7 +124,7 @@ class DeadLetters(Service):
     @handles(topics.DEADLETTER)
     async def on_letter(self, letter: act.DeadLetter, delivery: Delivery) -> None:
         parked = letter.object
-        kept, dropped = self.store.keep(
+        kept, dropped = await self.store.add(
             Letter(
                 id=letter.id,
                 service=delivery.params["service"],

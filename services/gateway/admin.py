@@ -6,7 +6,7 @@
     dovecote admin gateway signout alice              # end every sign-in (a lost laptop)
     dovecote admin gateway list                       # who has an account, who operates
 
-It opens the accounts store the gateway uses (``ACCOUNTS_DB``, else
+It opens the accounts store the gateway uses (``DATABASE_URL``, else ``ACCOUNTS_DB``, else
 ``$DOVECOTE_DATA_DIR/accounts.sqlite3``), so run it with the gateway's environment. What it
 changes counts at once for every request; the sockets of sign-ins it ends are closed by each
 gateway within ``SIGNIN_SWEEP`` seconds (60).
@@ -19,9 +19,9 @@ import argparse
 import getpass
 import secrets
 import sys
-from pathlib import Path
 
 from dovecote.config import ConfigError, Settings
+from dovecote.errors import StoreUnavailable
 from services.gateway.accounts import credentials
 from services.gateway.accounts.credentials import Refused
 from services.gateway.accounts.people import People
@@ -30,8 +30,7 @@ ADMIN = "dovecote admin gateway"  # also who made an invitation made here
 
 
 def open_store(settings: Settings) -> People:
-    default = settings.data_dir / "accounts.sqlite3"
-    return People(Path(settings.get_str("ACCOUNTS_DB", str(default)))).open()
+    return People.of(settings).open()
 
 
 def read_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -117,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{ADMIN}: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        print(f"{ADMIN}: {exc}; try again when it is back", file=sys.stderr)
+        return 1
     try:
         if args.command == "add":
             return cmd_add(store, args)

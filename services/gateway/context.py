@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -39,6 +40,9 @@ class Images:
     service_token: str | None  # None: thumbnail uploads are refused (503)
     pool: Executor  # Pillow and file I/O run here, off the event loop
     budget: MemoryBudget  # what decoding in ``pool`` may hold at once (IMAGE_DECODE_BUDGET_BYTES)
+    # RATE_UPLOADS_PERSON when it is kept in the shared store (DATABASE_URL), not in memory:
+    # (person) -> 0, or the seconds to wait. Blocks: call it in ``pool``.
+    allowance: Callable[[str], float] | None = None
 
 
 @dataclass

@@ -28,7 +28,6 @@ import os
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import orjson
 from aiohttp import web
@@ -50,7 +49,7 @@ from services.gateway.bus.questions import Questions
 from services.gateway.context import FEED_SIZE, Context, Images
 from services.gateway.images import checks
 from services.gateway.images.budget import DECODE_BUDGET, MemoryBudget
-from services.gateway.images.store import ImageStore
+from services.gateway.images.placement import image_store, shared_allowance
 from services.gateway.operations.telemetry import Fleet
 from services.gateway.operations.toolkit import (
     ASK_TIMEOUT,
@@ -102,19 +101,17 @@ class Gateway(Service):
         self.hub = Hub(settings.get_int("GATEWAY_REPLAY_BYTES", REPLAY_BYTES, 0, 1024**3))
         self.feed: deque[bytes] = deque(maxlen=FEED_SIZE)  # what a page's feed is drawn with
         self.directory = Directory(settings.public_url)
-        self.people = People(
-            Path(settings.get_str("ACCOUNTS_DB", str(settings.data_dir / "accounts.sqlite3")))
-        )
+        self.people = People.of(settings)
         self.signup = invites.signup_mode(settings.env.get("SIGNUP", "open"))
         self.sweep_every = settings.get_float("SIGNIN_SWEEP", signouts.SWEEP_EVERY, 1.0, 3600.0)
         self.header_timeout = settings.get_float("HTTP_HEADER_TIMEOUT", 15.0, 0.5, 3600.0)
         key = settings.env.get("DOVECOTE_SESSION_KEY", "").strip()
-        if not key:
+        if not key and not self.people.place.shared:
             raise ConfigError(
                 "DOVECOTE_SESSION_KEY is not set: sessions are encrypted with it (`make run` "
                 "makes one; see deploy/dovecote.env.example)"
             )
-        self.session_key = sessions.check_key(key)
+        self.session_key = sessions.check_key(key) if key else ""  # or the store's: below
         self.session_max_age = settings.get_int("SESSION_MAX_AGE", 14 * 86400, 60, 366 * 86400)
         self.demo_password = settings.env.get("DEMO_PASSWORD", "")
         if self.demo_password:
@@ -137,6 +134,10 @@ class Gateway(Service):
         )
         self.traces = self.ops.traces
         self._check_operators()
+        if not self.session_key:  # DATABASE_URL: one key for every gateway, made by the first
+            self.session_key = sessions.check_key(
+                self.people.shared_key(sessions.SHARED_KEY, sessions.new_key)
+            )
         self.runner: web.AppRunner | None = None
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="img")
         max_pixels = settings.get_int("IMAGE_MAX_PIXELS", 40_000_000, 1, 1_000_000_000)
@@ -148,10 +149,9 @@ class Gateway(Service):
         # IMAGE_MAX_DECODED_BYTES must fit in it alone (issue 21).
         budget = settings.get_int("IMAGE_DECODE_BUDGET_BYTES", DECODE_BUDGET, max_decoded, 2**40)
         heap.return_large_blocks()  # a decoded image's memory goes back when it is freed
+        store = image_store(settings)
         self.images = Images(
-            store=ImageStore(
-                Path(settings.get_str("IMAGES_DIR", str(settings.data_dir / "images")))
-            ),
+            store=store,
             public_url=settings.public_url,
             max_bytes=settings.get_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, 1024, 1024**3),
             max_pixels=max_pixels,
@@ -159,6 +159,7 @@ class Gateway(Service):
             service_token=settings.env.get("DOVECOTE_SERVICE_TOKEN", "").strip() or None,
             pool=self.pool,
             budget=MemoryBudget(budget),
+            allowance=shared_allowance(store, self.limits),
         )
 
     def _check_operators(self) -> None:
@@ -365,3 +366,4 @@ class Gateway(Service):
             await self.runner.cleanup()
         else:  # never served: the accounts store was opened for the operators' check
             self.people.close()
+        self.images.store.close()

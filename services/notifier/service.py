@@ -11,14 +11,13 @@
 Followers are not on the bus: the notifier GETs the actor's ``followers`` collection from
 the gateway's user directory, every time (a follow made a second ago counts).
 
-It owns the notifications, so it keeps each person's inbox (``inbox.py``, ``INBOX_DB``): the
-last ``INBOX_SIZE``, stored before they are published, so a page rendered after a
-notification was sent shows it, and what was read stays read across restarts.
+It owns the notifications, so it keeps each person's inbox (``inbox.py``: ``INBOX_DB``, a
+SQLite file, or the shared ``DATABASE_URL``): the last ``INBOX_SIZE``, stored before they are
+published, so a page rendered after a notification was sent shows it, and what was read stays
+read across restarts. The notifications of one read of the socket commit together.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import msgspec
 
@@ -30,7 +29,7 @@ from services.builder import topics as builder_topics
 from services.gateway import topics as gateway_topics
 from services.notifier import messages
 from services.notifier import topics as notifier_topics
-from services.notifier.inbox import InboxStore
+from services.notifier.inbox import InboxStore, Note
 
 KEPT = msgspec.json.Decoder(
     notifier_topics.Notification
@@ -49,8 +48,7 @@ class Notifier(Service):
     def __init__(self, bus: Bus, settings: Settings) -> None:
         super().__init__(bus, settings)
         self.gateway = Resources(settings.public_url)
-        path = settings.get_str("INBOX_DB", str(settings.data_dir / "inbox.sqlite3"))
-        self.inbox = InboxStore(Path(path))
+        self.inbox = InboxStore.at(settings, "INBOX_DB", settings.data_dir / "inbox.sqlite3")
         self.inbox_size = settings.get_int("INBOX_SIZE", 50, 1, 200)
 
     async def setup(self) -> None:
@@ -63,8 +61,8 @@ class Notifier(Service):
 
     @handles(gateway_topics.IMAGE_CREATED)
     async def on_image_created(self, activity: gateway_topics.ImageCreated, _: Delivery) -> None:
-        for person in await self.followers(activity.actor):
-            self.send(person, activity, messages.image_summary(activity))
+        people = await self.followers(activity.actor)
+        await self.send(activity, [(p, messages.image_summary(activity)) for p in people])
 
     @handles(builder_topics.BUILD_SUCCEEDED, builder_topics.BUILD_FAILED)
     async def on_build_finished(self, activity: builder_topics.BuildUpdated, _: Delivery) -> None:
@@ -74,12 +72,14 @@ class Notifier(Service):
             self.log.info("%s has nobody to tell [context=%s]", build.name, activity.context)
             return
         # The person who asked hears how it went, and so do their followers.
-        for person in [requester, *await self.followers(requester)]:
-            self.send(person, activity, messages.build_summary(build, requester, person))
+        people = [requester, *await self.followers(requester)]
+        await self.send(
+            activity, [(p, messages.build_summary(build, requester, p)) for p in people]
+        )
 
     @handles(gateway_topics.PERSON_FOLLOWED)
     async def on_followed(self, activity: gateway_topics.Followed, _: Delivery) -> None:
-        self.send(activity.object, activity, messages.follow_summary(activity))
+        await self.send(activity, [(activity.object, messages.follow_summary(activity))])
 
     @handles(gateway_topics.INBOX_VIEW)
     async def on_view(self, command: gateway_topics.ViewInbox, _: Delivery) -> None:
@@ -140,14 +140,22 @@ class Notifier(Service):
         except ValueError as exc:
             raise Unprocessable(f"{person.followers}: {exc}") from None
 
-    def send(self, person: act.Actor, cause: act.Activity, summary: str) -> None:
-        user = messages.username(person)
-        if user is None:
-            self.log.warning("%s has no valid user id; not notified", person.id)
+    async def send(self, cause: act.Activity, told: list[tuple[act.Actor, str]]) -> None:
+        """Notify each person of ``cause`` with its summary."""
+        notes: list[tuple[str, notifier_topics.Notification]] = []
+        for person, summary in told:
+            user = messages.username(person)
+            if user is None:
+                self.log.warning("%s has no valid user id; not notified", person.id)
+                continue
+            notes.append((user, messages.notification(self.bus.actor, person, cause, summary)))
+        if not notes:
             return
-        note = messages.notification(self.bus.actor, person, cause, summary)
-        # Kept before it is published: a page rendered from now on lists it. A redelivered
-        # cause makes the same id, which is kept once (and published again: subscribers skip).
-        self.inbox.keep(user, note.id, act.encode(note), self.inbox_size)
-        self.bus.publish(notifier_topics.NOTIFICATION, note, user=user)
-        self.log.info("notified %s: %s [context=%s]", user, summary, note.context)
+        # Kept before they are published: a page rendered from now on lists them. A
+        # redelivered cause makes the same ids, kept once (and published again: subscribers
+        # skip them).
+        kept = [Note(user, note.id, act.encode(note)) for user, note in notes]
+        await self.inbox.add(kept, self.inbox_size)
+        for user, note in notes:
+            self.bus.publish(notifier_topics.NOTIFICATION, note, user=user)
+            self.log.info("notified %s: %s [context=%s]", user, note.summary, note.context)

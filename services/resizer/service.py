@@ -5,9 +5,13 @@
 | events/image/created | events/image/resized |
 
 The image's bytes never travel on the bus: the resizer GETs the original by its URL and
-PUTs each thumbnail to ``<url>/thumbnails/<size>`` with the service credential. A URL
-outside the gateway, a 4xx, or bytes that are not an image are ``Unprocessable``: the
-message is dead-lettered at once with the reason and the resizer goes on.
+PUTs each thumbnail to ``<url>/thumbnails/<size>`` with the service credential, so any
+resizer worker on any machine can do any image (the gateway keeps the bytes, in files or
+in the shared database). A URL outside the gateway, a 4xx, or bytes that are not an image
+are ``Unprocessable``: the message is dead-lettered at once with the reason and the resizer
+goes on. A gateway that still answers 503 with ``Retry-After`` after the retries (its
+database is down, say) makes the handler raise ``StoreUnavailable``: the message waits,
+unacknowledged, until the gateway serves again; it is never parked for that.
 
 Decoding is budgeted (issue 11): an image whose decoded pixels would take more than
 ``IMAGE_MAX_DECODED_BYTES`` is refused from its header, unread; one under that but over
@@ -28,7 +32,8 @@ from PIL import Image
 from dovecote import Bus, Delivery, Service, Unprocessable, handles
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
-from dovecote.resources import Resources
+from dovecote.errors import StoreUnavailable
+from dovecote.resources import Resources, Transient
 from services.gateway import topics as gateway_topics
 from services.resizer import thumbnails
 from services.resizer import topics as resizer_topics
@@ -91,6 +96,14 @@ class Resizer(Service):
 
     @handles(gateway_topics.IMAGE_CREATED)
     async def on_image_created(self, activity: gateway_topics.ImageCreated, _: Delivery) -> None:
+        try:
+            await self._resize(activity)
+        except Transient as exc:
+            if exc.come_back:
+                raise StoreUnavailable(f"the gateway asks to come back: {exc}") from None
+            raise
+
+    async def _resize(self, activity: gateway_topics.ImageCreated) -> None:
         image = activity.object
         longest = max(self.sizes)
         claimed = thumbnails.estimate(image.width, image.height, image.mediaType, longest)

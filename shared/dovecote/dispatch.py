@@ -17,7 +17,8 @@
    (acknowledged with it); a *different* activity under an id remembered on this topic is
    parked (``Seen``);
 7. the handler runs (eagerly where the service allows it); it raises: retried with backoff,
-   then parked; ``Unprocessable``: parked at once;
+   then parked; ``Unprocessable``: parked at once; ``StoreUnavailable`` (its database is
+   out of reach): retried until it is back, never parked, the message unacknowledged;
 8. acknowledged: only now, so a worker killed mid-handler gets the message again.
 
 Every message ends in one place (``Dispatcher.finish``): parked if it is to be, remembered
@@ -40,7 +41,7 @@ from dovecote import topics
 from dovecote.config import Settings
 from dovecote.dedupe import Seen, SeenIds, fingerprint
 from dovecote.eager import finish as resume
-from dovecote.errors import InvalidActivity, Unprocessable
+from dovecote.errors import InvalidActivity, StoreUnavailable, Unprocessable
 from dovecote.metrics import Meter
 from dovecote.mqtt import Message
 from dovecote.redelivery import Redeliveries, Seal
@@ -48,6 +49,7 @@ from dovecote.routes import Binding, Call, Routes
 from dovecote.service import Delivery, Handler, inbox
 
 RETRY_DELAY = 0.2  # seconds before the 2nd attempt, doubling after
+STORE_RETRY_MAX = 5.0  # seconds between tries while a handler's database is out of reach
 
 Ack = Callable[[int, int], None]  # mid, qos
 Park = Callable[[str, bytes, str, int], None]  # topic, payload, reason, attempts
@@ -214,50 +216,11 @@ class Dispatcher:
                 else:
                     await first
             except Exception as exc:
-                letter = await self._retry(handler, activity, delivery, msg, exc)
+                letter = await retried(self, handler, activity, delivery, msg.topic, exc)
                 if letter is not None:
                     letters.append(letter)
             first = None
         self.finish(msg, key, print_, started, letters)
-
-    async def _retry(
-        self, handler: Handler, activity: Any, delivery: Delivery, msg: Message, error: Exception
-    ) -> Letter | None:
-        """Try a failed handler again, with backoff; past the limit: the letter to park.
-
-        ``Unprocessable`` is parked at once: no retry can fix it.
-        """
-        name = getattr(handler, "__name__", handler)
-        attempts, delay = 1, RETRY_DELAY
-        while attempts < self.settings.handler_attempts and not isinstance(error, Unprocessable):
-            self.log.warning(
-                "handler %s failed on %s (attempt %d): %r [context=%s]",
-                name,
-                msg.topic,
-                attempts,
-                error,
-                getattr(activity, "context", None),
-            )
-            await asyncio.sleep(delay)
-            delay *= 2
-            attempts += 1
-            self.meter.retries += 1
-            try:
-                await handler(activity, delivery)
-            except Exception as exc:
-                error = exc
-            else:
-                return None
-        self.log.error(
-            "handler %s failed %d times on %s; dead-lettered: %r [context=%s]",
-            name,
-            attempts,
-            msg.topic,
-            error,
-            getattr(activity, "context", None),
-        )
-        unfixable = isinstance(error, Unprocessable)
-        return (str(error) if unfixable else f"handler {name} failed: {error!r}", attempts)
 
     # --- the end of a message ----------------------------------------------------------
 
@@ -305,3 +268,76 @@ class Dispatcher:
         if retained:
             self.retained_tasks.add(task)
             task.add_done_callback(self.retained_tasks.discard)
+
+
+async def retried(
+    d: Dispatcher, handler: Handler, activity: Any, delivery: Delivery, topic: str, error: Exception
+) -> Letter | None:
+    """Try a failed handler again, with backoff; past the limit: the letter to park.
+
+    ``Unprocessable`` is parked at once: no retry can fix it. ``StoreUnavailable`` is tried
+    until its database is back (``_until_stored``), and counts no attempt.
+    """
+    name = getattr(handler, "__name__", handler)
+    attempts, delay = 1, RETRY_DELAY
+    if isinstance(error, StoreUnavailable):
+        after = await _until_stored(handler, activity, delivery, error, d.log, d.meter)
+        if after is None:
+            return None
+        error = after
+    while attempts < d.settings.handler_attempts and not isinstance(error, Unprocessable):
+        d.log.warning(
+            "handler %s failed on %s (attempt %d): %r [context=%s]",
+            name,
+            topic,
+            attempts,
+            error,
+            getattr(activity, "context", None),
+        )
+        await asyncio.sleep(delay)
+        delay *= 2
+        attempts += 1
+        d.meter.retries += 1
+        try:
+            await handler(activity, delivery)
+        except Exception as exc:
+            error = exc
+        else:
+            return None
+    d.log.error(
+        "handler %s failed %d times on %s; dead-lettered: %r [context=%s]",
+        name,
+        attempts,
+        topic,
+        error,
+        getattr(activity, "context", None),
+    )
+    unfixable = isinstance(error, Unprocessable)
+    return (str(error) if unfixable else f"handler {name} failed: {error!r}", attempts)
+
+
+async def _until_stored(
+    handler: Handler,
+    activity: Any,
+    delivery: Delivery,
+    error: Exception,
+    log: logging.Logger,
+    meter: Meter,
+) -> Exception | None:
+    """Run a handler again while its database is out of reach: nothing was stored and
+    nothing is wrong with the message, so it waits as long as it takes (unacknowledged:
+    the broker holds the rest of the stream). None: it ran; else its next, other error."""
+    name = getattr(handler, "__name__", handler)
+    delay = RETRY_DELAY
+    while isinstance(error, StoreUnavailable):
+        log.warning("handler %s waits for its store: %s", name, error)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, STORE_RETRY_MAX)
+        meter.retries += 1
+        try:
+            await handler(activity, delivery)
+        except Exception as exc:
+            error = exc
+        else:
+            return None
+    return error

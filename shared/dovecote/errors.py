@@ -38,3 +38,11 @@ class Unprocessable(DovecoteError):
 
 class InvalidLetter(DovecoteError, ValueError):
     """A dead letter that cannot be sent back as it is (cut short, damaged, foreign)."""
+
+
+class StoreUnavailable(DovecoteError, RuntimeError):
+    """A store's database cannot be reached now (down, restarting, locked past its timeout).
+
+    Nothing was stored. The runtime keeps the message unacknowledged and tries its handler
+    again until the database is back; the gateway answers 503 with Retry-After.
+    """

@@ -9,16 +9,21 @@ So a service runs only what it parked itself, and each letter once:
   HMAC-SHA256 over the service's name, the letter's id, the original topic and the whole
   original payload (``signature`` on the ``Flag``); a letter forged, or with its payload or
   topic altered, fails the check;
-- **once**: the first redelivery of a letter is recorded (SQLite, beside the key) before it
-  runs; a second one, from another replay command, is refused. A copy of the same command
-  (the broker's redelivery of it) is skipped as a repeat.
+- **once**: the first redelivery of a letter is recorded before it runs; a second one,
+  from another replay command, is refused. A copy of the same command (the broker's
+  redelivery of it) is skipped as a repeat.
 
-The key: ``DOVECOTE_REDELIVERY_KEY`` when set (32 characters or more), else the file
+The record: a SQLite file beside the key (``<service>.redelivered.sqlite3``), or with
+``DATABASE_URL`` the service's own schema there (``redelivery_<service>``,
+``dovecote.store.names``), shared by its workers on every machine.
+
+The key: ``DOVECOTE_REDELIVERY_KEY`` when set (32 characters or more). Else, with
+``DATABASE_URL``, the one in the service's schema: the first worker to start makes it, every
+other worker on every machine reads it (nothing to copy). Else the file
 ``<DOVECOTE_REDELIVERY_DIR>/<service>.key`` (default ``<DOVECOTE_DATA_DIR>/redelivery/``),
 made on first use with 64 random hex digits, mode 0600, and shared by the service's
-workers on this machine. Workers of one service on several machines need the same key: the
-same file copied to each, or the same variable in each one's environment
-(docs/operating.md).
+workers on this machine: on several machines without a database, the same file copied to
+each, or the same variable in each one's environment (docs/operating.md).
 """
 
 from __future__ import annotations
@@ -32,26 +37,33 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import text
+
 from dovecote import activity as act
 from dovecote import letters, topics
 from dovecote.config import ConfigError, Settings
 from dovecote.dedupe import SeenIds
-from dovecote.errors import InvalidActivity, InvalidLetter
+from dovecote.errors import InvalidActivity, InvalidLetter, StoreUnavailable
 from dovecote.mqtt import Message
-from dovecote.sqlite import SqliteFile
+from dovecote.store import Place, Store, place
+from dovecote.store.names import schema_for
 
 log = logging.getLogger("dovecote.redelivery")
 
 MIN_KEY = 32  # characters: a key from the environment shorter than this is refused
 VERSION = b"dovecote-letter-1"  # what is signed, and how: bump it to change either
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS redelivered (
-    letter  TEXT PRIMARY KEY,   -- the Flag's id
-    command TEXT NOT NULL,      -- the redelivery command that ran it
-    at      TEXT NOT NULL
-);
-"""
+CLAIM = text(
+    "INSERT INTO redelivered (letter, command, at) VALUES (:letter, :command, :at) "
+    "ON CONFLICT (letter) DO NOTHING"
+)
+CLAIMED_BY = text("SELECT command FROM redelivered WHERE letter = :letter")
+# The first worker's key wins; every other one reads it back.
+MAKE_KEY = text(
+    "INSERT INTO redelivery_key (one, secret, made_at) VALUES (1, :secret, :at) "
+    "ON CONFLICT (one) DO NOTHING"
+)
+THE_KEY = text("SELECT secret FROM redelivery_key WHERE one = 1")
 
 
 def folder(settings: Settings) -> Path:
@@ -59,12 +71,20 @@ def folder(settings: Settings) -> Path:
 
 
 def load_key(settings: Settings, service: str) -> bytes:
-    """The service's key: from the environment, else its file (made now if there is none)."""
+    """The service's key: from the environment, else from the shared database, else its
+    file (made now, in either, if there is none)."""
     given = settings.get_str("DOVECOTE_REDELIVERY_KEY", "")
     if given:
         if len(given) < MIN_KEY:
             raise ConfigError(f"DOVECOTE_REDELIVERY_KEY must be {MIN_KEY} characters or more")
         return given.encode()
+    record = Record.for_service(settings, service)
+    if record.place.shared:
+        record.open()
+        try:
+            return record.key()
+        finally:
+            record.close()
     path = folder(settings) / f"{service}.key"
     if not path.exists():
         _make_key(path)
@@ -108,40 +128,59 @@ def signature(key: bytes, service: str, letter_id: str, topic: str, payload: byt
     return mac.hexdigest()
 
 
-class Record(SqliteFile):
-    """The letters this service has redelivered (one file per service and machine)."""
+class Record(Store):
+    """The letters this service has redelivered (a file per service and machine, or the
+    service's schema of the shared database), and there its key."""
 
-    schema = SCHEMA
+    name = "redelivery"
+    migrations = Path(__file__).with_name("migrations") / "redelivery"
+
+    def __init__(self, where: Place, name: str = "redelivery") -> None:
+        super().__init__(where)
+        self.name = name
+
+    @classmethod
+    def for_service(cls, settings: Settings, service: str) -> Record:
+        schema = schema_for("redelivery", service)
+        default = folder(settings) / f"{service}.redelivered.sqlite3"
+        return cls(place(settings, schema, None, default), schema)
 
     def claim(self, letter_id: str, command_id: str) -> str | None:
         """None: the letter is now recorded as redelivered by ``command_id``. Else the id of
         the command that redelivered it before."""
-        done = self.db.execute(
-            "INSERT INTO redelivered (letter, command, at) VALUES (?, ?, ?) "
-            "ON CONFLICT (letter) DO NOTHING",
-            (letter_id, command_id, act.now()),
-        ).rowcount
-        if done:
-            return None
-        row = self.db.execute(
-            "SELECT command FROM redelivered WHERE letter = ?", (letter_id,)
-        ).fetchone()
-        return str(row[0])
+        with self.db.transaction() as conn:
+            done = conn.execute(
+                CLAIM, {"letter": letter_id, "command": command_id, "at": act.now()}
+            ).rowcount
+            if done:
+                return None
+            return str(conn.execute(CLAIMED_BY, {"letter": letter_id}).scalar_one())
+
+    def key(self) -> bytes:
+        """The service's key kept here: made now if there is none yet (the first writer's
+        stays, whoever asks at the same time)."""
+        with self.db.transaction() as conn:
+            if conn.execute(MAKE_KEY, {"secret": secrets.token_hex(32), "at": act.now()}).rowcount:
+                log.info("made the redelivery key of %s in %s", self.name, self.place.shown)
+            secret = str(conn.execute(THE_KEY).scalar_one())
+        if len(secret) < MIN_KEY:
+            raise ConfigError(f"the redelivery key in {self.place.shown} ({self.name}) is damaged")
+        return secret.encode()
 
 
 class Seal:
     """One service's key and record: signs the letters it parks, checks those sent back."""
 
-    def __init__(self, service: str, key: bytes, record: Path) -> None:
+    def __init__(self, service: str, key: bytes, record: Record) -> None:
         self.service = service
         self._key = key
-        self.record = Record(record)
+        self.record = record
         self._opened = False
 
     @classmethod
     def for_service(cls, settings: Settings, service: str) -> Seal:
         key = load_key(settings, service)
-        return cls(service, key, folder(settings) / f"{service}.redelivered.sqlite3")
+        return cls(service, key, Record.for_service(settings, service))
 
     def sign(self, letter_id: str, topic: str, payload: bytes) -> str:
         return signature(self._key, self.service, letter_id, topic, payload)
@@ -221,7 +260,10 @@ class Redeliveries:
         if refused is not None:
             return refused
         assert self.seal is not None  # _refusal says so when there is none
-        earlier = self.seal.claim(command.object.id, command.id)
+        try:
+            earlier = self.seal.claim(command.object.id, command.id)
+        except StoreUnavailable as exc:  # not run, not claimed: the letter can be replayed
+            return f"not redelivered now ({exc}): replay the letter again later"
         if earlier == command.id:  # the broker's copy of this very command, after a restart
             self.log.warning("redelivery %s ran once already: skipped", command.id)
             return None

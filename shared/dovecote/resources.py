@@ -30,7 +30,13 @@ BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # ~16 s: longer than a gateway restart
 
 
 class Transient(DovecoteError, RuntimeError):
-    """The resource could not be reached right now (5xx, refused, timeout)."""
+    """The resource could not be reached right now (5xx, refused, timeout). ``come_back``:
+    the server answered 503 with ``Retry-After`` (its own store is out of reach, say): it
+    will serve again, and a message that needs it should wait, not be parked."""
+
+    def __init__(self, message: str, come_back: bool = False) -> None:
+        super().__init__(message)
+        self.come_back = come_back
 
 
 class Resources:
@@ -99,7 +105,8 @@ class Resources:
                 return await attempt(self._session)
             except (Transient, aiohttp.ClientError, TimeoutError) as exc:
                 if delay is None:
-                    raise Transient(f"{url}: {exc!r}") from None
+                    again = isinstance(exc, Transient) and exc.come_back
+                    raise Transient(f"{url}: {exc!r}", again) from None
                 log.info("%s: %r; trying again in %.1f s", url, exc, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
@@ -107,6 +114,7 @@ class Resources:
 
 def _raise_for(r: aiohttp.ClientResponse, url: str) -> None:
     if r.status >= 500:
-        raise Transient(f"{url} answered {r.status}")
+        come_back = r.status == 503 and "Retry-After" in r.headers
+        raise Transient(f"{url} answered {r.status}", come_back)
     if r.status >= 400:
         raise Unprocessable(f"{r.method} {url} answered {r.status} {r.reason or ''}".strip())

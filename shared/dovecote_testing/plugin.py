@@ -11,6 +11,11 @@ Also a pytest plugin (``pytest_plugins = ["dovecote_testing.plugin"]``) with the
 - ``root``: a fresh topic root per test, so tests sharing the broker never see each other;
 - ``service_env``: the environment a service needs to join that broker under that root;
 - ``start_service``: runs ``python -m services.<name>`` as a real process, stopped after;
+- ``postgres``: a private PostgreSQL server, once per test session
+  (``dovecote_testing.postgres``);
+- ``databases``: where a test's stores go; each test that asks for it runs twice, its
+  stores in SQLite files and in a fresh database of ``postgres`` (``databases.place(name)``
+  for a store, ``databases.env`` for a service process);
 - ``probe``: a bus client that records what is published and waits for it
   (Nameko's ``entrypoint_waiter``, on a real broker).
 
@@ -23,22 +28,34 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-__all__ = ["MemoryBus", "Probe", "ServiceProcess", "StartService", "TestBroker", "wait_until"]
+__all__ = [
+    "Databases",
+    "MemoryBus",
+    "Probe",
+    "ServiceProcess",
+    "StartService",
+    "TestBroker",
+    "wait_until",
+]
 
 from dovecote.project import PROJECT
+from dovecote.store import Place
 from dovecote.tools.broker import BrokerUnavailable, PrivateMosquitto, free_port
 from dovecote_testing.cluster import PrivateCluster
 from dovecote_testing.gateway import DEMO_PASSWORD
 from dovecote_testing.memory import MemoryBus
+from dovecote_testing.postgres import PostgresUnavailable, PrivatePostgres
 from dovecote_testing.probe import Probe, wait_until
 from dovecote_testing.rabbitmq import PrivateRabbitMQ
 
@@ -129,14 +146,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "cluster: uses the three-node RabbitMQ cluster (one per test session, ~35 s to start)",
     )
     if config.getoption("no_broker"):
-        for kind in (PrivateMosquitto, PrivateRabbitMQ):
+        for kind in (PrivateMosquitto, PrivateRabbitMQ, PrivatePostgres):
             kind.start = _refuse_to_start  # type: ignore[assignment,method-assign]
 
 
-def _refuse_to_start(self: TestBroker, *_: object, **__: object) -> TestBroker:
+def _refuse_to_start(self: object, *_: object, **__: object) -> object:
     raise BrokerUnavailable(
-        f"--no-broker (make check), yet this test starts a private {self.kind}: "
-        "mark it @pytest.mark.real_broker"
+        f"--no-broker (make check), yet this test starts a private "
+        f"{getattr(self, 'kind', 'PostgreSQL')}: mark it @pytest.mark.real_broker"
     )
 
 
@@ -153,7 +170,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "databases" in metafunc.fixturenames:
+        # Every store test on both: SQLite in the fast loop, PostgreSQL (a real server) in
+        # make test.
+        metafunc.parametrize(
+            "databases",
+            [DATABASES[0], pytest.param(DATABASES[1], marks=pytest.mark.real_broker)],
+            indirect=True,
+        )
     if "broker" not in metafunc.fixturenames:
         return
     chosen = metafunc.config.getoption("broker")
@@ -193,6 +221,52 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster
         pytest.fail(f"cannot start a private RabbitMQ cluster: {exc}")
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server for the test session (``dovecote_testing.postgres``), in a
+    folder of /tmp (the server's user must reach it: pytest's own folders are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="dovecote-pg-"))
+    try:
+        server = PrivatePostgres(folder).start()
+    except PostgresUnavailable as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(f"cannot start a private PostgreSQL: {exc}")
+    yield server
+    server.stop("immediate")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class Databases:
+    """Where one test's stores go: each in a SQLite file of the test's folder, or each in
+    its schema of a fresh database on the session's private PostgreSQL."""
+
+    def __init__(self, kind: str, folder: Path, url: str = "") -> None:
+        self.kind = kind
+        self.folder = folder
+        self.url = url  # the PostgreSQL database; "" for SQLite
+
+    def place(self, store: str) -> Place:
+        if self.url:
+            return Place.postgres(self.url, store)
+        return Place.file(self.folder / f"{store}.sqlite3")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """For a service process: DATABASE_URL, or nothing (its files under its data dir)."""
+        return {"DATABASE_URL": self.url} if self.url else {}
+
+
+@pytest.fixture
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Databases:
+    """Parametrized by the plugin: each test that asks for it runs on SQLite and on
+    PostgreSQL (``databases.kind``)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        return Databases(kind, tmp_path / "stores")
+    server: PrivatePostgres = request.getfixturevalue("postgres")
+    return Databases(kind, tmp_path / "stores", server.new_database())
 
 
 @pytest.fixture

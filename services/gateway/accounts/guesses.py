@@ -27,26 +27,22 @@ import time
 import orjson
 from aiohttp import web
 from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import text
 
 from services.gateway.accounts.rows import Tables
 from services.gateway.web.limits import Rate
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS guesses (
-    key  TEXT NOT NULL,   -- 'account:<name tried>' or 'device:<device cookie's nonce>'
-    at   REAL NOT NULL    -- when (Unix time)
-);
-CREATE INDEX IF NOT EXISTS guesses_key ON guesses (key, at);
-CREATE INDEX IF NOT EXISTS guesses_at ON guesses (at);
-"""
 DEVICE_COOKIE = "dovecote_device"
 DEVICE_DAYS = 365
+# PostgreSQL: reservations of one key take turns (a transaction-long advisory lock on the
+# key, in a namespace of its own), so gateways counting at once never pass the limit
+# together. SQLite's transactions take turns already (BEGIN IMMEDIATE).
+TAKE_TURNS = text("SELECT pg_advisory_xact_lock(hashtext('accounts.guesses'), hashtext(:key))")
 
 
 class Guesses(Tables):
-    """Sign-in attempts per account and per known device, in the accounts store."""
-
-    schema = SCHEMA
+    """Sign-in attempts per account and per known device, in the accounts store (``guesses``:
+    one row per attempt, ``key`` and ``at``)."""
 
     def reserve(self, key: str, rate: Rate | None) -> tuple[int | None, float]:
         """Count one attempt under ``key`` (``account:<name>`` or ``device:<nonce>``):
@@ -54,32 +50,37 @@ class Guesses(Tables):
         if rate is None:
             return None, 0.0
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.execute("DELETE FROM guesses WHERE key = ? AND at <= ?", (key, now - rate.per))
-            count, oldest = self.db.execute(
-                "SELECT count(*), min(at) FROM guesses WHERE key = ?", (key,)
-            ).fetchone()
+        with self.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(TAKE_TURNS, {"key": key})
+            conn.execute(
+                text("DELETE FROM guesses WHERE key = :key AND at <= :since"),
+                {"key": key, "since": now - rate.per},
+            )
+            count, oldest = conn.execute(
+                text("SELECT count(*), min(at) FROM guesses WHERE key = :key"), {"key": key}
+            ).one()
             if count >= rate.count:
-                self.db.execute("COMMIT")
                 return None, max(1.0, oldest + rate.per - now)
-            reservation = self.db.execute(
-                "INSERT INTO guesses (key, at) VALUES (?, ?)", (key, now)
-            ).lastrowid
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return reservation, 0.0
+            reservation = conn.execute(
+                text("INSERT INTO guesses (key, at) VALUES (:key, :at) RETURNING id"),
+                {"key": key, "at": now},
+            ).scalar_one()
+        return int(reservation), 0.0
 
     def forgive(self, reservation: int | None) -> None:
         """The password was right: that attempt was no guess."""
         if reservation is not None:
-            self.db.execute("DELETE FROM guesses WHERE rowid = ?", (reservation,))
+            with self.transaction() as conn:
+                conn.execute(text("DELETE FROM guesses WHERE id = :id"), {"id": reservation})
 
     def purge(self, older_than: float = 86_400) -> int:
-        cursor = self.db.execute("DELETE FROM guesses WHERE at <= ?", (time.time() - older_than,))
-        return int(cursor.rowcount)
+        with self.transaction() as conn:
+            gone = conn.execute(
+                text("DELETE FROM guesses WHERE at <= :before"),
+                {"before": time.time() - older_than},
+            )
+        return int(gone.rowcount)
 
 
 class DeviceCookies:

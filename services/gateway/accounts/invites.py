@@ -20,20 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from sqlalchemy import text
+
 from dovecote.config import ConfigError
 from services.gateway.accounts.rows import Tables, digest, stamp
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS invites (
-    id        TEXT PRIMARY KEY,   -- public part, in the code itself
-    digest    BLOB NOT NULL,      -- SHA-256 of the secret part
-    made_by   TEXT NOT NULL,      -- the operator (or 'dovecote admin gateway')
-    created   TEXT NOT NULL,
-    expires   TEXT NOT NULL,
-    used_by   TEXT,               -- the account it made, once used
-    used      TEXT
-);
-"""
 Signup = Literal["open", "invite", "closed"]
 MODES: tuple[Signup, ...] = ("open", "invite", "closed")
 _CODE_RE = re.compile(r"^dci_([0-9a-f]{12})_([A-Za-z0-9_-]{32})$")
@@ -61,7 +52,8 @@ class Invite:
 
 
 class Invites(Tables):
-    schema = SCHEMA
+    """Invitations (``invites``): a code's id, its secret's digest, who made it, until when,
+    and whom it made an account for."""
 
     def make(self, made_by: str, days: int = 7) -> tuple[Invite, str]:
         """A new invitation: its record, and the code (shown once)."""
@@ -72,34 +64,50 @@ class Invites(Tables):
             secrets.token_hex(6), made_by, stamp(now), stamp(now + timedelta(days=days))
         )
         secret = secrets.token_urlsafe(24)
-        self.db.execute(
-            "INSERT INTO invites (id, digest, made_by, created, expires) VALUES (?, ?, ?, ?, ?)",
-            (invite.id, digest(secret), made_by, invite.created, invite.expires),
-        )
+        with self.transaction() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO invites (id, digest, made_by, created, expires) "
+                    "VALUES (:id, :digest, :made_by, :created, :expires)"
+                ),
+                {
+                    "id": invite.id,
+                    "digest": digest(secret),
+                    "made_by": made_by,
+                    "created": invite.created,
+                    "expires": invite.expires,
+                },
+            )
         return invite, f"dci_{invite.id}_{secret}"
 
     def open(self) -> list[Invite]:
-        rows = self.db.execute(
-            "SELECT id, made_by, created, expires FROM invites WHERE used IS NULL "
-            "AND expires > ? ORDER BY created DESC, id",
-            (stamp(datetime.now(UTC)),),
-        )
+        with self.transaction() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT id, made_by, created, expires FROM invites WHERE used IS NULL "
+                    "AND expires > :now ORDER BY created DESC, id"
+                ),
+                {"now": stamp(datetime.now(UTC))},
+            ).all()
         return [Invite(*r) for r in rows]
 
     def withdraw(self, invite_id: str) -> bool:
-        cursor = self.db.execute("DELETE FROM invites WHERE id = ? AND used IS NULL", (invite_id,))
-        return bool(cursor.rowcount)
+        with self.transaction() as conn:
+            gone = conn.execute(
+                text("DELETE FROM invites WHERE id = :id AND used IS NULL"), {"id": invite_id}
+            )
+        return bool(gone.rowcount)
 
     def check(self, code: str) -> str:
         """The id of a usable invitation; ``Refused`` for any other code."""
         found = _CODE_RE.match(code.strip())
-        row = (
-            self.db.execute(
-                "SELECT digest, expires, used FROM invites WHERE id = ?", (found[1],)
-            ).fetchone()
-            if found
-            else None
-        )
+        row = None
+        if found:
+            with self.transaction() as conn:
+                row = conn.execute(
+                    text("SELECT digest, expires, used FROM invites WHERE id = :id"),
+                    {"id": found[1]},
+                ).first()
         if found is None or row is None or not hmac.compare_digest(row[0], digest(found[2])):
             raise Refused("that invitation code is not one of ours: check it, or ask for another")
         if row[2] is not None:
@@ -110,8 +118,11 @@ class Invites(Tables):
 
     def use(self, invite_id: str, person: str) -> bool:
         """Spend an invitation on the account it made; False if someone spent it first."""
-        cursor = self.db.execute(
-            "UPDATE invites SET used_by = ?, used = ? WHERE id = ? AND used IS NULL",
-            (person, stamp(datetime.now(UTC)), invite_id),
-        )
-        return bool(cursor.rowcount)
+        with self.transaction() as conn:
+            spent = conn.execute(
+                text(
+                    "UPDATE invites SET used_by = :by, used = :at WHERE id = :id AND used IS NULL"
+                ),
+                {"by": person, "at": stamp(datetime.now(UTC)), "id": invite_id},
+            )
+        return bool(spent.rowcount)

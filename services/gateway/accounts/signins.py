@@ -21,23 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from dovecote.sqlite import ids_among
-from services.gateway.accounts.rows import Tables, digest, stamp
+from sqlalchemy import text
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id        TEXT PRIMARY KEY,   -- the handle: public, in the cookie beside the secret
-    person    TEXT NOT NULL REFERENCES people (id),
-    digest    BLOB NOT NULL,      -- SHA-256 of the secret part
-    created   TEXT NOT NULL,
-    expires   TEXT NOT NULL,
-    last_used TEXT NOT NULL,
-    address   TEXT,               -- where it was last used from (the TCP peer)
-    agent     TEXT                -- the browser, as it named itself (User-Agent, cut short)
-);
-CREATE INDEX IF NOT EXISTS sessions_person ON sessions (person, created);
-CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);
-"""
+from services.gateway.accounts.rows import Tables, digest, ids_among, stamp
+
 AGENT_MAX = 160
 TOUCH_EVERY = timedelta(minutes=1)
 SESSIONS_PER_PERSON = 100  # past this the oldest go first (a script signing in in a loop)
@@ -62,31 +49,36 @@ def split(value: str) -> tuple[str, str] | None:
 
 
 class SignIns(Tables):
-    schema = SCHEMA
+    """Sign-ins (``sessions``): one row per signed-in browser."""
 
     def start(self, person: str, max_age: int, address: str | None, agent: str | None) -> str:
         """A new sign-in for ``person``: the cookie's value, ``<handle>.<secret>``."""
         handle, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        self.db.execute(
-            "INSERT INTO sessions (id, person, digest, created, expires, last_used, address, "
-            "agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                handle,
-                person,
-                digest(secret),
-                stamp(now),
-                stamp(now + timedelta(seconds=max_age)),
-                stamp(now),
-                address,
-                (agent or "")[:AGENT_MAX] or None,
-            ),
-        )
-        self.db.execute(
-            "DELETE FROM sessions WHERE person = ? AND id NOT IN (SELECT id FROM sessions "
-            "WHERE person = ? ORDER BY created DESC, id LIMIT ?)",
-            (person, person, SESSIONS_PER_PERSON),
-        )
+        with self.transaction() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, person, digest, created, expires, last_used, "
+                    "address, agent) VALUES (:id, :person, :digest, :now, :expires, :now, "
+                    ":address, :agent)"
+                ),
+                {
+                    "id": handle,
+                    "person": person,
+                    "digest": digest(secret),
+                    "now": stamp(now),
+                    "expires": stamp(now + timedelta(seconds=max_age)),
+                    "address": address,
+                    "agent": (agent or "")[:AGENT_MAX] or None,
+                },
+            )
+            conn.execute(
+                text(
+                    "DELETE FROM sessions WHERE person = :person AND id NOT IN (SELECT id FROM "
+                    "sessions WHERE person = :person ORDER BY created DESC, id LIMIT :keep)"
+                ),
+                {"person": person, "keep": SESSIONS_PER_PERSON},
+            )
         return f"{handle}.{secret}"
 
     def find(self, value: str, address: str | None) -> tuple[str, str] | None:
@@ -95,62 +87,75 @@ class SignIns(Tables):
         if parts is None:
             return None
         handle, secret = parts
-        row = self.db.execute(
-            "SELECT digest, person, expires, last_used, address FROM sessions WHERE id = ?",
-            (handle,),
-        ).fetchone()
-        if row is None or not hmac.compare_digest(row[0], digest(secret)):
-            return None
         now = datetime.now(UTC)
-        if row[2] <= stamp(now):
-            self.end(handle)
-            return None
-        if row[3] < stamp(now - TOUCH_EVERY) or (address is not None and address != row[4]):
-            self.db.execute(
-                "UPDATE sessions SET last_used = ?, address = ? WHERE id = ?",
-                (stamp(now), address, handle),
-            )
+        with self.transaction() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT digest, person, expires, last_used, address FROM sessions "
+                    "WHERE id = :id"
+                ),
+                {"id": handle},
+            ).first()
+            if row is None or not hmac.compare_digest(row[0], digest(secret)):
+                return None
+            if row[2] <= stamp(now):
+                conn.execute(text("DELETE FROM sessions WHERE id = :id"), {"id": handle})
+                return None
+            if row[3] < stamp(now - TOUCH_EVERY) or (address is not None and address != row[4]):
+                conn.execute(
+                    text("UPDATE sessions SET last_used = :now, address = :address WHERE id = :id"),
+                    {"now": stamp(now), "address": address, "id": handle},
+                )
         return handle, str(row[1])
 
     def of(self, person: str) -> list[SignIn]:
-        rows = self.db.execute(
-            "SELECT id, person, created, expires, last_used, address, agent FROM sessions "
-            "WHERE person = ? AND expires > ? ORDER BY last_used DESC, id",
-            (person, stamp(datetime.now(UTC))),
-        )
+        with self.transaction() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT id, person, created, expires, last_used, address, agent FROM "
+                    "sessions WHERE person = :person AND expires > :now "
+                    "ORDER BY last_used DESC, id"
+                ),
+                {"person": person, "now": stamp(datetime.now(UTC))},
+            ).all()
         return [SignIn(*r) for r in rows]
 
     def end(self, handle: str, person: str | None = None) -> bool:
         """End one sign-in (only ``person``'s, when given); False if there was none."""
-        if person is None:
-            cursor = self.db.execute("DELETE FROM sessions WHERE id = ?", (handle,))
-        else:
-            cursor = self.db.execute(
-                "DELETE FROM sessions WHERE id = ? AND person = ?", (handle, person)
-            )
-        return bool(cursor.rowcount)
+        query, params = "DELETE FROM sessions WHERE id = :id", {"id": handle}
+        if person is not None:
+            query, params = f"{query} AND person = :person", {**params, "person": person}
+        with self.transaction() as conn:
+            gone = conn.execute(text(query), params)
+        return bool(gone.rowcount)
 
     def end_all(self, person: str) -> list[str]:
         """End every sign-in of ``person``: the handles ended."""
-        handles = [
-            r[0] for r in self.db.execute("SELECT id FROM sessions WHERE person = ?", (person,))
-        ]
-        self.db.execute("DELETE FROM sessions WHERE person = ?", (person,))
-        return handles
+        with self.transaction() as conn:
+            rows = conn.execute(
+                text("DELETE FROM sessions WHERE person = :person RETURNING id"),
+                {"person": person},
+            ).all()
+        return [str(r[0]) for r in rows]
 
     def live(self, handles: Iterable[str]) -> set[str]:
         """Which of these sign-ins are still live (the gateway's sweep of its sockets)."""
-        return ids_among(
-            self.db,
-            "SELECT id FROM sessions WHERE id IN ({}) AND expires > ?",
-            handles,
-            stamp(datetime.now(UTC)),
-        )
+        with self.transaction() as conn:
+            return ids_among(
+                conn,
+                text("SELECT id FROM sessions WHERE id IN :ids AND expires > :now"),
+                handles,
+                now=stamp(datetime.now(UTC)),
+            )
 
     def purge(self) -> int:
         """Drop expired rows; how many."""
-        now = stamp(datetime.now(UTC))
-        return int(self.db.execute("DELETE FROM sessions WHERE expires <= ?", (now,)).rowcount)
+        with self.transaction() as conn:
+            gone = conn.execute(
+                text("DELETE FROM sessions WHERE expires <= :now"),
+                {"now": stamp(datetime.now(UTC))},
+            )
+        return int(gone.rowcount)
 
 
 _BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"))

@@ -18,7 +18,7 @@ import asyncio
 import logging
 
 from dovecote import activity as act
-from dovecote.errors import BusError
+from dovecote.errors import BusError, StoreUnavailable
 from services.gateway.accounts.credentials import Person
 from services.gateway.context import Context
 from services.gateway.topics import SIGNINS_ENDED, EndedSignIns, SignInsEnded
@@ -68,6 +68,9 @@ async def sweep_forever(ctx: Context, every: float) -> None:
         await asyncio.sleep(every)
         try:
             closed = sweep(ctx)
+        except StoreUnavailable as exc:  # the database is away: the next sweep tries again
+            log.warning("the sign-in sweep waits for the accounts store: %s", exc)
+            continue
         except Exception:  # a store that is away for a moment: the next sweep tries again
             log.exception("the sign-in sweep failed")
             continue

@@ -10,6 +10,7 @@ the last events on the bus (so a reload keeps the feed), and why a control is un
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp_jinja2
@@ -52,7 +53,10 @@ async def dashboard(request: web.Request) -> web.Response:
     # both in the inbox and replayed on the socket; the page shows each id once.
     # Cut off from the bus, no answer can come: the page says why without waiting for it.
     box = await ctx.inbox.fetch(ctx.directory.actor(who)) if who and ctx.link.up else None
-    found, more = image_api.page(ctx.images, None)
+    pool = ctx.images.pool if ctx.images is not None else None  # the disk or the database
+    found, more = await asyncio.get_running_loop().run_in_executor(
+        pool, image_api.page, ctx.images, None
+    )
     response = aiohttp_jinja2.render_template(
         "dashboard.html",
         request,

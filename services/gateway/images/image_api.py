@@ -32,27 +32,22 @@ from services.gateway import topics as gateway_topics
 from services.gateway.bus import reachability
 from services.gateway.context import CTX, Images
 from services.gateway.images import checks as img
-from services.gateway.images import intake
+from services.gateway.images import intake, serving
 from services.gateway.images.store import (
     BadName,
     NotFound,
-    StoredFile,
     new_id,
     valid_id,
     valid_size,
 )
 from services.gateway.web import sessions
+from services.gateway.web.limits import too_many
 
 log = logging.getLogger("dovecote.gateway.images")
 CHUNK = 64 * 1024
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the title field, beyond the file
 TITLE_BYTES = 1024
 THUMBNAIL_TYPES = {"image/jpeg", "image/webp", "image/png"}
-IMMUTABLE = "public, max-age=31536000, immutable"  # ids are never reused
-# A stored file is a person's bytes: a valid image may still carry HTML or script after its
-# end (a polyglot). Served with the type its bytes proved, nosniff, and, opened on its own,
-# in a sandbox with nothing allowed, so those bytes never run as this origin's page.
-STORED_FILE_CSP = "default-src 'none'; sandbox"
 
 
 def add_routes(app: web.Application) -> None:
@@ -113,8 +108,12 @@ async def upload(request: web.Request) -> web.Response:
     if (request.content_length or 0) > images.max_bytes + FORM_OVERHEAD:
         raise refuse(413, f"uploads are limited to {images.max_bytes:,} bytes")
     ctx.limits.check("uploads", user.id, request)
-    data, filename, title = await _read_form(request, images.max_bytes)
     loop = asyncio.get_running_loop()
+    if images.allowance is not None:  # per person across gateways: the shared database's
+        wait = await loop.run_in_executor(images.pool, images.allowance, user.id)
+        if wait:
+            raise too_many("too many uploads", wait)
+    data, filename, title = await _read_form(request, images.max_bytes)
     try:
         data, info = await intake.accept(images, data, images.max_pixels)
     except img.BadImage as exc:
@@ -211,19 +210,6 @@ async def _read_part(part: BodyPartReader, limit: int, too_big: str) -> bytes:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def _file(found: StoredFile | None) -> web.FileResponse:
-    if found is None:
-        raise refuse(404, "no such image")
-    return web.FileResponse(
-        found.path,
-        headers={
-            "Content-Type": found.media_type,
-            "Cache-Control": IMMUTABLE,
-            "Content-Security-Policy": STORED_FILE_CSP,
-        },
-    )
-
-
 def _id(request: web.Request) -> str:
     try:
         return valid_id(request.match_info["id"])
@@ -238,20 +224,24 @@ def _size(request: web.Request) -> int:
         raise refuse(400, str(exc)) from None
 
 
-async def get_original(request: web.Request) -> web.FileResponse:
-    return _file(_images(request).store.original(_id(request)))
+async def get_original(request: web.Request) -> web.StreamResponse:
+    images = _images(request)
+    found = await serving.in_pool(images, images.store.original, _id(request))
+    return await serving.stored(request, images, found)
 
 
-async def get_thumbnail(request: web.Request) -> web.FileResponse:
-    return _file(_images(request).store.thumbnail(_id(request), _size(request)))
+async def get_thumbnail(request: web.Request) -> web.StreamResponse:
+    images = _images(request)
+    found = await serving.in_pool(images, images.store.thumbnail, _id(request), _size(request))
+    return await serving.stored(request, images, found)
 
 
 async def list_thumbnails(request: web.Request) -> web.Response:
     images, image_id = _images(request), _id(request)
-    if images.store.original(image_id) is None:
+    if await serving.in_pool(images, images.store.original, image_id) is None:
         raise refuse(404, "no such image")
     base = f"{images.public_url}/images/{image_id}/thumbnails"
-    sizes = images.store.thumbnail_sizes(image_id)
+    sizes = await serving.in_pool(images, images.store.thumbnail_sizes, image_id)
     body: dict[str, Any] = {
         "@context": act.AS_CONTEXT,
         "type": "Collection",
@@ -334,16 +324,29 @@ def page(
     if images is None:
         return [], False
     found, more = images.store.page(before, limit)
-    return [with_previews(images, image) for image in found], more
+    ids = [image_id_of(image) for image in found]
+    sizes = images.store.sizes_of([i for i in ids if _named(i)])  # one query, not one each
+    previewed = [_previewed(images, image, sizes.get(image_id_of(image), [])) for image in found]
+    return previewed, more
 
 
 def with_previews(images: Images, image: dict[str, Any]) -> dict[str, Any]:
     """The stored image plus ``preview``: its thumbnails that exist (none yet: [])."""
     image_id = image_id_of(image)
+    sizes = images.store.thumbnail_sizes(image_id) if _named(image_id) else []
+    return _previewed(images, image, sizes)
+
+
+def _named(image_id: str) -> bool:
     try:
-        sizes = images.store.thumbnail_sizes(image_id)
+        valid_id(image_id)
     except BadName:
-        sizes = []
+        return False
+    return True
+
+
+def _previewed(images: Images, image: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
+    image_id = image_id_of(image)
     base = f"{images.public_url}/images/{image_id}/thumbnails"
     return {
         **image,

@@ -119,9 +119,9 @@ async def photo_page(request: web.Request) -> web.Response:
     record = await loop.run_in_executor(images.pool, images.store.record, image_id)
     if record is None:
         raise web.HTTPNotFound(text="no such photo")
-    image = image_api.with_previews(images, record)
+    image = await loop.run_in_executor(images.pool, image_api.with_previews, images, record)
     newer, older = await loop.run_in_executor(images.pool, images.store.neighbours, image_id)
-    stored = images.store.original(image_id)
+    stored = await loop.run_in_executor(images.pool, images.store.original, image_id)
     return await _render(
         request,
         "photos/photo.html",

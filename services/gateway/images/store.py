@@ -1,36 +1,34 @@
-"""The image store: originals and thumbnails as files, named by ids we generate.
+"""Where photos are kept: the interface, the names it accepts, and which store a gateway uses.
 
-Layout under the store's directory (``IMAGES_DIR``)::
+Two implementations, one interface (``ImageStore``):
 
-    originals/<id>.<ext>            the uploaded bytes, unchanged
-    originals/<id>.json             the AS2 Image as published, and when (for the gallery)
-    thumbnails/<id>/<size>.<ext>    what the resizer PUT
+Which one a gateway uses is ``placement.image_store``:
 
-A client's file name never becomes a path: ids are generated here (uuid4 hex) and every id
-or size read from a URL passes ``check_id`` / a digit check first, so ``..``, ``/``, NUL or
-a leading dot cannot reach the file system. Every file is written to a temporary name in the
-same directory and renamed into place (atomic on POSIX): a reader, or a crash, never sees
-half a file. The JSON is renamed last, so an image is listed only once it is complete.
+- **files** (the default, ``files.py``): originals and thumbnails under ``IMAGES_DIR`` on the
+  gateway's disk, served by the OS. One machine: a second gateway elsewhere sees none of them.
+- **the shared database** (``DATABASE_URL`` set, ``database.py``): the ``images`` schema, the
+  bytes in chunks of ``CHUNK_BYTES``; any gateway on any machine serves any photo, and the
+  resizer's thumbnails (PUT to whichever gateway) are everyone's.
+
+The resizer never touches a store: it GETs the original by its URL and PUTs each thumbnail
+back over HTTP (``services/resizer/service.py``), so any resizer worker on any machine can do
+any image. A store's calls block (disk or database): the gateway makes them in its image
+threads. A database out of reach raises ``dovecote.errors.StoreUnavailable`` (answered 503).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import Any, Protocol
 
 from dovecote.topics import TopicError, check_id
 from services.gateway.images.checks import EXTENSIONS
 
 MEDIA_TYPES = {ext: media for media, ext in EXTENSIONS.items()}
+CHUNK_BYTES = 256 * 1024  # what serving (and a database write) holds of one file at a time
 _SIZE_RE = re.compile(r"^[1-9][0-9]{1,3}$")  # 10-9999 px
 
 
@@ -44,8 +42,65 @@ class BadName(ValueError):
 
 @dataclass(frozen=True)
 class StoredFile:
-    path: Path
+    """One stored original or thumbnail: its type and length, and where its bytes are."""
+
     media_type: str
+    size: int  # bytes
+    path: Path | None = None  # on disk: served by the OS (sendfile, ranges)
+    blob: str | None = None  # in the database: read ``CHUNK_BYTES`` at a time (``chunk``)
+
+
+class ImageStore(Protocol):
+    """What the gateway asks of a store; every id and size has passed ``valid_id`` /
+    ``valid_size``. Writes are whole or nothing: an image is listed once complete."""
+
+    def open(self) -> ImageStore: ...
+
+    def close(self) -> None: ...
+
+    def save_original(
+        self, image_id: str, ext: str, data: bytes, image: dict[str, Any]
+    ) -> None: ...
+
+    def discard_original(self, image_id: str) -> None:
+        """Undo ``save_original`` (the announcement could not be published)."""
+
+    def save_thumbnail(self, image_id: str, size: int, ext: str, data: bytes) -> None:
+        """Store (or replace) a thumbnail; ``NotFound`` when there is no such original."""
+
+    def original(self, image_id: str) -> StoredFile | None: ...
+
+    def thumbnail(self, image_id: str, size: int) -> StoredFile | None: ...
+
+    def chunk(self, found: StoredFile, n: int) -> bytes:
+        """The ``n``-th ``CHUNK_BYTES`` of ``found`` (b"" past its end)."""
+
+    def thumbnail_sizes(self, image_id: str) -> list[int]: ...
+
+    def sizes_of(self, image_ids: list[str]) -> dict[str, list[int]]:
+        """``thumbnail_sizes`` of many images at once (a page of the gallery)."""
+
+    def page(self, before: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` images older than ``before`` (None: the newest), newest first,
+        as published, and whether there are older ones still. ``NotFound``: no ``before``."""
+
+    def recent(self, limit: int) -> list[dict[str, Any]]: ...
+
+    def record(self, image_id: str) -> dict[str, Any] | None:
+        """The image as published, with when (``published``), or None."""
+
+    def neighbours(self, image_id: str) -> tuple[str | None, str | None]:
+        """The ids of the next newer and the next older image."""
+
+
+def read_all(store: ImageStore, found: StoredFile) -> bytes:
+    """Every byte of ``found`` (tests and tools; serving streams ``chunk`` by ``chunk``)."""
+    out = bytearray()
+    n = 0
+    while len(out) < found.size and (piece := store.chunk(found, n)):
+        out += piece
+        n += 1
+    return bytes(out)
 
 
 def new_id() -> str:
@@ -65,126 +120,5 @@ def valid_size(size: str) -> int:
     return int(size)
 
 
-class ImageStore:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.originals = directory / "originals"
-        self.thumbnails = directory / "thumbnails"
-
-    def open(self) -> ImageStore:
-        self.originals.mkdir(parents=True, exist_ok=True)
-        self.thumbnails.mkdir(parents=True, exist_ok=True)
-        return self
-
-    # --- writing (call from a thread: file I/O blocks) -------------------------------------
-
-    def save_original(self, image_id: str, ext: str, data: bytes, image: dict[str, Any]) -> None:
-        valid_id(image_id)
-        _write_atomically(self.originals / f"{image_id}.{ext}", data)
-        _write_atomically(self.originals / f"{image_id}.json", orjson.dumps(image))
-
-    def discard_original(self, image_id: str) -> None:
-        """Undo ``save_original`` (the announcement could not be published)."""
-        for path in self._original_files(valid_id(image_id)):
-            path.unlink(missing_ok=True)
-
-    def save_thumbnail(self, image_id: str, size: int, ext: str, data: bytes) -> None:
-        if self.original(image_id) is None:
-            raise NotFound(f"no image {image_id}")
-        folder = self.thumbnails / image_id
-        folder.mkdir(exist_ok=True)
-        for old in folder.glob(f"{size}.*"):  # a re-encode in another format replaces it
-            if old.suffix != f".{ext}":
-                old.unlink(missing_ok=True)
-        _write_atomically(folder / f"{size}.{ext}", data)
-
-    # --- reading -----------------------------------------------------------------------------
-
-    def original(self, image_id: str) -> StoredFile | None:
-        valid_id(image_id)
-        for ext, media in MEDIA_TYPES.items():
-            path = self.originals / f"{image_id}.{ext}"
-            if path.is_file():
-                return StoredFile(path, media)
-        return None
-
-    def thumbnail(self, image_id: str, size: int) -> StoredFile | None:
-        folder = self.thumbnails / valid_id(image_id)
-        for ext, media in MEDIA_TYPES.items():
-            path = folder / f"{size}.{ext}"
-            if path.is_file():
-                return StoredFile(path, media)
-        return None
-
-    def thumbnail_sizes(self, image_id: str) -> list[int]:
-        folder = self.thumbnails / valid_id(image_id)
-        if not folder.is_dir():
-            return []
-        return sorted(int(p.stem) for p in folder.iterdir() if _SIZE_RE.match(p.stem))
-
-    def recent(self, limit: int) -> list[dict[str, Any]]:
-        """The newest complete images, newest first, as published (AS2 Image objects)."""
-        return self.page(None, limit)[0]
-
-    def ordered(self) -> list[str]:
-        """Every complete image's id, newest first (by when its record was written)."""
-        found = []
-        for meta in self.originals.glob("*.json"):
-            with contextlib.suppress(OSError):  # removed meanwhile (a discarded upload)
-                found.append((meta.stat().st_mtime_ns, meta.stem))
-        return [image_id for _, image_id in sorted(found, reverse=True)]
-
-    def page(self, before: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Up to ``limit`` images older than ``before`` (None: the newest), newest first,
-        and whether there are older ones still. ``NotFound``: no image ``before``."""
-        ids = self.ordered()
-        start = 0
-        if before is not None:
-            try:
-                start = ids.index(valid_id(before)) + 1
-            except ValueError:
-                raise NotFound(f"no image {before}") from None
-        out = [r for r in map(self.record, ids[start : start + limit]) if r is not None]
-        return out, start + limit < len(ids)
-
-    def record(self, image_id: str) -> dict[str, Any] | None:
-        """The image as published, with when (``published``; the record's time for an image
-        stored before it was kept), or None."""
-        meta = self.originals / f"{valid_id(image_id)}.json"
-        try:
-            image: dict[str, Any] = orjson.loads(meta.read_bytes())
-            if "published" not in image:
-                stamp = datetime.fromtimestamp(meta.stat().st_mtime, UTC)
-                image["published"] = stamp.isoformat(timespec="milliseconds")
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        return image
-
-    def neighbours(self, image_id: str) -> tuple[str | None, str | None]:
-        """The ids of the next newer and the next older image."""
-        ids = self.ordered()
-        try:
-            at = ids.index(valid_id(image_id))
-        except ValueError:
-            return None, None
-        return (ids[at - 1] if at > 0 else None), (ids[at + 1] if at + 1 < len(ids) else None)
-
-    def files(self) -> Iterator[Path]:
-        """Every file in the store (tests check nothing was half-stored)."""
-        return (p for p in self.directory.rglob("*") if p.is_file())
-
-    def _original_files(self, image_id: str) -> list[Path]:
-        return [self.originals / f"{image_id}.{ext}" for ext in (*MEDIA_TYPES, "json")]
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with tmp.open("xb") as f:
-            f.write(data)
-        # No fsync: the rename guards readers and a crashed gateway against half files; a
-        # power cut may still lose uploads of the last seconds (the page cache's, not ours).
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def is_size(text: str) -> bool:
+    return _SIZE_RE.match(text) is not None

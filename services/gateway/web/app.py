@@ -4,8 +4,10 @@ Each feature module has its own routes (``add_routes``) and templates
 (``templates/<feature>/``); none of them is here. The order of the middlewares matters:
 
 1. ``edge.security_headers``: outermost, so every answer carries them, refusals included;
-2. the session (aiohttp-session, ``sessions.py``): the cookie, read when someone asks;
-3. ``edge.guard``: Host, Origin and CSRF, before any feature sees the request.
+2. ``outages.store_unavailable``: a store out of reach, wherever it was needed (the session,
+   the edge, a feature), is a 503 with Retry-After;
+3. the session (aiohttp-session, ``sessions.py``): the cookie, read when someone asks;
+4. ``edge.guard``: Host, Origin and CSRF, before any feature sees the request.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from services.gateway.dashboard import dashboard_page, state_cards
 from services.gateway.images import image_api, photos_page
 from services.gateway.operations import operations_page, prometheus
 from services.gateway.social import directory, follows, inbox_view
-from services.gateway.web import edge, lifecycle, sessions
+from services.gateway.web import edge, lifecycle, outages, sessions
 
 HERE = Path(__file__).parent.parent  # the gateway's folder: templates/ and static/
 MAX_REQUEST_BYTES = 16 * 1024  # bodies read whole (commands, forms); uploads stream
@@ -65,6 +67,7 @@ def create_app(ctx: Context) -> web.Application:
     app.middlewares.extend(
         [
             edge.security_headers,
+            outages.store_unavailable,
             sessions.middleware(
                 ctx.session_key, ctx.session_max_age, secure=rules.origin[0] == "https"
             ),

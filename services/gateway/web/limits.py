@@ -9,10 +9,13 @@ nor one person from many addresses get past, and no crowd makes the worker hash 
 all day.
 
 The buckets live in the gateway worker's memory: with N workers behind one port a client
-gets up to N times the rate, and a restart forgets them. An idle bucket is full again, so
-it is dropped; what is held is bounded by the keys seen within one refill period. The limit
-that guards one account against password guessing is not one of these: it is kept in the
-accounts store, shared by every worker (``accounts/guesses.py``; ``RATE_SIGNIN_ACCOUNT``).
+gets up to N times the rate, and a restart forgets them. One limit is kept in the shared
+database when there is one (``DATABASE_URL``): uploads per person, counted by the images
+store for every gateway on every machine (``take_over``; ``images/database.py``). An idle
+bucket is full again, so it is dropped; what is held is bounded by the keys seen within one
+refill period. The limit that guards one account against password guessing is not one of
+these: it is kept in the accounts store, shared by every worker (``accounts/guesses.py``;
+``RATE_SIGNIN_ACCOUNT``).
 """
 
 from __future__ import annotations
@@ -118,6 +121,11 @@ class Limits:
                 self.buckets[key] = Bucket(rate)
         self.account = Rate.parse(self.ACCOUNT[0], env.get(*self.ACCOUNT))
         self.device = Rate.parse(self.DEVICE[0], env.get(*self.DEVICE))
+
+    def take_over(self, what: str, kind: str) -> Rate | None:
+        """This limit is counted elsewhere from now on (a shared store): its rate, if set."""
+        bucket = self.buckets.pop((what, kind), None)
+        return None if bucket is None else bucket.rate
 
     def wait(self, what: str, person: str | None, address: str | None) -> float:
         """0 if allowed (counted), else the seconds to wait. Every bucket that applies is

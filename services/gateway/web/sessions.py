@@ -3,7 +3,9 @@ API token, ``Authorization: Bearer``), or nobody.
 
 The session is aiohttp-session's ``EncryptedCookieStorage``: the cookie holds the sign-in's
 ``<handle>.<secret>`` and the session's CSRF token, encrypted and signed with
-``DOVECOTE_SESSION_KEY`` (Fernet), so no one can read or forge it. The sign-in itself is a
+``DOVECOTE_SESSION_KEY`` (Fernet), so no one can read or forge it. With ``DATABASE_URL`` and
+no such variable, the key is the one kept in the accounts store (``SHARED_KEY``), made by
+the first gateway to start: every gateway on every machine reads the same. The sign-in itself is a
 row of the accounts store (``accounts/signins.py``): the cookie counts only while that row is there,
 so signing out ends every copy of the cookie at once, wherever it was copied to. It is
 ``HttpOnly`` (no script reads it), ``SameSite=Lax`` (no other site's form or script sends
@@ -34,6 +36,9 @@ from services.gateway.accounts.credentials import Person, split_token
 from services.gateway.context import CTX
 
 COOKIE = "dovecote_session"
+# With DATABASE_URL and no DOVECOTE_SESSION_KEY, the key every gateway reads from the
+# accounts store (``People.shared_key``): the first gateway to start makes it.
+SHARED_KEY = "session_key"
 PERSON = web.RequestKey("person", object)  # Person | None, once asked
 CREDENTIAL = web.RequestKey("credential", object)  # "session:<handle>", "token:<id>" or None
 TOKEN_HELP = "send Authorization: Bearer <token> (make one on /account)"
