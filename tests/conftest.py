@@ -32,13 +32,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # the cluster tests beside them), spread they run beside the Mosquitto ones.
     for item in items:
         if item.get_closest_marker("cluster") is not None:
+            if xdist_group(item.nodeid) is None:
+                raise pytest.UsageError(
+                    f"{item.nodeid} is marked cluster: add its file to CLUSTER_FILES "
+                    "(tests/conftest.py), or its worker starts a cluster of its own"
+                )
             item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
+CLUSTER_FILES = ("tests/test_cluster.py::", "tests/test_two_machines.py::")
 
 
 def xdist_group(nodeid: str) -> str | None:
     """The group a test runs in, told from its id alone (the scheduler sees nothing else):
-    the cluster tests (tests/test_cluster.py, marked ``cluster``)."""
-    return "cluster" if nodeid.startswith("tests/test_cluster.py::") else None
+    the tests on the cluster (marked ``cluster``, in these files: a test marked so in
+    another file would start a second cluster on another worker, ~25 s and three nodes)."""
+    return "cluster" if nodeid.startswith(CLUSTER_FILES) else None
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:

@@ -62,8 +62,8 @@ async def test_the_database_down_for_10_s_during_uploads_loses_nothing(
 
     traffic = Traffic(url, probe)
     await traffic.prepare()
-    flowing = asyncio.get_running_loop().create_task(traffic.run(DOWN + 8, 8, 2))
-    await asyncio.sleep(4)
+    flowing = asyncio.get_running_loop().create_task(traffic.run(DOWN + 6, 8, 2))
+    await asyncio.sleep(2)
     before = len(traffic.uploads)
     await asyncio.to_thread(own_postgres.stop, "fast")
     await asyncio.sleep(DOWN)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from dovecote import activity as act
-from dovecote import letters, redelivery
+from dovecote import letters, redelivery, redelivery_record
 from dovecote.config import ConfigError, Settings
 from dovecote.dedupe import SeenIds
 from dovecote.mqtt import Message
@@ -116,8 +116,8 @@ def test_with_a_database_the_key_and_record_are_one_for_every_machine(
 
 
 def test_a_key_kept_in_the_database_is_the_first_writer_s(databases: Databases) -> None:
-    first = redelivery.Record(databases.place("redelivery_x"), "redelivery_x").open()
-    second = redelivery.Record(databases.place("redelivery_x"), "redelivery_x").open()
+    first = redelivery_record.Record(databases.place("redelivery_x"), "redelivery_x").open()
+    second = redelivery_record.Record(databases.place("redelivery_x"), "redelivery_x").open()
     try:
         key = first.key()
         assert second.key() == key and first.key() == key and len(key) == 64
@@ -148,7 +148,7 @@ def test_a_record_made_by_8d385c8_is_adopted(tmp_path: Path) -> None:
         assert seal.claim("urn:uuid:other", "urn:uuid:second") is None
     finally:
         seal.close()
-    record = redelivery.Record(Place.file(path)).open()
+    record = redelivery_record.Record(Place.file(path)).open()
     try:
         assert record.claim("urn:uuid:other", "urn:uuid:third") == "urn:uuid:second"
     finally:
@@ -163,7 +163,7 @@ def test_with_its_database_out_of_reach_a_letter_is_not_run_and_stays_replayable
     root = "t"
     key = b"k" * 64
     gone = Place.postgres("postgresql://dovecote@127.0.0.1:1/dovecote", "redelivery_points")
-    seal = redelivery.Seal("points", key, redelivery.Record(gone, "redelivery_points"))
+    seal = redelivery.Seal("points", key, redelivery_record.Record(gone, "redelivery_points"))
     topic = f"{root}/events/image/created"
     payload = act.encode(act.new("Create", POINTS, {"type": "Note", "content": "x"}))
     flag = letters.letter(POINTS, topic, payload, "why", 1, 65536, seal.sign)

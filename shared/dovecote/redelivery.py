@@ -36,8 +36,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-
-from sqlalchemy import text
+from typing import TYPE_CHECKING
 
 from dovecote import activity as act
 from dovecote import letters, topics
@@ -45,25 +44,14 @@ from dovecote.config import ConfigError, Settings
 from dovecote.dedupe import SeenIds
 from dovecote.errors import InvalidActivity, InvalidLetter, StoreUnavailable
 from dovecote.mqtt import Message
-from dovecote.store import Place, Store, place
-from dovecote.store.names import schema_for
+
+if TYPE_CHECKING:
+    from dovecote.redelivery_record import Record
 
 log = logging.getLogger("dovecote.redelivery")
 
 MIN_KEY = 32  # characters: a key from the environment shorter than this is refused
 VERSION = b"dovecote-letter-1"  # what is signed, and how: bump it to change either
-
-CLAIM = text(
-    "INSERT INTO redelivered (letter, command, at) VALUES (:letter, :command, :at) "
-    "ON CONFLICT (letter) DO NOTHING"
-)
-CLAIMED_BY = text("SELECT command FROM redelivered WHERE letter = :letter")
-# The first worker's key wins; every other one reads it back.
-MAKE_KEY = text(
-    "INSERT INTO redelivery_key (one, secret, made_at) VALUES (1, :secret, :at) "
-    "ON CONFLICT (one) DO NOTHING"
-)
-THE_KEY = text("SELECT secret FROM redelivery_key WHERE one = 1")
 
 
 def folder(settings: Settings) -> Path:
@@ -78,8 +66,10 @@ def load_key(settings: Settings, service: str) -> bytes:
         if len(given) < MIN_KEY:
             raise ConfigError(f"DOVECOTE_REDELIVERY_KEY must be {MIN_KEY} characters or more")
         return given.encode()
-    record = Record.for_service(settings, service)
-    if record.place.shared:
+    if settings.get_str("DATABASE_URL", ""):
+        from dovecote.redelivery_record import Record  # SQLAlchemy: only with a database
+
+        record = Record.for_service(settings, service)
         record.open()
         try:
             return record.key()
@@ -128,59 +118,31 @@ def signature(key: bytes, service: str, letter_id: str, topic: str, payload: byt
     return mac.hexdigest()
 
 
-class Record(Store):
-    """The letters this service has redelivered (a file per service and machine, or the
-    service's schema of the shared database), and there its key."""
-
-    name = "redelivery"
-    migrations = Path(__file__).with_name("migrations") / "redelivery"
-
-    def __init__(self, where: Place, name: str = "redelivery") -> None:
-        super().__init__(where)
-        self.name = name
-
-    @classmethod
-    def for_service(cls, settings: Settings, service: str) -> Record:
-        schema = schema_for("redelivery", service)
-        default = folder(settings) / f"{service}.redelivered.sqlite3"
-        return cls(place(settings, schema, None, default), schema)
-
-    def claim(self, letter_id: str, command_id: str) -> str | None:
-        """None: the letter is now recorded as redelivered by ``command_id``. Else the id of
-        the command that redelivered it before."""
-        with self.db.transaction() as conn:
-            done = conn.execute(
-                CLAIM, {"letter": letter_id, "command": command_id, "at": act.now()}
-            ).rowcount
-            if done:
-                return None
-            return str(conn.execute(CLAIMED_BY, {"letter": letter_id}).scalar_one())
-
-    def key(self) -> bytes:
-        """The service's key kept here: made now if there is none yet (the first writer's
-        stays, whoever asks at the same time)."""
-        with self.db.transaction() as conn:
-            if conn.execute(MAKE_KEY, {"secret": secrets.token_hex(32), "at": act.now()}).rowcount:
-                log.info("made the redelivery key of %s in %s", self.name, self.place.shown)
-            secret = str(conn.execute(THE_KEY).scalar_one())
-        if len(secret) < MIN_KEY:
-            raise ConfigError(f"the redelivery key in {self.place.shown} ({self.name}) is damaged")
-        return secret.encode()
-
-
 class Seal:
     """One service's key and record: signs the letters it parks, checks those sent back."""
 
-    def __init__(self, service: str, key: bytes, record: Record) -> None:
+    def __init__(self, service: str, key: bytes, record: Record | Callable[[], Record]) -> None:
+        """``record``: the record, or how to make it when the first letter comes back (so
+        a worker that never redelivers never loads SQLAlchemy)."""
         self.service = service
         self._key = key
-        self.record = record
+        self._record = record
         self._opened = False
 
     @classmethod
     def for_service(cls, settings: Settings, service: str) -> Seal:
-        key = load_key(settings, service)
-        return cls(service, key, Record.for_service(settings, service))
+        def record() -> Record:
+            from dovecote.redelivery_record import Record
+
+            return Record.for_service(settings, service)
+
+        return cls(service, load_key(settings, service), record)
+
+    @property
+    def record(self) -> Record:
+        if callable(self._record):
+            self._record = self._record()
+        return self._record
 
     def sign(self, letter_id: str, topic: str, payload: bytes) -> str:
         return signature(self._key, self.service, letter_id, topic, payload)
@@ -205,8 +167,9 @@ class Seal:
         return self.record.claim(letter_id, command_id)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.record.close()
+        if self._opened:
+            with contextlib.suppress(Exception):
+                self.record.close()
         self._opened = False
 
 

@@ -24,15 +24,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload
 
 from dovecote import activity as act
 from dovecote import topics
 from dovecote.config import Settings
 from dovecote.errors import BusError, TopicError, Unprocessable
-from dovecote.keeping import Record
 from dovecote.link import Link
 from dovecote.topics import P, Topic
+
+if TYPE_CHECKING:
+    from dovecote.keeping import Record
 
 __all__ = [
     "Bus",
@@ -239,7 +241,11 @@ class Service:
         self.bus = bus
         self.settings = settings
         self.log = logging.getLogger(f"dovecote.{self.name}")
-        self._record = Record.for_service(settings, self.name) if self.keeps_record else None
+        self._record: Record | None = None
+        if self.keeps_record:  # SQLAlchemy loads only for a service that keeps a record
+            from dovecote.keeping import Record
+
+            self._record = Record.for_service(settings, self.name)
 
     @property
     def record(self) -> Record:

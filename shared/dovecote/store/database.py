@@ -20,10 +20,8 @@ on its event loop, as it always has with SQLite.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,62 +29,13 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from dovecote.config import ConfigError, Settings
 from dovecote.errors import StoreUnavailable
+from dovecote.store.places import Place
 
 BUSY_TIMEOUT_S = 5.0  # a SQLite writer waits this long for another before giving up
 CONNECT_TIMEOUT_S = 3  # PostgreSQL: a server that does not answer is "unavailable" after this
-_SCHEMA_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # SQLite errors that pass (another writer, a full or missing disk), not mistakes in a query.
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "disk is full")
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where one store lives: a SQLAlchemy URL, and its schema on a shared PostgreSQL."""
-
-    url: str
-    schema: str | None  # None: a SQLite file of its own
-
-    @property
-    def shared(self) -> bool:
-        return self.schema is not None
-
-    @property
-    def shown(self) -> str:
-        """For logs: the file, or the database without its password."""
-        return make_url(self.url).render_as_string(hide_password=True)
-
-    @classmethod
-    def file(cls, path: Path) -> Place:
-        return cls(f"sqlite:///{path}", None)
-
-    @classmethod
-    def postgres(cls, url: str, schema: str) -> Place:
-        if not _SCHEMA_RE.match(schema):
-            raise ConfigError(f"a store's schema must match {_SCHEMA_RE.pattern}, got {schema!r}")
-        return cls(postgres_url(url), schema)
-
-
-def postgres_url(url: str) -> str:
-    """``postgresql://`` (or ``postgres://``) as SQLAlchemy names psycopg 3's dialect."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
-        raise ConfigError(
-            "DATABASE_URL must be postgresql://user:password@host:port/database "
-            f"(or unset: each store in a SQLite file), got a {scheme or 'bare'!r} URL"
-        )
-    return f"postgresql+psycopg://{rest}"
-
-
-def place(settings: Settings, store: str, file_variable: str | None, default_file: Path) -> Place:
-    """A store's place from the environment: ``DATABASE_URL`` when set (schema ``store``),
-    else the file ``file_variable`` names, else ``default_file``."""
-    shared = settings.get_str("DATABASE_URL", "")
-    if shared:
-        return Place.postgres(shared, store)
-    chosen = settings.get_str(file_variable, "") if file_variable else ""
-    return Place.file(Path(chosen) if chosen else default_file)
 
 
 def engine_for(where: Place) -> Engine:
