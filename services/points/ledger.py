@@ -7,20 +7,25 @@ could bump.
 
 Where it lives: ``POINTS_DB`` (a SQLite file, the default ``<data>/points.sqlite3``), or the
 ``points`` schema of ``DATABASE_URL`` shared by every machine (``dovecote.store``). Awards
-asked for in one turn of the event loop commit together (``award``: one commit for many
-messages); ``record`` is one award in a transaction of its own.
+asked for in one turn of the event loop are written together (``award``): one multi-row
+insert that says which were new, one query for the totals of the people in it, one
+commit, however many messages the turn read; on PostgreSQL each statement is a round trip
+and each commit a wait for the disk. ``record`` is one award in a transaction of its own.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Column, Connection, Insert, Integer, MetaData, Table, Text, bindparam, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from dovecote import activity as act
 from dovecote.store import Store
-from dovecote.store.coalesce import Coalescer
+from dovecote.store.coalesce import Batcher
 
 INSERT = text(
     "INSERT INTO awards (cause, rule, person, username, name, points, context, awarded_at) "
@@ -28,6 +33,17 @@ INSERT = text(
     "ON CONFLICT (cause, rule) DO NOTHING"
 )
 TOTAL = text("SELECT COALESCE(SUM(points), 0) FROM awards WHERE person = :person")
+TOTALS = text(
+    "SELECT person, SUM(points) FROM awards WHERE person IN :persons GROUP BY person"
+).bindparams(bindparam("persons", expanding=True))
+# The columns a batch inserts (migrations/ has the table's whole definition).
+AWARDS = Table(
+    "awards",
+    MetaData(),
+    *(Column(c, Text) for c in ("cause", "rule", "person", "username", "name", "context")),
+    Column("points", Integer),
+    Column("awarded_at", Text),
+)
 LEADERS = text(
     """
     SELECT person, SUM(points) AS total, MIN(id) AS first,
@@ -56,24 +72,63 @@ class Award:
     name: str | None = None
     context: str | None = None
 
+    def row(self, at: str) -> dict[str, Any]:
+        return {
+            "cause": self.cause,
+            "rule": self.rule,
+            "person": self.person,
+            "username": self.username,
+            "name": self.name,
+            "points": self.points,
+            "context": self.context,
+            "awarded_at": at,
+        }
+
     def write(self, conn: Connection) -> int | None:
         """The person's new total, or None when this award was counted already."""
-        inserted = conn.execute(
-            INSERT,
-            {
-                "cause": self.cause,
-                "rule": self.rule,
-                "person": self.person,
-                "username": self.username,
-                "name": self.name,
-                "points": self.points,
-                "context": self.context,
-                "at": act.now(),
-            },
-        ).rowcount
+        row = self.row(act.now())
+        inserted = conn.execute(INSERT, {**row, "at": row["awarded_at"]}).rowcount
         if not inserted:
             return None
         return int(conn.execute(TOTAL, {"person": self.person}).scalar_one())
+
+
+def insert_new(conn: Connection) -> Insert:
+    """INSERT ... ON CONFLICT (cause, rule) DO NOTHING RETURNING cause, rule: the same
+    statement in both dialects, built by each one's own construct."""
+    if conn.dialect.name == "postgresql":
+        return (
+            postgresql.insert(AWARDS)
+            .on_conflict_do_nothing(index_elements=["cause", "rule"])
+            .returning(AWARDS.c.cause, AWARDS.c.rule)
+        )
+    return (
+        sqlite.insert(AWARDS)
+        .on_conflict_do_nothing(index_elements=["cause", "rule"])
+        .returning(AWARDS.c.cause, AWARDS.c.rule)
+    )
+
+
+def write_awards(conn: Connection, awards: list[Award]) -> list[int | None]:
+    """Each award's person's new total, in order; None for one counted already (before,
+    or earlier in this same batch)."""
+    at = act.now()
+    new = {(r[0], r[1]) for r in conn.execute(insert_new(conn), [a.row(at) for a in awards])}
+    persons = sorted({a.person for a in awards})
+    final = {str(r[0]): int(r[1]) for r in conn.execute(TOTALS, {"persons": persons})}
+    owners: list[bool] = []  # the first of the batch with a new key made its row
+    for award in awards:
+        key = (award.cause, award.rule)
+        owners.append(key in new)
+        new.discard(key)
+    totals: list[int | None] = [None] * len(awards)
+    after: defaultdict[str, int] = defaultdict(int)  # points of a person's later awards
+    for i in range(len(awards) - 1, -1, -1):
+        if owners[i]:
+            person = awards[i].person
+            totals[i] = final[person] - after[person]
+            after[person] += awards[i].points
+    return totals
 
 
 class Ledger(Store):
@@ -82,13 +137,13 @@ class Ledger(Store):
 
     def open(self) -> Ledger:
         super().open()
-        self._group = Coalescer(self.db)
+        self._group = Batcher(self.db, write_awards)
         return self
 
     async def award(self, award: Award) -> int | None:
         """The person's new total, or None when counted already; committed with the other
         awards of this turn of the event loop."""
-        return await self._group.run(award.write)
+        return await self._group.add(award)
 
     def record(self, award: Award) -> int | None:
         """One award in a transaction of its own (tools and tests)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
@@ -25,6 +25,8 @@ from dovecote.errors import StoreUnavailable
 from dovecote.store.database import Database
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 Work = Callable[[Connection], Any]
 MAX_BATCH = 500  # writes in one transaction at most: a long one holds SQLite's lock
 
@@ -93,3 +95,60 @@ def _settle(
         done.set_exception(error)
     else:
         done.set_result(result)
+
+
+class Batcher(Generic[Item, Result]):
+    """Like ``Coalescer``, for writes of one kind: the items of one turn of the event loop
+    go to one function, ``write(conn, items)``, that stores them all with a statement or
+    two (a multi-row insert) and gives one result per item, in order. Fewer statements
+    than one work per item: on PostgreSQL each is a round trip. An item that fails fails
+    alone: when a batch fails for any reason but the database being unavailable, each item
+    is written again alone."""
+
+    def __init__(
+        self,
+        db: Database,
+        write: Callable[[Connection, list[Item]], list[Result]],
+        limit: int = MAX_BATCH,
+    ) -> None:
+        self.db = db
+        self.write = write
+        self.limit = limit
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self.commits = 0  # transactions committed (for tests and benchmarks)
+
+    async def add(self, item: Item) -> Result:
+        """Store ``item`` in the next group transaction; its result once committed."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Result] = loop.create_future()
+        self._pending.append((item, done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        return await done
+
+    def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.limit], self._pending[self.limit :]
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        live = [(item, done) for item, done in batch if not done.cancelled()]
+        if not live:
+            return
+        try:
+            with self.db.transaction() as conn:
+                results = self.write(conn, [item for item, _ in live])
+        except StoreUnavailable as exc:
+            for _, done in live:
+                _settle(done, error=exc)
+            return
+        except Exception as exc:
+            if len(live) == 1:
+                _settle(live[0][1], error=exc)
+            else:
+                for one in live:
+                    self._commit([one])
+            return
+        self.commits += 1
+        for (_, done), result in zip(live, results, strict=True):
+            _settle(done, result=result)
