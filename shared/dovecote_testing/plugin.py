@@ -52,7 +52,7 @@ __all__ = [
 from dovecote.project import PROJECT
 from dovecote.store import Place
 from dovecote.tools.broker import BrokerUnavailable, PrivateMosquitto, free_port
-from dovecote_testing.cluster import PrivateCluster
+from dovecote_testing.cluster import NODES, PrivateCluster
 from dovecote_testing.gateway import DEMO_PASSWORD
 from dovecote_testing.memory import MemoryBus
 from dovecote_testing.postgres import PostgresUnavailable, PrivatePostgres
@@ -221,6 +221,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster
         pytest.fail(f"cannot start a private RabbitMQ cluster: {exc}")
     yield c
     c.stop()
+
+
+@pytest.fixture(autouse=True)
+def _whole_cluster(request: pytest.FixtureRequest) -> None:
+    """A test on the cluster starts with its three nodes up. A test that kills a node
+    leaves it to the next one to start it again: the last test's restart (~10 s) would be
+    for nobody."""
+    if "cluster" not in request.fixturenames:
+        return
+    cluster: PrivateCluster = request.getfixturevalue("cluster")
+    for name in NODES:
+        if not cluster.node(name).running:
+            cluster.restart(name)
 
 
 @pytest.fixture(scope="session")
