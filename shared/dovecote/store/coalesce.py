@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection
 
@@ -31,21 +31,32 @@ Work = Callable[[Connection], Any]
 MAX_BATCH = 500  # writes in one transaction at most: a long one holds SQLite's lock
 
 
-class Coalescer:
-    def __init__(self, db: Database, limit: int = MAX_BATCH) -> None:
-        """``limit``: the weight of one transaction's writes at most (one write always)."""
+class Batcher(Generic[Item, Result]):
+    """The items asked for in one turn of the event loop, stored by one function,
+    ``write(conn, items)``, in one transaction, one result per item in order. A store
+    writing items of one kind writes them with a statement or two (a multi-row insert:
+    on PostgreSQL each statement is a round trip); ``Coalescer`` runs writes of any kind.
+    ``limit`` bounds a transaction by the items' weight (one item always goes)."""
+
+    def __init__(
+        self,
+        db: Database,
+        write: Callable[[Connection, list[Item]], list[Result]],
+        limit: int = MAX_BATCH,
+    ) -> None:
         self.db = db
+        self.write = write
         self.limit = limit
-        self._pending: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._weights: list[int] = []
         self._scheduled = False
         self.commits = 0  # transactions committed (for tests and benchmarks)
 
-    async def run(self, work: Callable[[Connection], T], weight: int = 1) -> T:
-        """``work(conn)`` in the next group transaction; its result once committed."""
+    async def add(self, item: Item, weight: int = 1) -> Result:
+        """Store ``item`` in the next group transaction; its result once committed."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        self._pending.append((work, done))
+        done: asyncio.Future[Result] = loop.create_future()
+        self._pending.append((item, done))
         self._weights.append(weight)
         if not self._scheduled:
             self._scheduled = True
@@ -63,74 +74,6 @@ class Coalescer:
             self._weights = self._weights[size:]
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
-        live = [(work, done) for work, done in batch if not done.cancelled()]
-        if not live:
-            return
-        try:
-            with self.db.transaction() as conn:
-                results = [work(conn) for work, _ in live]
-        except StoreUnavailable as exc:
-            for _, done in live:
-                _settle(done, error=exc)
-            return
-        except Exception as exc:
-            if len(live) == 1:
-                _settle(live[0][1], error=exc)
-            else:  # one bad write: the others go on, each alone
-                for item in live:
-                    self._commit([item])
-            return
-        self.commits += 1
-        for (_, done), result in zip(live, results, strict=True):
-            _settle(done, result=result)
-
-
-def _settle(
-    done: asyncio.Future[Any], result: Any = None, error: BaseException | None = None
-) -> None:
-    if done.done():
-        return
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(result)
-
-
-class Batcher(Generic[Item, Result]):
-    """Like ``Coalescer``, for writes of one kind: the items of one turn of the event loop
-    go to one function, ``write(conn, items)``, that stores them all with a statement or
-    two (a multi-row insert) and gives one result per item, in order. Fewer statements
-    than one work per item: on PostgreSQL each is a round trip. An item that fails fails
-    alone: when a batch fails for any reason but the database being unavailable, each item
-    is written again alone."""
-
-    def __init__(
-        self,
-        db: Database,
-        write: Callable[[Connection, list[Item]], list[Result]],
-        limit: int = MAX_BATCH,
-    ) -> None:
-        self.db = db
-        self.write = write
-        self.limit = limit
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self.commits = 0  # transactions committed (for tests and benchmarks)
-
-    async def add(self, item: Item) -> Result:
-        """Store ``item`` in the next group transaction; its result once committed."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Result] = loop.create_future()
-        self._pending.append((item, done))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return await done
-
-    def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[: self.limit], self._pending[self.limit :]
-            self._commit(batch)
-
     def _commit(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         live = [(item, done) for item, done in batch if not done.cancelled()]
         if not live:
@@ -145,10 +88,36 @@ class Batcher(Generic[Item, Result]):
         except Exception as exc:
             if len(live) == 1:
                 _settle(live[0][1], error=exc)
-            else:
+            else:  # one bad item: the others go on, each alone
                 for one in live:
                     self._commit([one])
             return
         self.commits += 1
         for (_, done), result in zip(live, results, strict=True):
             _settle(done, result=result)
+
+
+def _run_each(conn: Connection, works: list[Work]) -> list[Any]:
+    return [work(conn) for work in works]
+
+
+class Coalescer(Batcher[Work, Any]):
+    """Writes of any kind (``work(conn)``), the turn's in one transaction."""
+
+    def __init__(self, db: Database, limit: int = MAX_BATCH) -> None:
+        super().__init__(db, _run_each, limit)
+
+    async def run(self, work: Callable[[Connection], T], weight: int = 1) -> T:
+        """``work(conn)`` in the next group transaction; its result once committed."""
+        return cast(T, await self.add(work, weight))
+
+
+def _settle(
+    done: asyncio.Future[Any], result: Any = None, error: BaseException | None = None
+) -> None:
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
