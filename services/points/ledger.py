@@ -27,11 +27,6 @@ from dovecote import activity as act
 from dovecote.store import Store
 from dovecote.store.coalesce import Batcher
 
-INSERT = text(
-    "INSERT INTO awards (cause, rule, person, username, name, points, context, awarded_at) "
-    "VALUES (:cause, :rule, :person, :username, :name, :points, :context, :at) "
-    "ON CONFLICT (cause, rule) DO NOTHING"
-)
 TOTAL = text("SELECT COALESCE(SUM(points), 0) FROM awards WHERE person = :person")
 TOTALS = text(
     "SELECT person, SUM(points) FROM awards WHERE person IN :persons GROUP BY person"
@@ -83,14 +78,6 @@ class Award:
             "context": self.context,
             "awarded_at": at,
         }
-
-    def write(self, conn: Connection) -> int | None:
-        """The person's new total, or None when this award was counted already."""
-        row = self.row(act.now())
-        inserted = conn.execute(INSERT, {**row, "at": row["awarded_at"]}).rowcount
-        if not inserted:
-            return None
-        return int(conn.execute(TOTAL, {"person": self.person}).scalar_one())
 
 
 def insert_new(conn: Connection) -> Insert:
@@ -148,7 +135,7 @@ class Ledger(Store):
     def record(self, award: Award) -> int | None:
         """One award in a transaction of its own (tools and tests)."""
         with self.db.transaction() as conn:
-            return award.write(conn)
+            return write_awards(conn, [award])[0]
 
     def total(self, person: str) -> int:
         with self.db.transaction() as conn:
