@@ -2,7 +2,8 @@
 
 Two ways to lose it: the network drops (a proxy between the browser and the gateway is
 unplugged for a while: the page resumes and the gateway replays what it missed), and the
-gateway restarts (a new epoch: the page cannot resume, says so and reloads its state).
+gateway restarts (the new process did not hear the page's frames: the page cannot resume,
+says so and reloads its state).
 """
 
 from __future__ import annotations
@@ -174,14 +175,14 @@ async def test_a_gateway_restart_mid_build_makes_the_page_reload_its_state(
     await federation.probe.wait_for(
         "events/build/progress", lambda a: a["object"]["progress"] >= 20
     )
-    federation.gateway.stop()  # a new process: a new epoch, nothing to replay from
+    federation.gateway.stop()  # a new process: it did not hear what the page saw
     await page.wait_for_selector("#connection.pill-wait")
     federation.gateway.start()
     await wait_http(f"{federation.url}/healthz")
     await page.wait_for_function("() => document.body.dataset.reloads === '1'", timeout=20_000)
     await finished(page)
     gap = await page.text_content("#feed .feed-gap")
-    assert gap is not None and "the gateway restarted" in gap
+    assert gap is not None and "this gateway has not heard the frames" in gap
     assert await page.text_content("#build-state") == "succeeded"
     assert "succeeded" in await page.text_content("#history")
     # Reloaded in place: the page kept its script state, and its feed goes on after the gap.

@@ -54,6 +54,8 @@ def test_anything_else_is_refused_with_a_reason(name: Any, body: Any, reason: st
 
 def test_envelope_carries_the_payload_bytes_untouched() -> None:
     payload = b'{"a": 1,   "odd spacing": "\\u00e9"}'
-    frame = envelope(42, "dovecote/events/x", payload)
-    assert frame == b'{"seq":42,"topic":"dovecote/events/x","activity":' + payload + b"}"
+    frame = envelope(42, "0123456789ab", "dovecote/events/x", payload)
+    assert frame == (
+        b'{"seq":42,"key":"0123456789ab","topic":"dovecote/events/x","activity":' + payload + b"}"
+    )
     assert orjson.loads(frame)["activity"] == orjson.loads(payload)

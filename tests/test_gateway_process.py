@@ -17,6 +17,7 @@ from websockets.typing import Origin
 from dovecote import activity as act
 from dovecote_testing.gateway import cookie_header
 from dovecote_testing.plugin import wait_until
+from services.gateway.bus.replay import CURSOR_KEYS
 from tests.fixtures import Federation, Pipeline
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
@@ -50,6 +51,22 @@ class Browserish:
 
     def topics(self) -> list[str]:
         return [f["topic"] for f in self.decoded() if "topic" in f]
+
+    def cursor(self, start: list[str] | None = None) -> list[str]:
+        """The cursor a dashboard would keep after these frames (dashboard.js): a fresh
+        hello's ``after``, then the key of every frame numbered above that hello's seq (the
+        state sent with it is not news); after a resumed hello, every frame's."""
+        cursor, state_up_to = list(start or []), 0
+        for f in self.decoded():
+            if f.get("type") == "hello":
+                cursor = cursor if f["resumed"] else list(f["after"])
+                state_up_to = 0 if f["resumed"] else f["seq"]
+            elif "key" in f and f["seq"] > state_up_to:
+                cursor.append(f["key"])
+        return cursor[-CURSOR_KEYS:]
+
+    def resume_url(self, url: str, start: list[str] | None = None) -> str:
+        return f"{url}?after={'.'.join(self.cursor(start))}"
 
     async def wait(self, pred: Any, timeout: float = 15) -> dict[str, Any]:
         found: list[dict[str, Any]] = []

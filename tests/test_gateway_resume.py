@@ -63,9 +63,8 @@ def is_hello(f: dict[str, Any]) -> bool:
     return f.get("type") == "hello"
 
 
-def resume(url: str, hello: dict[str, Any], since: int | None = None) -> str:
-    seq = hello["seq"] if since is None else since
-    return f"{url}?since={seq}&epoch={hello['epoch']}"
+def resume(url: str, cursor: list[str]) -> str:
+    return f"{url}?after={'.'.join(cursor)}"
 
 
 async def signed(url: str, person: str) -> dict[str, str]:
@@ -88,20 +87,20 @@ async def test_a_page_that_comes_back_gets_exactly_what_it_missed_in_order(
         async with connect(url, await signed(url, "ada")) as conn:
             page = Browserish(conn)
             hello = await page.wait(is_hello)
-            assert hello["resumed"] is False and isinstance(hello["epoch"], str)
+            assert hello["resumed"] is False and isinstance(hello["after"], list)
             for n in range(5):
                 tick(probe, n)
             last = (await page.wait(has_tick(4)))["seq"]
         for n in range(5, 25):  # the page is away
             tick(probe, n)
         await witness.wait(has_tick(24))
-        async with connect(resume(url, hello, last), await signed(url, "ada")) as conn:
+        async with connect(page.resume_url(url), await signed(url, "ada")) as conn:
             back = Browserish(conn)
             again = await back.wait(is_hello)
             await back.wait(has_tick(24))
             tick(probe, 25)  # and live again after the replay
             await back.wait(has_tick(25))
-    assert again["resumed"] is True and again["epoch"] == hello["epoch"]
+    assert again["resumed"] is True and "after" not in again
     assert ticks(page) == list(range(5))
     assert ticks(back) == list(range(5, 26))  # no gap, no duplicate, in order
     frames = back.decoded()
@@ -121,10 +120,11 @@ async def test_a_page_that_had_received_nothing_resumes_from_its_hello(
         async with connect(url, await signed(url, "ada")) as conn:
             hello = orjson.loads(await conn.recv())
             assert hello["type"] == "hello"  # and it leaves before any bus message
+        assert hello["after"], "the gateway's presence, at least, came before"
         for n in range(10):
             tick(probe, n)
         await witness.wait(has_tick(9))
-        async with connect(resume(url, hello), await signed(url, "ada")) as conn:
+        async with connect(resume(url, hello["after"]), await signed(url, "ada")) as conn:
             back = Browserish(conn)
             await back.wait(has_tick(9))
     assert back.decoded()[0]["resumed"] is True
@@ -139,9 +139,9 @@ async def test_a_page_resumes_from_the_moment_its_html_was_rendered(
     page_url = url.replace("ws://", "http://").removesuffix("/ws") + "/"
     async with aiohttp.ClientSession() as http, http.get(page_url) as r:
         html = await r.text()
-    found = re.search(r'data-epoch="([0-9a-f]+)" data-seq="(\d+)"', html)
+    found = re.search(r'data-after="([0-9a-f.]+)"', html)
     assert found, "the page carries the point it resumes from"
-    rendered = {"epoch": found[1], "seq": int(found[2])}
+    rendered = found[1].split(".")
     async with connect(url, await signed(url, "linus")) as w:
         witness = Browserish(w)
         for n in range(3):  # between the page's render and its socket
@@ -154,22 +154,22 @@ async def test_a_page_resumes_from_the_moment_its_html_was_rendered(
 
 
 @pytest.mark.brokers("mosquitto")
-async def test_too_old_a_seq_or_another_epoch_gets_cannot_resume_then_the_state(
+async def test_a_cursor_too_old_unknown_or_of_the_old_kind_gets_cannot_resume_then_the_state(
     gateway: Gateway, probe: Probe
 ) -> None:
-    url = await gateway(GATEWAY_REPLAY_BYTES="3000")  # room for a few ticks
+    url = await gateway(GATEWAY_REPLAY_BYTES="5000")  # room for a few ticks
     async with connect(url, await signed(url, "linus")) as w:
         witness = Browserish(w)
         hello = await witness.wait(is_hello)
         for n in range(20):
             tick(probe, n)
         await witness.wait(has_tick(19))
-        cases = {
-            "too old": resume(url, hello),
-            "epoch": resume(url, {**hello, "epoch": "0123456789abcdef"}),
-            "never sent": resume(url, hello, since=10**9),
-        }
-        for why, resume_url in cases.items():
+        cases = [
+            ("not held here", resume(url, hello["after"])),  # those frames left the ring
+            ("not held here", resume(url, ["0123456789ab"] * 3)),  # no gateway sent these
+            ("names no frame", f"{url}?since=5&epoch=0123456789abcdef"),  # before keys
+        ]
+        for why, resume_url in cases:
             async with connect(resume_url, await signed(url, "ada")) as conn:
                 page = Browserish(conn)
                 fresh = await page.wait(is_hello)
@@ -179,18 +179,20 @@ async def test_too_old_a_seq_or_another_epoch_gets_cannot_resume_then_the_state(
                 await page.wait(has_tick(100))  # then live frames
                 first = page.decoded()[0]
                 assert first["type"] == "cannot-resume" and why in first["reason"], first
-                assert fresh["resumed"] is False and fresh["epoch"] == hello["epoch"]
+                assert fresh["resumed"] is False and fresh["after"]
                 assert ticks(page) == [100]
             await witness.wait(has_tick(100))
             witness.frames.clear()
 
 
+KEY = "0123456789ab"
 MALFORMED = {
-    "since=5": "together",
-    "epoch=abc": "together",
-    "since=-1&epoch=abc": "whole number",
-    "since=1e3&epoch=abc": "whole number",
-    "since=%C2%B2&epoch=abc": "whole number",  # "²" is a digit to str.isdigit
+    "after=xyz": "12 hex digits",
+    "after=0123456789AB": "12 hex digits",  # keys are lower case
+    f"after={KEY}.{KEY[:-1]}": "12 hex digits",
+    f"after={KEY}..{KEY}": "12 hex digits",
+    "after=" + ".".join([KEY] * 25): "up to 24",
+    "after=%D9%A0123456789ab": "12 hex digits",  # an Arabic-Indic zero is a digit to isdigit
 }
 
 
@@ -219,7 +221,7 @@ async def test_a_replay_never_carries_another_persons_notification(
         headers = {who: await signed(url, who) for who in people}
         for who in people:  # each connects, then leaves
             async with connect(url, headers[who]) as conn:
-                hellos[who] = orjson.loads(await conn.recv())
+                hellos[who] = orjson.loads(await conn.recv())["after"]
         notify(probe, "grace", "for grace 1")
         tick(probe, 1)
         notify(probe, "ada", "for ada")

@@ -26,6 +26,7 @@ from dovecote_testing.plugin import wait_until
 from services.gateway.bus import hub as hub_module
 from services.gateway.bus.frames import text_frame
 from services.gateway.bus.hub import Hub
+from services.gateway.bus.replay import key_of
 from services.gateway.web.app import create_app
 from tests.fixtures import gateway_context
 
@@ -79,7 +80,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 def send(hub: Hub, n: int, pad: int = 0) -> None:
     """Broadcast bus message number ``n``, ``pad`` bytes bigger than it need be."""
-    hub.broadcast("t/events/test", orjson.dumps({"n": n, "pad": "x" * pad}))
+    hub.broadcast("t/events/test", orjson.dumps({"n": n, "pad": "x" * pad}), f"urn:test:{n}")
 
 
 GRACES = "t/users/grace/notifications"
@@ -106,13 +107,19 @@ async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway:
             if n % 10 == 0:  # aiohttp writes its own frames between ours
                 await next(iter(gateway.hub.clients)).ws.ping(b"p")
             if n == 25:
-                gateway.hub.send_to_user("grace", GRACES, orjson.dumps({"for": "grace"}))
+                gateway.hub.send_to_user("grace", GRACES, orjson.dumps({"for": "grace"}), "urn:g")
         got_a = [await asyncio.wait_for(a.recv(), 5) for _ in range(50)]
         got_b = [await asyncio.wait_for(b.recv(), 5) for _ in range(51)]
     assert numbers(got_a) == list(range(50))
     assert numbers(got_b) == list(range(50))
     # Per-user frames keep their place among the broadcasts, numbered in the same sequence.
-    assert orjson.loads(got_b[26]) == {"seq": 27, "topic": GRACES, "activity": {"for": "grace"}}
+    key = key_of(GRACES, "urn:g")
+    assert orjson.loads(got_b[26]) == {
+        "seq": 27,
+        "key": key,
+        "topic": GRACES,
+        "activity": {"for": "grace"},
+    }
     assert [orjson.loads(f)["seq"] for f in got_a] == [*range(1, 27), *range(28, 52)]
 
 
@@ -205,19 +212,22 @@ async def read_to_the_end(sock: socket.socket) -> bytes:
 async def test_a_page_that_missed_more_than_a_socket_may_hold_reloads_instead(
     gateway: Gateway,
 ) -> None:
+    send(gateway.hub, -1)  # a frame to resume after
+    gateway.hub.flush()
     async with websockets.connect(gateway.url) as away:
         hello = orjson.loads(await away.recv())
     for n in range(150):  # 1.2 MB while it is away: more than QUEUE_BYTES
         send(gateway.hub, n, pad=8000)
     gateway.hub.flush()
-    back = f"{gateway.url}?epoch={hello['epoch']}&since="
-    async with websockets.connect(back + str(hello["seq"])) as conn:
+    back = f"{gateway.url}?after="
+    async with websockets.connect(back + ".".join(hello["after"])) as conn:
         first = orjson.loads(await conn.recv())
         assert first["type"] == "cannot-resume" and "KiB missed" in first["reason"]
         assert orjson.loads(await conn.recv())["resumed"] is False
     assert (gateway.hub.replays, gateway.hub.replays_refused) == (0, 1)
-    # Had it seen up to number 140 (seq 141), the last nine would be its whole replay.
-    async with websockets.connect(back + str(hello["seq"] + 141)) as conn:
+    # Had it seen up to number 140, the last nine would be its whole replay.
+    seen = [key_of("t/events/test", f"urn:test:{n}") for n in range(117, 141)]
+    async with websockets.connect(back + ".".join(seen)) as conn:
         assert orjson.loads(await conn.recv())["resumed"] is True
         got = [await asyncio.wait_for(conn.recv(), 5) for _ in range(9)]
         assert numbers(got) == list(range(141, 150))

@@ -77,7 +77,7 @@ async def test_metrics_are_served_in_the_prometheus_format_one_series_per_worker
         await ws.close()
         # The page comes back where it was: a replay, counted by the gateway.
         ws_url = federation.url.replace("http", "ws") + "/ws"
-        ws = await http.ws_connect(f"{ws_url}?since={hello['seq']}&epoch={hello['epoch']}")
+        ws = await http.ws_connect(f"{ws_url}?after={'.'.join(hello['after'])}")
         assert orjson.loads((await ws.receive()).data)["resumed"] is True
         bearer = {"Authorization": f"Bearer {METRICS_TOKEN}", "Host": "10.9.8.7:9100"}
         text = ""

@@ -179,19 +179,26 @@ class Gateway(Service):
 
     @handles("events/#", shared=False)  # every worker serves its own browsers
     async def on_event(self, activity: act.Activity, delivery: Delivery) -> None:
-        self.feed.append(self.hub.broadcast(delivery.topic, delivery.payload))
+        frame = self.hub.broadcast(delivery.topic, delivery.payload, activity.id)
+        if frame is not None:  # a redelivery is sent once
+            self.feed.append(frame)
         self.traces.add(delivery.topic, activity.context, delivery.payload)
 
     @handles(*STATE_TOPICS, *SHOWN_WITH_PARAMS, shared=False)
     async def on_state(self, activity: act.Activity, delivery: Delivery) -> None:
-        self.hub.broadcast(delivery.topic, delivery.payload, retain=True)
+        self.hub.broadcast(
+            delivery.topic, delivery.payload, activity.id, retain=True, live=not delivery.retained
+        )
         if not delivery.retained:  # state from before this worker started: not news
             self.traces.add(delivery.topic, activity.context, delivery.payload)
 
     @handles(topics.PRESENCE, shared=False)
     async def on_presence(self, presence: act.Presence, delivery: Delivery) -> None:
         # Pages get who is up, not where: pid and host stay on the bus, for operators.
-        self.hub.broadcast(delivery.topic, federation_status.shown(presence), retain=True)
+        shown = federation_status.shown(presence)
+        self.hub.broadcast(
+            delivery.topic, shown, presence.id, retain=True, live=not delivery.retained
+        )
         if presence.type == "Leave":  # its metrics stop being current at once, not when due
             self.ops.fleet.left(delivery.params["service"], delivery.params["instance"])
         if not delivery.retained:
@@ -202,12 +209,12 @@ class Gateway(Service):
     )  # every gateway worker: each has its sockets
     async def on_notification(self, note: notifier_topics.Notification, delivery: Delivery) -> None:
         # The topic names the one person it is for: only that person's sockets get it.
-        self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
+        self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload, note.id)
         self.traces.add(delivery.topic, note.context, delivery.payload)
 
     @handles(notifier_topics.INBOX_STATE, shared=False)
-    async def on_inbox(self, _: notifier_topics.InboxUpdated, delivery: Delivery) -> None:
-        self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload)
+    async def on_inbox(self, inbox: notifier_topics.InboxUpdated, delivery: Delivery) -> None:
+        self.hub.send_to_user(delivery.params["user"], delivery.topic, delivery.payload, inbox.id)
 
     # --- for operators: metrics, traces, dead letters -----------------------------------
 

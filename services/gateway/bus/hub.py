@@ -1,10 +1,11 @@
 """The websocket hub: which browser gets which bus message, and how fast.
 
 A frame is built once per bus message by gluing the broker's payload bytes into a small JSON
-envelope, ``{"seq": n, "topic": ..., "activity": <payload as received>}``, then framed once
-(``frames.text_frame``): nothing is decoded, re-encoded or re-framed per socket. ``seq``
-numbers the frames of this process; the replay ring (``replay.py``) keeps the newest, so a
-page that reconnects gets what it missed (docs/websocket.md has the protocol).
+envelope, ``{"seq": n, "key": k, "topic": ..., "activity": <payload as received>}``, then
+framed once (``frames.text_frame``): nothing is decoded, re-encoded or re-framed per socket.
+``key`` names the message on every gateway, ``seq`` numbers the frames of this process; the
+replay ring (``replay.py``) keeps the newest, so a page that reconnects to any gateway gets
+what it missed (docs/websocket.md has the protocol).
 
 Fan-out writes those bytes straight to each socket's transport, and frames broadcast in one
 event-loop turn (a burst read from the broker) go out joined, one write per socket: the
@@ -31,7 +32,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 
 from services.gateway.bus.frames import text_frame
-from services.gateway.bus.replay import ReplayRing
+from services.gateway.bus.replay import CURSOR_KEYS, ReplayRing, key_of
 
 log = logging.getLogger("dovecote.gateway.hub")
 
@@ -45,9 +46,14 @@ SIGNED_OUT_CODE = 4401
 REPLAY_BYTES = 4 * 1024 * 1024  # default budget of the replay ring (GATEWAY_REPLAY_BYTES)
 
 
-def envelope(seq: int, topic: str, payload: bytes) -> bytes:
+def envelope(seq: int, key: str, topic: str, payload: bytes) -> bytes:
     """The frame for one bus message; ``payload`` is already valid JSON (it was validated)."""
-    return b'{"seq":%d,"topic":%b,"activity":%b}' % (seq, orjson.dumps(topic), payload)
+    return b'{"seq":%d,"key":"%s","topic":%b,"activity":%b}' % (
+        seq,
+        key.encode(),
+        orjson.dumps(topic),
+        payload,
+    )
 
 
 def notice(kind: str, **fields: object) -> bytes:
@@ -129,6 +135,7 @@ class Hub:
         self._lagging: set[Client] = set()
         self._drainer: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._news: asyncio.Event | None = None  # set at the next frame held
         # counted for the gateway's metrics report (services/gateway/service.py: readings)
         self.slow_closes = 0  # sockets closed with 1013
         self.replays = 0  # pages that came back and resumed from the ring
@@ -169,36 +176,72 @@ class Hub:
     def snapshot(self) -> Iterable[bytes]:
         return list(self.retained.values())
 
-    def welcome(self, client: Client, resume: tuple[str, int] | None, **hello: object) -> None:
-        """A socket's first frames: hello, then what it missed since ``resume`` (epoch, seq),
-        or, for a newcomer or one that cannot resume, the retained state. Call right after
-        ``join``, with no await between: from ``hello``'s seq on, the broadcasts are its own."""
+    def welcome(self, client: Client, cursor: list[str] | None, **hello: object) -> None:
+        """A socket's first frames: hello, then what it missed after ``cursor`` (the keys of
+        the last frames its page applied, on this gateway or another), or, for a newcomer or
+        one that cannot resume, the retained state. Call right after ``join``, with no await
+        between: from ``hello``'s seq on, the broadcasts are its own."""
         ring = self.ring
-        if resume is not None:
-            reason = ring.why_not(*resume)
-            missed = ring.after(resume[1], client.user) if reason is None else []
+        if cursor is not None:
+            reason = ring.why_not(cursor, client.user)
+            missed = ring.after(cursor, client.user) if reason is None else []
             size = sum(map(len, missed))
             if size > QUEUE_BYTES:  # no more than a lagging socket may hold
                 reason = f"{size // 1024} KiB missed: more than a socket may be sent at once"
             if reason is None:
                 self.replays += 1
-                client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=True, **hello))
+                client.push(notice("hello", seq=ring.seq, resumed=True, **hello))
                 if missed:
                     client.write(b"".join(missed))
                 return
             self.replays_refused += 1
             client.push(notice("cannot-resume", reason=reason))
-        client.push(notice("hello", epoch=ring.epoch, seq=ring.seq, resumed=False, **hello))
+        after = ring.recent(client.user, CURSOR_KEYS)
+        client.push(notice("hello", seq=ring.seq, resumed=False, after=after, **hello))
         for frame in self.snapshot():
             client.push(frame)
 
-    def broadcast(self, topic: str, payload: bytes, retain: bool = False) -> bytes:
+    async def heard(self, cursor: list[str], user: str | None, wait: float) -> None:
+        """Give this gateway up to ``wait`` seconds to hear the cursor's newest frames: a page
+        that left another gateway a moment ago may have seen frames not yet delivered here."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while not self.ring.holds_newest(cursor, user):
+            left = until - loop.time()
+            if left <= 0:
+                return
+            if self._news is None:
+                self._news = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._news.wait(), left)
+            except TimeoutError:
+                return
+
+    def _held(self) -> None:
+        """A new frame is held: wake the pages waiting to hear theirs (``heard``)."""
+        if self._news is not None:
+            self._news.set()
+            self._news = None
+
+    def broadcast(
+        self,
+        topic: str,
+        payload: bytes,
+        activity_id: str,
+        retain: bool = False,
+        live: bool = True,
+    ) -> bytes | None:
         """Send to every socket: at the end of this loop turn, with the rest of the burst.
-        ``retain``: also the frame a newcomer gets first (state, presence). Returns the
-        frame (unframed JSON)."""
-        frame = envelope(self.ring.seq + 1, topic, payload)
+        ``retain``: also the frame a newcomer gets first (state, presence). ``live``: False
+        for a retained message the broker sent on subscribing (``ReplayRing.add``). Returns
+        the frame (unframed JSON), or None for a message already sent (a redelivery)."""
+        ring = self.ring
+        key = key_of(topic, activity_id)
+        frame = envelope(ring.seq + 1, key, topic, payload)
         data = text_frame(frame)
-        self.ring.add(None, data)
+        if ring.add(key, None, data, live) is None:
+            return None
+        self._held()
         if retain:
             self.retained[topic] = frame
         if not self._batch:
@@ -213,10 +256,13 @@ class Hub:
         for client in list(self.clients):
             client.push(frame)
 
-    def send_to_user(self, user: str, topic: str, payload: bytes) -> None:
+    def send_to_user(self, user: str, topic: str, payload: bytes, activity_id: str) -> None:
         """Send to that person's sockets only (now, and on a replay)."""
-        data = text_frame(envelope(self.ring.seq + 1, topic, payload))
-        self.ring.add(user, data)  # numbered and held even if none is connected right now
+        key = key_of(topic, activity_id)
+        data = text_frame(envelope(self.ring.seq + 1, key, topic, payload))
+        if self.ring.add(key, user, data) is None:  # held even if none is connected now
+            return
+        self._held()
         clients = self.by_user.get(user)
         if not clients:
             return

@@ -15,34 +15,44 @@ from dovecote.errors import BusError
 from services.gateway.accounts.credentials import Person
 from services.gateway.bus import commands, reachability
 from services.gateway.bus.hub import notice
+from services.gateway.bus.replay import CURSOR_KEYS, KEY_CHARS
 from services.gateway.context import CTX, Context
 from services.gateway.web import sessions
 
 MAX_FRAME_BYTES = 16 * 1024
+HEAR_WAIT = 1.0  # seconds a resuming page may wait for this gateway to hear its last frames
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ws", websocket)
 
 
-def resume_point(request: web.Request) -> tuple[str, int] | None:
-    """``?since=<seq>&epoch=<epoch>``: the last frame a page saw, or None for a newcomer."""
-    since, epoch = request.query.get("since"), request.query.get("epoch")
-    if since is None and epoch is None:
-        return None
-    if since is None or not epoch:
-        raise web.HTTPBadRequest(text="send since and epoch together (docs/websocket.md)")
-    if not since.isascii() or not since.isdigit() or len(since) > 18:
+def resume_point(request: web.Request) -> list[str] | None:
+    """``?after=<key>.<key>…``: the keys of the last frames a page applied (its cursor), on
+    this gateway or another; None for a newcomer. A cursor of the former kind
+    (``?since=&epoch=``, one gateway process's numbers) names no frame: it cannot resume."""
+    after = request.query.get("after")
+    if after is None:
+        return [] if "since" in request.query or "epoch" in request.query else None
+    keys = after.split(".") if after else []
+    if len(keys) > CURSOR_KEYS or not all(len(k) == KEY_CHARS and is_hex(k) for k in keys):
         raise web.HTTPBadRequest(
-            text=f"since must be a frame's seq (a whole number): {since[:40]!r}"
+            text=f"after must be up to {CURSOR_KEYS} frame keys ({KEY_CHARS} hex digits each) "
+            f"joined by '.': {after[:40]!r} (docs/websocket.md)"
         )
-    return epoch[:64], int(since)
+    return keys
+
+
+def is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[CTX]
     who = await sessions.person(request)  # None: signed out, public frames only
-    resume = resume_point(request)
+    cursor = resume_point(request)
+    if cursor:  # from another gateway a moment ago, it may have seen frames still on the way
+        await ctx.hub.heard(cursor, who.id if who else None, HEAR_WAIT)
     ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=MAX_FRAME_BYTES)
     await ws.prepare(request)
     user = who.id if who else None
@@ -50,7 +60,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         client = ctx.hub.join(ws, request, user, sessions.credential(request))
     except ConnectionResetError:
         return ws
-    ctx.hub.welcome(client, resume, root=ctx.root, user=user, bus=reachability.of(ctx.link))
+    ctx.hub.welcome(client, cursor, root=ctx.root, user=user, bus=reachability.of(ctx.link))
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:

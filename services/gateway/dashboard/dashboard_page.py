@@ -42,7 +42,7 @@ async def dashboard(request: web.Request) -> web.Response:
     csrf = await sessions.csrf_token(request)
     frames = snapshot(ctx)
     ring = ctx.hub.ring  # read with the snapshot (no await between): the page resumes here
-    epoch, seq = ring.epoch, ring.seq
+    after, seq = ring.recent(who.id if who else None), ring.seq
     feed = [orjson.loads(frame) for frame in ctx.feed]  # the same moment: no frame twice
     why = reasons(ctx, who)
     build = next(
@@ -66,7 +66,7 @@ async def dashboard(request: web.Request) -> web.Response:
             "build": build,
             "snapshot": frames,
             "root": ctx.root,
-            "epoch": epoch,
+            "after": ".".join(after),
             "seq": seq,
             "tiles": [photos_page.tile(image) for image in found],
             "older": image_api.image_id_of(found[-1]) if more and found else None,

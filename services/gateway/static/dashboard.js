@@ -454,20 +454,22 @@ function notice(frame) {
     showControls();
   }
   else if (frame.type === "hello") {
-    epoch = frame.epoch;
-    if (!frame.resumed) lastSeq = frame.seq; // a fresh start: the state follows, then seq+1
+    if (!frame.resumed) cursor = frame.after; // a fresh start: where this gateway stands
+    stateUpTo = frame.resumed ? 0 : frame.seq; // the state that follows a fresh start
     showBus(frame.bus);
   } else if (frame.type === "bus") showBus(frame);
   else if (frame.type === "accepted" && frame.queued) $("build-note").textContent = queuedWords(frame);
   else if (frame.type === "cannot-resume") reloadState(frame.reason);
 }
 
-// --- resuming: the gateway numbers its frames (docs/websocket.md) --------------------------
+// --- resuming on any gateway (docs/websocket.md) ------------------------------------------
 
-// Where this page resumes from: first the moment the server rendered it, then the last
-// numbered frame it applied. A reconnect sends both; the gateway replays what followed.
-let epoch = document.body.dataset.epoch || null;
-let lastSeq = Number(document.body.dataset.seq || 0);
+// Where this page resumes from: the keys of the last frames it applied (every gateway names
+// a frame by the same key), first those of the moment the server rendered it. A reconnect
+// sends them; whichever gateway it reaches replays what followed.
+const WINDOW = 24; // keys kept: as many as a gateway reads (replay.py: CURSOR_KEYS)
+let cursor = (document.body.dataset.after || "").split(".").filter(Boolean);
+let stateUpTo = 0; // frames numbered up to here are the state after a fresh hello: not news
 let reloads = 0;
 
 // The gateway could not replay what this page missed (it restarted, or the page was away
@@ -492,7 +494,7 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   // Who the socket is for is the session's person (the cookie), never a parameter.
   let url = `${proto}://${location.host}/ws`;
-  if (epoch) url += `?since=${lastSeq}&epoch=${encodeURIComponent(epoch)}`;
+  if (cursor.length) url += `?after=${cursor.join(".")}`;
   const ws = new WebSocket(url);
   ws.onopen = () => {
     delay = 500;
@@ -504,7 +506,10 @@ function connect() {
     try { frame = JSON.parse(ev.data); } catch { return; }
     apply(frame);
     // After applying: a page dropped mid-frame asks for this frame again.
-    if (typeof frame.seq === "number" && frame.seq > lastSeq) lastSeq = frame.seq;
+    if (typeof frame.key === "string" && frame.seq > stateUpTo) {
+      cursor.push(frame.key);
+      if (cursor.length > WINDOW) cursor.shift();
+    }
   };
   ws.onclose = (ev) => {
     if (ev.code === 4401) { // this page's sign-in ended (signed out elsewhere, a new password)
