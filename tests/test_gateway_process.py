@@ -17,7 +17,7 @@ from websockets.typing import Origin
 from dovecote import activity as act
 from dovecote_testing.gateway import cookie_header
 from dovecote_testing.plugin import wait_until
-from services.gateway.bus.replay import CURSOR_KEYS
+from services.gateway.bus.replay import CURSOR_KEYS, key_of
 from tests.fixtures import Federation, Pipeline
 
 ADA = {"type": "Person", "id": "http://localhost:8080/users/ada", "name": "Ada"}
@@ -103,13 +103,17 @@ async def test_frames_carry_the_brokers_bytes_and_only_browser_topics(
     # Byte for byte what the broker delivered: nothing decoded and re-encoded.
     bus = {m.payload for m in federation.probe.messages if m.topic.endswith("build/succeeded")}
     [frame] = [f for f in page.frames if b"/events/build/succeeded" in f]
-    seq = orjson.loads(frame)["seq"]
-    prefix = b'{"seq":%d,"topic":"%b","activity":' % (
+    seq, key = orjson.loads(frame)["seq"], orjson.loads(frame)["key"]
+    prefix = b'{"seq":%d,"key":"%b","topic":"%b","activity":' % (
         seq,
+        key.encode(),
         f"{root}/events/build/succeeded".encode(),
     )
     assert frame.startswith(prefix) and frame.endswith(b"}")
     assert frame[len(prefix) : -1] in bus
+    # Its key is what every gateway computes from the message: its topic and activity id.
+    [sent] = [orjson.loads(p) for p in bus]
+    assert key == key_of(f"{root}/events/build/succeeded", sent["id"])
 
 
 async def test_pages_see_a_workers_service_instance_and_status_only(

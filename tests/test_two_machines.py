@@ -27,11 +27,12 @@ from dovecote.tools.broker import free_port
 from dovecote_testing.balancer import Balancer
 from dovecote_testing.cluster import PrivateCluster
 from dovecote_testing.gateway import DEMO_PASSWORD
-from dovecote_testing.plugin import Probe, ServiceProcess, environment
+from dovecote_testing.plugin import Probe, ServiceProcess, environment, wait_until
 from dovecote_testing.postgres import PrivatePostgres
 from tests.chaos import NO_RATE_LIMITS, Traffic, record, settle
 from tests.fixtures import wait_http
 from tests.imagefiles import photo
+from tests.pages import ResumingPage, compare, is_marker, marker, published_between, quiet
 from tests.test_cluster import amqp_url, node_url
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -123,55 +124,13 @@ async def expect(r: aiohttp.ClientResponse, status: int) -> bytes:
     return body
 
 
-class Page:
-    """A dashboard's websocket through the balancer, reconnecting as the page's script does
-    (to the same address: the balancer sends it to a gateway that lives)."""
-
-    def __init__(self, balancer: Balancer, cookie: str) -> None:
-        self.balancer = balancer
-        self.cookie = cookie
-        self.first: tuple[str, int] | None = None  # the gateway it reached first
-        self.reconnected = asyncio.Event()
-        self.frames_after = 0  # frames received on the new connection
-        self._task: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        connected = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(connected))
-        await asyncio.wait_for(connected.wait(), 20)
-
-    async def _run(self, connected: asyncio.Event) -> None:
-        url = self.balancer.url.replace("http://", "ws://") + "/ws"
-        headers = {"Cookie": self.cookie, "Origin": self.balancer.url}
-        async with aiohttp.ClientSession() as http:
-            for attempt in range(200):
-                try:
-                    async with http.ws_connect(url, headers=headers, heartbeat=5) as ws:
-                        if self.first is None:
-                            self.first = self.balancer.routed[-1]
-                            connected.set()
-                        async for msg in ws:
-                            if msg.type != aiohttp.WSMsgType.TEXT:
-                                break
-                            if attempt:
-                                self.frames_after += 1
-                                self.reconnected.set()
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 async def test_two_machines_share_everything_and_lose_nothing_with_one(
     two_machines: TwoMachines,
 ) -> None:
     t = two_machines
     probe = await Probe(node_url(t.cluster, "cb"), t.root).start("#")
-    pages: list[Page] = []
+    pages: list[ResumingPage] = []
+    http = aiohttp.ClientSession()
     try:
         for name in MACHINE_A:
             t.start(t.a, name)
@@ -233,22 +192,30 @@ async def test_two_machines_share_everything_and_lose_nothing_with_one(
         else:
             raise AssertionError(f"not the same leaderboard on A and B, with zoe: {await boards()}")
 
-        # Pages through the balancer, some on each machine.
+        # Pages through the balancer, some on each machine: grace's and signed-out ones.
         async with t.direct(t.b) as grace:
             form = {"username": "grace", "password": DEMO_PASSWORD}
             async with grace.post("/signin", data=form, allow_redirects=False) as r:
                 await expect(r, 303)
             cookie = "; ".join(f"{c.key}={c.value}" for c in grace.cookie_jar)
-        for _ in range(PAGES):
-            page = Page(t.balancer, cookie)
-            await page.open()
+        ws_url = t.balancer.url.replace("http://", "ws://") + "/ws"
+        was_on_a: list[ResumingPage] = []
+        for n in range(PAGES):
+            headers = {"Origin": t.balancer.url, **({"Cookie": cookie} if n % 2 else {})}
+            page = ResumingPage(http, [ws_url], headers, "grace" if n % 2 else None)
+            page.start()
+            await asyncio.wait_for(page.open.wait(), 20)
             pages.append(page)
-        was_on_a = [p for p in pages if p.first == ("127.0.0.1", t.a.port)]
-        assert was_on_a and len(was_on_a) < PAGES, [p.first for p in pages]
+            if t.balancer.routed[-1] == ("127.0.0.1", t.a.port):
+                was_on_a.append(page)
+        assert was_on_a and len(was_on_a) < PAGES
 
         # Uploads over both gateways; machine A lost in the middle of them.
         traffic = Traffic(t.balancer.url, probe)
         await traffic.prepare()
+        await quiet(probe, t.root)
+        marker(probe, "start")
+        await probe.wait_for("events/test/marker")
         flowing = asyncio.get_running_loop().create_task(traffic.run(UPLOADS / 20, 20, 2))
         await asyncio.sleep(UPLOADS / 20 / 3)
         for proc in t.a.procs:
@@ -270,14 +237,25 @@ async def test_two_machines_share_everything_and_lose_nothing_with_one(
             for done in traffic.uploads:
                 async with on_b.get(done.url.removeprefix(t.balancer.url)) as r:
                     await expect(r, 200)
-        # Every page that was on A is back, on B.
-        await asyncio.wait_for(asyncio.gather(*(p.reconnected.wait() for p in was_on_a)), 30)
+        # Every page that was on A is back, on B, and resumed there: compared with what the
+        # broker sent, no page missed a frame or got one twice, and none reloaded.
+        await asyncio.wait_for(asyncio.gather(*(p.open.wait() for p in was_on_a)), 30)
         assert t.balancer.routed[-1] == ("127.0.0.1", t.b.port)
+        await quiet(probe, t.root)
+        marker(probe, "end")
+        await probe.wait_for("events/test/marker", is_marker("end"))
+        sent = published_between(probe, t.root, "start", "end")
+        await wait_until(lambda: all(sent[-1][1] in p.keys for p in pages), 30, "the end")
+        report = compare(pages, sent, t.root)
+        assert all(p.resumed >= 1 for p in was_on_a)
+        assert (report["missed"], report["twice"], report["reloads"]) == (0, 0, 0), report
         print(
             f"\n{fault}: {len(traffic.uploads)} uploads answered 201 ({traffic.refused} refused "
-            f"while A went down), {len(was_on_a)} of {PAGES} pages moved from A to B"
+            f"while A went down), {len(was_on_a)} of {PAGES} pages moved from A to B and resumed "
+            f"there ({len(sent)} messages for pages: 0 missed, 0 twice)"
         )
     finally:
         for page in pages:
-            await page.close()
+            await page.stop()
+        await http.close()
         await probe.stop()

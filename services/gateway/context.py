@@ -6,12 +6,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
 from dovecote.link import Link
 from dovecote.service import Publish
+from dovecote.topics import P, Topic
 from services.gateway.accounts.invites import Signup
 from services.gateway.operations.toolkit import Operations
 
@@ -45,6 +46,13 @@ class Images:
     allowance: Callable[[str], float] | None = None
 
 
+class Promise(Protocol):
+    """Publish through the outbox, and wait (a moment, while the bus is reachable) for the
+    broker to acknowledge it: True once it did, False if it is still only in the outbox."""
+
+    async def __call__(self, entry: Topic[P], activity: P, /) -> bool: ...
+
+
 @dataclass
 class Context:
     hub: Hub
@@ -66,6 +74,9 @@ class Context:
     operations: Operations = field(default_factory=Operations)  # metrics, traces, operators
     link: Link = field(default_factory=Link)  # can this worker reach the bus (bus/reachability.py)
     instance: str = "1"  # this gateway worker's (DOVECOTE_INSTANCE), for its own metrics
+    # For an upload's 201: once acknowledged, the upload is the broker's, whatever becomes
+    # of this machine (its outbox is a file of its own). None: ``publish``, no wait.
+    promise: Promise | None = None
 
 
 CTX = web.AppKey("ctx", Context)

@@ -43,7 +43,7 @@ from dovecote.topics import P
 from services.gateway.accounts import credentials, invites, people, signouts
 from services.gateway.accounts.guesses import DeviceCookies
 from services.gateway.accounts.people import People
-from services.gateway.bus import federation_status, reachability
+from services.gateway.bus import federation_status, promises, reachability
 from services.gateway.bus.hub import REPLAY_BYTES, Hub
 from services.gateway.bus.questions import Questions
 from services.gateway.context import FEED_SIZE, Context, Images
@@ -288,6 +288,7 @@ class Gateway(Service):
             people=self.people,
             directory=self.directory,
             publish=self._publish,
+            promise=self._promise,
             root=self.bus.root,
             public_url=self.settings.public_url,
             session_key=self.session_key,
@@ -355,6 +356,13 @@ class Gateway(Service):
     def _publish(self, entry: topics.Topic[P], activity: P, /) -> None:
         payload = self.bus.publish(entry, activity, durable=True)
         self._sent(entry, activity, payload)
+
+    async def _promise(self, entry: topics.Topic[P], activity: P, /) -> bool:
+        """Publish through the outbox; while the bus is reachable, wait a moment for the
+        broker's acknowledgement (``Context.promise``, ``bus/promises.py``)."""
+        payload, acked = promises.publish(self.bus, entry, activity)
+        self._sent(entry, activity, payload)
+        return await promises.kept(acked) if self.bus.link.up else False
 
     def _ask(self, entry: topics.Topic[P], activity: P, /) -> None:
         """A question (an inbox): not kept in the outbox; unanswered, the page goes on."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,12 +120,26 @@ class Durable:
     def __len__(self) -> int:
         return len(self.store)
 
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        """Outbox first, then the broker; the row goes when the broker acknowledges it."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        on_acked: Callable[[], None] | None = None,
+    ) -> None:
+        """Outbox first, then the broker; the row goes when the broker acknowledges it (then
+        ``on_acked`` runs, on the loop)."""
         store = self.store
         seq = store.add(topic, payload, qos, retain)
+
+        def acked() -> None:
+            store.remove(seq)
+            if on_acked is not None:
+                on_acked()
+
         try:
-            self.conn.publish(topic, payload, qos, retain, on_acked=lambda: store.remove(seq))
+            self.conn.publish(topic, payload, qos, retain, on_acked=acked)
         except BusError:
             store.remove(seq)
             raise

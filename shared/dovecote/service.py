@@ -128,6 +128,20 @@ class Delivery:
 Send = Callable[[str, bytes, int, bool], None]  # topic, payload, qos, retain
 
 
+class DurableSend(Protocol):
+    """The outbox's send (``dovecote.outbox.Durable.publish``): ``on_acked`` runs, on the
+    loop, once the broker has acknowledged the message."""
+
+    def __call__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        on_acked: Callable[[], None] | None = None,
+    ) -> None: ...
+
+
 class Publish(Protocol):
     """A function that publishes one activity of a topic's own payload type (a feature of a
     service handed ``Bus.publish``, or a wrapper of it, rather than the whole bus)."""
@@ -149,7 +163,7 @@ class Bus:
         send: Send,
         service: str,
         settings: Settings,
-        durable: Send | None = None,
+        durable: DurableSend | None = None,
         *,
         operator: bool = False,
         link: Link | None = None,
@@ -177,6 +191,7 @@ class Bus:
         activity: P,
         *,
         durable: bool = False,
+        on_acked: Callable[[], None] | None = None,
         **params: str,
     ) -> bytes:
         """Validate against the registry, encode, and send. Returns the bytes.
@@ -187,7 +202,8 @@ class Bus:
         form, a length), so such a bug fails here, loudly, and never reaches a subscriber.
 
         ``durable=True``: written to the outbox first; ``OutboxFull`` (a ``BusError``) when it
-        is full, and nothing is sent.
+        is full, and nothing is sent. ``on_acked`` (durable only) runs once the broker has
+        acknowledged it: from then on it is the broker's, whatever becomes of this machine.
         """
         if entry.publisher not in self.publishers:
             raise TopicError(
@@ -195,13 +211,15 @@ class Bus:
             )
         payload = act.encode(activity)
         entry.codec.decode(payload)  # a bug here must fail loudly, not reach subscribers
-        send = self._send
+        topic = entry.address(self.root, **params)
         if durable:
             if self._durable is None:
                 raise BusError(f"{self.service} has no outbox: set `outbox = True` on it")
-            send = self._durable
-        topic = entry.address(self.root, **params)
-        send(topic, payload, entry.qos, entry.retain)
+            self._durable(topic, payload, entry.qos, entry.retain, on_acked)
+        elif on_acked is not None:
+            raise ValueError("on_acked needs durable=True (a QoS 1 send through the outbox)")
+        else:
+            self._send(topic, payload, entry.qos, entry.retain)
         if entry.retain and entry.params:
             self.retained_sent.pop(topic, None)
             self.retained_sent[topic] = (payload, entry.qos)

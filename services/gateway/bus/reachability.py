@@ -49,16 +49,16 @@ def headline(link: Link) -> str:
     )
 
 
-def queued(link: Link) -> dict[str, Any]:
+def queued(link: Link, acked: bool | None = None) -> dict[str, Any]:
     """Fields for the answer to an accepted upload or command: none while the bus is
-    reachable; else that it is queued, and how many wait (this one included)."""
-    if link.up:
+    reachable (``acked`` False: reachable, but the broker did not acknowledge it in time);
+    else that it is queued, and how many wait (this one included)."""
+    if link.up and acked is not False:
         return {}
-    return {
-        "queued": True,
-        "waiting": link.waiting,
-        "why": (
-            "this gateway cannot reach the message bus: it is kept in its outbox and sent "
-            "when the bus is back"
-        ),
-    }
+    why = (
+        "the broker has not acknowledged it yet: it is kept in this gateway's outbox until it does"
+        if link.up
+        else "this gateway cannot reach the message bus: it is kept in its outbox and sent "
+        "when the bus is back"
+    )
+    return {"queued": True, "waiting": link.waiting, "why": why}

@@ -144,7 +144,11 @@ async def upload(request: web.Request) -> web.Response:
         images.pool, store.save_original, image_id, info.extension, data, record
     )
     try:
-        ctx.publish(gateway_topics.IMAGE_CREATED, activity)
+        if ctx.promise is not None:
+            on_the_bus = await ctx.promise(gateway_topics.IMAGE_CREATED, activity)
+        else:
+            ctx.publish(gateway_topics.IMAGE_CREATED, activity)
+            on_the_bus = ctx.link.up
     except BusError as exc:  # the outbox is full (a long broker outage): refuse, keep nothing
         await loop.run_in_executor(images.pool, store.discard_original, image_id)
         raise unavailable(exc) from None
@@ -162,7 +166,7 @@ async def upload(request: web.Request) -> web.Response:
         context,
     )
     body = {"id": image_id, "url": url, "context": context, "activity": activity.id}
-    body.update(reachability.queued(ctx.link))  # accepted, but not on the bus yet: said
+    body.update(reachability.queued(ctx.link, on_the_bus))  # not on the bus yet: said
     return web.Response(
         status=201,
         body=orjson.dumps(body),
