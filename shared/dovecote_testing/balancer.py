@@ -3,7 +3,9 @@
 Each connection goes to the next backend in turn; one that refuses (its machine is gone) is
 skipped, as a load balancer's health check would. Bytes are piped both ways untouched, so
 HTTP, keep-alive and websockets pass as they are. It records which backend each client
-connection reached, so a test can tell which pages were on the machine it killed.
+connection reached, so a test can tell which pages were on the machine it killed. A backend
+taken out (``take_out``, as an operator does before a deploy) gets no new connections until
+it is put back (``put_in``); the connections it has stay.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Balancer:
     _server: asyncio.Server | None = None
     _turn: itertools.cycle[int] = field(init=False)
     _pipes: set[asyncio.Task[None]] = field(default_factory=set)
+    _out: set[Backend] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._turn = itertools.cycle(range(len(self.backends)))
@@ -48,10 +51,18 @@ class Balancer:
             task.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
+    def take_out(self, backend: Backend) -> None:
+        self._out.add(backend)
+
+    def put_in(self, backend: Backend) -> None:
+        self._out.discard(backend)
+
     async def _connect(self) -> tuple[Backend, asyncio.StreamReader, asyncio.StreamWriter]:
         first = next(self._turn)
         for n in range(len(self.backends)):
             backend = self.backends[(first + n) % len(self.backends)]
+            if backend in self._out:
+                continue
             with contextlib.suppress(OSError):
                 reader, writer = await asyncio.open_connection(*backend)
                 return backend, reader, writer

@@ -28,12 +28,12 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import islice
 
-# Bytes a held frame costs beyond its own: the entry's tuple and deque slot, its key's str
-# and the key's slot in ``where`` (measured with sys.getsizeof, rounded up).
+# Bytes a held frame costs beyond its own: the entry's tuple and deque slot, its number and
+# its slot in ``where`` (133 bytes, measured with tracemalloc over 20,000 entries) and its
+# key's str (61), rounded up.
 ENTRY_OVERHEAD = 240
 KEY_CHARS = 12  # hex: 48 bits, so two frames of one ring share a key once in ~10^10
 CURSOR_KEYS = 24  # keys a page keeps (the most a reconnect may send; dashboard.js: WINDOW)
-MUST_HOLD = 8  # the cursor's newest keys a gateway must hold to resume it
 # What follows the cursor here starts at the oldest of its newest ANCHOR keys: a frame the
 # other gateway sent moved by fewer places than that, either way, is neither missed nor
 # sent twice (a frame older than the cursor cannot slip in past the anchor, nor one newer
@@ -108,13 +108,10 @@ class ReplayRing:
         return found
 
     def holds_newest(self, cursor: Sequence[str], user: str | None) -> bool:
-        """Whether this gateway holds the cursor's newest frames, and heard the very newest
-        as it was published: it was listening then, so it heard what followed. (Not yet,
-        never, or no longer: it cannot tell what the page missed.)"""
-        newest = cursor[-MUST_HOLD:]
-        return len(self._visible(newest, user)) == len(newest) and bool(
-            self._visible(newest[-1:], user, live=True)
-        )
+        """Whether this gateway holds the cursor's newest frame, heard as it was published:
+        it was listening then, so it heard what followed. (Not yet, never, or no longer: it
+        cannot tell what the page missed.) The cursor's older frames may predate it."""
+        return bool(self._visible(cursor[-1:], user, live=True))
 
     def why_not(self, cursor: Sequence[str], user: str | None) -> str | None:
         """Why a page whose cursor is ``cursor`` cannot resume here; None if it can."""
