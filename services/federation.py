@@ -24,8 +24,15 @@ from services.resizer.service import Resizer
 from services.tweeter.service import Tweeter
 
 # Services in other languages: no class to read their subscriptions from, so named here with
-# what they read (their topics are in their contract, like everyone's).
-PARTICIPANTS = (Participant("captioner", reads=(IMAGE_CREATED,), source="examples/node-captioner"),)
+# what they read (their topics are in their contract, like everyone's) and how one starts.
+PARTICIPANTS = (
+    Participant(
+        "captioner",
+        reads=(IMAGE_CREATED,),
+        source="examples/node-captioner",
+        command=("node", "captioner.mjs"),
+    ),
+)
 
 FEDERATION = Federation(
     services=(

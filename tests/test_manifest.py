@@ -40,9 +40,14 @@ def test_the_configured_manifest_is_every_service_and_every_contracts_topic() ->
     # A service in another language: named with what it reads, its contract registered too.
     captioner = federation.participant("captioner")
     assert captioner is not None and (PROJECT / captioner.source / "package.json").is_file()
+    assert (PROJECT / captioner.source / captioner.command[-1]).is_file()  # what its unit runs
     assert captioner.filters("d") == ["d/events/image/created", "d/services/query"]
     assert "captioner" in {t.publisher for t in topics.all_topics()}
     assert "captioner" in federation.logins() and "captioner" not in federation.names()
+
+
+def node(name: str) -> Participant:
+    return Participant(name, (), "examples/x", ("node", "x.mjs"))
 
 
 def test_a_wrong_manifest_is_refused() -> None:
@@ -56,7 +61,14 @@ def test_a_wrong_manifest_is_refused() -> None:
         with pytest.raises(
             FederationError, match=repr(name) if name == "builder" else "not a valid"
         ):
-            Federation(services=(Builder,), contracts=(), participants=(Participant(name, (), ""),))
+            Federation(services=(Builder,), contracts=(), participants=(node(name),))
+    # Written into its systemd unit as they are: a folder of the project, plain words.
+    for source, command in (("x", ()), ("/srv/x", ("node",)), ("../x", ("node",))):
+        with pytest.raises(FederationError, match="participant 'x'"):
+            Participant("x", (), source, command)
+    for word in ("a b.mjs", "$HOME", "100%", '"q"'):
+        with pytest.raises(FederationError, match="participant 'x'"):
+            Participant("x", (), "x", ("node", word))
     with pytest.raises(FederationError, match="needs one"):
         Federation(services=(), contracts=(), person_reads=(topics.PRESENCE,))
 

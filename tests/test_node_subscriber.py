@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,7 +28,7 @@ from dovecote import topics
 from dovecote.config import parse_mqtt_url
 from dovecote.mqtt import Connection
 from dovecote.project import PROJECT
-from dovecote.tools import logins, manifest
+from dovecote.tools import logins, logins_command, manifest, units
 from dovecote.tools.broker import PrivateMosquitto, free_port
 from dovecote_testing.gateway import cookie_header
 from dovecote_testing.plugin import Probe
@@ -49,14 +49,16 @@ NODE = shutil.which("node") or "/usr/bin/node"
 class NodeService:
     """The captioner as a real process (``node captioner.mjs``), its output in a log file."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, argv: list[str] | None = None, cwd: Path = PROJECT
+    ) -> None:
         if not (FOLDER / "node_modules" / "mqtt").is_dir():
             pytest.fail(f"{FOLDER}/node_modules is missing: make test installs it (npm ci)")
         self.log_path = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [NODE, str(FOLDER / "captioner.mjs")],
-                cwd=PROJECT,
+                argv or [NODE, str(FOLDER / "captioner.mjs")],
+                cwd=cwd,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -207,9 +209,9 @@ async def test_its_login_is_confined_to_its_own_topics(
     certs: Certs,  # noqa: F811 (the fixture imported above)
     tmp_path: Path,
 ) -> None:
-    """The roles `make docs` generates from the manifest: the captioner's worker connects
-    with its own login and works; with that login nothing else may be published, and
-    nothing but what it reads may be subscribed to."""
+    """The roles `make docs` generates from the manifest: the captioner's worker 2, started
+    as its systemd unit starts it, connects with its own login and works; with a login of
+    its service nothing else may be published, and nothing but what it reads subscribed to."""
     assert manifest.load().participant("captioner") is not None
     every = logins.standing_logins(ROOT, {"captioner": 2, "gateway": 1})
     by_name = {login.username: login for login in every}
@@ -228,10 +230,18 @@ async def test_its_login_is_confined_to_its_own_topics(
     await observer.start()
     node = None
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "DOVECOTE_"))}
-        env |= {"MQTT_URL": url("captioner-1"), "MQTT_CA_FILE": ca}
-        node = NodeService(env, tmp_path / "captioner.log")
-        await observer.wait_online("captioner", timeout=20)
+        # Started as its systemd unit starts it: its ExecStart, in its WorkingDirectory, with
+        # systemd's PATH and nothing but the unit's environment: dovecote.env's settings, its
+        # login's file as `dovecote logins init` writes it, and DOVECOTE_INSTANCE=%i.
+        unit = unit_settings(units.path_of("captioner"), instance="2")
+        env = {"PATH": systemd_path(), "DOVECOTE_ROOT": ROOT, "MQTT_CA_FILE": ca}
+        login_env = logins_command.worker_env(by_name["captioner-2"], url("captioner-2"))
+        env |= dict(line.split("=", 1) for line in login_env.splitlines())
+        env |= dict(line.split("=", 1) for line in unit["Environment"])
+        [argv], [folder] = unit["ExecStart"], unit["WorkingDirectory"]
+        cwd = Path(folder.replace(units.INSTALLED, str(PROJECT), 1))
+        node = NodeService(env, tmp_path / "captioner.log", shlex.split(argv), cwd)
+        await observer.wait_online("captioner", "2", timeout=20)
         upload_event = act.new(
             "Create",
             {"type": "Person", "id": "http://localhost/users/ada", "name": "Ada"},
@@ -244,9 +254,9 @@ async def test_its_login_is_confined_to_its_own_topics(
         await observer.wait_for("events/image/captioned", about("http://localhost/images/1"))
         await gateway.stop()
 
-        # Its second worker's login: every topic of the registry it does not publish.
+        # Its first worker's login: every topic of the registry it does not publish.
         own = set(logins.writable("captioner", ROOT))
-        conn = await connected(url("captioner-2"), by_name["captioner-2"].client_id, ca)
+        conn = await connected(url("captioner-1"), by_name["captioner-1"].client_id, ca)
         forged = []
         for t in topics.all_topics():
             address = t.address(ROOT, **dict.fromkeys(t.params, "forged"))
@@ -279,6 +289,23 @@ async def test_its_login_is_confined_to_its_own_topics(
             print(f"--- captioner (exit code {node.stop()}):\n{node.log[-4000:]}")
         await observer.stop()
         broker.stop()
+
+
+def unit_settings(path: Path, instance: str) -> dict[str, list[str]]:
+    """A template unit's settings, as instance ``instance`` of it has them (``%i``)."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        key, eq, value = line.partition("=")
+        if eq and not line.startswith("#"):
+            out.setdefault(key, []).append(value.replace("%i", instance))
+    return out
+
+
+def systemd_path() -> str:
+    """The PATH systemd gives a service (systemd.exec(5)); where node is elsewhere, the
+    deployer's ``PATH=`` in /etc/dovecote/captioner.env adds its folder, and so do we."""
+    default = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return default if shutil.which("node", path=default) else f"{Path(NODE).parent}:{default}"
 
 
 async def connected(url: str, client_id: str, ca: str) -> Connection:

@@ -8,14 +8,16 @@ modules. Importing the manifest is what fills the registry: each contract module
 the topics it declares when imported, and the manifest imports them all.
 
 A service written in another language has no ``Service`` class: the manifest names it as a
-``Participant``, with what it reads. What it publishes is in its contract module like
-everyone's, so the docs and the broker's grants cover it; ``dovecote run`` and the units
-do not start it (it is not ``python -m`` anything).
+``Participant``, with what it reads and the command that starts it. What it publishes is in
+its contract module like everyone's, so the docs and the broker's grants cover it; its
+systemd unit runs its command (``dovecote.tools.units``); ``dovecote run`` does not start it
+(it is not ``python -m`` anything).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,11 @@ class FederationError(DovecoteError, ValueError):
     """The manifest is wrong: two services share a name, or one is named twice."""
 
 
+# A word of a participant's command or folder, written into a systemd unit as it is: no
+# space, quote, ``$`` or ``%`` (systemd would split, expand or substitute it).
+_UNIT_WORD = re.compile(r"[\w./:=@+,-]+")
+
+
 @dataclass(frozen=True)
 class Participant:
     """A service of the federation not written in Python (``examples/node-captioner``).
@@ -41,7 +48,20 @@ class Participant:
 
     name: str
     reads: tuple[Topic, ...]
-    source: str  # where its code is, from the project folder (for people and docs)
+    source: str  # where its code is, from the project folder: its unit's working directory
+    # What starts one worker, run in ``source``: ``("node", "captioner.mjs")``. A bare
+    # program name is looked up on the unit's PATH (``dovecote.tools.units``).
+    command: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        words = [self.source, *self.command]
+        if not self.command or not all(_UNIT_WORD.fullmatch(w) for w in words):
+            raise FederationError(
+                f"participant {self.name!r}: its source and command are words of letters, "
+                f"digits and ._/:=@+,- (got source={self.source!r}, command={self.command!r})"
+            )
+        if self.source.startswith("/") or ".." in self.source.split("/"):
+            raise FederationError(f"participant {self.name!r}: source is a project folder")
 
     def filters(self, root: str) -> list[str]:
         """The MQTT filters its workers subscribe to, as ``Service.filters`` says a class's."""
