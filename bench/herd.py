@@ -1,0 +1,335 @@
+"""A herd: 100,000 websockets on ONE gateway process, each receiving a 1/s tick (issue 25).
+
+Goal: <= 1.2 GB RSS, p99 publish -> socket <= 1 s, no socket dropped. The sockets come from
+a few lean load processes (``bench/herd_client.py``), opened at a controlled rate, each
+from its own loopback source address; they stay signed out (public frames). Then the
+gateway is watched idle (its only work: aiohttp's heartbeat pings, one per socket every
+25 s) and while a build update stamped with its publish time goes out once a second
+(``BENCH_HERD_TICKS`` ticks). Printed: sockets open, failed and dropped (with reasons), the
+gateway's RSS in total and per socket, its CPU idle and ticking with µs per delivery, the
+load processes' own CPU, publish -> socket latency and the time to open them all.
+
+``BENCH_HERD_SOCKETS`` (100000), ``BENCH_HERD_RATE`` (sockets opened a second, 2000),
+``BENCH_HERD_LOADERS`` (load processes, 2). The bench raises its own file limit, which the
+gateway and the load processes inherit (as root up to fs.nr_open); where it cannot, the
+step is skipped and says what to raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bench.common import heading, median, percentile, private_broker
+from bench.fleet import Publisher, Tally
+from bench.herd_machine import Proc, kernel_notes, netstat, raise_file_limit, tcp_memory_mb
+from bench.servers import start_dovecote
+from bench.ws_load import bucket_ms
+from dovecote.project import PROJECT
+
+SOCKETS = int(os.environ.get("BENCH_HERD_SOCKETS", "100000"))
+RATE = float(os.environ.get("BENCH_HERD_RATE", "2000"))
+LOADERS = int(os.environ.get("BENCH_HERD_LOADERS", "2"))
+TICKS = int(os.environ.get("BENCH_HERD_TICKS", "40"))
+IDLE_SECONDS = 5.0  # the gateway watched with every socket open and no tick
+SETTLE = 3.0  # seconds for the herd to settle (and the last tick to reach every socket)
+BACKLOG = 128  # aiohttp's TCPSite default, which the gateway keeps
+RSS_GOAL, P99_GOAL_MS = 1.2e9, 1000.0
+SPARE_FILES = 1000  # descriptors beside the sockets (a gateway holds ~40: broker, stores)
+MIN_SOCKETS = 100
+
+
+@dataclass
+class Herd:
+    sockets: int
+    loaders: int
+    file_limit: int
+    machine: list[str]
+    opened: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    retried: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    open_seconds: float = 0.0
+    open_cpu: float = 0.0  # the gateway's, while opening
+    handshake_ms: list[float] = field(default_factory=list)
+    listen: dict[str, int] = field(default_factory=dict)  # ListenOverflows/Drops meanwhile
+    rss_base: int = 0
+    rss_open: int = 0
+    rss_end: int = 0
+    rss_peak: int = 0  # VmHWM
+    tcp_mb: float = 0.0  # kernel TCP buffers with the herd open
+    loader_rss: int = 0
+    idle_cpu: float = 0.0  # gateway CPU seconds over IDLE_SECONDS
+    ticks: int = 0
+    tick_seconds: float = 0.0
+    tick_cpu: float = 0.0  # the gateway's, over tick_seconds
+    loader_cpu: float = 0.0  # the load processes', over tick_seconds
+    tally: Tally = field(default_factory=Tally)
+    duplicates: int = 0
+    per_socket: Counter[int] = field(default_factory=Counter)  # ticks received -> sockets
+    open_at_end: int = 0
+    skipped: str = ""
+    wanted: int = 0  # the herd asked for, when the file limit allowed fewer
+
+    @property
+    def expected(self) -> int:
+        return self.ticks * self.open_at_end
+
+    def us_per_delivery(self, cpu: float) -> float:
+        return cpu / self.tally.frames * 1e6 if self.tally.frames else float("nan")
+
+
+class Loaders:
+    """The herd's load processes (``bench.herd_client``), driven over their stdin/stdout."""
+
+    def __init__(self, processes: list[asyncio.subprocess.Process]) -> None:
+        self.processes = processes
+        self.procs = [Proc(p.pid) for p in processes]
+
+    @classmethod
+    async def start(cls, url: str, sockets: int, count: int, rate: float) -> Loaders:
+        shares = [sockets // count + (i < sockets % count) for i in range(count)]
+        processes = []
+        for i, share in enumerate(shares):
+            args = [url, str(share), str(sum(shares[:i])), str(rate / count)]
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.herd_client",
+                    *args,
+                    cwd=PROJECT,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=64 * 1024 * 1024,
+                )
+            )
+        return cls(processes)
+
+    async def opened(self, timeout: float) -> tuple[int, int]:
+        """Until every process has opened its sockets (or given up on some): (open, failed)."""
+        counts = []
+        for p in self.processes:
+            assert p.stdout is not None
+            line = (await asyncio.wait_for(p.stdout.readline(), timeout)).split()
+            if line[:1] != [b"opened"]:
+                raise RuntimeError(f"a herd load process failed: {line!r}")
+            counts.append((int(line[1]), int(line[2])))
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+    async def reports(self) -> list[dict[str, Any]]:
+        for p in self.processes:
+            assert p.stdin is not None
+            p.stdin.write(b"report\n")
+        replies = []
+        for p in self.processes:
+            assert p.stdout is not None
+            replies.append(orjson.loads(await asyncio.wait_for(p.stdout.readline(), 60)))
+        return replies
+
+    def cpu(self) -> float:
+        return sum(p.cpu() for p in self.procs)
+
+    def rss(self) -> int:
+        return sum(p.status("VmRSS") for p in self.procs)
+
+    async def stop(self) -> None:
+        for p in self.processes:
+            if p.stdin is not None and not p.stdin.is_closing():
+                p.stdin.close()
+        for p in self.processes:
+            try:
+                await asyncio.wait_for(p.wait(), 30)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+
+
+def merge(herd: Herd, replies: list[dict[str, Any]]) -> None:
+    for r in replies:
+        herd.failed.update(r["failed"])
+        herd.retried.update(r["retried"])
+        herd.dropped.update(r["dropped"])
+        herd.tally.frames += r["frames"]
+        for index, count in r["hist"].items():
+            herd.tally.hist[int(index)] = herd.tally.hist.get(int(index), 0) + count
+        herd.duplicates += r["duplicates"]
+        herd.per_socket.update({int(k): v for k, v in r["ticks_per_socket"].items()})
+        herd.open_at_end += r["open"]
+        herd.handshake_ms.extend(r["handshake_ms"])
+
+
+async def tick(pub: Publisher, ticks: int) -> float:
+    """Tick 0 (a warm-up, not counted), then ticks 1..``ticks``, one a second on the second.
+    Returns when tick 1 went out (time.monotonic)."""
+    start = time.monotonic() + 1.0
+    pub.conn.publish(pub.topic, pub.payload(0), 0, False)
+    for k in range(1, ticks + 1):
+        await asyncio.sleep(max(0.0, start + k - 1 - time.monotonic()))
+        pub.conn.publish(pub.topic, pub.payload(k), 0, False)
+    return start
+
+
+async def run(herd: Herd, broker_url: str, rate: float, idle_seconds: float, settle: float) -> None:
+    root = f"bh{uuid.uuid4().hex[:6]}"
+    pub = Publisher(broker_url, root)
+    await pub.start()
+    server = await start_dovecote(broker_url, root)
+    gateway = Proc(server.processes[0].pid)
+    loaders: Loaders | None = None
+    try:
+        await pub.wait_gateways(1)
+        herd.machine.append(f"the gateway's file limit: {gateway.file_limit():,}")
+        await asyncio.sleep(settle / 2)
+        herd.rss_base = gateway.status("VmRSS")
+        listen_before, cpu_before, began = netstat(*LISTEN), gateway.cpu(), time.monotonic()
+        loaders = await Loaders.start(server.ws_url, herd.sockets, herd.loaders, rate)
+        herd.opened, _ = await loaders.opened(herd.sockets / rate * 3 + 120)
+        herd.open_seconds, herd.open_cpu = time.monotonic() - began, gateway.cpu() - cpu_before
+        herd.listen = {k: v - listen_before[k] for k, v in netstat(*LISTEN).items()}
+        await asyncio.sleep(settle)  # the last handshakes' garbage, aiohttp's first pings
+        herd.rss_open, herd.tcp_mb = gateway.status("VmRSS"), tcp_memory_mb()
+        cpu_before = gateway.cpu()
+        await asyncio.sleep(idle_seconds)
+        herd.idle_cpu = (gateway.cpu() - cpu_before) / idle_seconds
+        gateway_before, loaders_before = gateway.cpu(), loaders.cpu()
+        first = await tick(pub, herd.ticks)
+        await asyncio.sleep(settle)  # for the last tick to reach every socket
+        herd.tick_seconds = time.monotonic() - first
+        herd.tick_cpu = gateway.cpu() - gateway_before
+        herd.loader_cpu = loaders.cpu() - loaders_before
+        herd.rss_end, herd.rss_peak = gateway.status("VmRSS"), gateway.status("VmHWM")
+        herd.loader_rss = loaders.rss()
+        merge(herd, await loaders.reports())
+    finally:
+        if loaders is not None:
+            await loaders.stop()
+        await server.stop()
+        await pub.stop()
+
+
+LISTEN = ("ListenOverflows", "ListenDrops")
+
+
+async def measure(
+    broker_url: str | None = None,
+    sockets: int = SOCKETS,
+    ticks: int = TICKS,
+    rate: float = RATE,
+    loaders: int = LOADERS,
+    idle_seconds: float = IDLE_SECONDS,
+    settle: float = SETTLE,
+) -> Herd:
+    """The herd on ``broker_url`` (a private Mosquitto when None). Where the file limit
+    cannot be raised for ``sockets``, as many as it allows, and says so."""
+    limit = raise_file_limit(sockets + SPARE_FILES)
+    fits = min(sockets, limit - SPARE_FILES)
+    herd = Herd(fits, loaders, limit, kernel_notes(sockets, BACKLOG), ticks=ticks)
+    if fits < sockets:
+        herd.wanted = sockets
+    if fits < MIN_SOCKETS:
+        herd.skipped = f"SKIPPED: a file limit of {limit:,} leaves room for too few sockets"
+        return herd
+    if broker_url is not None:
+        await run(herd, broker_url, rate, idle_seconds, settle)
+    else:
+        with private_broker() as broker:
+            await run(herd, broker.url, rate, idle_seconds, settle)
+    return herd
+
+
+def reasons(counts: Counter[str]) -> str:
+    return "; ".join(f"{n:,} {why}" for why, n in counts.most_common()) or "none"
+
+
+def report(h: Herd) -> None:
+    asked = f" ({h.wanted:,} asked for)" if h.wanted else ""
+    heading(
+        f"Herd: {h.sockets:,} websockets on one gateway process{asked}, a tick a second to "
+        f"each (goal <= {RSS_GOAL / 1e9:g} GB RSS, p99 <= {P99_GOAL_MS / 1000:g} s, none dropped)"
+    )
+    print(f"  file limit {h.file_limit:,} (this process; the gateway and loaders inherit it)")
+    if h.wanted:
+        print(
+            f"  SCALED DOWN: {h.wanted:,} sockets need a file limit of "
+            f"{h.wanted + SPARE_FILES:,} and this process may not raise its own past "
+            f"{h.file_limit:,} (its hard limit: raising it takes root with CAP_SYS_RESOURCE; "
+            "`ulimit -Hn` first). The figures below are for the sockets that fit."
+        )
+    for note in h.machine:
+        print(f"  {note}")
+    if h.skipped:
+        print(f"  {h.skipped}")
+        return
+    opening(h)
+    per = (h.rss_open - h.rss_base) / max(1, h.opened)
+    print(
+        f"  gateway RSS: {h.rss_base / 2**20:,.0f} MB before, {h.rss_open / 2**20:,.0f} MB "
+        f"with the herd open = {per / 1024:.1f} KB a socket; {h.rss_end / 2**20:,.0f} MB "
+        f"after the ticks, peak {h.rss_peak / 2**20:,.0f} MB "
+        f"({'within' if h.rss_peak <= RSS_GOAL else 'OVER'} the goal); kernel TCP buffers "
+        f"{h.tcp_mb:,.0f} MB; the load processes {h.loader_rss / 2**20:,.0f} MB"
+    )
+    seconds = h.tick_seconds or float("nan")
+    idle_share = h.idle_cpu * h.tick_seconds
+    print(
+        f"  gateway CPU: idle {h.idle_cpu:.0%} (heartbeat pings), ticking "
+        f"{h.tick_cpu / seconds:.0%} over {h.tick_seconds:.0f} s: "
+        f"{h.tally.frames / seconds:,.0f} deliveries/s at {h.us_per_delivery(h.tick_cpu):.2f} "
+        f"µs CPU a delivery ({h.us_per_delivery(h.tick_cpu - idle_share):.2f} µs without "
+        f"the idle share); the load processes {h.loader_cpu / seconds:.0%} "
+        f"({h.us_per_delivery(h.loader_cpu):.2f} µs a frame received)"
+    )
+    p99 = h.tally.percentile(99)
+    worst = bucket_ms(max(h.tally.hist)) if h.tally.hist else float("nan")
+    print(
+        f"  publish -> socket over {h.ticks} ticks: p50 {h.tally.percentile(50):.1f} ms, "
+        f"p99 {p99:.1f} ms, max {worst:.0f} ms "
+        f"({'within' if p99 <= P99_GOAL_MS else 'OVER'} the goal); "
+        f"{h.tally.frames:,} of {h.expected:,} deliveries"
+        + (f", {h.duplicates:,} duplicated" if h.duplicates else "")
+    )
+    short = sum(n for got, n in h.per_socket.items() if got < h.ticks)
+    print(
+        f"  sockets open at the end {h.open_at_end:,}; dropped: {reasons(h.dropped)}; "
+        f"sockets that missed a tick: {short:,}"
+    )
+    if h.wanted:
+        extrapolate(h, per, h.us_per_delivery(h.tick_cpu - idle_share))
+
+
+def opening(h: Herd) -> None:
+    print(
+        f"  opened {h.opened:,} of {h.sockets:,} in {h.open_seconds:.1f} s "
+        f"({h.opened / h.open_seconds:,.0f}/s over {h.loaders} load processes); "
+        f"failed: {reasons(h.failed)}; retried: {reasons(h.retried)}"
+    )
+    if h.handshake_ms:
+        print(
+            f"  connect -> 101: p50 {median(h.handshake_ms):.1f} ms, "
+            f"p99 {percentile(h.handshake_ms, 99):.1f} ms, max {max(h.handshake_ms):.0f} ms; "
+            f"gateway CPU while opening {h.open_cpu / h.open_seconds:.0%} "
+            f"({h.open_cpu / max(1, h.opened) * 1e6:,.0f} µs a socket); "
+            f"listen queue overflows {h.listen['ListenOverflows']:,}, "
+            f"drops {h.listen['ListenDrops']:,}"
+        )
+
+
+def extrapolate(h: Herd, per_socket: float, us_per_delivery: float) -> None:
+    """What the measured herd says of the one asked for: straight lines, said as such."""
+    rss = h.rss_base + per_socket * h.wanted
+    fan_out = us_per_delivery * h.wanted / 1e6
+    print(
+        f"  EXTRAPOLATED to {h.wanted:,} (straight lines from this run, not measured): RSS "
+        f"~{rss / 1e9:.2f} GB; a tick's fan-out ~{fan_out:.2f} s of the gateway's one core "
+        f"({h.wanted:,} x {us_per_delivery:.2f} µs, written in one loop turn: about the "
+        f"last socket's latency, before the load processes' own share of two cores)"
+    )
