@@ -30,7 +30,15 @@ import orjson
 
 from bench.common import heading, median, percentile, private_broker
 from bench.fleet import Publisher, Tally
-from bench.herd_machine import Proc, kernel_notes, netstat, raise_file_limit, tcp_memory_mb
+from bench.herd_machine import (
+    Proc,
+    conntrack_count,
+    kernel_notes,
+    netstat,
+    raise_file_limit,
+    slab_bytes,
+    tcp_memory_mb,
+)
 from bench.servers import start_dovecote
 from bench.ws_load import bucket_ms
 from dovecote.project import PROJECT
@@ -65,7 +73,10 @@ class Herd:
     rss_open: int = 0
     rss_end: int = 0
     rss_peak: int = 0  # VmHWM
+    rss_ticking: list[int] = field(default_factory=list)  # before each tick
     tcp_mb: float = 0.0  # kernel TCP buffers with the herd open
+    slab: int = 0  # growth of the kernel's unreclaimable slab, both ends of every socket
+    conntrack: int | None = None  # connections tracked with the herd open
     loader_rss: int = 0
     idle_cpu: float = 0.0  # gateway CPU seconds over IDLE_SECONDS
     ticks: int = 0
@@ -167,13 +178,14 @@ def merge(herd: Herd, replies: list[dict[str, Any]]) -> None:
         herd.handshake_ms.extend(r["handshake_ms"])
 
 
-async def tick(pub: Publisher, ticks: int) -> float:
-    """Tick 0 (a warm-up, not counted), then ticks 1..``ticks``, one a second on the second.
-    Returns when tick 1 went out (time.monotonic)."""
+async def tick(pub: Publisher, ticks: int, gateway: Proc, rss: list[int]) -> float:
+    """Tick 0 (a warm-up, not counted), then ticks 1..``ticks``, one a second on the second,
+    the gateway's RSS read before each. Returns when tick 1 went out (time.monotonic)."""
     start = time.monotonic() + 1.0
     pub.conn.publish(pub.topic, pub.payload(0), 0, False)
     for k in range(1, ticks + 1):
         await asyncio.sleep(max(0.0, start + k - 1 - time.monotonic()))
+        rss.append(gateway.status("VmRSS"))
         pub.conn.publish(pub.topic, pub.payload(k), 0, False)
     return start
 
@@ -189,7 +201,7 @@ async def run(herd: Herd, broker_url: str, rate: float, idle_seconds: float, set
         await pub.wait_gateways(1)
         herd.machine.append(f"the gateway's file limit: {gateway.file_limit():,}")
         await asyncio.sleep(settle / 2)
-        herd.rss_base = gateway.status("VmRSS")
+        herd.rss_base, slab_before = gateway.status("VmRSS"), slab_bytes()
         listen_before, cpu_before, began = netstat(*LISTEN), gateway.cpu(), time.monotonic()
         loaders = await Loaders.start(server.ws_url, herd.sockets, herd.loaders, rate)
         herd.opened, _ = await loaders.opened(herd.sockets / rate * 3 + 120)
@@ -197,11 +209,12 @@ async def run(herd: Herd, broker_url: str, rate: float, idle_seconds: float, set
         herd.listen = {k: v - listen_before[k] for k, v in netstat(*LISTEN).items()}
         await asyncio.sleep(settle)  # the last handshakes' garbage, aiohttp's first pings
         herd.rss_open, herd.tcp_mb = gateway.status("VmRSS"), tcp_memory_mb()
+        herd.slab, herd.conntrack = slab_bytes() - slab_before, conntrack_count()
         cpu_before = gateway.cpu()
         await asyncio.sleep(idle_seconds)
         herd.idle_cpu = (gateway.cpu() - cpu_before) / idle_seconds
         gateway_before, loaders_before = gateway.cpu(), loaders.cpu()
-        first = await tick(pub, herd.ticks)
+        first = await tick(pub, herd.ticks, gateway, herd.rss_ticking)
         await asyncio.sleep(settle)  # for the last tick to reach every socket
         herd.tick_seconds = time.monotonic() - first
         herd.tick_cpu = gateway.cpu() - gateway_before
@@ -271,12 +284,20 @@ def report(h: Herd) -> None:
         return
     opening(h)
     per = (h.rss_open - h.rss_base) / max(1, h.opened)
+    ticking = h.rss_ticking or [0]
     print(
         f"  gateway RSS: {h.rss_base / 2**20:,.0f} MB before, {h.rss_open / 2**20:,.0f} MB "
-        f"with the herd open = {per / 1024:.1f} KB a socket; {h.rss_end / 2**20:,.0f} MB "
-        f"after the ticks, peak {h.rss_peak / 2**20:,.0f} MB "
-        f"({'within' if h.rss_peak <= RSS_GOAL else 'OVER'} the goal); kernel TCP buffers "
-        f"{h.tcp_mb:,.0f} MB; the load processes {h.loader_rss / 2**20:,.0f} MB"
+        f"with the herd open = {per / 1024:.1f} KB a socket; while ticking "
+        f"{ticking[0] / 2**20:,.0f} MB at tick 1, {ticking[len(ticking) // 2] / 2**20:,.0f} "
+        f"at tick {len(ticking) // 2 + 1}, {h.rss_end / 2**20:,.0f} after the last; peak "
+        f"{h.rss_peak / 2**20:,.0f} MB = {(h.rss_peak - h.rss_base) / max(1, h.opened) / 1024:.1f}"
+        f" KB a socket ({'within' if h.rss_peak <= RSS_GOAL else 'OVER'} the goal)"
+    )
+    tracked = f"; {h.conntrack:,} connections tracked" if h.conntrack is not None else ""
+    print(
+        f"  outside the gateway: kernel slab +{h.slab / 2**20:,.0f} MB "
+        f"({h.slab / max(1, h.opened) / 1024:.1f} KB a connection, both ends), TCP buffers "
+        f"{h.tcp_mb:,.0f} MB{tracked}; the load processes {h.loader_rss / 2**20:,.0f} MB"
     )
     seconds = h.tick_seconds or float("nan")
     idle_share = h.idle_cpu * h.tick_seconds
@@ -303,7 +324,8 @@ def report(h: Herd) -> None:
         f"sockets that missed a tick: {short:,}"
     )
     if h.wanted:
-        extrapolate(h, per, h.us_per_delivery(h.tick_cpu - idle_share))
+        peak = (h.rss_peak - h.rss_base) / max(1, h.opened)
+        extrapolate(h, peak, h.us_per_delivery(h.tick_cpu - idle_share))
 
 
 def opening(h: Herd) -> None:
@@ -328,7 +350,7 @@ def extrapolate(h: Herd, per_socket: float, us_per_delivery: float) -> None:
     rss = h.rss_base + per_socket * h.wanted
     fan_out = us_per_delivery * h.wanted / 1e6
     print(
-        f"  EXTRAPOLATED to {h.wanted:,} (straight lines from this run, not measured): RSS "
+        f"  EXTRAPOLATED to {h.wanted:,} (straight lines from this run, not measured): peak RSS "
         f"~{rss / 1e9:.2f} GB; a tick's fan-out ~{fan_out:.2f} s of the gateway's one core "
         f"({h.wanted:,} x {us_per_delivery:.2f} µs, written in one loop turn: about the "
         f"last socket's latency, before the load processes' own share of two cores)"

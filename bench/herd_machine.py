@@ -92,6 +92,20 @@ def tcp_memory_mb() -> float:
     return 0.0
 
 
+def slab_bytes() -> int:
+    """The kernel's unreclaimable slab (socket, inode, epoll structures live there)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("SUnreclaim:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def conntrack_count() -> int | None:
+    """Connections the firewall tracks now (None: no conntrack on this machine)."""
+    count = sysctl("net.netfilter.nf_conntrack_count")
+    return count[0] if count else None
+
+
 @dataclass(frozen=True)
 class Proc:
     """A process seen through /proc."""
