@@ -3,33 +3,32 @@
 Goal: <= 1.2 GB RSS, p99 publish -> socket <= 1 s, no socket dropped. The sockets come from
 a few lean load processes (``bench/herd_client.py``), opened at a controlled rate, each
 from its own loopback source address; they stay signed out (public frames). Then the
-gateway is watched idle (its only work: aiohttp's heartbeat pings, one per socket every
-25 s) and while a build update stamped with its publish time goes out once a second
-(``BENCH_HERD_TICKS`` ticks). Printed: sockets open, failed and dropped (with reasons), the
+gateway is watched idle for 25 s (its only work: aiohttp's heartbeat, a ping per socket
+every 25 s) and while a build update stamped with its publish time goes out once a second
+(``BENCH_HERD_TICKS`` ticks, 40). Printed: sockets open, failed and dropped (with reasons), the
 gateway's RSS in total and per socket, its CPU idle and ticking with µs per delivery, the
 load processes' own CPU, publish -> socket latency and the time to open them all.
 
 ``BENCH_HERD_SOCKETS`` (100000), ``BENCH_HERD_RATE`` (sockets opened a second, 2000),
 ``BENCH_HERD_LOADERS`` (load processes, 2). The bench raises its own file limit, which the
 gateway and the load processes inherit (as root up to fs.nr_open); where it cannot, the
-step is skipped and says what to raise.
+herd is as large as the limit allows, and the report says SCALED DOWN, what to raise, and
+what the figures measured say of the herd asked for, as straight lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from bench.common import heading, median, percentile, private_broker
 from bench.fleet import Publisher, Tally
+from bench.herd_loaders import Loaders
 from bench.herd_machine import (
     Proc,
     conntrack_count,
@@ -41,13 +40,15 @@ from bench.herd_machine import (
 )
 from bench.servers import start_dovecote
 from bench.ws_load import bucket_ms
-from dovecote.project import PROJECT
 
 SOCKETS = int(os.environ.get("BENCH_HERD_SOCKETS", "100000"))
 RATE = float(os.environ.get("BENCH_HERD_RATE", "2000"))
 LOADERS = int(os.environ.get("BENCH_HERD_LOADERS", "2"))
 TICKS = int(os.environ.get("BENCH_HERD_TICKS", "40"))
-IDLE_SECONDS = 5.0  # the gateway watched with every socket open and no tick
+# The gateway watched with every socket open and no tick for one heartbeat period (aiohttp
+# pings each socket every 25 s: in any 25 s after the last socket opened, each pings once).
+IDLE_SECONDS = 25.0
+LATE = 30.0  # seconds after the last tick past which a frame no longer counts
 SETTLE = 3.0  # seconds for the herd to settle (and the last tick to reach every socket)
 BACKLOG = 128  # aiohttp's TCPSite default, which the gateway keeps
 RSS_GOAL, P99_GOAL_MS = 1.2e9, 1000.0
@@ -98,72 +99,6 @@ class Herd:
         return cpu / self.tally.frames * 1e6 if self.tally.frames else float("nan")
 
 
-class Loaders:
-    """The herd's load processes (``bench.herd_client``), driven over their stdin/stdout."""
-
-    def __init__(self, processes: list[asyncio.subprocess.Process]) -> None:
-        self.processes = processes
-        self.procs = [Proc(p.pid) for p in processes]
-
-    @classmethod
-    async def start(cls, url: str, sockets: int, count: int, rate: float) -> Loaders:
-        shares = [sockets // count + (i < sockets % count) for i in range(count)]
-        processes = []
-        for i, share in enumerate(shares):
-            args = [url, str(share), str(sum(shares[:i])), str(rate / count)]
-            processes.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "bench.herd_client",
-                    *args,
-                    cwd=PROJECT,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    limit=64 * 1024 * 1024,
-                )
-            )
-        return cls(processes)
-
-    async def opened(self, timeout: float) -> tuple[int, int]:
-        """Until every process has opened its sockets (or given up on some): (open, failed)."""
-        counts = []
-        for p in self.processes:
-            assert p.stdout is not None
-            line = (await asyncio.wait_for(p.stdout.readline(), timeout)).split()
-            if line[:1] != [b"opened"]:
-                raise RuntimeError(f"a herd load process failed: {line!r}")
-            counts.append((int(line[1]), int(line[2])))
-        return sum(c[0] for c in counts), sum(c[1] for c in counts)
-
-    async def reports(self) -> list[dict[str, Any]]:
-        for p in self.processes:
-            assert p.stdin is not None
-            p.stdin.write(b"report\n")
-        replies = []
-        for p in self.processes:
-            assert p.stdout is not None
-            replies.append(orjson.loads(await asyncio.wait_for(p.stdout.readline(), 60)))
-        return replies
-
-    def cpu(self) -> float:
-        return sum(p.cpu() for p in self.procs)
-
-    def rss(self) -> int:
-        return sum(p.status("VmRSS") for p in self.procs)
-
-    async def stop(self) -> None:
-        for p in self.processes:
-            if p.stdin is not None and not p.stdin.is_closing():
-                p.stdin.close()
-        for p in self.processes:
-            try:
-                await asyncio.wait_for(p.wait(), 30)
-            except TimeoutError:
-                p.kill()
-                await p.wait()
-
-
 def merge(herd: Herd, replies: list[dict[str, Any]]) -> None:
     for r in replies:
         herd.failed.update(r["failed"])
@@ -207,26 +142,44 @@ async def run(herd: Herd, broker_url: str, rate: float, idle_seconds: float, set
         herd.opened, _ = await loaders.opened(herd.sockets / rate * 3 + 120)
         herd.open_seconds, herd.open_cpu = time.monotonic() - began, gateway.cpu() - cpu_before
         herd.listen = {k: v - listen_before[k] for k, v in netstat(*LISTEN).items()}
-        await asyncio.sleep(settle)  # the last handshakes' garbage, aiohttp's first pings
+        await asyncio.sleep(settle)  # the last handshakes' garbage
         herd.rss_open, herd.tcp_mb = gateway.status("VmRSS"), tcp_memory_mb()
         herd.slab, herd.conntrack = slab_bytes() - slab_before, conntrack_count()
         cpu_before = gateway.cpu()
         await asyncio.sleep(idle_seconds)
         herd.idle_cpu = (gateway.cpu() - cpu_before) / idle_seconds
-        gateway_before, loaders_before = gateway.cpu(), loaders.cpu()
-        first = await tick(pub, herd.ticks, gateway, herd.rss_ticking)
-        await asyncio.sleep(settle)  # for the last tick to reach every socket
-        herd.tick_seconds = time.monotonic() - first
-        herd.tick_cpu = gateway.cpu() - gateway_before
-        herd.loader_cpu = loaders.cpu() - loaders_before
-        herd.rss_end, herd.rss_peak = gateway.status("VmRSS"), gateway.status("VmHWM")
-        herd.loader_rss = loaders.rss()
+        await watch_ticks(herd, pub, gateway, loaders, settle)
         merge(herd, await loaders.reports())
     finally:
         if loaders is not None:
             await loaders.stop()
         await server.stop()
         await pub.stop()
+
+
+async def watch_ticks(
+    herd: Herd, pub: Publisher, gateway: Proc, loaders: Loaders, settle: float
+) -> None:
+    """The ticks, and the gateway's and load processes' CPU from the first until the last
+    has reached every socket, or no frame arrived for ``settle`` seconds (cut at LATE)."""
+    gateway_before, loaders_before = gateway.cpu(), loaders.cpu()
+    first = await tick(pub, herd.ticks, gateway, herd.rss_ticking)
+    deadline, wanted = time.monotonic() + LATE, herd.ticks * herd.opened
+    seen, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        frames = await loaders.frames()
+        if frames >= wanted:
+            break
+        if frames != seen:
+            seen, quiet_since = frames, time.monotonic()
+        elif time.monotonic() - quiet_since > settle:
+            break
+    herd.tick_seconds = time.monotonic() - first
+    herd.tick_cpu = gateway.cpu() - gateway_before
+    herd.loader_cpu = loaders.cpu() - loaders_before
+    herd.rss_end, herd.rss_peak = gateway.status("VmRSS"), gateway.status("VmHWM")
+    herd.loader_rss = loaders.rss()
 
 
 LISTEN = ("ListenOverflows", "ListenDrops")
@@ -283,15 +236,17 @@ def report(h: Herd) -> None:
         print(f"  {h.skipped}")
         return
     opening(h)
-    per = (h.rss_open - h.rss_base) / max(1, h.opened)
+
+    def mb_kb(rss: int) -> str:
+        return f"{rss / 2**20:,.0f} MB = {(rss - h.rss_base) / max(1, h.opened) / 1024:.1f} KB"
+
     ticking = h.rss_ticking or [0]
     print(
-        f"  gateway RSS: {h.rss_base / 2**20:,.0f} MB before, {h.rss_open / 2**20:,.0f} MB "
-        f"with the herd open = {per / 1024:.1f} KB a socket; while ticking "
-        f"{ticking[0] / 2**20:,.0f} MB at tick 1, {ticking[len(ticking) // 2] / 2**20:,.0f} "
-        f"at tick {len(ticking) // 2 + 1}, {h.rss_end / 2**20:,.0f} after the last; peak "
-        f"{h.rss_peak / 2**20:,.0f} MB = {(h.rss_peak - h.rss_base) / max(1, h.opened) / 1024:.1f}"
-        f" KB a socket ({'within' if h.rss_peak <= RSS_GOAL else 'OVER'} the goal)"
+        f"  gateway RSS: {h.rss_base / 2**20:,.0f} MB before; with the herd open "
+        f"{mb_kb(h.rss_open)} a socket; after a heartbeat round (tick 1) {mb_kb(ticking[0])}; "
+        f"{ticking[len(ticking) // 2] / 2**20:,.0f} MB at tick {len(ticking) // 2 + 1}, "
+        f"{h.rss_end / 2**20:,.0f} MB after the last; peak {mb_kb(h.rss_peak)} a socket "
+        f"({'within' if h.rss_peak <= RSS_GOAL else 'OVER'} the goal)"
     )
     tracked = f"; {h.conntrack:,} connections tracked" if h.conntrack is not None else ""
     print(
@@ -302,7 +257,8 @@ def report(h: Herd) -> None:
     seconds = h.tick_seconds or float("nan")
     idle_share = h.idle_cpu * h.tick_seconds
     print(
-        f"  gateway CPU: idle {h.idle_cpu:.0%} (heartbeat pings), ticking "
+        f"  gateway CPU: idle {h.idle_cpu:.0%} ({h.idle_cpu * 25 / max(1, h.opened) * 1e6:.1f} "
+        f"µs a socket's heartbeat ping), ticking "
         f"{h.tick_cpu / seconds:.0%} over {h.tick_seconds:.0f} s: "
         f"{h.tally.frames / seconds:,.0f} deliveries/s at {h.us_per_delivery(h.tick_cpu):.2f} "
         f"µs CPU a delivery ({h.us_per_delivery(h.tick_cpu - idle_share):.2f} µs without "

@@ -14,9 +14,9 @@ sockets on each) before it connects: one source address has only the ephemeral p
 ``"K:NANOSECONDS"`` (tick K, its publish time); the frame around it is not parsed, so a new
 envelope field changes nothing here. Tick 0 warms up and is not counted.
 
-Replies on stdout: ``opened K FAILED`` once every socket is open or has given up; then on a
-``report`` line from stdin one JSON line (counts, latency histogram, reasons); it exits at
-the end of stdin (its sockets are reset, not closed one by one).
+Replies on stdout: ``opened K FAILED`` once every socket is open or has given up; then to a
+``count`` line from stdin the ticks received so far, to ``report`` one JSON line (counts,
+latency histogram, reasons); it exits at the end of stdin (its sockets reset, not closed).
 """
 
 from __future__ import annotations
@@ -362,6 +362,8 @@ class Herd:
             command, self.line = self.line.split(b"\n", 1)
             if command.strip() == b"report":
                 self.say(self.report().decode())
+            elif command.strip() == b"count":
+                self.say(str(self.frames))
         return True
 
     def say(self, text: str) -> None:

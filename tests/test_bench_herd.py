@@ -27,9 +27,9 @@ async def test_a_small_herd_opens_every_socket_and_times_every_tick_on_each(
     assert 0 < h.tally.percentile(50) <= h.tally.percentile(99) < 1000
     assert len(h.handshake_ms) == SOCKETS
     assert h.rss_base > 50 * 2**20 and h.rss_open > h.rss_base and h.rss_peak >= h.rss_open
-    # From tick 1 to the settling after the last (CPU time is read in 10 ms clock ticks:
-    # too coarse to ask anything of the load processes' few ms here).
-    assert TICKS - 1 + SETTLE <= h.tick_seconds < TICKS + SETTLE + 2
+    # From tick 1 until the last reached every socket (CPU time is read in 10 ms clock
+    # ticks: too coarse to ask anything of the load processes' few ms here).
+    assert TICKS - 1 < h.tick_seconds < TICKS + 2
     herd.report(h)
     printed = capsys.readouterr().out
     assert f"opened {SOCKETS} of {SOCKETS}" in printed
