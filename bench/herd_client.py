@@ -1,7 +1,7 @@
 """One herd load process: N websockets to one gateway, each timing the 1/s tick it receives.
 
 ``python -m bench.herd_client URL N FIRST RATE``: sockets FIRST .. FIRST+N-1 of the herd,
-opened at RATE a second. It is a bare ``epoll`` loop on raw descriptors, no asyncio: at
+opened at RATE a second. It is a bare ``epoll`` loop on non-blocking sockets, no asyncio: at
 100,000 sockets and one tick a second each, the load processes read 100,000 frames a second
 beside the gateway on the same two cores, so what a read costs here decides whether the
 bench measures the gateway or itself. Every socket gets the same bytes for one tick (the hub
@@ -49,6 +49,12 @@ STAMP = b'"summary":"'
 BATCH, BATCH_WAIT = 64, 0.002
 LINGER_RESET = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT left behind
 CONNECTING, UPGRADING, OPEN = 0, 1, 2
+# The kernel stamps what a socket receives (asm-generic/socket.h; not in Python's socket
+# module): the time a frame reached the socket, i.e. when the gateway wrote it (loopback),
+# apart from when this process got round to reading it.
+SO_TIMESTAMPNS = 35
+ANCILLARY = socket.CMSG_SPACE(16)  # one struct timespec
+TIMESPEC = struct.Struct("qq")
 KEY = base64.b64encode(os.urandom(16)).decode()  # one for all: the answer is not checked
 
 
@@ -72,11 +78,21 @@ def stamps(data: bytes, start: int, end: int) -> tuple[int, int] | None:
         return None
 
 
-class Conn:
-    __slots__ = ("buf", "fd", "index", "last", "started", "state", "ticks", "tries")
+def arrival(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The kernel's receive time of a read (ns), or 0 when it gave none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            seconds, nanoseconds = TIMESPEC.unpack(data)
+            return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return 0
 
-    def __init__(self, fd: int, index: int, tries: int) -> None:
-        self.fd = fd
+
+class Conn:
+    __slots__ = ("buf", "fd", "index", "last", "sock", "started", "state", "ticks", "tries")
+
+    def __init__(self, sock: socket.socket, index: int, tries: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
         self.index = index
         self.tries = tries
         self.state = CONNECTING
@@ -108,8 +124,10 @@ class Herd:
         self.retried: Counter[str] = Counter()  # reasons of a try that was retried
         self.dropped: Counter[str] = Counter()  # reasons an open socket ended
         self.handshake_ms: list[float] = []
-        self.hist = [0] * HIST_SIZE
+        self.hist = [0] * HIST_SIZE  # publish -> read by this process
+        self.arrived = [0] * HIST_SIZE  # publish -> in the socket (the kernel's stamp)
         self.frames = 0
+        self.unstamped = 0  # ticks read with no kernel stamp (counted as arrived when read)
         self.duplicates = 0  # a tick a socket already had
         self.cache: dict[bytes, tuple[tuple[int, int], ...]] = {}
         self.opened_at: float | None = None
@@ -122,18 +140,19 @@ class Herd:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         try:
             sock.bind((source_address(self.first + index), 0))
             code = sock.connect_ex(self.server)
         except OSError as exc:
             code = exc.errno or errno.EIO
-        fd = sock.detach()
         if code not in (0, errno.EINPROGRESS):
-            os.close(fd)
+            sock.close()
             self.give_up(index, tries + 1, os.strerror(code))
             return
-        self.conns[fd] = self.upgrading[fd] = Conn(fd, index, tries + 1)
-        self.epoll.register(fd, select.EPOLLOUT)
+        conn = Conn(sock, index, tries + 1)
+        self.conns[conn.fd] = self.upgrading[conn.fd] = conn
+        self.epoll.register(conn.fd, select.EPOLLOUT)
 
     def give_up(self, index: int, tries: int, reason: str) -> None:
         """One try failed: again later, or counted as failed after the last."""
@@ -151,16 +170,14 @@ class Herd:
         del self.conns[conn.fd]
         self.upgrading.pop(conn.fd, None)
         self.epoll.unregister(conn.fd)
-        os.close(conn.fd)
+        conn.sock.close()
 
     def writable(self, conn: Conn) -> None:
-        sock = socket.socket(fileno=conn.fd)  # borrowed: detached, never closed here
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        sock.detach()
+        code = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
             self.fail(conn, os.strerror(code))
             return
-        os.write(conn.fd, self.request)
+        conn.sock.send(self.request)
         conn.state = UPGRADING
         self.epoll.modify(conn.fd, select.EPOLLIN)
 
@@ -178,7 +195,7 @@ class Herd:
         self.opened += 1
         self.handshake_ms.append((time.monotonic() - conn.started) * 1000)
         if data[end + 4 :]:
-            self.frames_of(conn, data[end + 4 :], time.time_ns())
+            self.frames_of(conn, data[end + 4 :], time.time_ns(), 0)
 
     def open_more(self, began: float) -> None:
         due = min(self.n, int((time.monotonic() - began) * self.rate) + 1)
@@ -198,20 +215,22 @@ class Herd:
 
     def readable(self, conn: Conn) -> None:
         try:
-            data = os.read(conn.fd, 65536)
+            data, ancillary, _, _ = conn.sock.recvmsg(65536, ANCILLARY)
         except BlockingIOError:
             return
         except OSError as exc:
             self.ended(conn, os.strerror(exc.errno or errno.EIO))
             return
+        now = time.time_ns()
         if not data:
             self.ended(conn, "closed by the server (no close frame)")
         elif conn.state == OPEN:
+            arrived = arrival(ancillary)
             known = None if conn.buf else self.cache.get(data)
             if known is None:
-                self.frames_of(conn, data, time.time_ns())
+                self.frames_of(conn, data, now, arrived)
             else:
-                self.count(conn, known, time.time_ns())
+                self.count(conn, known, now, arrived)
         else:
             self.upgrade(conn, data)
 
@@ -222,17 +241,21 @@ class Herd:
         else:
             self.fail(conn, reason)
 
-    def count(self, conn: Conn, ticks: tuple[tuple[int, int], ...], now: int) -> None:
+    def count(self, conn: Conn, ticks: tuple[tuple[int, int], ...], now: int, arrived: int) -> None:
         for tick, sent in ticks:  # tick 0 (the warm-up) is never past last (0): not counted
             if tick > conn.last:
                 conn.last = tick
                 conn.ticks += 1
                 self.frames += 1
                 self.hist[bucket((now - sent) // 1000)] += 1
+                if not arrived:
+                    self.unstamped += 1
+                    arrived = now
+                self.arrived[bucket((arrived - sent) // 1000)] += 1
             elif tick:
                 self.duplicates += 1
 
-    def frames_of(self, conn: Conn, data: bytes, now: int) -> None:
+    def frames_of(self, conn: Conn, data: bytes, now: int, arrived: int) -> None:
         """Parse whole frames; a read made of text frames only goes in the cache."""
         fresh = not conn.buf
         if conn.buf:
@@ -254,7 +277,7 @@ class Herd:
                 continue
             plain = False
             if opcode == 9:
-                os.write(conn.fd, client_frame(0xA, data[start:end]))  # pong, or be dropped
+                conn.sock.send(client_frame(0xA, data[start:end]))  # pong, or be dropped
             elif opcode == 8:
                 code = int.from_bytes(data[start : start + 2], "big") if length >= 2 else 1005
                 self.dropped[f"close frame {code} {data[start + 2 : end]!r}"] += 1
@@ -266,7 +289,7 @@ class Herd:
             if len(self.cache) > 64:
                 self.cache.clear()
             self.cache[data] = ticks
-        self.count(conn, ticks, now)
+        self.count(conn, ticks, now, arrived)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -281,8 +304,10 @@ class Herd:
                 "dropped": self.dropped,
                 "frames": self.frames,
                 "duplicates": self.duplicates,
+                "unstamped": self.unstamped,
                 "ticks_per_socket": per_socket,
                 "hist": {i: c for i, c in enumerate(self.hist) if c},
+                "arrived": {i: c for i, c in enumerate(self.arrived) if c},
                 "handshake_ms": sorted(self.handshake_ms),
             },
             option=orjson.OPT_NON_STR_KEYS,
@@ -312,10 +337,8 @@ class Herd:
             pass
 
     def pump(self) -> bool:
-        """One epoll round with every socket open: the cost of a frame is decided here, so
-        the common case (a read the cache knows, one tick in it) is written out in place."""
-        read, get, known_reads, clock = os.read, self.conns.get, self.cache.get, time.time_ns
-        hist = self.hist
+        """One epoll round with every socket open. False once stdin has ended."""
+        get, known_reads, clock = self.conns.get, self.cache.get, time.time_ns
         events = self.epoll.poll(1.0, 4096)
         if 0 < len(events) < BATCH:
             time.sleep(BATCH_WAIT)
@@ -328,28 +351,21 @@ class Herd:
             if conn.buf or conn.state != OPEN:
                 self.readable(conn)
                 continue
-            try:
-                data = read(fd, 65536)
+            try:  # the common case, in place: a whole read the cache knows
+                data, ancillary, _, _ = conn.sock.recvmsg(65536, ANCILLARY)
+            except BlockingIOError:
+                continue
             except OSError as exc:
                 self.ended(conn, os.strerror(exc.errno or errno.EIO))
                 continue
-            known = known_reads(data)
-            if known is None:
-                if data:
-                    self.frames_of(conn, data, clock())
-                else:
-                    self.ended(conn, "closed by the server (no close frame)")
-                continue
             now = clock()
-            for tick, sent in known:
-                if tick > conn.last:
-                    conn.last = tick
-                    conn.ticks += 1
-                    self.frames += 1
-                    us = (now - sent) // 1000
-                    hist[us // 100 if us < 100_000 else bucket(us)] += 1
-                elif tick:
-                    self.duplicates += 1
+            known = known_reads(data)
+            if known is not None:
+                self.count(conn, known, now, arrival(ancillary))
+            elif data:
+                self.frames_of(conn, data, now, arrival(ancillary))
+            else:
+                self.ended(conn, "closed by the server (no close frame)")
         return True
 
     def command(self, fd: int) -> bool:
@@ -371,10 +387,9 @@ class Herd:
         sys.stdout.flush()
 
     def reset_all(self) -> None:
-        for fd in list(self.conns):
-            sock = socket.socket(fileno=fd)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-            sock.close()
+        for conn in self.conns.values():
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            conn.sock.close()
 
 
 def main(argv: list[str]) -> None:

@@ -25,6 +25,10 @@ async def test_a_small_herd_opens_every_socket_and_times_every_tick_on_each(
     assert h.per_socket == {TICKS: SOCKETS}
     assert h.tally.frames == h.expected == SOCKETS * TICKS
     assert 0 < h.tally.percentile(50) <= h.tally.percentile(99) < 1000
+    # The kernel stamped every tick's arrival, which comes before the load process reads it.
+    assert (h.unstamped, h.arrived.frames) == (0, h.tally.frames)
+    for p in (50, 99, 100):
+        assert 0 < h.arrived.percentile(p) <= h.tally.percentile(p)
     assert len(h.handshake_ms) == SOCKETS
     assert h.rss_base > 50 * 2**20 and h.rss_open > h.rss_base and h.rss_peak >= h.rss_open
     # From tick 1 until the last reached every socket (CPU time is read in 10 ms clock
