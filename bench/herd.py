@@ -83,11 +83,13 @@ class Herd:
     ticks: int = 0
     tick_seconds: float = 0.0
     tick_cpu: float = 0.0  # the gateway's, over tick_seconds
+    tick_waited: float = 0.0  # seconds the gateway was runnable but had no CPU
     loader_cpu: float = 0.0  # the load processes', over tick_seconds
     tally: Tally = field(default_factory=Tally)  # publish -> read by a load process
     arrived: Tally = field(default_factory=Tally)  # publish -> in the socket (kernel stamp)
     duplicates: int = 0
     unstamped: int = 0  # ticks the kernel gave no arrival time for
+    spans: dict[int, list[int]] = field(default_factory=dict)  # tick -> first, last (ns)
     per_socket: Counter[int] = field(default_factory=Counter)  # ticks received -> sockets
     open_at_end: int = 0
     skipped: str = ""
@@ -113,6 +115,9 @@ def merge(herd: Herd, replies: list[dict[str, Any]]) -> None:
                 tally.hist[int(index)] = tally.hist.get(int(index), 0) + count
         herd.duplicates += r["duplicates"]
         herd.unstamped += r["unstamped"]
+        for key, (first, last) in r["spans"].items():
+            span = herd.spans.setdefault(int(key), [first, last])
+            span[:] = [min(span[0], first), max(span[1], last)]
         herd.per_socket.update({int(k): v for k, v in r["ticks_per_socket"].items()})
         herd.open_at_end += r["open"]
         herd.handshake_ms.extend(r["handshake_ms"])
@@ -167,7 +172,7 @@ async def watch_ticks(
 ) -> None:
     """The ticks, and the gateway's and load processes' CPU from the first until the last
     has reached every socket, or no frame arrived for ``settle`` seconds (cut at LATE)."""
-    gateway_before, loaders_before = gateway.cpu(), loaders.cpu()
+    gateway_before, loaders_before, waited = gateway.cpu(), loaders.cpu(), gateway.waited()
     first = await tick(pub, herd.ticks, gateway, herd.rss_ticking)
     deadline, wanted = time.monotonic() + LATE, herd.ticks * herd.opened
     seen, quiet_since = -1, time.monotonic()
@@ -182,6 +187,7 @@ async def watch_ticks(
             break
     herd.tick_seconds = time.monotonic() - first
     herd.tick_cpu = gateway.cpu() - gateway_before
+    herd.tick_waited = gateway.waited() - waited
     herd.loader_cpu = loaders.cpu() - loaders_before
     herd.rss_end, herd.rss_peak = gateway.status("VmRSS"), gateway.status("VmHWM")
     herd.loader_rss = loaders.rss()
@@ -264,7 +270,8 @@ def report(h: Herd) -> None:
     print(
         f"  gateway CPU: idle {h.idle_cpu:.0%} ({h.idle_cpu * 25 / max(1, h.opened) * 1e6:.1f} "
         f"µs a socket's heartbeat ping), ticking "
-        f"{h.tick_cpu / seconds:.0%} over {h.tick_seconds:.0f} s: "
+        f"{h.tick_cpu / seconds:.0%} over {h.tick_seconds:.0f} s (and waited for a CPU "
+        f"{h.tick_waited / seconds:.0%} of it: the machine's other work): "
         f"{h.tally.frames / seconds:,.0f} deliveries/s at {h.us_per_delivery(h.tick_cpu):.2f} "
         f"µs CPU a delivery ({h.us_per_delivery(h.tick_cpu - idle_share):.2f} µs without "
         f"the idle share); the load processes {h.loader_cpu / seconds:.0%} "
@@ -289,6 +296,14 @@ def report(h: Herd) -> None:
         + (f", {h.duplicates:,} duplicated" if h.duplicates else "")
         + (f", {h.unstamped:,} with no kernel stamp (read time used)" if h.unstamped else "")
     )
+    if h.spans:
+        firsts = [first / 1e6 for first, _ in h.spans.values()]
+        fan_outs = [(last - first) / 1e6 for first, last in h.spans.values()]
+        print(
+            f"  a tick reached its first socket after {median(firsts):.1f} ms (median over "
+            f"ticks; slowest {max(firsts):.0f} ms), its last {median(fan_outs):.0f} ms later "
+            f"(slowest {max(fan_outs):.0f} ms): the fan-out, written in one turn of the loop"
+        )
     short = sum(n for got, n in h.per_socket.items() if got < h.ticks)
     print(
         f"  sockets open at the end {h.open_at_end:,}; dropped: {reasons(h.dropped)}; "
@@ -320,9 +335,10 @@ def extrapolate(h: Herd, per_socket: float, us_per_delivery: float) -> None:
     """What the measured herd says of the one asked for: straight lines, said as such."""
     rss = h.rss_base + per_socket * h.wanted
     fan_out = us_per_delivery * h.wanted / 1e6
+    heartbeats = h.idle_cpu * h.wanted / max(1, h.opened)
     print(
         f"  EXTRAPOLATED to {h.wanted:,} (straight lines from this run, not measured): peak RSS "
-        f"~{rss / 1e9:.2f} GB; a tick's fan-out ~{fan_out:.2f} s of the gateway's one core "
-        f"({h.wanted:,} x {us_per_delivery:.2f} µs, written in one loop turn: about the "
-        f"last socket's latency, before the load processes' own share of two cores)"
+        f"~{rss / 1e9:.2f} GB; a tick's fan-out ~{fan_out:.2f} s of the gateway's CPU "
+        f"({h.wanted:,} x {us_per_delivery:.2f} µs, in one turn of its loop: about the last "
+        f"socket's latency on an idle machine); heartbeats ~{heartbeats:.0%} of a core"
     )

@@ -128,6 +128,7 @@ class Herd:
         self.arrived = [0] * HIST_SIZE  # publish -> in the socket (the kernel's stamp)
         self.frames = 0
         self.unstamped = 0  # ticks read with no kernel stamp (counted as arrived when read)
+        self.spans: dict[int, list[int]] = {}  # tick -> first and last arrival (ns after publish)
         self.duplicates = 0  # a tick a socket already had
         self.cache: dict[bytes, tuple[tuple[int, int], ...]] = {}
         self.opened_at: float | None = None
@@ -252,6 +253,13 @@ class Herd:
                     self.unstamped += 1
                     arrived = now
                 self.arrived[bucket((arrived - sent) // 1000)] += 1
+                span = self.spans.get(tick)
+                if span is None:
+                    self.spans[tick] = [arrived - sent, arrived - sent]
+                elif arrived - sent > span[1]:
+                    span[1] = arrived - sent
+                elif arrived - sent < span[0]:
+                    span[0] = arrived - sent
             elif tick:
                 self.duplicates += 1
 
@@ -305,6 +313,7 @@ class Herd:
                 "frames": self.frames,
                 "duplicates": self.duplicates,
                 "unstamped": self.unstamped,
+                "spans": self.spans,
                 "ticks_per_socket": per_socket,
                 "hist": {i: c for i, c in enumerate(self.hist) if c},
                 "arrived": {i: c for i, c in enumerate(self.arrived) if c},

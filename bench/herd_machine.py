@@ -118,6 +118,11 @@ class Proc:
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / TICK
 
+    def waited(self) -> float:
+        """Seconds it was runnable but waited for a CPU (/proc/<pid>/schedstat, 2nd field):
+        what the machine's other work took from it."""
+        return int(Path(f"/proc/{self.pid}/schedstat").read_text().split()[1]) / 1e9
+
     def status(self, field: str) -> int:
         """A /proc/<pid>/status figure in bytes (VmRSS, VmHWM)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
