@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import gc_watch
 from bench.common import heading, median, percentile, private_broker
 from bench.fleet import Publisher, Tally
 from bench.herd_loaders import Loaders
@@ -90,6 +92,8 @@ class Herd:
     duplicates: int = 0
     unstamped: int = 0  # ticks the kernel gave no arrival time for
     spans: dict[int, list[int]] = field(default_factory=dict)  # tick -> first, last (ns)
+    collections: list[tuple[float, float]] = field(default_factory=list)  # full GCs: at, ms
+    tick_window: tuple[float, float] = (0.0, 0.0)  # wall clock
     per_socket: Counter[int] = field(default_factory=Counter)  # ticks received -> sockets
     open_at_end: int = 0
     skipped: str = ""
@@ -139,7 +143,9 @@ async def run(herd: Herd, broker_url: str, rate: float, idle_seconds: float, set
     root = f"bh{uuid.uuid4().hex[:6]}"
     pub = Publisher(broker_url, root)
     await pub.start()
-    server = await start_dovecote(broker_url, root)
+    gc_log = tempfile.NamedTemporaryFile(prefix="dovecote-herd-gc-", delete=False)  # noqa: SIM115
+    gc_log.close()
+    server = await start_dovecote(broker_url, root, gc_log=gc_log.name)
     gateway = Proc(server.processes[0].pid)
     loaders: Loaders | None = None
     try:
@@ -160,11 +166,13 @@ async def run(herd: Herd, broker_url: str, rate: float, idle_seconds: float, set
         herd.idle_cpu = (gateway.cpu() - cpu_before) / idle_seconds
         await watch_ticks(herd, pub, gateway, loaders, settle)
         merge(herd, await loaders.reports())
+        herd.collections = gc_watch.read(gc_log.name)
     finally:
         if loaders is not None:
             await loaders.stop()
         await server.stop()
         await pub.stop()
+        os.unlink(gc_log.name)
 
 
 async def watch_ticks(
@@ -173,6 +181,7 @@ async def watch_ticks(
     """The ticks, and the gateway's and load processes' CPU from the first until the last
     has reached every socket, or no frame arrived for ``settle`` seconds (cut at LATE)."""
     gateway_before, loaders_before, waited = gateway.cpu(), loaders.cpu(), gateway.waited()
+    herd.tick_window = (time.time(), 0.0)
     first = await tick(pub, herd.ticks, gateway, herd.rss_ticking)
     deadline, wanted = time.monotonic() + LATE, herd.ticks * herd.opened
     seen, quiet_since = -1, time.monotonic()
@@ -186,6 +195,7 @@ async def watch_ticks(
         elif time.monotonic() - quiet_since > settle:
             break
     herd.tick_seconds = time.monotonic() - first
+    herd.tick_window = (herd.tick_window[0], time.time())
     herd.tick_cpu = gateway.cpu() - gateway_before
     herd.tick_waited = gateway.waited() - waited
     herd.loader_cpu = loaders.cpu() - loaders_before
@@ -304,6 +314,7 @@ def report(h: Herd) -> None:
             f"ticks; slowest {max(firsts):.0f} ms), its last {median(fan_outs):.0f} ms later "
             f"(slowest {max(fan_outs):.0f} ms): the fan-out, written in one turn of the loop"
         )
+    collections(h)
     short = sum(n for got, n in h.per_socket.items() if got < h.ticks)
     print(
         f"  sockets open at the end {h.open_at_end:,}; dropped: {reasons(h.dropped)}; "
@@ -312,6 +323,18 @@ def report(h: Herd) -> None:
     if h.wanted:
         peak = (h.rss_peak - h.rss_base) / max(1, h.opened)
         extrapolate(h, peak, h.us_per_delivery(h.tick_cpu - idle_share))
+
+
+def collections(h: Herd) -> None:
+    """The gateway's full garbage collections: each one stops its loop (bench/gc_watch.py)."""
+    start, end = h.tick_window
+    ticking = [ms for at, ms in h.collections if start <= at <= end]
+    longest = max((ms for _, ms in h.collections), default=0.0)
+    print(
+        f"  the gateway's full garbage collections (its loop stops for each): "
+        f"{len(h.collections)} in all, longest {longest:,.0f} ms; {len(ticking)} while "
+        f"ticking" + (f", {sum(ticking):,.0f} ms in all" if ticking else "")
+    )
 
 
 def opening(h: Herd) -> None:
