@@ -75,7 +75,7 @@ WantedBy=dovecote.target
 LIMITS = {
     "gateway": (
         "# One descriptor a browser socket: systemd's default soft limit (1,024) would cap\n"
-        "# a worker near 1,000 pages. 100,000 sockets were measured in one worker (README).\n"
+        "# a worker near 1,000 pages. A worker's goal is 100,000 (README: a herd of sockets).\n"
         "LimitNOFILE=200000\n"
     ),
 }
