@@ -51,7 +51,7 @@ TICKS = int(os.environ.get("BENCH_HERD_TICKS", "40"))
 # pings each socket every 25 s: in any 25 s after the last socket opened, each pings once).
 IDLE_SECONDS = 25.0
 LATE = 30.0  # seconds after the last tick past which a frame no longer counts
-SETTLE = 3.0  # seconds for the herd to settle (and the last tick to reach every socket)
+SETTLE = 3.0  # seconds for the herd to settle; with no frame arriving, the ticks are over
 BACKLOG = 128  # aiohttp's TCPSite default, which the gateway keeps
 RSS_GOAL, P99_GOAL_MS = 1.2e9, 1000.0
 SPARE_FILES = 1000  # descriptors beside the sockets (a gateway holds ~40: broker, stores)
@@ -81,7 +81,7 @@ class Herd:
     slab: int = 0  # growth of the kernel's unreclaimable slab, both ends of every socket
     conntrack: int | None = None  # connections tracked with the herd open
     loader_rss: int = 0
-    idle_cpu: float = 0.0  # gateway CPU seconds over IDLE_SECONDS
+    idle_cpu: float = 0.0  # the gateway's CPU use idle, in cores
     ticks: int = 0
     tick_seconds: float = 0.0
     tick_cpu: float = 0.0  # the gateway's, over tick_seconds
