@@ -53,7 +53,8 @@ chaos: $(DEV_STAMP) system-deps
 	  $(BIN)/pytest -m "chaos or fuzz" --chaos=long
 
 ## bench: throughput and latency figures, side by side in one run (sections=... picks some:
-##        make bench sections="gateway"; sections are consume, wslatency, pipeline, gateway, pool, inbox, stores)
+##        make bench sections="gateway"; sections are consume, wslatency, pipeline, gateway, pool, inbox, stores,
+##        herd: 100,000 websockets on one gateway process, README "A herd of sockets")
 bench: $(DEV_STAMP) system-deps
 	@command -v node >/dev/null && command -v npm >/dev/null || echo "bench: no Node.js/npm:" \
 	  "the socket.io and ws peers will be skipped (sudo apt-get install -y nodejs npm)"

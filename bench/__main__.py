@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import common, consume, gateway, inbox, pipeline, pool, stores, wslatency
+from bench import common, consume, gateway, herd, inbox, pipeline, pool, stores, wslatency
 
 SECTIONS = {
     "consume": consume,
@@ -15,6 +15,7 @@ SECTIONS = {
     "pool": pool,
     "inbox": inbox,
     "stores": stores,
+    "herd": herd,
 }
 
 

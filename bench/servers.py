@@ -111,8 +111,12 @@ async def wait_http(url: str, timeout: float = 20) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout} s")
 
 
-async def start_dovecote(broker_url: str, root: str, workers: int = 1) -> Server:
-    """``workers`` gateway processes sharing one port (SO_REUSEPORT), as `dovecote run`."""
+async def start_dovecote(
+    broker_url: str, root: str, workers: int = 1, gc_log: str | None = None
+) -> Server:
+    """``workers`` gateway processes sharing one port (SO_REUSEPORT), as `dovecote run`.
+    ``gc_log``: their full garbage collections timed into that file (``bench.gc_watch``)."""
+    watch = ["-m", "bench.gc_watch", gc_log] if gc_log else []
     port = free_port()
     server = Server(
         "Dovecote" if workers == 1 else f"Dovecote ×{workers}",
@@ -139,7 +143,11 @@ async def start_dovecote(broker_url: str, root: str, workers: int = 1) -> Server
         }
         server.processes.append(
             await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.gateway", cwd=PROJECT, env=env
+                sys.executable,
+                *(watch or ["-m"]),
+                "services.gateway",
+                cwd=PROJECT,
+                env=env,
             )
         )
     await wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -357,7 +357,7 @@ http_requests = st.fixed_dictionaries(
         "suffix": st.sampled_from(["", "", "", "/", "/..", "/x/y", "//", "%2f.."]),
         "query": st.lists(
             st.tuples(
-                st.sampled_from(["as", "resume", "since", "x", "", "as[]"]) | header_text,
+                st.sampled_from(["as", "resume", "since", "after", "x", "", "as[]"]) | header_text,
                 nasty_text,
             ),
             max_size=4,
@@ -466,7 +466,9 @@ ws_frames = weighted(
 ws_connects = st.fixed_dictionaries(
     {
         "query": st.lists(
-            st.tuples(st.sampled_from(["as", "resume", "since", "x"]) | header_text, nasty_text),
+            st.tuples(
+                st.sampled_from(["as", "resume", "since", "after", "x"]) | header_text, nasty_text
+            ),
             max_size=3,
         ),
         "origin": st.none() | st.sampled_from(["http://evil.example", "null"]) | header_text,

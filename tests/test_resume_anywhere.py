@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import Counter
 
 import aiohttp
 import pytest
@@ -101,11 +102,14 @@ async def test_a_thousand_pages_resume_on_the_other_gateway_when_theirs_is_kille
             await balancer.stop()
 
     report = compare(pages, sent, root)
+    private = Counter(t.split("/")[2] for t, _ in sent if t.startswith(f"{root}/users/"))
     last = max(p.resumed_at or killed for p in on_a) - killed
     print(
         f"\n{SOCKETS} sockets, {len(on_a)} on the gateway killed; {len(sent)} messages for "
         f"pages between the markers; missed {report['missed']}, twice {report['twice']}, "
-        f"reloads {report['reloads']}; the last socket resumed {last:.2f} s after the kill"
+        f"reloads {report['reloads']}; the last socket resumed {last:.2f} s after the kill; "
+        f"frames for one person only: {dict(private)}"
     )
+    assert private["ada"] and private["grace"], "privacy across gateways went untested"
     assert len(on_a) > SOCKETS // 3 and all(p.resumed >= 1 for p in on_a)
     assert (report["missed"], report["twice"], report["reloads"]) == (0, 0, 0), report

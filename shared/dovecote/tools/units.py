@@ -70,7 +70,7 @@ EnvironmentFile=-/etc/dovecote/{service}.env
 EnvironmentFile=-/etc/dovecote/logins/{service}-%i.env
 Environment=DOVECOTE_INSTANCE=%i
 ExecStart={command}
-{stop}
+{limits}{stop}
 KillSignal=SIGTERM
 TimeoutStopSec=20
 # The supervisor's job, done by systemd: a new worker after a crash, with backoff, and
@@ -89,6 +89,20 @@ WantedBy=dovecote.target
 """
 
 
+# What one service needs beyond systemd's defaults. systemd starts a service with a soft
+# limit of 1,024 open files (DefaultLimitNOFILE=1024:524288), and Python does not raise it:
+# a gateway worker would refuse its 1,020th socket. One socket is one descriptor; 200,000
+# holds the 100,000 sockets of `make bench sections=herd` twice over, within Linux's
+# default fs.nr_open (1,048,576).
+LIMITS = {
+    "gateway": (
+        "# One descriptor a browser socket: systemd's default soft limit (1,024) would cap\n"
+        "# a worker near 1,000 pages. A worker's goal is 100,000 (README: a herd of sockets).\n"
+        "LimitNOFILE=200000\n"
+    ),
+}
+
+
 def path_of(service: str) -> Path:
     return UNITS_DIR / f"dovecote-{service}@.service"
 
@@ -104,6 +118,7 @@ def unit(service: str) -> str:
         notes=PYTHON_NOTES.format(service=service),
         folder=INSTALLED,
         command=f"{INSTALLED}/.venv/bin/python -m {federation.module(service)}",
+        limits=LIMITS.get(service, ""),
         stop=PYTHON_STOP,
     )
 
@@ -117,6 +132,7 @@ def participant_unit(p: Participant) -> str:
         notes=PARTICIPANT_NOTES.format(command=command, source=p.source, service=p.name),
         folder=f"{INSTALLED}/{p.source}",
         command=argv,
+        limits="",
         stop=PARTICIPANT_STOP,
     )
 
