@@ -111,8 +111,15 @@ async def wait_http(url: str, timeout: float = 20) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout} s")
 
 
-async def start_dovecote(broker_url: str, root: str, workers: int = 1) -> Server:
-    """``workers`` gateway processes sharing one port (SO_REUSEPORT), as `dovecote run`."""
+async def start_dovecote(
+    broker_url: str,
+    root: str,
+    workers: int = 1,
+    module: str = "services.gateway",
+    extra_env: dict[str, str] | None = None,
+) -> Server:
+    """``workers`` gateway processes sharing one port (SO_REUSEPORT), as `dovecote run`.
+    ``module``: what each process runs (``bench.memory_probe``: the gateway, probed)."""
     port = free_port()
     server = Server(
         "Dovecote" if workers == 1 else f"Dovecote ×{workers}",
@@ -136,13 +143,18 @@ async def start_dovecote(broker_url: str, root: str, workers: int = 1) -> Server
             "PUBLIC_URL": f"http://127.0.0.1:{port}",
             "DOVECOTE_SESSION_KEY": session_key,
             "DOVECOTE_DATA_DIR": data_dir,
+            **(extra_env or {}),
         }
         server.processes.append(
             await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.gateway", cwd=PROJECT, env=env
+                sys.executable, "-m", module, cwd=PROJECT, env=env
             )
         )
-    await wait_http(f"http://127.0.0.1:{port}/healthz")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz")
+    except BaseException:
+        await server.stop()  # not left serving a broker that is about to go
+        raise
     return server
 
 
