@@ -102,7 +102,7 @@ def census() -> dict[str, list[int]]:
     counts: Counter[type] = Counter()
     sizes: Counter[type] = Counter()
     seen: set[int] = set()
-    traced = tracemalloc._get_object_traceback  # the raw frames: cheaper than a Traceback
+    traced = tracemalloc._get_object_traceback  # type: ignore[attr-defined]  # raw: cheaper
     getsizeof, referents, untracked = sys.getsizeof, gc.get_referents, UNTRACKED
     mine = {id(counts), id(sizes), id(seen)}
     for obj in gc.get_objects():
@@ -121,15 +121,17 @@ def census() -> dict[str, list[int]]:
 
 
 def report(out: Path, number: int, frames: int) -> None:
-    data: dict[str, Any] = {"rss": rss_bytes(), "malloc": mallinfo(), "pymalloc": pymalloc()}
+    data: dict[str, Any] = {"garbage": gc.collect() if os.environ.get("PROBE_COLLECT") else 0}
+    data.update(rss=rss_bytes(), malloc=mallinfo(), pymalloc=pymalloc())
     if frames:
-        if tracemalloc.is_tracing():
-            data["types"] = census()
-        else:
+        started = tracemalloc.is_tracing()
+        if not started:
             tracemalloc.start(frames)
         data["traced"] = tracemalloc.get_traced_memory()[0]
         data["tracing_overhead"] = tracemalloc.get_tracemalloc_memory()
         tracemalloc.take_snapshot().dump(str(out / f"{number}.snap"))
+        if started:  # last: what the census allocates is in neither figure above
+            data["types"] = census()
     (out / f"{number}.tmp").write_text(json.dumps(data))
     (out / f"{number}.tmp").rename(out / f"{number}.json")
 

@@ -146,9 +146,7 @@ async def start_dovecote(
             **(extra_env or {}),
         }
         server.processes.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable, "-m", module, cwd=PROJECT, env=env
-            )
+            await asyncio.create_subprocess_exec(sys.executable, "-m", module, cwd=PROJECT, env=env)
         )
     try:
         await wait_http(f"http://127.0.0.1:{port}/healthz")

@@ -18,6 +18,7 @@ import asyncio
 import json
 import linecache
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -38,6 +39,8 @@ WARM = 200  # opened before the first reading, as in bench/gateway.py
 FRAMES = int(os.environ.get("SOCKET_MEMORY_FRAMES", "12"))
 SETTLE = 2.0  # seconds between the last socket open and the reading (bench/gateway.py)
 TOP = int(os.environ.get("SOCKET_MEMORY_TOP", "25"))
+COLLECT = os.environ.get("SOCKET_MEMORY_COLLECT", "")  # "1": gc.collect() before each reading
+KEEP = os.environ.get("SOCKET_MEMORY_KEEP", "")  # a folder to keep the two snapshots in
 HERE = str(Path(__file__).resolve().parents[1])
 
 
@@ -70,7 +73,7 @@ async def ask(pid: int, out: Path, number: int) -> dict[str, Any]:
 async def probe(broker_url: str, n: int, frames: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="dovecote-socket-memory-") as d:
         out = Path(d)
-        env = {"PROBE_DIR": d, "PROBE_FRAMES": str(frames)}
+        env = {"PROBE_DIR": d, "PROBE_FRAMES": str(frames), "PROBE_COLLECT": COLLECT}
         root = f"sm{uuid.uuid4().hex[:6]}"
         server = await start_dovecote(broker_url, root, module="bench.memory_probe", extra_env=env)
         pid = server.processes[0].pid
@@ -92,6 +95,9 @@ async def probe(broker_url: str, n: int, frames: int) -> Run:
         run = Run(n, before, after)
         if frames:
             run.snapshots = [tracemalloc.Snapshot.load(str(out / f"{k}.snap")) for k in (1, 2)]
+            if KEEP:  # to dig further: tracemalloc.Snapshot.load(...).compare_to(...)
+                for k in (1, 2):
+                    shutil.copy(out / f"{k}.snap", Path(KEEP) / f"socket-memory-{k}.snap")
         return run
 
 
@@ -128,7 +134,9 @@ def site_table(run: Run) -> list[tuple[float, float, str, str]]:
 def type_table(run: Run) -> list[tuple[str, float, float]]:
     """(type, objects a socket, bytes a socket) of what was allocated between the two
     readings and is still alive (bench/memory_probe.py: ``census``)."""
-    rows = [(name, count / run.n, size / run.n) for name, (count, size) in run.after["types"].items()]
+    rows = [
+        (name, count / run.n, size / run.n) for name, (count, size) in run.after["types"].items()
+    ]
     return sorted(rows, key=lambda r: -r[2])
 
 
@@ -145,6 +153,8 @@ def report(plain: Run, traced: Run) -> None:
     n = plain.n
     print(f"Idle websocket memory · {machine()} · load {os.getloadavg()[0]:.2f}")
     print(f"  {n:,} idle sockets on one gateway process, on top of {WARM}; read {SETTLE:g} s later")
+    if COLLECT:
+        print(f"  gc.collect() before each reading: {plain.after['garbage']:,} objects freed")
     rss = plain.per_socket("rss")
     pym = plain.per_socket("pymalloc", "arenas") * 1024 * 1024
     used = plain.per_socket("pymalloc", "allocated")
@@ -176,8 +186,10 @@ def report(plain: Run, traced: Run) -> None:
         print(f"  {count:7.2f} {size:6,.0f}  {name}")
     rest = sum(r[2] for r in types[TOP:])
     print(f"  {'':7} {rest:6,.0f}  (the other {max(0, len(types) - TOP)} types)")
-    print(f"  {'':7} {traced_bytes - sum(r[2] for r in types):6,.0f}  (traced, in no object: "
-          "C-level buffers, free lists, the census' own error)")
+    print(
+        f"  {'':7} {traced_bytes - sum(r[2] for r in types):6,.0f}  (traced, in no object: "
+        "C-level buffers, free lists, the census' own error)"
+    )
 
 
 async def measure(n: int) -> tuple[Run, Run]:
