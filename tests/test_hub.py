@@ -91,7 +91,7 @@ def numbers(frames: list[Any]) -> list[int]:
     return [d["activity"]["n"] for d in decoded if d.get("topic") == "t/events/test"]
 
 
-async def test_a_burst_arrives_whole_and_in_order_between_the_sockets_pings(gateway: Gateway) -> None:
+async def test_a_burst_arrives_whole_and_in_order_between_its_pings(gateway: Gateway) -> None:
     async with (
         websockets.connect(gateway.url, max_size=None) as a,
         websockets.connect(
