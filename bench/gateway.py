@@ -301,7 +301,7 @@ def report(r: dict[str, Any]) -> None:
             f"idle: KB RSS/conn at {IDLE:,}",
             {k: v / 1024 for k, v in r["idle"].items()},
             ".1f",
-            "goal <= 15 KB",
+            "goal <= 10 KB",
         )
     n = SIZES[-1]
     one, two = best(fanout[n]["Dovecote"]), best(fanout[n]["Dovecote ×2"])

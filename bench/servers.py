@@ -112,10 +112,16 @@ async def wait_http(url: str, timeout: float = 20) -> None:
 
 
 async def start_dovecote(
-    broker_url: str, root: str, workers: int = 1, gc_log: str | None = None
+    broker_url: str,
+    root: str,
+    workers: int = 1,
+    gc_log: str | None = None,
+    module: str = "services.gateway",
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
     """``workers`` gateway processes sharing one port (SO_REUSEPORT), as `dovecote run`.
-    ``gc_log``: their full garbage collections timed into that file (``bench.gc_watch``)."""
+    ``gc_log``: their full garbage collections timed into that file (``bench.gc_watch``).
+    ``module``: what each process runs (``bench.memory_probe``: the gateway, probed)."""
     watch = ["-m", "bench.gc_watch", gc_log] if gc_log else []
     port = free_port()
     server = Server(
@@ -140,17 +146,22 @@ async def start_dovecote(
             "PUBLIC_URL": f"http://127.0.0.1:{port}",
             "DOVECOTE_SESSION_KEY": session_key,
             "DOVECOTE_DATA_DIR": data_dir,
+            **(extra_env or {}),
         }
         server.processes.append(
             await asyncio.create_subprocess_exec(
                 sys.executable,
                 *(watch or ["-m"]),
-                "services.gateway",
+                module,
                 cwd=PROJECT,
                 env=env,
             )
         )
-    await wait_http(f"http://127.0.0.1:{port}/healthz")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz")
+    except BaseException:
+        await server.stop()  # not left serving a broker that is about to go
+        raise
     return server
 
 

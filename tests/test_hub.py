@@ -1,4 +1,5 @@
-"""The hub's fan-out in process: shared frames written under aiohttp, lagging sockets, order.
+"""The hub's fan-out in process: shared frames written beside the socket's own, lagging sockets,
+order.
 
 The gateway's real web app runs in this test's event loop (no broker needed: the hub is
 driven directly); clients are a real websockets client or a raw socket that stops reading.
@@ -91,7 +92,7 @@ def numbers(frames: list[Any]) -> list[int]:
     return [d["activity"]["n"] for d in decoded if d.get("topic") == "t/events/test"]
 
 
-async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway: Gateway) -> None:
+async def test_a_burst_arrives_whole_and_in_order_between_its_pings(gateway: Gateway) -> None:
     async with (
         websockets.connect(gateway.url, max_size=None) as a,
         websockets.connect(
@@ -104,8 +105,8 @@ async def test_a_burst_arrives_whole_and_in_order_between_aiohttp_pings(gateway:
         await b.recv()
         for n in range(50):
             send(gateway.hub, n, pad=n * 1500)  # 0 .. 73 KB: every header size
-            if n % 10 == 0:  # aiohttp writes its own frames between ours
-                await next(iter(gateway.hub.clients)).ws.ping(b"p")
+            if n % 10 == 0:  # the socket writes its own frames between ours
+                next(iter(gateway.hub.clients)).ws.ping(b"p")
             if n == 25:
                 gateway.hub.send_to_user("grace", GRACES, orjson.dumps({"for": "grace"}), "urn:g")
         got_a = [await asyncio.wait_for(a.recv(), 5) for _ in range(50)]

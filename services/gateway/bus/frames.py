@@ -1,4 +1,5 @@
-"""RFC 6455 frames as bytes, built once and written to many sockets.
+"""RFC 6455 frames as bytes, built once and written to many sockets (and the few control
+frames a socket sends on its own: pong, ping, close).
 
 aiohttp builds a frame per ``send_frame`` call, per socket, through two coroutines; a
 broadcast to N sockets needs the same bytes N times. A server's frames are never masked
@@ -23,3 +24,14 @@ def text_frame(payload: bytes) -> bytes:
     if size < 65536:
         return _MEDIUM.pack(_TEXT_FIN, 126, size) + payload
     return _LONG.pack(_TEXT_FIN, 127, size) + payload
+
+
+def control_frame(opcode: int, payload: bytes = b"") -> bytes:
+    """A ping (0x9), pong (0xA) or close (0x8) frame: whole, at most 125 bytes of payload."""
+    payload = payload[:125]
+    return _SHORT.pack(0x80 | opcode, len(payload)) + payload
+
+
+def close_frame(code: int, reason: bytes = b"") -> bytes:
+    """A close frame with its status code and a reason (cut to fit in 125 bytes)."""
+    return control_frame(0x8, code.to_bytes(2, "big") + reason[:123])

@@ -16,9 +16,9 @@ own queue instead, written as it drains; when that queue passes ``QUEUE_BYTES`` 
 is closed with 1013 (try again later) and its page reconnects. So a stuck browser neither
 grows the gateway's memory nor delays anyone else. An idle socket costs one small object.
 
-Writing under aiohttp's websocket writer is safe because every frame is written whole, in
-one synchronous ``transport.write`` (ours, and aiohttp's pings and close frames), and the
-sockets are uncompressed (``join`` refuses a compressed one: its frames differ per socket).
+Writing beside the socket's own frames is safe because every frame is written whole, in one
+synchronous ``transport.write`` (ours, and the socket's pongs, pings and close frames:
+``browser_socket.py``), and the sockets are uncompressed (no extension is ever agreed).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from collections import deque
 from collections.abc import Collection, Iterable
 
 import orjson
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode
 
+from services.gateway.bus.browser_socket import BrowserSocket
 from services.gateway.bus.frames import text_frame
 from services.gateway.bus.replay import CURSOR_KEYS, ReplayRing, key_of
 
@@ -70,7 +71,7 @@ class Client:
     def __init__(
         self,
         hub: Hub,
-        ws: web.WebSocketResponse,
+        ws: BrowserSocket,
         transport: asyncio.Transport,
         user: str | None,
         credential: str | None = None,
@@ -141,19 +142,11 @@ class Hub:
         self.replays = 0  # pages that came back and resumed from the ring
         self.replays_refused = 0  # pages that came back and could not (they reload)
 
-    def join(
-        self,
-        ws: web.WebSocketResponse,
-        request: web.Request,
-        user: str | None,
-        credential: str | None = None,
-    ) -> Client:
-        """Register a prepared socket; the frames broadcast from now on are its frames.
+    def join(self, ws: BrowserSocket, user: str | None, credential: str | None = None) -> Client:
+        """Register an open socket; the frames broadcast from now on are its frames.
         ``user``: whose frames it also gets (``send_to_user``); None gets the public ones.
         ``credential``: the sign-in it was opened with (``close_ended`` closes it)."""
-        if ws.compress:
-            raise ValueError("the hub writes shared frames: sockets must be uncompressed")
-        transport = request.transport
+        transport = ws.transport
         if transport is None:
             raise ConnectionResetError("the browser left before its socket joined")
         self.flush()  # frames broadcast before it joined are not its frames

@@ -4,26 +4,37 @@ Who the socket is for comes from the session cookie (or a token): a signed-in pe
 socket gets the frames for everyone and that person's own notifications, now and on a
 replay; a signed-out one gets the frames for everyone only, and may send no command. The
 hub (``hub.py``) does the fan-out; this module only opens, identifies and listens.
+
+Once the request is answered the connection leaves aiohttp (``upgrade.py``) for our own
+protocol (``browser_socket.py``), and the handler returns: an open socket holds no request,
+task or coroutine, only its transport, its ``BrowserSocket``, its ``Page`` and the hub's
+``Client`` (docs/performance.md has what each costs).
 """
 
 from __future__ import annotations
 
+import logging
+
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from dovecote.errors import BusError
 from services.gateway.accounts.credentials import Person
-from services.gateway.bus import commands, reachability
-from services.gateway.bus.hub import notice
+from services.gateway.bus import commands, reachability, upgrade
+from services.gateway.bus.browser_socket import MAX_MESSAGE, BrowserSocket, Heartbeat
+from services.gateway.bus.hub import Client, notice
 from services.gateway.bus.replay import CURSOR_KEYS, KEY_CHARS
 from services.gateway.context import CTX, Context
 from services.gateway.web import sessions
 
-MAX_FRAME_BYTES = 16 * 1024
+log = logging.getLogger("dovecote.gateway.websocket")
+MAX_FRAME_BYTES = MAX_MESSAGE  # 16 KiB: a larger message from a page closes its socket (1009)
+HEARTBEAT = web.AppKey("heartbeat", Heartbeat)  # the pings of every socket of the app
 HEAR_WAIT = 1.0  # seconds a resuming page may wait for this gateway to hear its last frames
 
 
 def add_routes(app: web.Application) -> None:
+    app[HEARTBEAT] = Heartbeat()
     app.router.add_get("/ws", websocket)
 
 
@@ -47,29 +58,56 @@ def is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     who = await sessions.person(request)  # None: signed out, public frames only
-    cursor = resume_point(request)
-    if cursor:  # from another gateway a moment ago, it may have seen frames still on the way
-        await ctx.hub.heard(cursor, who.id if who else None, HEAR_WAIT)
-    ws = web.WebSocketResponse(compress=False, heartbeat=25, max_msg_size=MAX_FRAME_BYTES)
-    await ws.prepare(request)
+    resume = resume_point(request)
+    accept = upgrade.accept_key(request)
+    if resume:  # from another gateway a moment ago, it may have seen frames still on the way
+        await ctx.hub.heard(resume, who.id if who else None, HEAR_WAIT)
+    page = Page(ctx, who, request.remote)
+    socket = BrowserSocket(request.app[HEARTBEAT], page)
+    try:
+        await upgrade.take_over(request, socket)
+    except ConnectionResetError:
+        return upgrade.Upgraded()
+    transport = socket.transport
+    if socket.closed or transport is None:  # the browser left while its connection moved
+        return upgrade.Upgraded()
+    transport.write(upgrade.switching(accept))
     user = who.id if who else None
     try:
-        client = ctx.hub.join(ws, request, user, sessions.credential(request))
-    except ConnectionResetError:
-        return ws
-    ctx.hub.welcome(client, cursor, root=ctx.root, user=user, bus=reachability.of(ctx.link))
-    try:
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                client.push(command_frame(ctx, who, msg.data, request.remote))
-            elif msg.type == WSMsgType.BINARY:
-                client.push(notice("error", error="binary frames are not accepted"))
-    finally:
-        ctx.hub.leave(client)
-    return ws
+        page.client = ctx.hub.join(socket, user, sessions.credential(request))
+        ctx.hub.welcome(
+            page.client, resume, root=ctx.root, user=user, bus=reachability.of(ctx.link)
+        )
+    except Exception:  # not re-raised: aiohttp would answer 500 on the connection now ours
+        log.exception("a socket could not join the hub")
+        transport.abort()
+    return upgrade.Upgraded()
+
+
+class Page:
+    """What a page's frames do: its commands, answered on its socket; its socket's end."""
+
+    __slots__ = ("address", "client", "ctx", "who")
+
+    def __init__(self, ctx: Context, who: Person | None, address: str | None) -> None:
+        self.ctx, self.who, self.address = ctx, who, address
+        self.client: Client | None = None  # once it joined the hub
+
+    def text(self, text: str) -> None:
+        if self.client is not None:
+            self.client.push(command_frame(self.ctx, self.who, text, self.address))
+
+    def binary(self, data: bytes) -> None:
+        if self.client is not None:
+            self.client.push(notice("error", error="binary frames are not accepted"))
+
+    def closed(self) -> None:
+        if self.client is not None:
+            self.ctx.hub.leave(self.client)
+            self.client = None
 
 
 def command_frame(ctx: Context, who: Person | None, text: str, address: str | None) -> bytes:
