@@ -183,7 +183,7 @@ async def test_a_page_that_closes_gets_its_code_back_and_is_forgotten(
     assert await page.next() == (PONG, b"cut")
     assert await page.closed_with() == 1001
     await wait_until(lambda: len(served.ctx.hub.clients) == 1, 5, "one socket left")
-    served.ctx.hub.broadcast("t/events/test", b'{"n":1}')
+    served.ctx.hub.broadcast("t/events/test", b'{"n":1}', "urn:test:1")
     assert (await other.json())["activity"] == {"n": 1}
 
 
@@ -196,7 +196,7 @@ async def test_an_open_socket_is_ours_alone_no_task_or_request_of_aiohttp(
     await asyncio.sleep(0.1)  # aiohttp's side of each connection has ended by now
     assert served.server.runner.server.connections == []
     assert len(asyncio.all_tasks()) <= before  # no task per socket
-    served.ctx.hub.broadcast("t/events/test", b'{"n":2}')
+    served.ctx.hub.broadcast("t/events/test", b'{"n":2}', "urn:test:2")
     for page in opened:
         assert (await page.json())["activity"] == {"n": 2}
 
@@ -238,5 +238,5 @@ async def test_a_socket_that_answers_its_pings_stays_open(
         pings += 1
         page.send(frame(PONG, payload))
     assert pings >= 3 and len(quick_heartbeat.ctx.hub.clients) == 1
-    quick_heartbeat.ctx.hub.broadcast("t/events/test", b'{"n":3}')
+    quick_heartbeat.ctx.hub.broadcast("t/events/test", b'{"n":3}', "urn:test:3")
     assert (await page.json())["activity"] == {"n": 3}
