@@ -90,7 +90,12 @@ $(RUN_STAMP): requirements/run.txt pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
+# pip itself first, at the version locked: a new venv's (Python 3.11's pip 23.2) takes the
+# extra pip-audit asks for (cachecontrol[filecache]) as a requirement of its own, unpinned,
+# and --require-hashes refuses the whole lock.
 $(DEV_STAMP): requirements/dev.txt pyproject.toml | $(VENV)/bin/python
+	awk '/^pip==/{p=1} p&&/^ *#/{exit} p' requirements/dev.txt > $(VENV)/pip-lock.txt
+	$(BIN)/pip install -q --require-hashes -r $(VENV)/pip-lock.txt
 	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@ $(RUN_STAMP)
