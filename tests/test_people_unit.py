@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from argon2 import extract_parameters
 
 from dovecote_testing.plugin import Databases
 from services.gateway.accounts import credentials, people
@@ -27,8 +26,6 @@ def test_a_password_is_stored_as_argon2id_and_a_stranger_costs_as_much_as_a_wron
     assert not credentials.check_password(None, "correct horse")  # no such person
     nobody = time.perf_counter() - started
     assert nobody > wrong / 4  # an Argon2 run too, not an instant "no"
-    # ... with the parameters a real hash has (the kept one is made again should they move).
-    assert extract_parameters(credentials._NOBODY) == extract_parameters(stored)
     for bad in ("short", "x" * (credentials.PASSWORD_MAX + 1)):
         with pytest.raises(Refused):
             credentials.hash_password(bad)
