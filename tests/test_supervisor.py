@@ -117,6 +117,7 @@ async def test_a_service_that_cannot_start_stops_the_run_with_an_error(
     assert "gateway.1 cannot start (died 5 times" in log.read_text()
 
 
+@pytest.mark.brokers("mosquitto")  # refused before any broker is reached
 def test_unknown_services_and_bad_counts_are_refused(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -166,6 +167,7 @@ def test_a_private_broker_on_a_chosen_port_even_with_one_answering(
     assert not mqtt_answers("127.0.0.1", port)
 
 
+@pytest.mark.brokers("mosquitto")  # refused before any broker is reached
 def test_a_private_broker_port_that_is_no_port_is_refused(
     service_env: dict[str, str], tmp_path: Path
 ) -> None:
