@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import secrets
 import shutil
@@ -20,7 +19,7 @@ import sqlalchemy
 
 from dovecote.project import PROJECT
 from dovecote.store import Place
-from dovecote_testing.gateway import DEMO_PASSWORD, signed_in, token_for
+from dovecote_testing.gateway import DEMO_PASSWORD, demo_password_hash, signed_in, token_for
 from dovecote_testing.plugin import Databases, Probe, ServiceProcess, StartService
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
@@ -206,15 +205,6 @@ async def open_as(browser: Any, url: str, person: str, **context: Any) -> Any:
     page = await ctx.new_page()
     await sign_in_page(page, url, person)
     return page
-
-
-@functools.cache
-def demo_password_hash() -> str:
-    """One Argon2id hash of the demo password for every test's fresh accounts: a hash costs
-    ~0.15 s of CPU by design, and the fast loop made one for each of ~40 gateways."""
-    from services.gateway.accounts import credentials
-
-    return credentials.hash_password(DEMO_PASSWORD)
 
 
 def gateway_context(

@@ -285,6 +285,7 @@ async def test_publish_validates_against_the_registry_then_sends(
     assert late.messages[0].retain
 
 
+@pytest.mark.brokers("mosquitto")  # no broker answers at MQTT_URL: which one is not the point
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -319,6 +320,7 @@ async def test_publish_refuses_bad_input_clearly_and_sends_nothing(
     assert err.startswith("dovecote publish: ") and message in err, err
 
 
+@pytest.mark.brokers("mosquitto")  # no broker answers at MQTT_URL: which one is not the point
 async def test_the_tools_say_when_the_broker_is_not_there(service_env: dict[str, str]) -> None:
     port = free_port()
     env = {**service_env, "MQTT_URL": f"mqtt://127.0.0.1:{port}"}
@@ -335,6 +337,7 @@ async def test_the_tools_say_when_the_broker_is_not_there(service_env: dict[str,
     assert dcode == 0 and orjson.loads(dout)["object"] == {"type": "Build"}
 
 
+@pytest.mark.brokers("mosquitto")  # refused before connecting: the broker is not the point
 async def test_tail_refuses_a_malformed_filter(service_env: dict[str, str]) -> None:
     code, _, err = await cli(service_env, "tail", "events/#/x")
     assert code == 2

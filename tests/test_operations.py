@@ -203,6 +203,7 @@ async def test_a_real_prometheus_scrapes_the_gateway_with_its_token(
         log.close()
 
 
+@pytest.mark.brokers("mosquitto")  # who may read what: the broker is not the point
 async def test_who_may_read_metrics_and_the_operations_page(federation: Federation) -> None:
     url = federation.url
     assert (await scrape(url))[0] == 401

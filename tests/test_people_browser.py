@@ -181,6 +181,7 @@ async def evil_site() -> AsyncIterator[tuple[str, dict[str, str]]]:
     await runner.cleanup()
 
 
+@pytest.mark.brokers("mosquitto")  # Host, Origin and CSRF checks: the broker is not the point
 async def test_a_foreign_host_and_a_csrf_less_post_are_refused(
     pipeline: Pipeline, browser: Any, evil_site: tuple[str, dict[str, str]]
 ) -> None:

@@ -121,6 +121,7 @@ async def test_an_upload_travels_through_every_service_with_one_context(
         assert "WARNING" not in p.services[name].log  # no retry: it worked the first time
 
 
+@pytest.mark.brokers("mosquitto")  # the gateway's checks of an upload: the broker is not the point
 async def test_bad_uploads_get_a_4xx_and_nothing_is_stored_or_published(
     pipeline: Pipeline,
 ) -> None:
@@ -185,6 +186,7 @@ async def test_uploads_are_judged_by_their_bytes_not_their_name_or_declared_type
     assert len(p.probe.on("events/image/created")) == 1  # only the real image was announced
 
 
+@pytest.mark.brokers("mosquitto")  # the gateway's checks of a path: the broker is not the point
 async def test_image_resources_refuse_path_tricks_and_unauthenticated_writes(
     pipeline: Pipeline,
 ) -> None:

@@ -1,6 +1,6 @@
 """A rolling upgrade under load (issue 26): a pool of two points workers is replaced one
-worker at a time by the next version, whose award gains an optional field, while 1,000
-uploads stream in.
+worker at a time by the next version, whose award gains an optional field, while uploads
+stream in: 300 in make test, 1,000 in make chaos (``--chaos=long``).
 
 Real processes on a real broker: the gateway, the notifier and points 1 and 2 from
 services/, started once; the next version is tests/services/points_next (the same service,
@@ -36,16 +36,18 @@ from dovecote_testing.plugin import (
     TestBroker,
     wait_until,
 )
-from tests.chaos import FaultRow, record
+from tests.chaos import FaultRow, Scale, record
 from tests.fixtures import wait_http
 from tests.test_gateway_process import Browserish
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]  # a row of the fault table
 
-UPLOADS = 1000
-BURST = 10  # uploads come in bursts of 10 every 0.15 s: ~67 a second, ...
-STREAM_SECONDS = 15.0
-SWAP_AFTER = (250, 560)  # ... and each swap's SIGTERM follows a burst at once: work in flight
+# Uploads, streamed over 15 s: 1,000 (~67 a second) in make chaos, 300 in make test (the same
+# swaps at the same times, a third of the CPU). They come in bursts of 10, and each swap's
+# SIGTERM follows a burst at once (work in flight): after a quarter of them, and after 56 %.
+STREAMS = {"short": (300, 15.0), "long": (1000, 15.0)}
+BURST = 10
+SWAP_AT = (0.25, 0.56)
 AWARDED = "events/points/awarded"
 
 
@@ -104,7 +106,10 @@ async def test_a_pool_upgraded_one_worker_at_a_time_under_load_loses_and_doubles
     service_env: dict[str, str],
     probe: Probe,
     tmp_path: Path,
+    scale: Scale,
 ) -> None:
+    uploads, stream_seconds = STREAMS[scale.name]
+    swap_after = [int(uploads * at) for at in SWAP_AT]
     points_db = tmp_path / "points.sqlite3"
     env = {"POINTS_DB": str(points_db), "IMAGES_DIR": str(tmp_path / "images")}
     pool = {**env, "DOVECOTE_POOL_SIZE": "2"}
@@ -130,19 +135,19 @@ async def test_a_pool_upgraded_one_worker_at_a_time_under_load_loses_and_doubles
         await page.wait(lambda f: f.get("type") == "hello")
 
         sent: set[str] = set()
-        swap_now = [asyncio.Event() for _ in SWAP_AFTER]
+        swap_now = [asyncio.Event() for _ in swap_after]
 
         async def stream() -> None:
             start = time.monotonic()
-            for n, first in enumerate(range(0, UPLOADS, BURST)):
+            for n, first in enumerate(range(0, uploads, BURST)):
                 await asyncio.sleep(
-                    max(0.0, start + n * BURST * STREAM_SECONDS / UPLOADS - time.monotonic())
+                    max(0.0, start + n * BURST * stream_seconds / uploads - time.monotonic())
                 )
                 for _ in range(BURST):
                     item = upload(url, linus)
                     probe.publish("events/image/created", item)
                     sent.add(item["id"])
-                for event, after in zip(swap_now, SWAP_AFTER, strict=True):
+                for event, after in zip(swap_now, swap_after, strict=True):
                     if first < after <= first + BURST:
                         event.set()
 
@@ -165,8 +170,8 @@ async def test_a_pool_upgraded_one_worker_at_a_time_under_load_loses_and_doubles
             return [f["activity"] for f in page.decoded() if f.get("topic", "").endswith(AWARDED)]
 
         await wait_until(complete, 60, "an award for every upload")
-        await probe.wait_for("users/ada/notifications", count=UPLOADS, timeout=60)
-        await wait_until(lambda: len(on_page()) >= UPLOADS, 30, "every award on the page")
+        await probe.wait_for("users/ada/notifications", count=uploads, timeout=60)
+        await wait_until(lambda: len(on_page()) >= uploads, 30, "every award on the page")
         await asyncio.sleep(1.0)  # a second award, a late park, would show by now
         seen_on_page = on_page()
 
@@ -192,7 +197,7 @@ async def test_a_pool_upgraded_one_worker_at_a_time_under_load_loses_and_doubles
     # The next version's awards carry the new field; the old ones' do not; after the second
     # swap every award is the next version's.
     new = [a for a in published if "awardedAt" in a["object"]]
-    assert 0 < len(new) < UPLOADS
+    assert 0 < len(new) < uploads
     assert all(datetime.fromisoformat(a["object"]["awardedAt"]).tzinfo for a in new)
     assert not any("awardedAt" in a["object"] for a in awards(probe, 0, swaps[0].stopped_at))
     assert all("awardedAt" in a["object"] for a in awards(probe, swaps[-1].joined_at))
@@ -210,4 +215,4 @@ async def test_a_pool_upgraded_one_worker_at_a_time_under_load_loses_and_doubles
             f"yet awarded; the next version online {s.seconds:.2f} s later, {s.during} "
             "uploads meanwhile"
         )
-    print(f"{len(new)} of {UPLOADS} awards by the next version")
+    print(f"{len(new)} of {uploads} awards by the next version")

@@ -14,10 +14,9 @@ import orjson
 
 from dovecote import activity as act
 from services.notifier import topics as notifier_topics
+from tests import mypy_cache
 
 PROJECT = Path(__file__).resolve().parents[1]
-# mypy keeps its cache between runs here: the snippets import the whole library.
-MYPY_CACHE = PROJECT / ".mypy_cache" / "snippets"
 
 SNIPPET = """
 from dovecote import Bus
@@ -103,7 +102,8 @@ def mypy_refusals(snippet: str, tmp_path: Path) -> None:
     }
     mypy = [sys.executable, "-m", "mypy", "--config-file", "pyproject.toml", "--no-error-summary"]
     run = subprocess.run(
-        [*mypy, "--cache-dir", str(MYPY_CACHE), str(path)],
+        # The snippets import the whole library: its modules come from the lint run's cache.
+        [*mypy, "--cache-dir", str(mypy_cache.seeded(tmp_path / "mypy-cache")), str(path)],
         cwd=PROJECT,
         capture_output=True,
         text=True,

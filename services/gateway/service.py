@@ -22,7 +22,6 @@ module per feature.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections import deque
@@ -40,7 +39,8 @@ from dovecote import Bus, Delivery, Service, handles, heap, topics
 from dovecote import activity as act
 from dovecote.config import ConfigError, Settings
 from dovecote.topics import P
-from services.gateway.accounts import credentials, invites, people, signouts
+from services.gateway.accounts import invites, people, signouts
+from services.gateway.accounts.demo import DemoPeople
 from services.gateway.accounts.guesses import DeviceCookies
 from services.gateway.accounts.people import People
 from services.gateway.bus import federation_status, promises, reachability
@@ -113,12 +113,7 @@ class Gateway(Service):
             )
         self.session_key = sessions.check_key(key) if key else ""  # or the store's: below
         self.session_max_age = settings.get_int("SESSION_MAX_AGE", 14 * 86400, 60, 366 * 86400)
-        self.demo_password = settings.env.get("DEMO_PASSWORD", "")
-        if self.demo_password:
-            try:
-                credentials.valid_password(self.demo_password)
-            except credentials.Refused as exc:
-                raise ConfigError(f"DEMO_PASSWORD: {exc}") from None
+        self.demo = DemoPeople(settings.env)
         self.limits = Limits(settings.env)
         self.inbox = InboxClient(self._ask, settings.get_float("INBOX_TIMEOUT", 2.0, 0.1, 60.0))
         self.hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
@@ -166,7 +161,7 @@ class Gateway(Service):
         """Every name in ``OPERATORS`` must be an account (or a demo person about to be
         made): a name that is not would go to whoever signs up with it first."""
         self.people.open()
-        coming = {p["id"] for p in people.DEMO_PEOPLE} if self.demo_password else set()
+        coming = {p["id"] for p in people.DEMO_PEOPLE} if self.demo.wanted else set()
         unknown = [name for name in self.ops.unknown(self.people) if name not in coming]
         if unknown:
             self.people.close()
@@ -278,8 +273,13 @@ class Gateway(Service):
 
     async def setup(self) -> None:
         self.images.store.open()
-        if self.demo_password:
-            await self._seed_demo_people()
+        if self.demo.wanted:
+            created = await self.demo.seed(self.people, self.hashing)
+            self.log.info(
+                "demo people %s: sign in with DEMO_PASSWORD%s",
+                ", ".join(p["id"] for p in people.DEMO_PEOPLE),
+                f" (new: {', '.join(created)})" if created else "",
+            )
         if self.images.service_token is None:
             self.log.warning("DOVECOTE_SERVICE_TOKEN is not set: thumbnail uploads are refused")
         quiet_client_faults()
@@ -330,27 +330,6 @@ class Gateway(Service):
             self.settings.host,
             self.settings.port,
             SIGNUP_SAYS[self.signup],
-        )
-
-    async def _seed_demo_people(self) -> None:
-        """The demo people, with DEMO_PASSWORD: hashed once (or its hash kept when it still
-        matches), so a start costs one Argon2 run, not one per person."""
-        loop = asyncio.get_running_loop()
-        stored = self.people.password_hash(people.DEMO_PEOPLE[0]["id"])
-        same = await loop.run_in_executor(
-            self.hashing, credentials.check_password, stored, self.demo_password
-        )
-        hashed = stored if same and stored else None
-        if hashed is None:
-            hashed = await loop.run_in_executor(
-                self.hashing, credentials.hash_password, self.demo_password
-            )
-        created = self.people.seed(people.DEMO_PEOPLE, hashed)
-        names = ", ".join(p["id"] for p in people.DEMO_PEOPLE)
-        self.log.info(
-            "demo people %s: sign in with DEMO_PASSWORD%s",
-            names,
-            f" (new: {', '.join(created)})" if created else "",
         )
 
     def _publish(self, entry: topics.Topic[P], activity: P, /) -> None:

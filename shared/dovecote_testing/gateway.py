@@ -1,7 +1,10 @@
 """Signing in to the gateway from a test, as a browser or as a script would.
 
 Every gateway a test starts (``service_env``) has the demo people (ada, grace, linus) with
-``DEMO_PASSWORD`` and its own session key. ``signed_in`` gives an aiohttp session that signed
+``DEMO_PASSWORD`` and its own session key. Their hash is given (``DEMO_PASSWORD_HASH``,
+``demo_password_hash``), made with argon2-cffi's cheapest parameters: the gateway makes none
+at its start, and a demo sign-in costs no 64 MiB Argon2 run (a test run starts ~500 gateways
+and signs in some hundreds of times). ``signed_in`` gives an aiohttp session that signed
 in through the real form and sends ``Origin`` on every request, as a browser does (the
 gateway refuses a state change without it, or without the CSRF token); ``token_for`` makes a
 personal API token on the account page, as a person would for a script.
@@ -9,9 +12,19 @@ personal API token on the account page, as a person would for a script.
 
 from __future__ import annotations
 
+import functools
+
 import aiohttp
+from argon2 import PasswordHasher, profiles
 
 DEMO_PASSWORD = "demo-password-for-tests"
+
+
+@functools.cache
+def demo_password_hash() -> str:
+    """``DEMO_PASSWORD`` hashed with the parameters argon2-cffi keeps for tests (8 KiB, one
+    pass): microseconds, where the gateway's own take ~0.15 s of CPU by design."""
+    return PasswordHasher.from_parameters(profiles.CHEAPEST).hash(DEMO_PASSWORD)
 
 
 async def signed_in(url: str, person: str, password: str = DEMO_PASSWORD) -> aiohttp.ClientSession:

@@ -53,7 +53,7 @@ from dovecote.project import PROJECT
 from dovecote.store import Place
 from dovecote.tools.broker import BrokerUnavailable, PrivateMosquitto, free_port
 from dovecote_testing.cluster import NODES, PrivateCluster
-from dovecote_testing.gateway import DEMO_PASSWORD
+from dovecote_testing.gateway import DEMO_PASSWORD, demo_password_hash
 from dovecote_testing.memory import MemoryBus
 from dovecote_testing.postgres import PostgresUnavailable, PrivatePostgres
 from dovecote_testing.probe import Probe, wait_until
@@ -304,6 +304,7 @@ def environment(url: str, root: str, folder: Path, amqp_url: str = "") -> dict[s
         # A gateway's sessions and its demo people (dovecote_testing.gateway signs in).
         DOVECOTE_SESSION_KEY=base64.urlsafe_b64encode(os.urandom(32)).decode(),
         DEMO_PASSWORD=DEMO_PASSWORD,
+        DEMO_PASSWORD_HASH=demo_password_hash(),  # made cheaply (dovecote_testing.gateway)
     )
     env["PUBLIC_URL"] = f"http://127.0.0.1:{env['PORT']}"
     if amqp_url:  # RabbitMQ: pools share a quorum queue (dovecote.poolqueue)
