@@ -145,7 +145,7 @@ class BrowserSocket(asyncio.Protocol):
         """Close with ``code`` and wait until the connection has ended; cancelled, it ends
         the connection at once."""
         self.send_close(code, message)
-        if self.state == CLOSED:
+        if self.state == CLOSED or self.transport is None:
             return
         if self.done is None:
             self.done = asyncio.get_running_loop().create_future()
