@@ -128,15 +128,20 @@ def published_between(probe: Probe, root: str, first: str, last: str) -> list[tu
     return [(topic, key) for topic, key, _ in keyed[start : end + 1]]
 
 
+def window(page: ResumingPage, sent: list[tuple[str, str]]) -> list[str]:
+    """The keys of the frames a page applied from the first marker to the last."""
+    start, end = sent[0][1], sent[-1][1]
+    return page.keys[page.keys.index(start) : page.keys.index(end) + 1]
+
+
 def compare(pages: list[ResumingPage], sent: list[tuple[str, str]], root: str) -> Counter[str]:
     """Each page's frames from the first marker to the last against what the broker sent
     that such a page may see: how many were missed and got twice, and the reloads, over all
     pages. A frame the page may not see (another person's) fails at once."""
     report: Counter[str] = Counter()
-    start, end = sent[0][1], sent[-1][1]
     for page in pages:
         expected = {key for topic, key in sent if shown_to(root, topic, page.user)}
-        got = page.keys[page.keys.index(start) : page.keys.index(end) + 1]
+        got = window(page, sent)
         report["missed"] += len(expected - set(got))
         report["twice"] += len(got) - len(set(got))
         report["reloads"] += len(page.reloads)
